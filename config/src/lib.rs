@@ -1,0 +1,561 @@
+//! Chmura's configuration.
+//!
+//! A TOML file is read into [`RawConfig`] (serde, unknown fields refused) and turned into a
+//! validated [`Config`] by [`Config::load`]: paths resolved against the config file's folder,
+//! secret files read (and refused when group or others can read them), addresses parsed.
+//! Every error names the field path it is about ("tenants[1].secret_access_key_file: …").
+//!
+//! This crate does no network I/O and starts no runtime.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// A configuration error: the field path and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    /// Dotted path of the offending field, e.g. `tenants[0].access_key_id`.
+    pub path: String,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A secret held in memory: zeroized on drop, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(Zeroizing::new(value.into()))
+    }
+    /// The secret value. Callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw (serde) form: field names are the user-facing contract.
+// ---------------------------------------------------------------------------------------------
+
+/// The TOML document as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub min_tls_version: Option<String>,
+    pub insecure_http_listen: Option<String>,
+    pub region: Option<String>,
+    pub virtual_host_domain: Option<String>,
+    pub max_clock_skew_secs: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub body_idle_timeout_secs: Option<u64>,
+    pub max_header_bytes: Option<usize>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub endpoint: String,
+    pub region: Option<String>,
+    pub path_style: Option<bool>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub name: String,
+    pub access_key_id: String,
+    pub secret_access_key_file: PathBuf,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated form.
+// ---------------------------------------------------------------------------------------------
+
+/// Lowest TLS version the listener accepts. Nothing older than 1.2 can be expressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    pub min_tls_version: TlsVersion,
+    pub insecure_http_listen: Option<SocketAddr>,
+    pub region: String,
+    pub virtual_host_domain: Option<String>,
+    pub max_clock_skew_secs: u64,
+    pub header_read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub body_idle_timeout_secs: u64,
+    pub max_header_bytes: usize,
+    pub shutdown_grace_secs: u64,
+    pub max_connections: usize,
+    pub log_format: LogFormat,
+}
+
+/// How Chmura authenticates to the upstream store.
+#[derive(Debug, Clone)]
+pub enum UpstreamCredentials {
+    Static {
+        access_key_id: String,
+        secret_access_key: Secret,
+    },
+    /// The AWS default chain (environment variables today; see README).
+    DefaultChain,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub endpoint: String,
+    pub scheme: String,
+    /// `host[:port]` of the endpoint.
+    pub authority: String,
+    /// Path prefix of the endpoint (without trailing slash), usually empty.
+    pub base_path: String,
+    pub region: String,
+    pub path_style: bool,
+    pub credentials: UpstreamCredentials,
+    pub ca_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub tenants: Vec<Tenant>,
+    /// Folder of the config file; relative paths were resolved against it.
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), e.to_string()))?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_toml(&text, &base_dir)
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against `base_dir`.
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let reason = e.message().to_string();
+            let path = e
+                .span()
+                .map(|s| format!("line {}", text[..s.start].lines().count().max(1)))
+                .unwrap_or_else(|| "config".to_string());
+            ConfigError::new(path, reason)
+        })?;
+        Config::validate(raw, base_dir)
+    }
+
+    fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+        let resolve = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let s = raw.server;
+        let listen = parse_addr("server.listen", s.listen.as_deref().unwrap_or("127.0.0.1:8443"))?;
+        let tls_cert_file = resolve(
+            s.tls_cert_file
+                .as_deref()
+                .ok_or_else(|| ConfigError::new("server.tls_cert_file", "is required"))?,
+        );
+        let tls_key_file = resolve(
+            s.tls_key_file
+                .as_deref()
+                .ok_or_else(|| ConfigError::new("server.tls_key_file", "is required"))?,
+        );
+        require_file("server.tls_cert_file", &tls_cert_file)?;
+        require_file("server.tls_key_file", &tls_key_file)?;
+        check_private("server.tls_key_file", &tls_key_file)?;
+        let min_tls_version = match s.min_tls_version.as_deref().unwrap_or("1.2") {
+            "1.2" => TlsVersion::V1_2,
+            "1.3" => TlsVersion::V1_3,
+            other => {
+                return Err(ConfigError::new(
+                    "server.min_tls_version",
+                    format!("must be \"1.2\" or \"1.3\", not {other:?} (older versions are not supported)"),
+                ))
+            }
+        };
+        let insecure_http_listen = s
+            .insecure_http_listen
+            .as_deref()
+            .map(|a| parse_addr("server.insecure_http_listen", a))
+            .transpose()?;
+        let region = s.region.unwrap_or_else(|| "us-east-1".to_string());
+        if region.is_empty() {
+            return Err(ConfigError::new("server.region", "must not be empty"));
+        }
+        let virtual_host_domain = match s.virtual_host_domain {
+            Some(d) if d.is_empty() || d.contains('/') || d.contains(':') => {
+                return Err(ConfigError::new(
+                    "server.virtual_host_domain",
+                    "must be a bare domain name such as s3.example.com",
+                ))
+            }
+            Some(d) => Some(d.to_ascii_lowercase()),
+            None => None,
+        };
+        let log_format = match s.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "server.log_format",
+                    format!("must be \"text\" or \"json\", not {other:?}"),
+                ))
+            }
+        };
+        let server = ServerConfig {
+            listen,
+            tls_cert_file,
+            tls_key_file,
+            min_tls_version,
+            insecure_http_listen,
+            region,
+            virtual_host_domain,
+            max_clock_skew_secs: s.max_clock_skew_secs.unwrap_or(900),
+            header_read_timeout_secs: positive("server.header_read_timeout_secs", s.header_read_timeout_secs, 30)?,
+            idle_timeout_secs: positive("server.idle_timeout_secs", s.idle_timeout_secs, 60)?,
+            body_idle_timeout_secs: positive("server.body_idle_timeout_secs", s.body_idle_timeout_secs, 60)?,
+            max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024).max(8 * 1024),
+            shutdown_grace_secs: s.shutdown_grace_secs.unwrap_or(30),
+            max_connections: s.max_connections.unwrap_or(4096).max(1),
+            log_format,
+        };
+
+        let u = raw.upstream;
+        let (scheme, rest) = u.endpoint.split_once("://").ok_or_else(|| {
+            ConfigError::new("upstream.endpoint", "must be a URL such as http://127.0.0.1:9000")
+        })?;
+        if scheme != "http" && scheme != "https" {
+            return Err(ConfigError::new("upstream.endpoint", "scheme must be http or https"));
+        }
+        let (authority, base_path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') || authority.contains('?') {
+            return Err(ConfigError::new("upstream.endpoint", "has no valid host"));
+        }
+        let credentials = match (u.access_key_id, u.secret_access_key_file) {
+            (Some(ak), Some(file)) => {
+                let file = resolve(&file);
+                UpstreamCredentials::Static {
+                    access_key_id: non_empty("upstream.access_key_id", ak)?,
+                    secret_access_key: read_secret("upstream.secret_access_key_file", &file)?,
+                }
+            }
+            (None, None) => UpstreamCredentials::DefaultChain,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "upstream.secret_access_key_file",
+                    "is required when upstream.access_key_id is set (omit both for the AWS default chain)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "upstream.access_key_id",
+                    "is required when upstream.secret_access_key_file is set",
+                ))
+            }
+        };
+        let ca_file = u.ca_file.as_deref().map(resolve);
+        if let Some(ca) = &ca_file {
+            require_file("upstream.ca_file", ca)?;
+        }
+        let upstream = UpstreamConfig {
+            scheme: scheme.to_string(),
+            authority: authority.to_string(),
+            base_path: base_path.to_string(),
+            endpoint: u.endpoint.clone(),
+            region: u.region.unwrap_or_else(|| "us-east-1".to_string()),
+            path_style: u.path_style.unwrap_or(true),
+            credentials,
+            ca_file,
+            timeout_secs: positive("upstream.timeout_secs", u.timeout_secs, 300)?,
+        };
+
+        if raw.tenants.is_empty() {
+            return Err(ConfigError::new("tenants", "at least one [[tenants]] entry is required"));
+        }
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut tenants = Vec::with_capacity(raw.tenants.len());
+        for (i, t) in raw.tenants.into_iter().enumerate() {
+            let p = |f: &str| format!("tenants[{i}].{f}");
+            let name = non_empty(&p("name"), t.name)?;
+            if !names.insert(name.clone()) {
+                return Err(ConfigError::new(p("name"), format!("duplicate tenant name {name:?}")));
+            }
+            let ak = non_empty(&p("access_key_id"), t.access_key_id)?;
+            if !ak.bytes().all(|b| b.is_ascii_alphanumeric()) || ak.len() < 16 || ak.len() > 128 {
+                return Err(ConfigError::new(
+                    p("access_key_id"),
+                    "must be 16 to 128 ASCII letters or digits",
+                ));
+            }
+            if !keys.insert(ak.clone()) {
+                return Err(ConfigError::new(p("access_key_id"), "is used by another tenant"));
+            }
+            let secret = read_secret(&p("secret_access_key_file"), &resolve(&t.secret_access_key_file))?;
+            if secret.expose().len() < 16 {
+                return Err(ConfigError::new(
+                    p("secret_access_key_file"),
+                    "the secret must be at least 16 characters",
+                ));
+            }
+            tenants.push(Tenant {
+                name,
+                access_key_id: ak,
+                secret_access_key: secret,
+            });
+        }
+        Ok(Config {
+            server,
+            upstream,
+            tenants,
+            base_dir: base_dir.to_path_buf(),
+        })
+    }
+}
+
+fn parse_addr(path: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| ConfigError::new(path, format!("{value:?} is not an address such as 127.0.0.1:8443")))
+}
+
+fn positive(path: &str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    match value {
+        Some(0) => Err(ConfigError::new(path, "must be greater than 0")),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
+fn non_empty(path: &str, value: String) -> Result<String, ConfigError> {
+    if value.trim().is_empty() {
+        Err(ConfigError::new(path, "must not be empty"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn require_file(path: &str, file: &Path) -> Result<(), ConfigError> {
+    if file.is_file() {
+        Ok(())
+    } else {
+        Err(ConfigError::new(path, format!("file {} does not exist", file.display())))
+    }
+}
+
+/// Refuses a file that group or others may read (or write).
+fn check_private(path: &str, file: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(file)
+            .map_err(|e| ConfigError::new(path, format!("{}: {e}", file.display())))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::new(
+                path,
+                format!(
+                    "{} is accessible by group or others (mode {mode:03o}); run chmod 600 on it",
+                    file.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a secret file (permission-checked); surrounding whitespace is trimmed.
+pub fn read_secret(path: &str, file: &Path) -> Result<Secret, ConfigError> {
+    require_file(path, file)?;
+    check_private(path, file)?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(file).map_err(|e| ConfigError::new(path, format!("{}: {e}", file.display())))?,
+    );
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(ConfigError::new(path, format!("{} is empty", file.display())));
+    }
+    Ok(Secret::new(trimmed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn write(dir: &Path, name: &str, text: &str, mode: u32) {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn fixture() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "cert.pem", "x", 0o644);
+        write(d.path(), "key.pem", "x", 0o600);
+        write(d.path(), "up.secret", "upstreamsecret\n", 0o600);
+        write(d.path(), "acme.secret", "0123456789abcdefXYZ\n", 0o600);
+        d
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+tls_cert_file = "cert.pem"
+tls_key_file = "key.pem"
+region = "us-east-1"
+
+[upstream]
+endpoint = "http://127.0.0.1:9000"
+access_key_id = "minio"
+secret_access_key_file = "up.secret"
+
+[[tenants]]
+name = "acme"
+access_key_id = "CHMURAACME0000000001"
+secret_access_key_file = "acme.secret"
+"#;
+
+    #[test]
+    fn good_config_loads_with_relative_paths() {
+        let d = fixture();
+        let c = Config::from_toml(GOOD, d.path()).unwrap();
+        assert_eq!(c.server.tls_cert_file, d.path().join("cert.pem"));
+        assert_eq!(c.server.min_tls_version, TlsVersion::V1_2);
+        assert_eq!(c.upstream.authority, "127.0.0.1:9000");
+        assert_eq!(c.tenants[0].secret_access_key.expose(), "0123456789abcdefXYZ");
+        assert!(!format!("{c:?}").contains("0123456789abcdefXYZ"), "secrets must not print");
+    }
+
+    #[test]
+    fn world_readable_secret_is_refused_with_field_path() {
+        let d = fixture();
+        write(d.path(), "acme.secret", "0123456789abcdefXYZ", 0o644);
+        let e = Config::from_toml(GOOD, d.path()).unwrap_err();
+        assert_eq!(e.path, "tenants[0].secret_access_key_file");
+        assert!(e.reason.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn old_tls_versions_cannot_be_configured() {
+        let d = fixture();
+        let text = GOOD.replace("region = \"us-east-1\"\n\n[upstream]", "min_tls_version = \"1.1\"\n\n[upstream]");
+        let e = Config::from_toml(&text, d.path()).unwrap_err();
+        assert_eq!(e.path, "server.min_tls_version");
+        let text = GOOD.replace("region = \"us-east-1\"\n\n[upstream]", "min_tls_version = \"1.3\"\n\n[upstream]");
+        assert_eq!(Config::from_toml(&text, d.path()).unwrap().server.min_tls_version, TlsVersion::V1_3);
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let d = fixture();
+        let text = GOOD.replace("[upstream]", "bogus = 1\n[upstream]");
+        let e = Config::from_toml(&text, d.path()).unwrap_err();
+        assert!(e.reason.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_access_keys_are_refused() {
+        let d = fixture();
+        let text = format!(
+            "{GOOD}\n[[tenants]]\nname = \"other\"\naccess_key_id = \"CHMURAACME0000000001\"\nsecret_access_key_file = \"acme.secret\"\n"
+        );
+        let e = Config::from_toml(&text, d.path()).unwrap_err();
+        assert_eq!(e.path, "tenants[1].access_key_id");
+    }
+
+    #[test]
+    fn half_upstream_credentials_are_refused() {
+        let d = fixture();
+        let text = GOOD.replace("secret_access_key_file = \"up.secret\"\n", "");
+        let e = Config::from_toml(&text, d.path()).unwrap_err();
+        assert_eq!(e.path, "upstream.secret_access_key_file");
+        let text = GOOD
+            .replace("secret_access_key_file = \"up.secret\"\n", "")
+            .replace("access_key_id = \"minio\"\n", "");
+        let c = Config::from_toml(&text, d.path()).unwrap();
+        assert!(matches!(c.upstream.credentials, UpstreamCredentials::DefaultChain));
+    }
+
+    #[test]
+    fn endpoint_must_be_url() {
+        let d = fixture();
+        let text = GOOD.replace("http://127.0.0.1:9000", "127.0.0.1:9000");
+        assert_eq!(Config::from_toml(&text, d.path()).unwrap_err().path, "upstream.endpoint");
+    }
+}

@@ -1,0 +1,341 @@
+//! The request-body adapter: decodes aws-chunked framing, verifies every integrity check the
+//! client declared while the body streams, and withholds the end of the body from the upstream
+//! until all checks passed.
+//!
+//! Invariant ("nothing unverified is committed"): the last decoded frame is held back. It is
+//! released only after the client's body ended and the signature chain, SHA-256, Content-MD5,
+//! `x-amz-checksum-*` (header or trailer) and the declared length all matched. On any failure the
+//! adapter yields an error instead, so the upstream request is aborted short of its
+//! Content-Length and the store commits nothing. The failure is also put in a [`FailureSlot`]
+//! so the handler can answer the client with the right S3 error.
+//!
+//! Memory: one held frame plus, in the signed chunk modes, the chunk being verified.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::checksum::{b64, ChecksumAlgorithm, Hasher};
+use crate::chunked::ChunkedDecoder;
+use crate::error::S3Error;
+
+/// Where the body adapter leaves its failure for the handler.
+#[derive(Clone, Default)]
+pub struct FailureSlot(Arc<Mutex<Option<S3Error>>>);
+
+impl FailureSlot {
+    pub fn set(&self, e: S3Error) {
+        if let Ok(mut g) = self.0.lock() {
+            g.get_or_insert(e);
+        }
+    }
+    pub fn take(&self) -> Option<S3Error> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+/// The checks to run on the decoded body.
+#[derive(Default)]
+pub struct Expectations {
+    pub sha256: Option<[u8; 32]>,
+    pub md5: Option<Vec<u8>>,
+    /// `x-amz-checksum-<alg>` sent as a header.
+    pub checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
+    /// `x-amz-trailer: x-amz-checksum-<alg>`: the value arrives in the aws-chunked trailer.
+    pub trailer_checksum: Option<ChecksumAlgorithm>,
+    /// Exact decoded length, when known (Content-Length or x-amz-decoded-content-length).
+    pub decoded_len: Option<u64>,
+}
+
+type Inner = Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>;
+
+pub struct VerifyingBody {
+    inner: Inner,
+    decoder: Option<ChunkedDecoder>,
+    exp: Expectations,
+    sha256: Option<Hasher>,
+    md5: Option<Hasher>,
+    checksum: Option<Hasher>,
+    pending: VecDeque<Bytes>,
+    scratch: Vec<Bytes>,
+    total: u64,
+    finished: bool,
+    failed: bool,
+    slot: FailureSlot,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl VerifyingBody {
+    pub fn new<B>(inner: B, decoder: Option<ChunkedDecoder>, exp: Expectations, slot: FailureSlot, idle: Duration) -> Self
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+    {
+        let checksum_alg = exp.checksum.as_ref().map(|(a, _)| *a).or(exp.trailer_checksum);
+        VerifyingBody {
+            inner: Box::pin(inner),
+            decoder,
+            sha256: exp.sha256.map(|_| Hasher::new(ChecksumAlgorithm::Sha256)),
+            md5: exp.md5.as_ref().map(|_| Hasher::md5()),
+            checksum: checksum_alg.map(Hasher::new),
+            exp,
+            pending: VecDeque::new(),
+            scratch: Vec::new(),
+            total: 0,
+            finished: false,
+            failed: false,
+            slot,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    fn fail(&mut self, e: S3Error) -> Poll<Option<Result<Frame<Bytes>, S3Error>>> {
+        self.failed = true;
+        self.pending.clear();
+        self.slot.set(e.clone());
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn accept(&mut self, data: Bytes) -> Result<(), S3Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.total += data.len() as u64;
+        if let Some(limit) = self.exp.decoded_len {
+            if self.total > limit {
+                return Err(S3Error::invalid_request("The request body is longer than its declared length."));
+            }
+        }
+        for h in [&mut self.sha256, &mut self.md5, &mut self.checksum].into_iter().flatten() {
+            h.update(&data);
+        }
+        self.pending.push_back(data);
+        Ok(())
+    }
+
+    /// All checks at end of body.
+    fn verify_end(&mut self) -> Result<(), S3Error> {
+        if let Some(d) = self.decoder.as_mut() {
+            d.finish()?;
+        }
+        if let Some(want) = self.exp.decoded_len {
+            if self.total != want {
+                return Err(S3Error::incomplete_body().with_detail(format!("got {} of {want} bytes", self.total)));
+            }
+        }
+        if let (Some(h), Some(want)) = (self.sha256.take(), self.exp.sha256) {
+            if !crate::sigv4::ct_eq(&h.finish(), &want) {
+                return Err(S3Error::new(
+                    "XAmzContentSHA256Mismatch",
+                    "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                ));
+            }
+        }
+        if let (Some(h), Some(want)) = (self.md5.take(), self.exp.md5.as_ref()) {
+            if h.finish() != *want {
+                return Err(S3Error::bad_digest("The Content-MD5 you specified did not match what we received."));
+            }
+        }
+        if let Some(h) = self.checksum.take() {
+            let (alg, want) = match (&self.exp.checksum, self.exp.trailer_checksum) {
+                (Some((alg, want)), _) => (*alg, want.clone()),
+                (None, Some(alg)) => {
+                    let value = self
+                        .decoder
+                        .as_ref()
+                        .and_then(|d| d.trailers().iter().find(|(n, _)| n == alg.header_name()).map(|(_, v)| v.clone()))
+                        .ok_or_else(|| {
+                            S3Error::invalid_request(format!("The {} trailer was declared but not sent.", alg.header_name()))
+                        })?;
+                    let want = crate::checksum::decode_b64(&value, alg.len()).ok_or_else(|| {
+                        S3Error::invalid_request(format!("Value for {} trailing header is invalid.", alg.header_name()))
+                    })?;
+                    (alg, want)
+                }
+                (None, None) => return Ok(()),
+            };
+            let got = h.finish();
+            if got != want {
+                return Err(S3Error::bad_digest(format!(
+                    "The {} you specified did not match the calculated checksum.",
+                    alg.name()
+                ))
+                .with_detail(format!("computed {}", b64(&got))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains a small body completely (used when the upstream length is 0, so nothing can be
+    /// withheld) and returns whether every check passed.
+    pub async fn drain_verified(mut self, max_framed: usize) -> Result<(), S3Error> {
+        let mut seen = 0usize;
+        loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(f)) => {
+                    seen += f.data_ref().map_or(0, Bytes::len);
+                    if seen > max_framed {
+                        return Err(S3Error::invalid_request("The request body is longer than its declared length."));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Body for VerifyingBody {
+    type Data = Bytes;
+    type Error = S3Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, S3Error>>> {
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        loop {
+            // Keep one frame back until the whole body verified.
+            if this.pending.len() > 1 || (this.finished && !this.pending.is_empty()) {
+                let b = this.pending.pop_front().unwrap_or_default();
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            let polled = this.inner.as_mut().poll_frame(cx);
+            let frame = match polled {
+                Poll::Pending => {
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        return this.fail(S3Error::new(
+                            "RequestTimeout",
+                            "Your socket connection to the server was not read from or written to within the timeout period.",
+                        ));
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(f) => f,
+            };
+            let deadline = tokio::time::Instant::now() + this.idle;
+            this.timer.as_mut().reset(deadline);
+            match frame {
+                None => {
+                    this.finished = true;
+                    if let Err(e) = this.verify_end() {
+                        return this.fail(e);
+                    }
+                }
+                Some(Err(e)) => {
+                    return this.fail(S3Error::incomplete_body().with_detail(format!("client body: {e}")));
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    let res = match this.decoder.as_mut() {
+                        Some(d) => {
+                            let mut out = std::mem::take(&mut this.scratch);
+                            let r = d.feed(data, &mut out);
+                            let mut r2 = Ok(());
+                            for piece in out.drain(..) {
+                                if r2.is_ok() {
+                                    r2 = this.accept(piece);
+                                }
+                            }
+                            this.scratch = out;
+                            r.and(r2)
+                        }
+                        None => this.accept(data),
+                    };
+                    if let Err(e) = res {
+                        return this.fail(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || (self.finished && self.pending.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.exp.decoded_len {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.total) + self.pending.iter().map(|b| b.len() as u64).sum::<u64>()),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn body_of(parts: Vec<&'static [u8]>) -> impl Body<Data = Bytes, Error = hyper::Error> + Send + 'static {
+        let frames: Vec<Result<Frame<Bytes>, hyper::Error>> =
+            parts.into_iter().map(|p| Ok(Frame::data(Bytes::from_static(p)))).collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    async fn run(body: VerifyingBody) -> (Vec<Vec<u8>>, Option<String>) {
+        let mut b = body;
+        let mut got = Vec::new();
+        loop {
+            match b.frame().await {
+                None => return (got, None),
+                Some(Ok(f)) => got.push(f.into_data().unwrap().to_vec()),
+                Some(Err(e)) => return (got, Some(e.code.to_string())),
+            }
+        }
+    }
+
+    fn md5_of(d: &[u8]) -> Vec<u8> {
+        let mut h = Hasher::md5();
+        h.update(d);
+        h.finish()
+    }
+
+    #[tokio::test]
+    async fn good_body_passes_and_bad_md5_withholds_the_end() {
+        let exp = Expectations { md5: Some(md5_of(b"hello world")), decoded_len: Some(11), ..Default::default() };
+        let (got, err) = run(VerifyingBody::new(body_of(vec![b"hello", b" world"]), None, exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        assert_eq!((got.concat(), err), (b"hello world".to_vec(), None));
+
+        let slot = FailureSlot::default();
+        let exp = Expectations { md5: Some(md5_of(b"hello there")), decoded_len: Some(11), ..Default::default() };
+        let (got, err) = run(VerifyingBody::new(body_of(vec![b"hello", b" world"]), None, exp, slot.clone(), Duration::from_secs(5))).await;
+        assert_eq!(err.as_deref(), Some("BadDigest"));
+        assert!(got.concat().len() < 11, "the end of the body must be withheld");
+        assert_eq!(slot.take().map(|e| e.code), Some("BadDigest"));
+    }
+
+    #[tokio::test]
+    async fn sha256_length_and_trailer_checks() {
+        let mut sha = [0u8; 32];
+        sha.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"abc").as_ref());
+        let exp = Expectations { sha256: Some(sha), decoded_len: Some(3), ..Default::default() };
+        let (_, err) = run(VerifyingBody::new(body_of(vec![b"abd"]), None, exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        assert_eq!(err.as_deref(), Some("XAmzContentSHA256Mismatch"));
+
+        let exp = Expectations { decoded_len: Some(5), ..Default::default() };
+        let (_, err) = run(VerifyingBody::new(body_of(vec![b"abc"]), None, exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        assert_eq!(err.as_deref(), Some("IncompleteBody"));
+
+        let framed: &'static [u8] = b"5\r\nHello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:i9aeUg==\r\n\r\n";
+        let exp = Expectations { trailer_checksum: Some(ChecksumAlgorithm::Crc32), decoded_len: Some(11), ..Default::default() };
+        let (got, err) = run(VerifyingBody::new(body_of(vec![framed]), Some(ChunkedDecoder::new(None, true)), exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        assert_eq!((got.concat(), err), (b"Hello world".to_vec(), None));
+
+        let framed: &'static [u8] = b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
+        let exp = Expectations { trailer_checksum: Some(ChecksumAlgorithm::Crc32), decoded_len: Some(11), ..Default::default() };
+        let (got, err) = run(VerifyingBody::new(body_of(vec![framed]), Some(ChunkedDecoder::new(None, true)), exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        assert_eq!(err.as_deref(), Some("BadDigest"));
+        assert!(got.concat().len() < 11);
+    }
+}

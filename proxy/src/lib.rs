@@ -1,0 +1,41 @@
+//! Chmura: an S3-compatible reverse proxy that verifies every client signature, re-signs for the
+//! upstream store and streams bodies through verifying (and, from issue 3, encrypting) adapters.
+//!
+//! Read [`handler::handle`] top to bottom for the request pipeline; ARCHITECTURE.md has the map.
+
+pub mod auth;
+pub mod body;
+pub mod checksum;
+pub mod chunked;
+pub mod error;
+pub mod handler;
+pub mod ops;
+pub mod server;
+pub mod sigv4;
+pub mod upstream;
+
+use chmura_config::Config;
+
+pub use server::{serve, Listeners};
+
+/// Everything a request needs, built once from the config.
+pub struct State {
+    pub config: Config,
+    pub tenants: auth::TenantIndex,
+    pub upstream: upstream::Upstream,
+}
+
+impl State {
+    pub fn new(config: Config) -> Result<State, String> {
+        Ok(State {
+            tenants: auth::TenantIndex::new(&config.tenants),
+            upstream: upstream::Upstream::new(&config.upstream)?,
+            config,
+        })
+    }
+}
+
+/// Installs the aws-lc-rs provider as rustls's process default (idempotent).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

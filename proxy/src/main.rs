@@ -1,0 +1,149 @@
+//! `chmura`: serve, check-config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chmura_config::{Config, LogFormat};
+
+const USAGE: &str = "usage:
+  chmura serve --config FILE
+  chmura check-config FILE";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("serve") => {
+            let Some(path) = flag(&args[1..], "--config") else {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            };
+            serve(PathBuf::from(path))
+        }
+        Some("check-config") => {
+            let Some(path) = args.get(1).cloned().or_else(|| flag(&args[1..], "--config")) else {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            };
+            match Config::load(std::path::Path::new(&path)) {
+                Ok(c) => match chmura_proxy::server::tls_config(&c.server) {
+                    Ok(_) => {
+                        println!("{path}: OK ({} tenant(s))", c.tenants.len());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("{path}: {e}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Err(e) => {
+                    eprintln!("{path}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == name {
+            return it.next().cloned();
+        }
+        if let Some(v) = a.strip_prefix(&format!("{name}=")) {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(config.server.log_format);
+    chmura_proxy::install_crypto_provider();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let tls = match tokio::net::TcpListener::bind(config.server.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("server.listen {}: {e}", config.server.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let insecure_http = match config.server.insecure_http_listen {
+            Some(a) => match tokio::net::TcpListener::bind(a).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("server.insecure_http_listen {a}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
+        let state = match chmura_proxy::State::new(config) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            listen = %state.config.server.listen,
+            insecure_http = ?state.config.server.insecure_http_listen,
+            upstream = %state.config.upstream.endpoint,
+            "chmura listening (TLS)"
+        );
+        let listeners = chmura_proxy::Listeners { tls, insecure_http };
+        match chmura_proxy::serve(listeners, state, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CHMURA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}

@@ -1,0 +1,282 @@
+//! Classifies an HTTP request into the S3 operation it is (Garage's `Endpoint` idea).
+//!
+//! Every request Chmura handles becomes one [`Op`]; a request that matches none is refused with
+//! `NotImplemented`, never forwarded blindly. Query parameters that select a sub-resource Chmura
+//! does not know also make the request unclassifiable.
+
+use http::Method;
+
+/// S3 operations Chmura understands. Names follow the S3 API reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    ListBuckets,
+    // Bucket
+    CreateBucket,
+    DeleteBucket,
+    HeadBucket,
+    ListObjects,
+    ListObjectsV2,
+    ListObjectVersions,
+    ListMultipartUploads,
+    GetBucketLocation,
+    GetBucketVersioning,
+    PutBucketVersioning,
+    GetBucketTagging,
+    PutBucketTagging,
+    DeleteBucketTagging,
+    GetBucketPolicy,
+    PutBucketPolicy,
+    DeleteBucketPolicy,
+    GetBucketAcl,
+    GetBucketCors,
+    PutBucketCors,
+    DeleteBucketCors,
+    GetBucketLifecycleConfiguration,
+    PutBucketLifecycleConfiguration,
+    DeleteBucketLifecycle,
+    GetBucketEncryption,
+    GetObjectLockConfiguration,
+    DeleteObjects,
+    // Object
+    GetObject,
+    HeadObject,
+    PutObject,
+    CopyObject,
+    DeleteObject,
+    CreateMultipartUpload,
+    UploadPart,
+    UploadPartCopy,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    ListParts,
+    GetObjectTagging,
+    PutObjectTagging,
+    DeleteObjectTagging,
+    GetObjectAcl,
+    GetObjectAttributes,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        // The Debug form is the S3 API name.
+        match self {
+            Op::ListBuckets => "ListBuckets",
+            Op::CreateBucket => "CreateBucket",
+            Op::DeleteBucket => "DeleteBucket",
+            Op::HeadBucket => "HeadBucket",
+            Op::ListObjects => "ListObjects",
+            Op::ListObjectsV2 => "ListObjectsV2",
+            Op::ListObjectVersions => "ListObjectVersions",
+            Op::ListMultipartUploads => "ListMultipartUploads",
+            Op::GetBucketLocation => "GetBucketLocation",
+            Op::GetBucketVersioning => "GetBucketVersioning",
+            Op::PutBucketVersioning => "PutBucketVersioning",
+            Op::GetBucketTagging => "GetBucketTagging",
+            Op::PutBucketTagging => "PutBucketTagging",
+            Op::DeleteBucketTagging => "DeleteBucketTagging",
+            Op::GetBucketPolicy => "GetBucketPolicy",
+            Op::PutBucketPolicy => "PutBucketPolicy",
+            Op::DeleteBucketPolicy => "DeleteBucketPolicy",
+            Op::GetBucketAcl => "GetBucketAcl",
+            Op::GetBucketCors => "GetBucketCors",
+            Op::PutBucketCors => "PutBucketCors",
+            Op::DeleteBucketCors => "DeleteBucketCors",
+            Op::GetBucketLifecycleConfiguration => "GetBucketLifecycleConfiguration",
+            Op::PutBucketLifecycleConfiguration => "PutBucketLifecycleConfiguration",
+            Op::DeleteBucketLifecycle => "DeleteBucketLifecycle",
+            Op::GetBucketEncryption => "GetBucketEncryption",
+            Op::GetObjectLockConfiguration => "GetObjectLockConfiguration",
+            Op::DeleteObjects => "DeleteObjects",
+            Op::GetObject => "GetObject",
+            Op::HeadObject => "HeadObject",
+            Op::PutObject => "PutObject",
+            Op::CopyObject => "CopyObject",
+            Op::DeleteObject => "DeleteObject",
+            Op::CreateMultipartUpload => "CreateMultipartUpload",
+            Op::UploadPart => "UploadPart",
+            Op::UploadPartCopy => "UploadPartCopy",
+            Op::CompleteMultipartUpload => "CompleteMultipartUpload",
+            Op::AbortMultipartUpload => "AbortMultipartUpload",
+            Op::ListParts => "ListParts",
+            Op::GetObjectTagging => "GetObjectTagging",
+            Op::PutObjectTagging => "PutObjectTagging",
+            Op::DeleteObjectTagging => "DeleteObjectTagging",
+            Op::GetObjectAcl => "GetObjectAcl",
+            Op::GetObjectAttributes => "GetObjectAttributes",
+        }
+    }
+
+    /// Operations whose request body is object data (streamed, never collected).
+    pub fn has_streaming_body(self) -> bool {
+        matches!(self, Op::PutObject | Op::UploadPart)
+    }
+}
+
+/// Query parameters that are plain arguments (not sub-resources) and may appear on any
+/// classified request. Auth parameters are stripped before forwarding.
+const ARGUMENT_PARAMS: &[&str] = &[
+    "list-type", "prefix", "delimiter", "max-keys", "marker", "continuation-token", "start-after", "fetch-owner",
+    "encoding-type", "key-marker", "version-id-marker", "upload-id-marker", "max-uploads", "max-parts",
+    "part-number-marker", "uploadId", "partNumber", "versionId", "x-id", "response-cache-control",
+    "response-content-disposition", "response-content-encoding", "response-content-language",
+    "response-content-type", "response-expires", "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date",
+    "X-Amz-Expires", "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token", "X-Amz-Content-Sha256",
+    "AWSAccessKeyId", "Signature", "Expires", "x-amz-checksum-mode", "bucket-region",
+    "max-buckets", "continuation-token",
+];
+
+/// Sub-resources that select an operation.
+const SUBRESOURCES: &[&str] = &[
+    "uploads", "versions", "location", "versioning", "tagging", "policy", "acl", "cors", "lifecycle", "encryption",
+    "object-lock", "delete", "attributes",
+];
+
+/// Classifies a request. `bucket`/`key` come from the addressing step (`key` is empty for
+/// bucket-level requests). Returns `None` when the request is not an operation Chmura supports.
+pub fn classify(
+    method: &Method,
+    bucket: Option<&str>,
+    key: &str,
+    query: &[(String, String)],
+    headers: &http::HeaderMap,
+) -> Option<Op> {
+    let has = |n: &str| query.iter().any(|(k, _)| k == n);
+    // Any unknown parameter makes the request unclassifiable.
+    for (k, _) in query {
+        if !ARGUMENT_PARAMS.contains(&k.as_str()) && !SUBRESOURCES.contains(&k.as_str()) {
+            return None;
+        }
+    }
+    let subs: Vec<&str> = query
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| SUBRESOURCES.contains(k))
+        .collect();
+    if subs.len() > 1 {
+        return None;
+    }
+    let sub = subs.first().copied();
+    let copy = headers.contains_key("x-amz-copy-source");
+
+    let Some(_bucket) = bucket else {
+        return (method == Method::GET && sub.is_none()).then_some(Op::ListBuckets);
+    };
+
+    if key.is_empty() {
+        let op = match (method.as_str(), sub) {
+            ("GET", None) if has("list-type") => {
+                if query.iter().any(|(k, v)| k == "list-type" && v == "2") {
+                    Op::ListObjectsV2
+                } else {
+                    return None;
+                }
+            }
+            ("GET", None) => Op::ListObjects,
+            ("HEAD", None) => Op::HeadBucket,
+            ("PUT", None) => Op::CreateBucket,
+            ("DELETE", None) => Op::DeleteBucket,
+            ("GET", Some("versions")) => Op::ListObjectVersions,
+            ("GET", Some("uploads")) => Op::ListMultipartUploads,
+            ("GET", Some("location")) => Op::GetBucketLocation,
+            ("GET", Some("versioning")) => Op::GetBucketVersioning,
+            ("PUT", Some("versioning")) => Op::PutBucketVersioning,
+            ("GET", Some("tagging")) => Op::GetBucketTagging,
+            ("PUT", Some("tagging")) => Op::PutBucketTagging,
+            ("DELETE", Some("tagging")) => Op::DeleteBucketTagging,
+            ("GET", Some("policy")) => Op::GetBucketPolicy,
+            ("PUT", Some("policy")) => Op::PutBucketPolicy,
+            ("DELETE", Some("policy")) => Op::DeleteBucketPolicy,
+            ("GET", Some("acl")) => Op::GetBucketAcl,
+            ("GET", Some("cors")) => Op::GetBucketCors,
+            ("PUT", Some("cors")) => Op::PutBucketCors,
+            ("DELETE", Some("cors")) => Op::DeleteBucketCors,
+            ("GET", Some("lifecycle")) => Op::GetBucketLifecycleConfiguration,
+            ("PUT", Some("lifecycle")) => Op::PutBucketLifecycleConfiguration,
+            ("DELETE", Some("lifecycle")) => Op::DeleteBucketLifecycle,
+            ("GET", Some("encryption")) => Op::GetBucketEncryption,
+            ("GET", Some("object-lock")) => Op::GetObjectLockConfiguration,
+            ("POST", Some("delete")) => Op::DeleteObjects,
+            _ => return None,
+        };
+        return Some(op);
+    }
+
+    let upload_id = has("uploadId");
+    let part = has("partNumber");
+    let op = match (method.as_str(), sub) {
+        ("GET", None) if upload_id => Op::ListParts,
+        ("GET", None) => Op::GetObject,
+        ("HEAD", None) if !upload_id => Op::HeadObject,
+        ("PUT", None) if upload_id && part && copy => Op::UploadPartCopy,
+        ("PUT", None) if upload_id && part => Op::UploadPart,
+        ("PUT", None) if upload_id || part => return None,
+        ("PUT", None) if copy => Op::CopyObject,
+        ("PUT", None) => Op::PutObject,
+        ("DELETE", None) if upload_id => Op::AbortMultipartUpload,
+        ("DELETE", None) => Op::DeleteObject,
+        ("POST", Some("uploads")) if !upload_id => Op::CreateMultipartUpload,
+        ("POST", None) if upload_id => Op::CompleteMultipartUpload,
+        ("GET", Some("tagging")) => Op::GetObjectTagging,
+        ("PUT", Some("tagging")) => Op::PutObjectTagging,
+        ("DELETE", Some("tagging")) => Op::DeleteObjectTagging,
+        ("GET", Some("acl")) => Op::GetObjectAcl,
+        ("GET", Some("attributes")) => Op::GetObjectAttributes,
+        _ => return None,
+    };
+    Some(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Vec<(String, String)> {
+        crate::sigv4::parse_query(s)
+    }
+
+    fn c(m: Method, b: Option<&str>, k: &str, query: &str, copy: bool) -> Option<Op> {
+        let mut h = http::HeaderMap::new();
+        if copy {
+            h.insert("x-amz-copy-source", "/b/k".parse().unwrap());
+        }
+        classify(&m, b, k, &q(query), &h)
+    }
+
+    #[test]
+    fn table() {
+        use Method as M;
+        let cases: &[(Method, Option<&str>, &str, &str, bool, Option<Op>)] = &[
+            (M::GET, None, "", "", false, Some(Op::ListBuckets)),
+            (M::GET, Some("b"), "", "list-type=2&prefix=a", false, Some(Op::ListObjectsV2)),
+            (M::GET, Some("b"), "", "prefix=a", false, Some(Op::ListObjects)),
+            (M::GET, Some("b"), "", "versions", false, Some(Op::ListObjectVersions)),
+            (M::GET, Some("b"), "", "uploads", false, Some(Op::ListMultipartUploads)),
+            (M::PUT, Some("b"), "", "", false, Some(Op::CreateBucket)),
+            (M::POST, Some("b"), "", "delete", false, Some(Op::DeleteObjects)),
+            (M::GET, Some("b"), "k", "", false, Some(Op::GetObject)),
+            (M::GET, Some("b"), "k", "partNumber=2&x-id=GetObject", false, Some(Op::GetObject)),
+            (M::PUT, Some("b"), "k", "", false, Some(Op::PutObject)),
+            (M::PUT, Some("b"), "k", "", true, Some(Op::CopyObject)),
+            (M::PUT, Some("b"), "k", "partNumber=1&uploadId=u", false, Some(Op::UploadPart)),
+            (M::PUT, Some("b"), "k", "partNumber=1&uploadId=u", true, Some(Op::UploadPartCopy)),
+            (M::PUT, Some("b"), "k", "partNumber=1", false, None),
+            (M::POST, Some("b"), "k", "uploads", false, Some(Op::CreateMultipartUpload)),
+            (M::POST, Some("b"), "k", "uploadId=u", false, Some(Op::CompleteMultipartUpload)),
+            (M::DELETE, Some("b"), "k", "uploadId=u", false, Some(Op::AbortMultipartUpload)),
+            (M::GET, Some("b"), "k", "uploadId=u", false, Some(Op::ListParts)),
+            (M::PUT, Some("b"), "k", "tagging", false, Some(Op::PutObjectTagging)),
+            // Unknown sub-resources and methods are not classified.
+            (M::GET, Some("b"), "", "website", false, None),
+            (M::PUT, Some("b"), "k", "retention", false, None),
+            (M::POST, Some("b"), "k", "select&select-type=2", false, None),
+            (M::POST, Some("b"), "k", "", false, None),
+            (M::PATCH, Some("b"), "k", "", false, None),
+            (M::GET, Some("b"), "", "tagging&acl", false, None),
+            (M::GET, Some("b"), "", "list-type=3", false, None),
+            (M::PUT, None, "", "", false, None),
+        ];
+        for (m, b, k, query, copy, want) in cases {
+            assert_eq!(c(m.clone(), *b, k, query, *copy), *want, "{m} {b:?} {k} ?{query}");
+        }
+    }
+}

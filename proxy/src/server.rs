@@ -1,0 +1,136 @@
+//! Listeners: TLS termination (rustls, TLS 1.2+ only), HTTP/1.1 with keep-alive, timeouts,
+//! a connection limit, and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chmura_config::{ServerConfig, TlsVersion};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::handler::{handle, ConnInfo};
+use crate::State;
+
+/// Builds the rustls server config: aws-lc-rs provider, TLS 1.2 and/or 1.3 only.
+pub fn tls_config(s: &ServerConfig) -> Result<rustls::ServerConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&s.tls_cert_file)
+        .map_err(|e| format!("server.tls_cert_file: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("server.tls_cert_file: {e}"))?;
+    if certs.is_empty() {
+        return Err("server.tls_cert_file: no certificate found".into());
+    }
+    let key = PrivateKeyDer::from_pem_file(&s.tls_key_file).map_err(|e| format!("server.tls_key_file: {e}"))?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match s.min_tls_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("server.tls_key_file: {e}"))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Listeners the server accepts on.
+pub struct Listeners {
+    pub tls: TcpListener,
+    pub insecure_http: Option<TcpListener>,
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests (bounded by
+/// `shutdown_grace_secs`) and returns.
+pub async fn serve(listeners: Listeners, state: Arc<State>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let server = state.config.server.clone();
+    let tls = tls_config(&server).map_err(std::io::Error::other)?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let limit = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
+    let handshake_timeout = Duration::from_secs(server.header_read_timeout_secs);
+    tokio::pin!(shutdown);
+
+    loop {
+        let accept_plain = async {
+            match &listeners.insecure_http {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        let (stream, peer, is_tls) = tokio::select! {
+            () = &mut shutdown => break,
+            r = listeners.tls.accept() => match r {
+                Ok((s, p)) => (s, p, true),
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+            r = accept_plain => match r {
+                Ok((s, p)) => (s, p, false),
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(peer = %peer, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_info = ConnInfo { peer, tls: is_tls };
+        let st = state.clone();
+        let svc = service_fn(move |req| handle(st.clone(), conn_info, req));
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(server.header_read_timeout_secs))
+            .keep_alive(true)
+            .max_buf_size(server.max_header_bytes.max(8192) * 2);
+        if is_tls {
+            let acceptor = acceptor.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(peer = %peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with error");
+                }
+            });
+        } else {
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let fut = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = fut.await {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with error");
+                }
+            });
+        }
+    }
+    drop(listeners);
+    tracing::info!("shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(Duration::from_secs(server.shutdown_grace_secs)) => {
+            tracing::warn!("grace period over; closing remaining connections");
+        }
+    }
+    Ok(())
+}

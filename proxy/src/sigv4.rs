@@ -1,0 +1,377 @@
+//! SigV4 and SigV2 primitives: canonical forms, key derivation, signatures, chunk signatures.
+//!
+//! Pure functions, no I/O. Wire formats: S3-PROTOCOL-NOTES §1–§4. Signatures are compared in
+//! constant time ([`ct_eq`]).
+
+use aws_lc_rs::{digest, hmac};
+use percent_encoding::percent_decode_str;
+use zeroize::Zeroizing;
+
+/// Hex SHA-256 of the empty string.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, data))
+}
+
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let tag = hmac::sign(&k, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+/// Constant-time equality of two byte strings (length is not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// The SigV4 signing key for one day, region and service. Zeroized on drop.
+#[derive(Clone)]
+pub struct SigningKey(Zeroizing<[u8; 32]>);
+
+impl SigningKey {
+    pub fn derive(secret: &str, date: &str, region: &str, service: &str) -> SigningKey {
+        let mut k0 = Zeroizing::new(Vec::with_capacity(4 + secret.len()));
+        k0.extend_from_slice(b"AWS4");
+        k0.extend_from_slice(secret.as_bytes());
+        let k_date = Zeroizing::new(hmac_sha256(&k0, date.as_bytes()));
+        let k_region = Zeroizing::new(hmac_sha256(&*k_date, region.as_bytes()));
+        let k_service = Zeroizing::new(hmac_sha256(&*k_region, service.as_bytes()));
+        SigningKey(Zeroizing::new(hmac_sha256(&*k_service, b"aws4_request")))
+    }
+
+    /// Lowercase hex signature of a string to sign.
+    pub fn sign(&self, string_to_sign: &str) -> String {
+        hex::encode(hmac_sha256(&*self.0, string_to_sign.as_bytes()))
+    }
+}
+
+/// S3's URI encoding: every byte except `A-Za-z0-9-_.~` becomes `%XX` (uppercase); `/` is kept
+/// when `keep_slash`.
+pub fn uri_encode(input: &[u8], keep_slash: bool, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in input {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+}
+
+pub fn uri_encode_string(input: &[u8], keep_slash: bool) -> String {
+    let mut s = String::with_capacity(input.len() + 8);
+    uri_encode(input, keep_slash, &mut s);
+    s
+}
+
+/// Canonical URI: the received path decoded once and encoded once, no normalisation.
+pub fn canonical_uri(raw_path: &str) -> String {
+    let decoded: Vec<u8> = percent_decode_str(raw_path).collect();
+    if decoded.is_empty() {
+        return "/".to_string();
+    }
+    uri_encode_string(&decoded, true)
+}
+
+/// Splits a raw query string into decoded (name, value) pairs. `+` is kept literally.
+pub fn parse_query(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (n, v) = p.split_once('=').unwrap_or((p, ""));
+            (
+                percent_decode_str(n).decode_utf8_lossy().into_owned(),
+                percent_decode_str(v).decode_utf8_lossy().into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Canonical query string from decoded pairs, leaving out `skip` (e.g. `X-Amz-Signature`).
+pub fn canonical_query(pairs: &[(String, String)], skip: Option<&str>) -> String {
+    let mut enc: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(n, _)| skip != Some(n.as_str()))
+        .map(|(n, v)| (uri_encode_string(n.as_bytes(), false), uri_encode_string(v.as_bytes(), false)))
+        .collect();
+    enc.sort();
+    let mut out = String::new();
+    for (i, (n, v)) in enc.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(n);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+/// Trims a header value and folds inner whitespace runs into one space.
+pub fn canonical_header_value(v: &[u8]) -> String {
+    let s = String::from_utf8_lossy(v);
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.trim().chars() {
+        if c == ' ' || c == '\t' {
+            space = true;
+        } else {
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Canonical headers block (each line ends with `\n`) for the given signed header names.
+pub fn canonical_headers(headers: &http::HeaderMap, signed: &[String]) -> String {
+    let mut out = String::new();
+    for name in signed {
+        out.push_str(name);
+        out.push(':');
+        let vals: Vec<String> = headers
+            .get_all(name.as_str())
+            .iter()
+            .map(|v| canonical_header_value(v.as_bytes()))
+            .collect();
+        out.push_str(&vals.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+pub fn canonical_request(
+    method: &str,
+    canonical_uri: &str,
+    canonical_query: &str,
+    canonical_headers: &str,
+    signed_headers: &str,
+    payload_hash: &str,
+) -> String {
+    format!("{method}\n{canonical_uri}\n{canonical_query}\n{canonical_headers}\n{signed_headers}\n{payload_hash}")
+}
+
+pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
+    format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", sha256_hex(canonical_request.as_bytes()))
+}
+
+/// String to sign for one aws-chunked chunk (STR).
+pub fn chunk_string_to_sign(amz_date: &str, scope: &str, prev_sig: &str, chunk_sha256_hex: &str) -> String {
+    format!("AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{prev_sig}\n{EMPTY_SHA256}\n{chunk_sha256_hex}")
+}
+
+/// String to sign for the trailer block (TRL): `canonical_trailers` is `name:value\n` sorted.
+pub fn trailer_string_to_sign(amz_date: &str, scope: &str, prev_sig: &str, canonical_trailers: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256-TRAILER\n{amz_date}\n{scope}\n{prev_sig}\n{}",
+        sha256_hex(canonical_trailers.as_bytes())
+    )
+}
+
+/// SigV2: base64(HMAC-SHA1(secret, string_to_sign)).
+pub fn sigv2_sign(secret: &str, string_to_sign: &str) -> String {
+    use base64::Engine;
+    let k = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(hmac::sign(&k, string_to_sign.as_bytes()).as_ref())
+}
+
+/// Sub-resources that SigV2 includes in the canonicalized resource (DG + botocore).
+const SIGV2_SUBRESOURCES: &[&str] = &[
+    "accelerate", "acl", "analytics", "cors", "defaultObjectAcl", "delete", "encryption", "inventory", "lifecycle",
+    "location", "logging", "metrics", "notification", "object-lock", "partNumber", "policy", "replication",
+    "requestPayment", "response-cache-control", "response-content-disposition", "response-content-encoding",
+    "response-content-language", "response-content-type", "response-expires", "restore", "select", "select-type",
+    "storageClass", "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning", "versions", "website",
+];
+
+/// SigV2 canonicalized resource: `/bucket` prefix (virtual host) + raw path + sorted sub-resources.
+pub fn sigv2_resource(vhost_bucket: Option<&str>, raw_path: &str, raw_query: &str) -> String {
+    let mut out = String::new();
+    if let Some(b) = vhost_bucket {
+        out.push('/');
+        out.push_str(b);
+    }
+    out.push_str(if raw_path.is_empty() { "/" } else { raw_path });
+    let mut subs: Vec<(String, Option<String>)> = raw_query
+        .split('&')
+        .filter_map(|p| {
+            let (n, v) = match p.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (p, None),
+            };
+            SIGV2_SUBRESOURCES.contains(&n).then(|| {
+                let v = v.map(|v| {
+                    if n.starts_with("response-") {
+                        percent_decode_str(v).decode_utf8_lossy().into_owned()
+                    } else {
+                        v.to_string()
+                    }
+                });
+                (n.to_string(), v)
+            })
+        })
+        .collect();
+    subs.sort();
+    for (i, (n, v)) in subs.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(n);
+        if let Some(v) = v {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    out
+}
+
+/// SigV2 canonicalized `x-amz-*` headers, each line ending in `\n`.
+pub fn sigv2_amz_headers(headers: &http::HeaderMap) -> String {
+    let mut names: Vec<&str> = headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("x-amz-"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = String::new();
+    for n in names {
+        let vals: Vec<String> = headers
+            .get_all(n)
+            .iter()
+            .map(|v| canonical_header_value(v.as_bytes()))
+            .collect();
+        out.push_str(n);
+        out.push(':');
+        out.push_str(&vals.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Parses `YYYYMMDDTHHMMSSZ` into Unix seconds.
+pub fn parse_amz_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (h, mi, se) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // AWS's documented example (sig-v4-header-based-auth.html, "GET Object").
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    #[test]
+    fn aws_documented_get_object_example() {
+        let mut h = http::HeaderMap::new();
+        h.insert("host", "examplebucket.s3.amazonaws.com".parse().unwrap());
+        h.insert("range", "bytes=0-9".parse().unwrap());
+        h.insert("x-amz-content-sha256", EMPTY_SHA256.parse().unwrap());
+        h.insert("x-amz-date", "20130524T000000Z".parse().unwrap());
+        let signed: Vec<String> = ["host", "range", "x-amz-content-sha256", "x-amz-date"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cr = canonical_request(
+            "GET",
+            &canonical_uri("/test.txt"),
+            "",
+            &canonical_headers(&h, &signed),
+            &signed.join(";"),
+            EMPTY_SHA256,
+        );
+        let sts = string_to_sign("20130524T000000Z", "20130524/us-east-1/s3/aws4_request", &cr);
+        let key = SigningKey::derive(SECRET, "20130524", "us-east-1", "s3");
+        assert_eq!(key.sign(&sts), "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+    }
+
+    #[test]
+    fn aws_documented_chunk_signature_example() {
+        // sigv4-streaming.html: seed signature and first 64 KiB chunk of 'a'.
+        let key = SigningKey::derive(SECRET, "20130524", "us-east-1", "s3");
+        let scope = "20130524/us-east-1/s3/aws4_request";
+        let seed = "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9";
+        let chunk = vec![b'a'; 65536];
+        let sts = chunk_string_to_sign("20130524T000000Z", scope, seed, &sha256_hex(&chunk));
+        assert_eq!(key.sign(&sts), "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648");
+        let sts = chunk_string_to_sign(
+            "20130524T000000Z",
+            scope,
+            "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648",
+            &sha256_hex(&vec![b'a'; 1024]),
+        );
+        assert_eq!(key.sign(&sts), "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497");
+    }
+
+    #[test]
+    fn aws_documented_sigv2_example() {
+        // RESTAuthentication.md "Object GET".
+        let mut h = http::HeaderMap::new();
+        h.insert("date", "Tue, 27 Mar 2007 19:36:42 +0000".parse().unwrap());
+        let sts = format!(
+            "GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n{}{}",
+            sigv2_amz_headers(&h),
+            sigv2_resource(Some("awsexamplebucket1"), "/photos/puppy.jpg", "")
+        );
+        assert_eq!(sigv2_sign("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &sts), "qgk2+6Sv9/oM7G3qLEjTH1a1l1g=");
+    }
+
+    #[test]
+    fn canonical_forms() {
+        assert_eq!(canonical_uri("/b/a%20b+c%2Fd"), "/b/a%20b%2Bc/d");
+        assert_eq!(canonical_uri(""), "/");
+        let q = parse_query("b=2&a=1&a=0&uploads&prefix=x%2Fy");
+        assert_eq!(canonical_query(&q, None), "a=0&a=1&b=2&prefix=x%2Fy&uploads=");
+        assert_eq!(canonical_header_value(b"  a   b\t c "), "a b c");
+        assert_eq!(sigv2_resource(None, "/b/k", "uploadId=x&foo=1&acl"), "/b/k?acl&uploadId=x");
+    }
+
+    #[test]
+    fn amz_date_parses() {
+        assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
+        assert_eq!(parse_amz_date("20130524T000000Z"), Some(1369353600));
+        assert_eq!(parse_amz_date("20130524T000000"), None);
+        assert_eq!(parse_amz_date("2013-524T000000Z"), None);
+    }
+
+    #[test]
+    fn ct_eq_works() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}

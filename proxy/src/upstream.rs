@@ -1,0 +1,183 @@
+//! The upstream store: re-signing with `aws-sigv4` and sending over a pooled hyper client.
+//!
+//! The client's own authentication never reaches the store: the handler strips it, and this
+//! module signs the request afresh with the upstream credentials. Bodies are sent as
+//! `UNSIGNED-PAYLOAD` with an exact Content-Length (the decoded length), so the store never
+//! sees aws-chunked framing and the body is never buffered to hash it.
+
+use std::error::Error as StdError;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use rustls_pki_types::pem::PemObject;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use bytes::Bytes;
+use chmura_config::{UpstreamConfig, UpstreamCredentials};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::S3Error;
+use crate::sigv4::uri_encode_string;
+
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub struct Upstream {
+    cfg: UpstreamConfig,
+    identity: Identity,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
+        let creds = match &cfg.credentials {
+            UpstreamCredentials::Static { access_key_id, secret_access_key } => {
+                Credentials::new(access_key_id, secret_access_key.expose(), None, None, "chmura-config")
+            }
+            UpstreamCredentials::DefaultChain => {
+                let ak = std::env::var("AWS_ACCESS_KEY_ID")
+                    .map_err(|_| "upstream credentials: AWS_ACCESS_KEY_ID is not set".to_string())?;
+                let sk = std::env::var("AWS_SECRET_ACCESS_KEY")
+                    .map_err(|_| "upstream credentials: AWS_SECRET_ACCESS_KEY is not set".to_string())?;
+                Credentials::new(ak, sk, std::env::var("AWS_SESSION_TOKEN").ok(), None, "environment")
+            }
+        };
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &cfg.ca_file {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("upstream.ca_file: {e}"))?;
+            for c in certs {
+                roots
+                    .add(c.map_err(|e| format!("upstream.ca_file: {e}"))?)
+                    .map_err(|e| format!("upstream.ca_file: {e}"))?;
+            }
+        } else {
+            let native = rustls_native_roots();
+            for c in native {
+                let _ = roots.add(c);
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        Ok(Upstream {
+            cfg: cfg.clone(),
+            identity: creds.into(),
+            client,
+        })
+    }
+
+    /// The upstream URI for a bucket/key and an already-canonical query string.
+    pub fn uri(&self, bucket: Option<&str>, key: &str, query: &str) -> (String, String) {
+        let c = &self.cfg;
+        let mut path = c.base_path.clone();
+        let host = match bucket {
+            Some(b) if !c.path_style => format!("{b}.{}", c.authority),
+            Some(b) => {
+                path.push('/');
+                path.push_str(&uri_encode_string(b.as_bytes(), false));
+                c.authority.clone()
+            }
+            None => c.authority.clone(),
+        };
+        path.push('/');
+        path.push_str(&uri_encode_string(key.as_bytes(), true));
+        let mut uri = format!("{}://{host}{path}", c.scheme);
+        if !query.is_empty() {
+            uri.push('?');
+            uri.push_str(query);
+        }
+        (uri, host)
+    }
+
+    /// Signs and sends. `unsigned_body`: the payload hash is UNSIGNED-PAYLOAD, else the
+    /// request's body is empty and its hash is that of the empty string.
+    pub async fn send(
+        &self,
+        mut req: http::Request<UpstreamBody>,
+        unsigned_body: bool,
+    ) -> Result<http::Response<hyper::body::Incoming>, S3Error> {
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.cfg.region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| S3Error::internal(format!("signing params: {e}")))?
+            .into();
+        let uri = req.uri().to_string();
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+            .collect();
+        let body = if unsigned_body { SignableBody::UnsignedPayload } else { SignableBody::Bytes(&[]) };
+        let signable = SignableRequest::new(req.method().as_str(), &uri, headers.into_iter(), body)
+            .map_err(|e| S3Error::internal(format!("signable request: {e}")))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| S3Error::internal(format!("signing: {e}")))?
+            .into_parts();
+        instructions.apply_to_request_http1x(&mut req);
+        let timeout = Duration::from_secs(self.cfg.timeout_secs);
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => {
+                let mut detail = e.to_string();
+                let mut src = e.source();
+                while let Some(s) = src {
+                    detail.push_str(": ");
+                    detail.push_str(&s.to_string());
+                    src = s.source();
+                }
+                Err(S3Error::upstream(
+                    "ServiceUnavailable",
+                    "The upstream store could not be reached. Please try again.",
+                    detail,
+                ))
+            }
+            Err(_) => Err(S3Error::upstream(
+                "ServiceUnavailable",
+                "The upstream store did not answer in time. Please try again.",
+                "upstream timeout",
+            )),
+        }
+    }
+}
+
+/// The system's CA bundle (SSL_CERT_FILE or the Debian path), for https upstreams without
+/// `ca_file`.
+fn rustls_native_roots() -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    let path = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".to_string());
+    match rustls_pki_types::CertificateDer::pem_file_iter(&path) {
+        Ok(it) => it.filter_map(Result::ok).collect(),
+        Err(_) => Vec::new(),
+    }
+}
