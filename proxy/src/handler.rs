@@ -283,7 +283,13 @@ async fn handle_inner(
             (None, false) => 0,
         }
     };
-    let has_body = decoder.is_some() || content_length.unwrap_or(0) > 0 || chunked_transfer;
+    // Declared checks run even on an empty body: S3 refuses an empty PUT whose Content-MD5 is wrong.
+    let has_body = decoder.is_some()
+        || content_length.unwrap_or(0) > 0
+        || chunked_transfer
+        || exp.sha256.is_some()
+        || exp.md5.is_some()
+        || exp.checksum.is_some();
     exp.decoded_len = Some(upstream_len);
 
     // 5. Build the upstream request.

@@ -1,1 +1,8 @@
+//! Chmura's integration tests: one binary, one module per area. Every test runs Chmura in
+//! process against a real S3 store (s3s-fs, which verifies SigV4) on 127.0.0.1.
 
+mod auth;
+mod clients;
+mod lifecycle;
+mod sdk;
+mod tls;

@@ -1,1 +1,273 @@
-//! placeholder
+//! Test harness shared by the integration tests and the load driver: a real S3 store
+//! (`s3s-fs`, verifying SigV4) in process on 127.0.0.1:0, a test CA and server certificate,
+//! Chmura itself on 127.0.0.1:0, an `aws-sdk-s3` client that trusts the test CA, and a raw
+//! request sender for malformed and edge-case requests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub mod raw;
+pub mod tools;
+
+pub const TENANT_AK: &str = "CHMURATEST0000000001";
+pub const TENANT_SK: &str = "chmura-test-secret-key-0000000001";
+pub const UPSTREAM_AK: &str = "UPSTREAMAK0000000001";
+pub const UPSTREAM_SK: &str = "upstream-secret-key-000000000001";
+pub const REGION: &str = "us-east-1";
+
+/// A CA and a server certificate for `localhost` and `127.0.0.1`, written as PEM files.
+pub struct TestCerts {
+    pub ca_pem: String,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TestCerts {
+    pub fn generate(dir: &Path) -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Chmura test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("server key");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+        params.distinguished_name.push(DnType::CommonName, "localhost");
+        let cert = params.signed_by(&key, &issuer).expect("server cert");
+        let ca_file = dir.join("ca.pem");
+        let cert_file = dir.join("cert.pem");
+        let key_file = dir.join("key.pem");
+        std::fs::write(&ca_file, ca_cert.pem()).expect("write ca");
+        std::fs::write(&cert_file, cert.pem()).expect("write cert");
+        write_private(&key_file, &key.serialize_pem());
+        TestCerts { ca_pem: ca_cert.pem(), ca_file, cert_file, key_file }
+    }
+}
+
+/// Writes a file with mode 0600.
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// A running in-process `s3s-fs` store that checks SigV4 with the upstream credentials.
+pub struct Store {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Store {
+    pub async fn start(root: &Path) -> Store {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        std::fs::create_dir_all(root).expect("store root");
+        let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(UPSTREAM_AK, UPSTREAM_SK));
+        let service = b.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind store");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, mut rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            loop {
+                let (sock, _) = tokio::select! {
+                    r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+                    _ = &mut rx => break,
+                };
+                let _ = sock.set_nodelay(true);
+                let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        Store { addr, root: root.to_path_buf(), _stop: tx }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The stored bytes of an object, read directly from the store's disk.
+    pub fn stored(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.root.join(bucket).join(key)).ok()
+    }
+}
+
+/// Options for a Chmura instance under test.
+#[derive(Default, Clone)]
+pub struct ProxyOptions {
+    pub min_tls: Option<&'static str>,
+    pub virtual_host_domain: Option<String>,
+    pub extra_server: String,
+    /// Upstream endpoint override (default: the harness store).
+    pub upstream_endpoint: Option<String>,
+}
+
+/// A running Chmura in front of a store.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub certs: TestCerts,
+    pub dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Proxy {
+    pub async fn start(dir: &Path, upstream_endpoint: &str, opts: ProxyOptions) -> Proxy {
+        chmura_proxy::install_crypto_provider();
+        std::fs::create_dir_all(dir).expect("dir");
+        let certs = TestCerts::generate(dir);
+        write_private(&dir.join("tenant.secret"), TENANT_SK);
+        write_private(&dir.join("upstream.secret"), UPSTREAM_SK);
+        let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tls.local_addr().expect("addr");
+        let http_addr = http.local_addr().expect("addr");
+        let vhost = opts
+            .virtual_host_domain
+            .as_ref()
+            .map(|d| format!("virtual_host_domain = \"{d}\"\n"))
+            .unwrap_or_default();
+        let config = format!(
+            r#"[server]
+listen = "{addr}"
+insecure_http_listen = "{http_addr}"
+tls_cert_file = "cert.pem"
+tls_key_file = "key.pem"
+min_tls_version = "{min_tls}"
+region = "{REGION}"
+header_read_timeout_secs = 5
+body_idle_timeout_secs = 5
+shutdown_grace_secs = 10
+{vhost}{extra}
+[upstream]
+endpoint = "{upstream}"
+region = "{REGION}"
+path_style = true
+access_key_id = "{UPSTREAM_AK}"
+secret_access_key_file = "upstream.secret"
+
+[[tenants]]
+name = "test"
+access_key_id = "{TENANT_AK}"
+secret_access_key_file = "tenant.secret"
+"#,
+            min_tls = opts.min_tls.unwrap_or("1.2"),
+            extra = opts.extra_server,
+            upstream = opts.upstream_endpoint.as_deref().unwrap_or(upstream_endpoint),
+        );
+        let config_path = dir.join("chmura.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let config = chmura_config::Config::load(&config_path).expect("config loads");
+        let state = Arc::new(chmura_proxy::State::new(config).expect("state"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let listeners = chmura_proxy::Listeners { tls, insecure_http: Some(http) };
+        let task = tokio::spawn(chmura_proxy::serve(listeners, state, async move {
+            let _ = rx.await;
+        }));
+        Proxy { addr, http_addr, certs, dir: dir.to_path_buf(), stop: Some(tx), task: Some(task) }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    pub fn http_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_addr.port())
+    }
+
+    /// Triggers graceful shutdown and waits for `serve` to return.
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await.expect("serve task"),
+            None => Ok(()),
+        }
+    }
+
+    /// An aws-sdk-s3 client for the tenant, over TLS with the test CA, path-style.
+    pub fn sdk_client(&self) -> aws_sdk_s3::Client {
+        sdk_client(&self.endpoint(), Some(&self.certs.ca_pem), TENANT_AK, TENANT_SK)
+    }
+}
+
+/// An aws-sdk-s3 client with default settings except endpoint, trust and path-style.
+pub fn sdk_client(endpoint: &str, ca_pem: Option<&str>, ak: &str, sk: &str) -> aws_sdk_s3::Client {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+    let mut trust = TrustStore::empty();
+    if let Some(pem) = ca_pem {
+        trust = trust.with_pem_certificate(pem.as_bytes().to_vec());
+    }
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(TlsContext::builder().with_trust_store(trust).build().expect("tls ctx"))
+        .build_https();
+    let creds = aws_credential_types::Credentials::new(ak, sk, None, None, "test");
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .http_client(http)
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(120))
+                .build(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Store + proxy, in a temp dir.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub proxy: Proxy,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Env::start_with(ProxyOptions::default()).await
+    }
+
+    pub async fn start_with(opts: ProxyOptions) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::start(&dir.path().join("store")).await;
+        let proxy = Proxy::start(&dir.path().join("proxy"), &store.endpoint(), opts).await;
+        Env { dir, store, proxy }
+    }
+
+    /// Creates a bucket directly in the store.
+    pub fn make_bucket(&self, name: &str) {
+        std::fs::create_dir_all(self.store.root.join(name)).expect("bucket dir");
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for bodies whose content matters.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}

@@ -1,0 +1,310 @@
+//! Every client authentication form, and every way a body can fail its checks: each refused
+//! request gets the right S3 error and leaves the store unchanged (a previous object under the
+//! key stays intact).
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use chmura_tests::raw::{self, RawRequest, RawResponse};
+use chmura_tests::{pattern, Env, TENANT_AK, TENANT_SK};
+
+const UNSIGNED: &str = "UNSIGNED-PAYLOAD";
+
+fn b64(d: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(d)
+}
+
+fn md5_b64(d: &[u8]) -> String {
+    use md5::Digest;
+    b64(&md5::Md5::digest(d))
+}
+
+fn crc32_b64(d: &[u8]) -> String {
+    b64(&(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32IsoHdlc, d) as u32).to_be_bytes())
+}
+
+struct T {
+    env: Env,
+    host: String,
+}
+
+impl T {
+    async fn new() -> T {
+        let env = Env::start().await;
+        env.make_bucket("bkt");
+        // A previous object that every refused write must leave intact.
+        std::fs::write(env.store.root.join("bkt").join("k"), b"original").expect("seed");
+        let host = format!("localhost:{}", env.proxy.addr.port());
+        T { env, host }
+    }
+    async fn send(&self, r: &RawRequest) -> RawResponse {
+        raw::send(self.env.proxy.addr.port(), &self.env.proxy.certs.ca_pem, r).await
+    }
+    fn put(&self, body: &[u8]) -> RawRequest {
+        RawRequest::new("PUT", "/bkt/k").body(body.to_vec())
+    }
+    fn sign(&self, r: RawRequest, hash: &str) -> RawRequest {
+        r.sign_v4(&self.host, TENANT_AK, TENANT_SK, hash, SystemTime::now())
+    }
+    fn intact(&self) {
+        assert_eq!(self.env.store.stored("bkt", "k").as_deref(), Some(&b"original"[..]), "the stored object changed");
+    }
+    fn stored(&self) -> Option<Vec<u8>> {
+        self.env.store.stored("bkt", "k")
+    }
+}
+
+fn expect(r: &RawResponse, status: u16, code: &str) {
+    assert_eq!((r.status, r.code().as_deref()), (status, Some(code)), "{}", r.text());
+    assert!(r.header("x-amz-request-id").is_some(), "every response carries x-amz-request-id");
+    assert!(r.text().contains("<RequestId>"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn signed_payload_put_works_and_mismatch_is_refused() {
+    let t = T::new().await;
+    let body = pattern(70_000, 9);
+    let r = t.send(&t.sign(t.put(&body), &raw::sha256_hex(&body))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(t.stored().as_deref(), Some(&body[..]));
+
+    std::fs::write(t.env.store.root.join("bkt").join("k"), b"original").expect("reset");
+    let r = t.send(&t.sign(t.put(&body), &raw::sha256_hex(b"something else"))).await;
+    expect(&r, 400, "XAmzContentSHA256Mismatch");
+    t.intact();
+}
+
+#[tokio::test]
+async fn bad_credentials_and_times_are_refused() {
+    let t = T::new().await;
+    let r = t.send(&t.put(b"x").sign_v4(&t.host, TENANT_AK, "wrong-secret-wrong-secret", UNSIGNED, SystemTime::now())).await;
+    expect(&r, 403, "SignatureDoesNotMatch");
+    let r = t.send(&t.put(b"x").sign_v4(&t.host, "CHMURAUNKNOWN0000001", TENANT_SK, UNSIGNED, SystemTime::now())).await;
+    expect(&r, 403, "InvalidAccessKeyId");
+    let r = t
+        .send(&t.put(b"x").sign_v4(&t.host, TENANT_AK, TENANT_SK, UNSIGNED, SystemTime::now() - Duration::from_secs(3600)))
+        .await;
+    expect(&r, 403, "RequestTimeTooSkewed");
+    let r = t.send(&t.put(b"x")).await;
+    expect(&r, 403, "AccessDenied");
+    // A signed header changed after signing.
+    let mut req = t.sign(t.put(b"x").header("x-amz-meta-a", "1"), UNSIGNED);
+    for h in &mut req.headers {
+        if h.0 == "x-amz-meta-a" {
+            h.1 = "2".into();
+        }
+    }
+    expect(&t.send(&req).await, 403, "SignatureDoesNotMatch");
+    t.intact();
+}
+
+#[tokio::test]
+async fn content_md5_and_checksum_headers_are_verified() {
+    let t = T::new().await;
+    let body = b"checked body".to_vec();
+    let r = t.send(&t.sign(t.put(&body).header("content-md5", &md5_b64(b"other")), UNSIGNED)).await;
+    expect(&r, 400, "BadDigest");
+    let r = t.send(&t.sign(t.put(&body).header("content-md5", "not-base64!"), UNSIGNED)).await;
+    expect(&r, 400, "InvalidDigest");
+    let r = t.send(&t.sign(t.put(&body).header("x-amz-checksum-crc32", &crc32_b64(b"other")), UNSIGNED)).await;
+    expect(&r, 400, "BadDigest");
+    t.intact();
+    let r = t
+        .send(&t.sign(
+            t.put(&body).header("content-md5", &md5_b64(&body)).header("x-amz-checksum-crc32", &crc32_b64(&body)),
+            UNSIGNED,
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(t.stored(), Some(body));
+}
+
+fn chunked_put(data_len: usize, mode: &str, trailer: Option<&str>) -> RawRequest {
+    let mut r = RawRequest::new("PUT", "/bkt/k")
+        .header("content-encoding", "aws-chunked")
+        .header("x-amz-decoded-content-length", &data_len.to_string());
+    if let Some(t) = trailer {
+        r = r.header("x-amz-trailer", t);
+    }
+    let _ = mode;
+    r
+}
+
+#[tokio::test]
+async fn signed_chunked_chain_is_verified() {
+    let t = T::new().await;
+    let data = pattern(200_000, 4);
+    let mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+    for (tamper, ok) in [(None, true), (Some(1), false), (Some(3), false)] {
+        std::fs::write(t.env.store.root.join("bkt").join("k"), b"original").expect("reset");
+        let req = t.sign(chunked_put(data.len(), mode, None), mode);
+        let date = req.get("x-amz-date").expect("date").to_string();
+        let body = raw::signed_chunked_body(&data, 65536, TENANT_SK, &date, &req.seed_signature(), None, tamper);
+        let r = t.send(&req.body(body)).await;
+        if ok {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(t.stored().as_deref(), Some(&data[..]), "store holds the decoded body");
+        } else {
+            expect(&r, 403, "SignatureDoesNotMatch");
+            t.intact();
+        }
+    }
+    // Declared length differs from the chunks.
+    let req = t.sign(chunked_put(data.len() + 1, mode, None), mode);
+    let date = req.get("x-amz-date").expect("date").to_string();
+    let body = raw::signed_chunked_body(&data, 65536, TENANT_SK, &date, &req.seed_signature(), None, None);
+    std::fs::write(t.env.store.root.join("bkt").join("k"), b"original").expect("reset");
+    let r = t.send(&req.body(body)).await;
+    expect(&r, 400, "IncompleteBody");
+    t.intact();
+}
+
+#[tokio::test]
+async fn signed_chunked_with_trailer_is_verified() {
+    let t = T::new().await;
+    let data = pattern(150_000, 5);
+    let mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
+    let good = crc32_b64(&data);
+    let bad = crc32_b64(b"nope");
+    for (value, tamper_sig, want) in [(good.as_str(), false, 200), (bad.as_str(), false, 400), (good.as_str(), true, 403)] {
+        std::fs::write(t.env.store.root.join("bkt").join("k"), b"original").expect("reset");
+        let req = t.sign(chunked_put(data.len(), mode, Some("x-amz-checksum-crc32")), mode);
+        let date = req.get("x-amz-date").expect("date").to_string();
+        let mut body = raw::signed_chunked_body(
+            &data,
+            65536,
+            TENANT_SK,
+            &date,
+            &req.seed_signature(),
+            Some(("x-amz-checksum-crc32", value)),
+            None,
+        );
+        if tamper_sig {
+            // Flip one hex digit of the trailer signature.
+            let pos = body.windows(24).rposition(|w| w == b"x-amz-trailer-signature:").expect("sig") + 24;
+            body[pos] = if body[pos] == b'0' { b'1' } else { b'0' };
+        }
+        let r = t.send(&req.body(body)).await;
+        match want {
+            200 => {
+                assert_eq!(r.status, 200, "{}", r.text());
+                assert_eq!(t.stored().as_deref(), Some(&data[..]));
+            }
+            400 => {
+                expect(&r, 400, "BadDigest");
+                t.intact();
+            }
+            _ => {
+                expect(&r, 403, "SignatureDoesNotMatch");
+                t.intact();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn unsigned_trailer_in_http_chunked_is_verified() {
+    // What boto3 and aws cli send over HTTPS: STREAMING-UNSIGNED-PAYLOAD-TRAILER inside
+    // Transfer-Encoding: chunked, with a CRC trailer.
+    let t = T::new().await;
+    let data = pattern(3 * 1024 * 1024 + 17, 6);
+    let mode = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
+    for (crc, want) in [(crc32_b64(b"wrong"), 400), (crc32_b64(&data), 200)] {
+        let framed = raw::unsigned_chunked_body(&data, 1024 * 1024, ("x-amz-checksum-crc32", &crc));
+        let req = t
+            .sign(chunked_put(data.len(), mode, Some("x-amz-checksum-crc32")).header("transfer-encoding", "chunked"), mode)
+            .body(raw::http_chunked(&framed, 300_000));
+        let r = t.send(&req).await;
+        if want == 400 {
+            expect(&r, 400, "BadDigest");
+            t.intact();
+        } else {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(t.stored().as_deref(), Some(&data[..]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn truncated_body_commits_nothing() {
+    let t = T::new().await;
+    let body = pattern(500_000, 7);
+    let req = t.sign(t.put(&body), &raw::sha256_hex(&body));
+    let full = req.to_bytes(&t.host).len();
+    let _ = raw::send_truncated(t.env.proxy.addr.port(), &t.env.proxy.certs.ca_pem, &req, full - 1000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.intact();
+    // Also with UNSIGNED-PAYLOAD, where only the length can tell.
+    let req = t.sign(t.put(&body), UNSIGNED);
+    let full = req.to_bytes(&t.host).len();
+    let _ = raw::send_truncated(t.env.proxy.addr.port(), &t.env.proxy.certs.ca_pem, &req, full - 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.intact();
+}
+
+#[tokio::test]
+async fn empty_body_with_wrong_md5_commits_nothing() {
+    let t = T::new().await;
+    let r = t.send(&t.sign(t.put(b"").header("content-md5", &md5_b64(b"x")), UNSIGNED)).await;
+    expect(&r, 400, "BadDigest");
+    t.intact();
+    let r = t.send(&t.sign(t.put(b"").header("content-md5", &md5_b64(b"")), UNSIGNED)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(t.stored(), Some(Vec::new()));
+}
+
+fn sigv2_query(method: &str, resource: &str, expires: i64) -> String {
+    use aws_lc_rs::hmac;
+    let sts = format!("{method}\n\n\n{expires}\n{resource}");
+    let sig = b64(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, TENANT_SK.as_bytes()), sts.as_bytes()).as_ref());
+    let sig: String = percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC).collect();
+    format!("{resource}?AWSAccessKeyId={TENANT_AK}&Expires={expires}&Signature={sig}")
+}
+
+#[tokio::test]
+async fn sigv2_presigned_urls() {
+    let t = T::new().await;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("time").as_secs() as i64;
+    let r = t.send(&RawRequest::new("GET", &sigv2_query("GET", "/bkt/k", now + 300))).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "original"));
+    let r = t.send(&RawRequest::new("GET", &sigv2_query("GET", "/bkt/k", now - 10))).await;
+    expect(&r, 403, "AccessDenied");
+    let tampered = sigv2_query("GET", "/bkt/k", now + 300).replace(&format!("Expires={}", now + 300), &format!("Expires={}", now + 301));
+    let r = t.send(&RawRequest::new("GET", &tampered)).await;
+    expect(&r, 403, "SignatureDoesNotMatch");
+    // A presigned PUT over SigV2 writes.
+    let r = t.send(&RawRequest::new("PUT", &sigv2_query("PUT", "/bkt/k", now + 300)).body(b"v2 put".to_vec())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(t.stored().as_deref(), Some(&b"v2 put"[..]));
+}
+
+#[tokio::test]
+async fn unknown_operations_are_not_forwarded() {
+    let t = T::new().await;
+    for target in ["/bkt?website", "/bkt/k?retention", "/bkt/k?select&select-type=2", "/bkt?notification"] {
+        let r = t.send(&t.sign(RawRequest::new("GET", target), UNSIGNED)).await;
+        expect(&r, 501, "NotImplemented");
+    }
+    let r = t.send(&t.sign(RawRequest::new("POST", "/bkt/k"), UNSIGNED)).await;
+    expect(&r, 501, "NotImplemented");
+    t.intact();
+}
+
+#[tokio::test]
+async fn virtual_hosted_style_addressing() {
+    let env = Env::start_with(chmura_tests::ProxyOptions {
+        virtual_host_domain: Some("s3.localhost".into()),
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("vhb");
+    let port = env.proxy.addr.port();
+    let host = format!("vhb.s3.localhost:{port}");
+    let req = RawRequest::new("PUT", "/a/key.txt")
+        .header("host", &host)
+        .body(b"vhost".to_vec())
+        .sign_v4(&host, TENANT_AK, TENANT_SK, UNSIGNED, SystemTime::now());
+    let r = raw::send(port, &env.proxy.certs.ca_pem, &req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.store.stored("vhb", "a/key.txt").as_deref(), Some(&b"vhost"[..]));
+}

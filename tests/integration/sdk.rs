@@ -1,0 +1,226 @@
+//! The Rust aws-sdk-s3 client, default settings, over TLS through Chmura.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use chmura_tests::{pattern, Env};
+
+#[tokio::test]
+async fn put_get_head_list_delete() {
+    let env = Env::start().await;
+    let s3 = env.proxy.sdk_client();
+    s3.create_bucket().bucket("bkt1").send().await.expect("create bucket");
+    s3.head_bucket().bucket("bkt1").send().await.expect("head bucket");
+    let data = pattern(300_000, 1);
+    let put = s3
+        .put_object()
+        .bucket("bkt1")
+        .key("dir/hello world+é.bin")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put");
+    assert!(put.e_tag().is_some());
+    // The store holds the decoded body, never aws-chunked framing.
+    assert_eq!(env.store.stored("bkt1", "dir/hello world+é.bin").as_deref(), Some(&data[..]));
+
+    let got = s3.get_object().bucket("bkt1").key("dir/hello world+é.bin").send().await.expect("get");
+    assert_eq!(got.content_length(), Some(300_000));
+    assert_eq!(got.body.collect().await.expect("body").into_bytes().as_ref(), &data[..]);
+
+    let head = s3.head_object().bucket("bkt1").key("dir/hello world+é.bin").send().await.expect("head");
+    assert_eq!(head.content_length(), Some(300_000));
+
+    for i in 0..5 {
+        s3.put_object().bucket("bkt1").key(format!("list/{i}")).body(ByteStream::from_static(b"x")).send().await.expect("put");
+    }
+    let l = s3.list_objects_v2().bucket("bkt1").prefix("list/").max_keys(2).send().await.expect("list v2");
+    assert_eq!(l.key_count(), Some(2));
+    assert_eq!(l.is_truncated(), Some(true));
+    let l2 = s3
+        .list_objects_v2()
+        .bucket("bkt1")
+        .prefix("list/")
+        .continuation_token(l.next_continuation_token().expect("token"))
+        .send()
+        .await
+        .expect("list v2 page 2");
+    assert_eq!(l2.contents().len(), 3);
+    let l1 = s3.list_objects().bucket("bkt1").delimiter("/").send().await.expect("list v1");
+    let prefixes: Vec<_> = l1.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
+    assert_eq!(prefixes, vec!["dir/", "list/"]);
+    let buckets = s3.list_buckets().send().await.expect("list buckets");
+    assert!(buckets.buckets().iter().any(|b| b.name() == Some("bkt1")));
+
+    s3.delete_object().bucket("bkt1").key("list/0").send().await.expect("delete");
+    assert!(env.store.stored("bkt1", "list/0").is_none());
+    let del = s3
+        .delete_objects()
+        .bucket("bkt1")
+        .delete(
+            Delete::builder()
+                .objects(ObjectIdentifier::builder().key("list/1").build().expect("id"))
+                .objects(ObjectIdentifier::builder().key("list/2").build().expect("id"))
+                .build()
+                .expect("delete"),
+        )
+        .send()
+        .await
+        .expect("delete objects");
+    assert_eq!(del.deleted().len(), 2);
+    assert!(env.store.stored("bkt1", "list/1").is_none());
+    let err = s3.get_object().bucket("bkt1").key("list/1").send().await.expect_err("gone");
+    assert_eq!(err.into_service_error().meta().code(), Some("NoSuchKey"));
+}
+
+#[tokio::test]
+async fn ranges_and_conditionals() {
+    let env = Env::start().await;
+    env.make_bucket("rng");
+    let s3 = env.proxy.sdk_client();
+    let data = pattern(100_000, 2);
+    let put = s3.put_object().bucket("rng").key("k").body(ByteStream::from(data.clone())).send().await.expect("put");
+    let etag = put.e_tag().expect("etag").to_string();
+    for (range, lo, hi) in [("bytes=0-9", 0, 10), ("bytes=99990-", 99_990, 100_000), ("bytes=-5", 99_995, 100_000), ("bytes=500-1499", 500, 1500)] {
+        let g = s3.get_object().bucket("rng").key("k").range(range).send().await.expect("range get");
+        assert_eq!(g.content_length(), Some((hi - lo) as i64), "{range}");
+        assert!(g.content_range().is_some(), "{range}");
+        assert_eq!(g.body.collect().await.expect("body").into_bytes().as_ref(), &data[lo..hi], "{range}");
+    }
+    // Conditional headers reach the store (s3s-fs evaluates If-Match only on writes; GET
+    // conditionals are tested against moto in the clients module).
+    let g = s3.get_object().bucket("rng").key("k").if_match(&etag).send().await.expect("if-match");
+    assert_eq!(g.content_length(), Some(100_000));
+    let e = s3
+        .put_object()
+        .bucket("rng")
+        .key("k")
+        .if_match("\"0123456789abcdef0123456789abcdef\"")
+        .body(ByteStream::from_static(b"new"))
+        .send()
+        .await
+        .expect_err("412");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
+    assert_eq!(env.store.stored("rng", "k").as_deref(), Some(&data[..]));
+}
+
+#[tokio::test]
+async fn multipart_upload_and_copy() {
+    let env = Env::start().await;
+    env.make_bucket("mpu");
+    let s3 = env.proxy.sdk_client();
+    let part = 5 * 1024 * 1024;
+    let data = pattern(2 * part + 1234, 3);
+    let up = s3.create_multipart_upload().bucket("mpu").key("big").send().await.expect("create mpu");
+    let id = up.upload_id().expect("upload id");
+    let mut parts = Vec::new();
+    for (i, chunk) in data.chunks(part).enumerate() {
+        let n = i as i32 + 1;
+        let r = s3
+            .upload_part()
+            .bucket("mpu")
+            .key("big")
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(chunk.to_vec()))
+            .send()
+            .await
+            .expect("upload part");
+        parts.push(CompletedPart::builder().part_number(n).e_tag(r.e_tag().expect("etag")).build());
+    }
+    let lp = s3.list_parts().bucket("mpu").key("big").upload_id(id).send().await.expect("list parts");
+    assert_eq!(lp.parts().len(), 3);
+    s3.complete_multipart_upload()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .expect("complete");
+    let g = s3.get_object().bucket("mpu").key("big").send().await.expect("get");
+    assert_eq!(g.body.collect().await.expect("body").into_bytes().as_ref(), &data[..]);
+    let g = s3.get_object().bucket("mpu").key("big").range(format!("bytes={}-{}", part - 10, part + 9)).send().await.expect("range");
+    assert_eq!(g.body.collect().await.expect("body").into_bytes().as_ref(), &data[part - 10..part + 10]);
+
+    // Abort leaves nothing behind.
+    let up = s3.create_multipart_upload().bucket("mpu").key("aborted").send().await.expect("create");
+    s3.abort_multipart_upload().bucket("mpu").key("aborted").upload_id(up.upload_id().expect("id")).send().await.expect("abort");
+
+    // CopyObject.
+    s3.copy_object().bucket("mpu").key("copy").copy_source("mpu/big").send().await.expect("copy");
+    assert_eq!(env.store.stored("mpu", "copy").map(|v| v.len()), Some(data.len()));
+}
+
+#[tokio::test]
+async fn presigned_get_and_put_via_sdk() {
+    use aws_sdk_s3::presigning::PresigningConfig;
+    use std::time::{Duration, SystemTime};
+    let env = Env::start().await;
+    env.make_bucket("pre");
+    let s3 = env.proxy.sdk_client();
+    s3.put_object().bucket("pre").key("obj").body(ByteStream::from_static(b"presigned!")).send().await.expect("put");
+    let pre = s3
+        .get_object()
+        .bucket("pre")
+        .key("obj")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).expect("cfg"))
+        .await
+        .expect("presign");
+    let target = pre.uri().split_once(&format!(":{}", env.proxy.addr.port())).expect("uri").1.to_string();
+    let r = chmura_tests::raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &chmura_tests::raw::RawRequest::new("GET", &target)).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "presigned!"));
+
+    // Tampered: a different key with the same signature.
+    let bad = target.replace("/pre/obj", "/p/obk");
+    let r = chmura_tests::raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &chmura_tests::raw::RawRequest::new("GET", &bad)).await;
+    assert_eq!((r.status, r.code().as_deref()), (403, Some("SignatureDoesNotMatch")));
+
+    // Expired: signed an hour ago, valid for 60 s.
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    let pre = s3
+        .get_object()
+        .bucket("pre")
+        .key("obj")
+        .presigned(PresigningConfig::builder().start_time(old).expires_in(Duration::from_secs(60)).build().expect("cfg"))
+        .await
+        .expect("presign");
+    let target = pre.uri().split_once(&format!(":{}", env.proxy.addr.port())).expect("uri").1.to_string();
+    let r = chmura_tests::raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &chmura_tests::raw::RawRequest::new("GET", &target)).await;
+    assert_eq!((r.status, r.code().as_deref()), (403, Some("AccessDenied")));
+    assert!(r.text().contains("Request has expired"), "{}", r.text());
+
+    // Presigned PUT.
+    let pre = s3
+        .put_object()
+        .bucket("pre")
+        .key("via-presigned-put")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).expect("cfg"))
+        .await
+        .expect("presign put");
+    let target = pre.uri().split_once(&format!(":{}", env.proxy.addr.port())).expect("uri").1.to_string();
+    let req = chmura_tests::raw::RawRequest::new("PUT", &target).body(b"uploaded".to_vec());
+    let r = chmura_tests::raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.store.stored("pre", "via-presigned-put").as_deref(), Some(&b"uploaded"[..]));
+}
+
+#[tokio::test]
+async fn store_errors_pass_through_as_s3_errors() {
+    let env = Env::start().await;
+    let s3 = env.proxy.sdk_client();
+    env.make_bucket("errs");
+    let e = s3.get_object().bucket("errs").key("missing").send().await.expect_err("no key");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
+    assert_eq!(e.into_service_error().meta().code(), Some("NoSuchKey"));
+    let e = s3.head_object().bucket("errs").key("missing").send().await.expect_err("no key");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
+}
+
+#[tokio::test]
+async fn plain_http_listener_works_when_configured() {
+    let env = Env::start().await;
+    env.make_bucket("http");
+    let s3 = chmura_tests::sdk_client(&env.proxy.http_endpoint(), None, chmura_tests::TENANT_AK, chmura_tests::TENANT_SK);
+    s3.put_object().bucket("http").key("k").body(ByteStream::from_static(b"plain")).send().await.expect("put over http");
+    assert_eq!(env.store.stored("http", "k").as_deref(), Some(&b"plain"[..]));
+}
