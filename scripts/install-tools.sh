@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the real S3 clients and servers the test suite drives, into .tools/ (idempotent):
+#   - a Python venv with boto3, aws cli (v1), s3cmd and moto_server (S3 + KMS, checks no signatures)
+#   - rclone (Debian package)
+# Nothing is assumed to be on the machine beyond python3 and apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
+VENV="$TOOLS/venv"
+STAMP="$TOOLS/.installed-v1"
+mkdir -p "$TOOLS/bin"
+
+if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && command -v rclone >/dev/null; then
+  echo "tools already installed in $TOOLS"
+  exit 0
+fi
+
+if ! command -v rclone >/dev/null; then
+  echo "installing rclone (Debian package)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq rclone >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --disable-pip-version-check \
+  "boto3>=1.40" "awscli>=1.38" "s3cmd==2.4.0" "moto[s3]==5.2.5" flask flask-cors pyotp
+touch "$STAMP"
+echo "tools installed in $TOOLS:"
+"$VENV/bin/python" -c 'import boto3, botocore; print("  boto3", boto3.__version__, "botocore", botocore.__version__)'
+"$VENV/bin/aws" --version 2>&1 | sed 's/^/  /'
+"$VENV/bin/s3cmd" --version 2>&1 | sed 's/^/  /'
+rclone version 2>/dev/null | head -1 | sed 's/^/  /'

@@ -1,0 +1,78 @@
+"""boto3 through Chmura, default client settings (only endpoint, CA and credentials given).
+
+Usage: boto3_suite.py ENDPOINT CA_FILE BUCKET WORKDIR
+Exits non-zero with a message on the first failure.
+"""
+import hashlib
+import os
+import ssl
+import sys
+import urllib.request
+
+import boto3
+from botocore.client import Config
+
+endpoint, ca, bucket, work = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, verify=ca, region_name="us-east-1")
+
+
+def check(cond, msg):
+    if not cond:
+        print("FAIL:", msg, file=sys.stderr)
+        sys.exit(1)
+
+
+s3.create_bucket(Bucket=bucket)
+body = os.urandom(300_000)
+s3.put_object(Bucket=bucket, Key="small/obj.bin", Body=body)
+got = s3.get_object(Bucket=bucket, Key="small/obj.bin")["Body"].read()
+check(got == body, "get returns what put stored")
+r = s3.get_object(Bucket=bucket, Key="small/obj.bin", Range="bytes=100-199")
+check(r["Body"].read() == body[100:200], "range read")
+check(r["ContentRange"] == "bytes 100-199/300000", "content-range " + str(r.get("ContentRange")))
+h = s3.head_object(Bucket=bucket, Key="small/obj.bin")
+check(h["ContentLength"] == 300_000, "head length")
+lst = s3.list_objects_v2(Bucket=bucket, Prefix="small/")
+check([o["Key"] for o in lst["Contents"]] == ["small/obj.bin"], "list v2")
+check(lst["Contents"][0]["Size"] == 300_000, "listed size")
+
+# upload_file / download_file: 20 MiB is multipart (8 MiB threshold) with parallel parts,
+# and download_file uses parallel ranged GETs.
+big = os.path.join(work, "big.bin")
+with open(big, "wb") as f:
+    f.write(os.urandom(20 * 1024 * 1024 + 123))
+s3.upload_file(big, bucket, "big/file.bin")
+out = os.path.join(work, "big.out")
+s3.download_file(bucket, "big/file.bin", out)
+digest = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+check(digest(big) == digest(out), "multipart round trip")
+
+# Presigned URLs: SigV4 and SigV2 (boto3's default for custom endpoints may be either).
+ctx = ssl.create_default_context(cafile=ca)
+for version in ("s3v4", "s3"):
+    c = boto3.client("s3", endpoint_url=endpoint, verify=ca, region_name="us-east-1",
+                     config=Config(signature_version=version))
+    url = c.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "small/obj.bin"}, ExpiresIn=300)
+    data = urllib.request.urlopen(url, context=ctx).read()
+    check(data == body, "presigned GET " + version)
+    bad = url.replace("small/obj.bin", "small/obj.bim")
+    try:
+        urllib.request.urlopen(bad, context=ctx)
+        check(False, "tampered presigned URL accepted " + version)
+    except urllib.error.HTTPError as e:
+        check(e.code == 403, "tampered presigned URL status %d" % e.code)
+        check(b"SignatureDoesNotMatch" in e.read(), "tampered presigned code")
+url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "small/obj.bin"}, ExpiresIn=300)
+data = urllib.request.urlopen(url, context=ctx).read()
+check(data == body, "default presigned GET")
+
+s3.copy_object(Bucket=bucket, Key="small/copy.bin", CopySource={"Bucket": bucket, "Key": "small/obj.bin"})
+check(s3.get_object(Bucket=bucket, Key="small/copy.bin")["Body"].read() == body, "copy")
+s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "small/copy.bin"}, {"Key": "small/obj.bin"}]})
+check(s3.list_objects_v2(Bucket=bucket, Prefix="small/").get("KeyCount") == 0, "delete_objects")
+try:
+    s3.get_object(Bucket=bucket, Key="small/obj.bin")
+    check(False, "deleted object still readable")
+except s3.exceptions.NoSuchKey:
+    pass
+print("boto3 suite OK")
