@@ -1,1 +1,448 @@
-fn main(){}
+//! `chmura-load`: the end-to-end load driver.
+//!
+//! Starts the release `chmura-dev-store` (s3s-fs) and `chmura serve` as separate processes,
+//! then PUTs and GETs one large object and many small objects with N concurrent connections,
+//! directly to the store (HTTP) and through Chmura (TLS), in the same run. Prints MB/s, ops/s,
+//! p50/p99 latency and Chmura's CPU-seconds per GB read from /proc/<pid>/stat.
+//!
+//! Build and run (see benches/README.md):
+//!   cargo build --release --bin chmura --bin chmura-dev-store --bin chmura-load
+//!   target/release/chmura-load [--big-mib 1024] [--small-count 10000] [--small-kib 4] [--conc 32]
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+struct Opts {
+    big_mib: u64,
+    small_count: usize,
+    small_kib: usize,
+    conc: usize,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |n: &str, d: u64| {
+        args.iter()
+            .position(|a| a == n)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    Opts {
+        big_mib: get("--big-mib", 1024),
+        small_count: get("--small-count", 10_000) as usize,
+        small_kib: get("--small-kib", 4) as usize,
+        conc: get("--conc", 32) as usize,
+    }
+}
+
+/// Where requests go and how they are signed.
+struct Target {
+    name: &'static str,
+    base: String,
+    host: String,
+    ak: &'static str,
+    sk: &'static str,
+    client: HttpClient,
+}
+
+impl Target {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        len: Option<u64>,
+        body: Body,
+    ) -> http::Request<Body> {
+        let uri = format!("{}{}", self.base, path);
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("host", &self.host);
+        if let Some(n) = len {
+            req = req.header("content-length", n);
+        }
+        let mut req = req.body(body).expect("request");
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let identity =
+            aws_credential_types::Credentials::new(self.ak, self.sk, None, None, "load").into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .expect("params")
+            .into();
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
+            .collect();
+        let signable = SignableRequest::new(
+            method,
+            &uri,
+            headers.into_iter(),
+            SignableBody::UnsignedPayload,
+        )
+        .expect("signable");
+        let (instr, _) = sign(signable, &params).expect("sign").into_parts();
+        instr.apply_to_request_http1x(&mut req);
+        req
+    }
+
+    async fn send(&self, req: http::Request<Body>) -> (u16, u64) {
+        let resp = self.client.request(req).await.expect("request failed");
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut n = 0u64;
+        while let Some(f) = body.frame().await {
+            if let Ok(d) = f.expect("body").into_data() {
+                n += d.len() as u64;
+            }
+        }
+        assert!(status < 300, "{} answered {status}", self.name);
+        (status, n)
+    }
+}
+
+fn empty() -> Body {
+    Empty::new().boxed_unsync()
+}
+
+/// A streamed body of `len` bytes made of one repeated 1 MiB block (never materialized whole).
+fn streamed(len: u64, block: Bytes) -> Body {
+    let blk = block.len() as u64;
+    let n = len.div_ceil(blk);
+    let stream = futures_util::stream::iter((0..n).map(move |i| {
+        let take = (len - i * blk).min(blk) as usize;
+        Ok::<_, Infallible>(Frame::data(block.slice(..take)))
+    }));
+    StreamBody::new(stream).boxed_unsync()
+}
+
+fn client(ca_pem: &str) -> HttpClient {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build(https)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+struct Row {
+    target: &'static str,
+    phase: String,
+    bytes: u64,
+    ops: usize,
+    secs: f64,
+    lat: Vec<Duration>,
+    chmura_cpu: Option<f64>,
+}
+
+impl Row {
+    fn print(&self) {
+        let mut lat = self.lat.clone();
+        lat.sort();
+        let cpu = match self.chmura_cpu {
+            Some(c) if self.bytes > 0 => {
+                format!("{:.2} CPU-s/GB ({c:.2} s)", c / (self.bytes as f64 / 1e9))
+            }
+            Some(c) => format!("{c:.2} CPU-s"),
+            None => "-".into(),
+        };
+        println!(
+            "{:<8} {:<22} {:>9.1} MB/s {:>9.0} ops/s  p50 {:>8.2} ms  p99 {:>8.2} ms  chmura {}",
+            self.target,
+            self.phase,
+            self.bytes as f64 / 1e6 / self.secs,
+            self.ops as f64 / self.secs,
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            cpu
+        );
+    }
+}
+
+async fn big(t: &Target, bucket: &str, mib: u64, chmura: Option<u32>) -> Vec<Row> {
+    let len = mib * 1024 * 1024;
+    let block = Bytes::from(chmura_tests::pattern(1024 * 1024, 42));
+    let mut rows = Vec::new();
+    let cpu0 = chmura.map(cpu_secs);
+    let start = Instant::now();
+    t.send(t.request(
+        "PUT",
+        &format!("/{bucket}/big"),
+        Some(len),
+        streamed(len, block),
+    ))
+    .await;
+    let secs = start.elapsed().as_secs_f64();
+    rows.push(Row {
+        target: t.name,
+        phase: format!("PUT {mib} MiB x1"),
+        bytes: len,
+        ops: 1,
+        secs,
+        lat: vec![start.elapsed()],
+        chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+    });
+    let cpu0 = chmura.map(cpu_secs);
+    let start = Instant::now();
+    let (_, n) = t
+        .send(t.request("GET", &format!("/{bucket}/big"), None, empty()))
+        .await;
+    assert_eq!(n, len, "GET returned the whole object");
+    rows.push(Row {
+        target: t.name,
+        phase: format!("GET {mib} MiB x1"),
+        bytes: len,
+        ops: 1,
+        secs: start.elapsed().as_secs_f64(),
+        lat: vec![start.elapsed()],
+        chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+    });
+    rows
+}
+
+async fn small(t: Arc<Target>, bucket: &str, o: &Opts, chmura: Option<u32>) -> Vec<Row> {
+    let body = Bytes::from(chmura_tests::pattern(o.small_kib * 1024, 7));
+    let mut rows = Vec::new();
+    for method in ["PUT", "GET"] {
+        let cpu0 = chmura.map(cpu_secs);
+        let start = Instant::now();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..o.conc {
+            let (t, next, body, bucket) =
+                (t.clone(), next.clone(), body.clone(), bucket.to_string());
+            let count = o.small_count;
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        break lat;
+                    }
+                    let path = format!("/{bucket}/small/{i:06}");
+                    let s = Instant::now();
+                    let req = if method == "PUT" {
+                        t.request(
+                            "PUT",
+                            &path,
+                            Some(body.len() as u64),
+                            http_body_util::Full::new(body.clone()).boxed_unsync(),
+                        )
+                    } else {
+                        t.request("GET", &path, None, empty())
+                    };
+                    t.send(req).await;
+                    lat.push(s.elapsed());
+                }
+            }));
+        }
+        let mut lat = Vec::new();
+        for task in tasks {
+            lat.extend(task.await.expect("task"));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        rows.push(Row {
+            target: t.name,
+            phase: format!(
+                "{method} {} KiB x{} c{}",
+                o.small_kib, o.small_count, o.conc
+            ),
+            bytes: (o.small_count * body.len()) as u64,
+            ops: o.small_count,
+            secs,
+            lat,
+            chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+        });
+    }
+    rows
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+async fn wait_port(port: u16) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listening on {port}");
+}
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    let p = exe.parent().expect("dir").join(name);
+    assert!(
+        p.exists(),
+        "{} not built: cargo build --release --bin {name}",
+        p.display()
+    );
+    p
+}
+
+async fn make_bucket(t: &Target, bucket: &str) {
+    let resp = t
+        .client
+        .request(t.request("PUT", &format!("/{bucket}"), Some(0), empty()))
+        .await
+        .expect("mb");
+    assert!(
+        resp.status().is_success() || resp.status().as_u16() == 409,
+        "create bucket: {}",
+        resp.status()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    let dir =
+        tempfile::tempdir_in(std::env::var("CHMURA_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .expect("tmp");
+    let store_port = free_port();
+    let proxy_port = free_port();
+    let _store = Proc(
+        Command::new(bin("chmura-dev-store"))
+            .args([
+                "--dir",
+                &dir.path().display().to_string(),
+                "--port",
+                &store_port.to_string(),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{proxy_port}")])
+            .spawn()
+            .expect("store"),
+    );
+    wait_port(store_port).await;
+    let config = dir.path().join("chmura.toml");
+    let chmura = Proc(
+        Command::new(bin("chmura"))
+            .args(["serve", "--config", &config.display().to_string()])
+            .env("CHMURA_LOG", "warn")
+            .spawn()
+            .expect("chmura"),
+    );
+    wait_port(proxy_port).await;
+    let pid = chmura.0.id();
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).expect("ca");
+    let direct = Arc::new(Target {
+        name: "direct",
+        base: format!("http://127.0.0.1:{store_port}"),
+        host: format!("127.0.0.1:{store_port}"),
+        ak: chmura_tests::UPSTREAM_AK,
+        sk: chmura_tests::UPSTREAM_SK,
+        client: client(&ca),
+    });
+    let proxied = Arc::new(Target {
+        name: "chmura",
+        base: format!("https://localhost:{proxy_port}"),
+        host: format!("localhost:{proxy_port}"),
+        ak: chmura_tests::TENANT_AK,
+        sk: chmura_tests::TENANT_SK,
+        client: client(&ca),
+    });
+    make_bucket(&direct, "bench-direct").await;
+    make_bucket(&direct, "bench-proxy").await;
+    println!(
+        "chmura-load: big {} MiB, {} x {} KiB small objects at {} connections; direct = HTTP to s3s-fs, chmura = TLS through Chmura",
+        o.big_mib, o.small_count, o.small_kib, o.conc
+    );
+    let mut rows = Vec::new();
+    rows.extend(big(&direct, "bench-direct", o.big_mib, None).await);
+    rows.extend(big(&proxied, "bench-proxy", o.big_mib, Some(pid)).await);
+    rows.extend(small(direct.clone(), "bench-direct", &o, None).await);
+    rows.extend(small(proxied.clone(), "bench-proxy", &o, Some(pid)).await);
+    for r in &rows {
+        r.print();
+    }
+    println!("chmura peak RSS: {} MiB", rss_kib(pid) / 1024);
+}

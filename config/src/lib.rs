@@ -221,7 +221,10 @@ impl Config {
             }
         };
         let s = raw.server;
-        let listen = parse_addr("server.listen", s.listen.as_deref().unwrap_or("127.0.0.1:8443"))?;
+        let listen = parse_addr(
+            "server.listen",
+            s.listen.as_deref().unwrap_or("127.0.0.1:8443"),
+        )?;
         let tls_cert_file = resolve(
             s.tls_cert_file
                 .as_deref()
@@ -241,7 +244,9 @@ impl Config {
             other => {
                 return Err(ConfigError::new(
                     "server.min_tls_version",
-                    format!("must be \"1.2\" or \"1.3\", not {other:?} (older versions are not supported)"),
+                    format!(
+                    "must be \"1.2\" or \"1.3\", not {other:?} (older versions are not supported)"
+                ),
                 ))
             }
         };
@@ -283,9 +288,17 @@ impl Config {
             region,
             virtual_host_domain,
             max_clock_skew_secs: s.max_clock_skew_secs.unwrap_or(900),
-            header_read_timeout_secs: positive("server.header_read_timeout_secs", s.header_read_timeout_secs, 30)?,
+            header_read_timeout_secs: positive(
+                "server.header_read_timeout_secs",
+                s.header_read_timeout_secs,
+                30,
+            )?,
             idle_timeout_secs: positive("server.idle_timeout_secs", s.idle_timeout_secs, 60)?,
-            body_idle_timeout_secs: positive("server.body_idle_timeout_secs", s.body_idle_timeout_secs, 60)?,
+            body_idle_timeout_secs: positive(
+                "server.body_idle_timeout_secs",
+                s.body_idle_timeout_secs,
+                60,
+            )?,
             max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024).max(8 * 1024),
             shutdown_grace_secs: s.shutdown_grace_secs.unwrap_or(30),
             max_connections: s.max_connections.unwrap_or(4096).max(1),
@@ -294,10 +307,16 @@ impl Config {
 
         let u = raw.upstream;
         let (scheme, rest) = u.endpoint.split_once("://").ok_or_else(|| {
-            ConfigError::new("upstream.endpoint", "must be a URL such as http://127.0.0.1:9000")
+            ConfigError::new(
+                "upstream.endpoint",
+                "must be a URL such as http://127.0.0.1:9000",
+            )
         })?;
         if scheme != "http" && scheme != "https" {
-            return Err(ConfigError::new("upstream.endpoint", "scheme must be http or https"));
+            return Err(ConfigError::new(
+                "upstream.endpoint",
+                "scheme must be http or https",
+            ));
         }
         let (authority, base_path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
@@ -345,7 +364,10 @@ impl Config {
         };
 
         if raw.tenants.is_empty() {
-            return Err(ConfigError::new("tenants", "at least one [[tenants]] entry is required"));
+            return Err(ConfigError::new(
+                "tenants",
+                "at least one [[tenants]] entry is required",
+            ));
         }
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
@@ -354,7 +376,10 @@ impl Config {
             let p = |f: &str| format!("tenants[{i}].{f}");
             let name = non_empty(&p("name"), t.name)?;
             if !names.insert(name.clone()) {
-                return Err(ConfigError::new(p("name"), format!("duplicate tenant name {name:?}")));
+                return Err(ConfigError::new(
+                    p("name"),
+                    format!("duplicate tenant name {name:?}"),
+                ));
             }
             let ak = non_empty(&p("access_key_id"), t.access_key_id)?;
             if !ak.bytes().all(|b| b.is_ascii_alphanumeric()) || ak.len() < 16 || ak.len() > 128 {
@@ -364,9 +389,15 @@ impl Config {
                 ));
             }
             if !keys.insert(ak.clone()) {
-                return Err(ConfigError::new(p("access_key_id"), "is used by another tenant"));
+                return Err(ConfigError::new(
+                    p("access_key_id"),
+                    "is used by another tenant",
+                ));
             }
-            let secret = read_secret(&p("secret_access_key_file"), &resolve(&t.secret_access_key_file))?;
+            let secret = read_secret(
+                &p("secret_access_key_file"),
+                &resolve(&t.secret_access_key_file),
+            )?;
             if secret.expose().len() < 16 {
                 return Err(ConfigError::new(
                     p("secret_access_key_file"),
@@ -389,9 +420,12 @@ impl Config {
 }
 
 fn parse_addr(path: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|_| ConfigError::new(path, format!("{value:?} is not an address such as 127.0.0.1:8443")))
+    value.parse().map_err(|_| {
+        ConfigError::new(
+            path,
+            format!("{value:?} is not an address such as 127.0.0.1:8443"),
+        )
+    })
 }
 
 fn positive(path: &str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
@@ -414,7 +448,10 @@ fn require_file(path: &str, file: &Path) -> Result<(), ConfigError> {
     if file.is_file() {
         Ok(())
     } else {
-        Err(ConfigError::new(path, format!("file {} does not exist", file.display())))
+        Err(ConfigError::new(
+            path,
+            format!("file {} does not exist", file.display()),
+        ))
     }
 }
 
@@ -444,11 +481,15 @@ pub fn read_secret(path: &str, file: &Path) -> Result<Secret, ConfigError> {
     require_file(path, file)?;
     check_private(path, file)?;
     let text = Zeroizing::new(
-        std::fs::read_to_string(file).map_err(|e| ConfigError::new(path, format!("{}: {e}", file.display())))?,
+        std::fs::read_to_string(file)
+            .map_err(|e| ConfigError::new(path, format!("{}: {e}", file.display())))?,
     );
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(ConfigError::new(path, format!("{} is empty", file.display())));
+        return Err(ConfigError::new(
+            path,
+            format!("{} is empty", file.display()),
+        ));
     }
     Ok(Secret::new(trimmed))
 }
@@ -498,8 +539,14 @@ secret_access_key_file = "acme.secret"
         assert_eq!(c.server.tls_cert_file, d.path().join("cert.pem"));
         assert_eq!(c.server.min_tls_version, TlsVersion::V1_2);
         assert_eq!(c.upstream.authority, "127.0.0.1:9000");
-        assert_eq!(c.tenants[0].secret_access_key.expose(), "0123456789abcdefXYZ");
-        assert!(!format!("{c:?}").contains("0123456789abcdefXYZ"), "secrets must not print");
+        assert_eq!(
+            c.tenants[0].secret_access_key.expose(),
+            "0123456789abcdefXYZ"
+        );
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdefXYZ"),
+            "secrets must not print"
+        );
     }
 
     #[test]
@@ -514,11 +561,23 @@ secret_access_key_file = "acme.secret"
     #[test]
     fn old_tls_versions_cannot_be_configured() {
         let d = fixture();
-        let text = GOOD.replace("region = \"us-east-1\"\n\n[upstream]", "min_tls_version = \"1.1\"\n\n[upstream]");
+        let text = GOOD.replace(
+            "region = \"us-east-1\"\n\n[upstream]",
+            "min_tls_version = \"1.1\"\n\n[upstream]",
+        );
         let e = Config::from_toml(&text, d.path()).unwrap_err();
         assert_eq!(e.path, "server.min_tls_version");
-        let text = GOOD.replace("region = \"us-east-1\"\n\n[upstream]", "min_tls_version = \"1.3\"\n\n[upstream]");
-        assert_eq!(Config::from_toml(&text, d.path()).unwrap().server.min_tls_version, TlsVersion::V1_3);
+        let text = GOOD.replace(
+            "region = \"us-east-1\"\n\n[upstream]",
+            "min_tls_version = \"1.3\"\n\n[upstream]",
+        );
+        assert_eq!(
+            Config::from_toml(&text, d.path())
+                .unwrap()
+                .server
+                .min_tls_version,
+            TlsVersion::V1_3
+        );
     }
 
     #[test]
@@ -549,13 +608,32 @@ secret_access_key_file = "acme.secret"
             .replace("secret_access_key_file = \"up.secret\"\n", "")
             .replace("access_key_id = \"minio\"\n", "");
         let c = Config::from_toml(&text, d.path()).unwrap();
-        assert!(matches!(c.upstream.credentials, UpstreamCredentials::DefaultChain));
+        assert!(matches!(
+            c.upstream.credentials,
+            UpstreamCredentials::DefaultChain
+        ));
     }
 
     #[test]
     fn endpoint_must_be_url() {
         let d = fixture();
         let text = GOOD.replace("http://127.0.0.1:9000", "127.0.0.1:9000");
-        assert_eq!(Config::from_toml(&text, d.path()).unwrap_err().path, "upstream.endpoint");
+        assert_eq!(
+            Config::from_toml(&text, d.path()).unwrap_err().path,
+            "upstream.endpoint"
+        );
+    }
+}
+
+#[cfg(test)]
+mod deploy_examples {
+    /// The shipped examples use the contract's field names (files they name are not on this machine).
+    #[test]
+    fn deploy_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/chmura.example.toml");
+        let text = std::fs::read_to_string(path).expect("example exists");
+        let raw: super::RawConfig = toml::from_str(&text).expect("example parses");
+        assert_eq!(raw.tenants.len(), 1);
+        assert_eq!(raw.server.min_tls_version.as_deref(), Some("1.2"));
     }
 }

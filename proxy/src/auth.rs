@@ -51,7 +51,10 @@ pub enum PayloadCheck {
     /// The body's SHA-256 must equal this.
     Sha256([u8; 32]),
     /// aws-chunked framing; `signer` verifies the chunk chain in the signed modes.
-    Chunked { signer: Option<ChunkSigner>, trailers: bool },
+    Chunked {
+        signer: Option<ChunkSigner>,
+        trailers: bool,
+    },
 }
 
 /// Which authentication form was used.
@@ -118,9 +121,12 @@ pub fn authenticate(
                     "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified",
                 ));
             }
-            let v = v
-                .to_str()
-                .map_err(|_| S3Error::new("AuthorizationHeaderMalformed", "The authorization header is malformed."))?;
+            let v = v.to_str().map_err(|_| {
+                S3Error::new(
+                    "AuthorizationHeaderMalformed",
+                    "The authorization header is malformed.",
+                )
+            })?;
             if let Some(rest) = v.strip_prefix("AWS4-HMAC-SHA256 ") {
                 v4_header(req, rest, tenants, s)
             } else if let Some(rest) = v.strip_prefix("AWS ") {
@@ -144,19 +150,36 @@ struct Credential<'a> {
     region: &'a str,
 }
 
-fn parse_credential<'a>(c: &'a str, s: &AuthSettings<'_>, query: bool) -> Result<Credential<'a>, S3Error> {
-    let code = if query { "AuthorizationQueryParametersError" } else { "AuthorizationHeaderMalformed" };
+fn parse_credential<'a>(
+    c: &'a str,
+    s: &AuthSettings<'_>,
+    query: bool,
+) -> Result<Credential<'a>, S3Error> {
+    let code = if query {
+        "AuthorizationQueryParametersError"
+    } else {
+        "AuthorizationHeaderMalformed"
+    };
     let parts: Vec<&str> = c.split('/').collect();
     if parts.len() != 5 || parts[4] != "aws4_request" || parts[1].len() != 8 {
         return Err(S3Error::new(code, "The credential is malformed; expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\"."));
     }
     if parts[3] != "s3" {
-        return Err(S3Error::new(code, format!("The credential service '{}' is wrong; expecting 's3'", parts[3])));
+        return Err(S3Error::new(
+            code,
+            format!(
+                "The credential service '{}' is wrong; expecting 's3'",
+                parts[3]
+            ),
+        ));
     }
     if parts[2] != s.region {
         return Err(S3Error::new(
             code,
-            format!("The authorization header is malformed; the region '{}' is wrong; expecting '{}'", parts[2], s.region),
+            format!(
+                "The authorization header is malformed; the region '{}' is wrong; expecting '{}'",
+                parts[2], s.region
+            ),
         ));
     }
     Ok(Credential {
@@ -177,7 +200,10 @@ fn check_skew(t: i64, s: &AuthSettings<'_>) -> Result<(), S3Error> {
 }
 
 fn parse_signed_headers(list: &str, code: &'static str) -> Result<Vec<String>, S3Error> {
-    let names: Vec<String> = list.split(';').map(|s| s.trim().to_ascii_lowercase()).collect();
+    let names: Vec<String> = list
+        .split(';')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
     if names.iter().any(String::is_empty) || !names.iter().any(|n| n == "host") {
         return Err(S3Error::new(code, "SignedHeaders must include host."));
     }
@@ -185,34 +211,39 @@ fn parse_signed_headers(list: &str, code: &'static str) -> Result<Vec<String>, S
     sorted.sort();
     sorted.dedup();
     if sorted != names {
-        return Err(S3Error::new(code, "SignedHeaders must be sorted and unique."));
+        return Err(S3Error::new(
+            code,
+            "SignedHeaders must be sorted and unique.",
+        ));
     }
     Ok(names)
 }
 
-fn verify_v4(
-    req: &RequestView<'_>,
-    secret: &str,
-    cred: &Credential<'_>,
-    amz_date: &str,
-    signed: &[String],
-    canonical_query: &str,
-    payload_hash: &str,
-    provided: &str,
-) -> Result<SigningKey, S3Error> {
+/// What a SigV4 signature covers besides the request itself.
+struct V4Claim<'a> {
+    cred: &'a Credential<'a>,
+    amz_date: &'a str,
+    signed: &'a [String],
+    canonical_query: &'a str,
+    payload_hash: &'a str,
+    provided: &'a str,
+}
+
+fn verify_v4(req: &RequestView<'_>, secret: &str, c: &V4Claim<'_>) -> Result<SigningKey, S3Error> {
+    let (cred, amz_date, signed) = (c.cred, c.amz_date, c.signed);
     let cr = sigv4::canonical_request(
         req.method,
         &sigv4::canonical_uri(req.raw_path),
-        canonical_query,
+        c.canonical_query,
         &sigv4::canonical_headers(req.headers, signed),
         &signed.join(";"),
-        payload_hash,
+        c.payload_hash,
     );
     let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
     let sts = sigv4::string_to_sign(amz_date, &scope, &cr);
     let key = SigningKey::derive(secret, cred.date, cred.region, "s3");
     let expected = key.sign(&sts);
-    if !sigv4::ct_eq(expected.as_bytes(), provided.as_bytes()) {
+    if !sigv4::ct_eq(expected.as_bytes(), c.provided.as_bytes()) {
         return Err(S3Error::signature_mismatch().with_detail("v4 signature mismatch"));
     }
     Ok(key)
@@ -236,7 +267,9 @@ fn v4_header(
             signature = Some(v);
         }
     }
-    let (Some(credential), Some(signed_headers), Some(signature)) = (credential, signed_headers, signature) else {
+    let (Some(credential), Some(signed_headers), Some(signature)) =
+        (credential, signed_headers, signature)
+    else {
         return Err(S3Error::new(MAL, "The authorization header is malformed; missing Credential, SignedHeaders or Signature."));
     };
     let cred = parse_credential(credential, s, false)?;
@@ -270,13 +303,23 @@ fn v4_header(
         .headers
         .get("x-amz-content-sha256")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| S3Error::invalid_request("Missing required header for this request: x-amz-content-sha256"))?
+        .ok_or_else(|| {
+            S3Error::invalid_request(
+                "Missing required header for this request: x-amz-content-sha256",
+            )
+        })?
         .to_string();
     let payload = match payload_hash.as_str() {
         "UNSIGNED-PAYLOAD" => PayloadCheck::Unsigned,
-        "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => PayloadCheck::Chunked { signer: None, trailers: true },
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => PayloadCheck::Chunked {
+            signer: None,
+            trailers: true,
+        },
         "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" | "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => {
-            PayloadCheck::Chunked { signer: None, trailers: payload_hash.ends_with("TRAILER") }
+            PayloadCheck::Chunked {
+                signer: None,
+                trailers: payload_hash.ends_with("TRAILER"),
+            }
         }
         h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
             let mut d = [0u8; 32];
@@ -289,15 +332,19 @@ fn v4_header(
     let key = verify_v4(
         req,
         tenant.secret_access_key.expose(),
-        &cred,
-        &amz_date,
-        &signed,
-        &canonical_query,
-        &payload_hash,
-        &signature.to_ascii_lowercase(),
+        &V4Claim {
+            cred: &cred,
+            amz_date: &amz_date,
+            signed: &signed,
+            canonical_query: &canonical_query,
+            payload_hash: &payload_hash,
+            provided: &signature.to_ascii_lowercase(),
+        },
     )?;
     let payload = match payload {
-        PayloadCheck::Chunked { trailers, .. } if payload_hash.starts_with("STREAMING-AWS4-HMAC") => {
+        PayloadCheck::Chunked { trailers, .. }
+            if payload_hash.starts_with("STREAMING-AWS4-HMAC") =>
+        {
             PayloadCheck::Chunked {
                 signer: Some(ChunkSigner {
                     key,
@@ -325,10 +372,17 @@ fn bad_sha_header() -> S3Error {
 }
 
 fn query_value<'a>(req: &'a RequestView<'_>, name: &str) -> Option<&'a str> {
-    req.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    req.query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
-fn v4_query(req: &RequestView<'_>, tenants: &TenantIndex, s: &AuthSettings<'_>) -> Result<Authenticated, S3Error> {
+fn v4_query(
+    req: &RequestView<'_>,
+    tenants: &TenantIndex,
+    s: &AuthSettings<'_>,
+) -> Result<Authenticated, S3Error> {
     const QE: &str = "AuthorizationQueryParametersError";
     let get = |n: &str| {
         query_value(req, n).ok_or_else(|| {
@@ -339,14 +393,24 @@ fn v4_query(req: &RequestView<'_>, tenants: &TenantIndex, s: &AuthSettings<'_>) 
         })
     };
     if get("X-Amz-Algorithm")? != "AWS4-HMAC-SHA256" {
-        return Err(S3Error::new(QE, "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\""));
+        return Err(S3Error::new(
+            QE,
+            "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"",
+        ));
     }
     let cred = parse_credential(get("X-Amz-Credential")?, s, true)?;
     let amz_date = get("X-Amz-Date")?;
-    let t = sigv4::parse_amz_date(amz_date)
-        .ok_or_else(|| S3Error::new(QE, "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\""))?;
+    let t = sigv4::parse_amz_date(amz_date).ok_or_else(|| {
+        S3Error::new(
+            QE,
+            "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"",
+        )
+    })?;
     if !amz_date.starts_with(cred.date) {
-        return Err(S3Error::new(QE, "Invalid credential date. Date is not the same as X-Amz-Date."));
+        return Err(S3Error::new(
+            QE,
+            "Invalid credential date. Date is not the same as X-Amz-Date.",
+        ));
     }
     let expires: i64 = get("X-Amz-Expires")?
         .parse()
@@ -355,25 +419,33 @@ fn v4_query(req: &RequestView<'_>, tenants: &TenantIndex, s: &AuthSettings<'_>) 
         return Err(S3Error::new(QE, "X-Amz-Expires must be non-negative"));
     }
     if expires > MAX_PRESIGN_EXPIRES {
-        return Err(S3Error::new(QE, "X-Amz-Expires must be less than a week (in seconds) that is 604800"));
+        return Err(S3Error::new(
+            QE,
+            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+        ));
     }
     let tenant = tenants.get(cred.access_key_id)?;
     let signed = parse_signed_headers(get("X-Amz-SignedHeaders")?, QE)?;
     let signature = get("X-Amz-Signature")?.to_ascii_lowercase();
     let payload_hash = query_value(req, "X-Amz-Content-Sha256").unwrap_or("UNSIGNED-PAYLOAD");
     if payload_hash != "UNSIGNED-PAYLOAD" {
-        return Err(S3Error::new(QE, "Presigned requests must use UNSIGNED-PAYLOAD."));
+        return Err(S3Error::new(
+            QE,
+            "Presigned requests must use UNSIGNED-PAYLOAD.",
+        ));
     }
     let canonical_query = sigv4::canonical_query(req.query, Some("X-Amz-Signature"));
     verify_v4(
         req,
         tenant.secret_access_key.expose(),
-        &cred,
-        amz_date,
-        &signed,
-        &canonical_query,
-        payload_hash,
-        &signature,
+        &V4Claim {
+            cred: &cred,
+            amz_date,
+            signed: &signed,
+            canonical_query: &canonical_query,
+            payload_hash,
+            provided: &signature,
+        },
     )?;
     // Signature first, then time: a forged URL learns nothing about expiry.
     if s.now > t + expires {
@@ -422,22 +494,37 @@ fn v2_header(
     tenants: &TenantIndex,
     s: &AuthSettings<'_>,
 ) -> Result<Authenticated, S3Error> {
-    let (akid, sig) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| S3Error::new("InvalidArgument", "AWS authorization header is invalid.  Expected AwsAccessKeyId:signature"))?;
+    let (akid, sig) = rest.rsplit_once(':').ok_or_else(|| {
+        S3Error::new(
+            "InvalidArgument",
+            "AWS authorization header is invalid.  Expected AwsAccessKeyId:signature",
+        )
+    })?;
     let tenant = tenants.get(akid.trim())?;
-    let (date_slot, t) = if let Some(d) = req.headers.get("x-amz-date").and_then(|v| v.to_str().ok()) {
+    let (date_slot, t) = if let Some(d) =
+        req.headers.get("x-amz-date").and_then(|v| v.to_str().ok())
+    {
         (String::new(), parse_any_date(d))
     } else {
         let d = req
             .headers
             .get(http::header::DATE)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| S3Error::access_denied().with_detail("AWS authentication requires a valid Date or x-amz-date header"))?;
+            .ok_or_else(|| {
+                S3Error::access_denied()
+                    .with_detail("AWS authentication requires a valid Date or x-amz-date header")
+            })?;
         (d.trim().to_string(), parse_any_date(d))
     };
-    let t = t.ok_or_else(|| S3Error::access_denied().with_detail("AWS authentication requires a valid Date or x-amz-date header"))?;
-    v2_check(tenant.secret_access_key.expose(), &v2_string_to_sign(req, &date_slot), sig)?;
+    let t = t.ok_or_else(|| {
+        S3Error::access_denied()
+            .with_detail("AWS authentication requires a valid Date or x-amz-date header")
+    })?;
+    v2_check(
+        tenant.secret_access_key.expose(),
+        &v2_string_to_sign(req, &date_slot),
+        sig,
+    )?;
     check_skew(t, s)?;
     Ok(Authenticated {
         tenant: tenant.clone(),
@@ -446,7 +533,11 @@ fn v2_header(
     })
 }
 
-fn v2_query(req: &RequestView<'_>, tenants: &TenantIndex, s: &AuthSettings<'_>) -> Result<Authenticated, S3Error> {
+fn v2_query(
+    req: &RequestView<'_>,
+    tenants: &TenantIndex,
+    s: &AuthSettings<'_>,
+) -> Result<Authenticated, S3Error> {
     let (Some(akid), Some(sig), Some(expires)) = (
         query_value(req, "AWSAccessKeyId"),
         query_value(req, "Signature"),
@@ -458,7 +549,11 @@ fn v2_query(req: &RequestView<'_>, tenants: &TenantIndex, s: &AuthSettings<'_>) 
     let exp: i64 = expires
         .parse()
         .map_err(|_| S3Error::access_denied().with_detail("Expires is not a number"))?;
-    v2_check(tenant.secret_access_key.expose(), &v2_string_to_sign(req, expires), sig)?;
+    v2_check(
+        tenant.secret_access_key.expose(),
+        &v2_string_to_sign(req, expires),
+        sig,
+    )?;
     if s.now > exp {
         return Err(S3Error::new("AccessDenied", "Request has expired"));
     }
@@ -481,11 +576,19 @@ fn parse_any_date(d: &str) -> Option<i64> {
 
 /// Formats Unix time as `YYYYMMDDTHHMMSSZ`.
 pub fn format_amz_date(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
@@ -515,7 +618,11 @@ mod tests {
     }
 
     fn settings(now: i64) -> AuthSettings<'static> {
-        AuthSettings { region: "us-east-1", max_skew_secs: 900, now }
+        AuthSettings {
+            region: "us-east-1",
+            max_skew_secs: 900,
+            now,
+        }
     }
 
     #[test]
@@ -527,7 +634,11 @@ mod tests {
     }
 
     // AWS's documented presigned URL example (sigv4-query-string-auth.html).
-    fn presigned_view<'a>(query: &'a [(String, String)], raw_query: &'a str, h: &'a http::HeaderMap) -> RequestView<'a> {
+    fn presigned_view<'a>(
+        query: &'a [(String, String)],
+        raw_query: &'a str,
+        h: &'a http::HeaderMap,
+    ) -> RequestView<'a> {
         RequestView {
             method: "GET",
             raw_path: "/test.txt",
@@ -548,18 +659,35 @@ mod tests {
         let t0 = 1369353600;
         let a = authenticate(&v, &tenants(), &settings(t0 + 100)).unwrap();
         assert_eq!(a.kind, AuthKind::V4Query);
-        let e = authenticate(&v, &tenants(), &settings(t0 + 86401)).err().unwrap();
-        assert_eq!((e.code, e.message.as_str()), ("AccessDenied", "Request has expired"));
+        let e = authenticate(&v, &tenants(), &settings(t0 + 86401))
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            ("AccessDenied", "Request has expired")
+        );
         // Tampered signature.
         let raw2 = raw.replace("aeeed9", "aeeed8");
         let q2 = sigv4::parse_query(&raw2);
         let v2 = presigned_view(&q2, &raw2, &h);
-        assert_eq!(authenticate(&v2, &tenants(), &settings(t0)).err().unwrap().code, "SignatureDoesNotMatch");
+        assert_eq!(
+            authenticate(&v2, &tenants(), &settings(t0))
+                .err()
+                .unwrap()
+                .code,
+            "SignatureDoesNotMatch"
+        );
         // Unknown key.
         let raw3 = raw.replace("AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLF");
         let q3 = sigv4::parse_query(&raw3);
         let v3 = presigned_view(&q3, &raw3, &h);
-        assert_eq!(authenticate(&v3, &tenants(), &settings(t0)).err().unwrap().code, "InvalidAccessKeyId");
+        assert_eq!(
+            authenticate(&v3, &tenants(), &settings(t0))
+                .err()
+                .unwrap()
+                .code,
+            "InvalidAccessKeyId"
+        );
     }
 
     #[test]
@@ -570,15 +698,39 @@ mod tests {
         h.insert("x-amz-content-sha256", sigv4::EMPTY_SHA256.parse().unwrap());
         h.insert("x-amz-date", "20130524T000000Z".parse().unwrap());
         h.insert("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41".parse().unwrap());
-        let v = RequestView { method: "GET", raw_path: "/test.txt", raw_query: "", query: &[], headers: &h, vhost_bucket: Some("examplebucket") };
+        let v = RequestView {
+            method: "GET",
+            raw_path: "/test.txt",
+            raw_query: "",
+            query: &[],
+            headers: &h,
+            vhost_bucket: Some("examplebucket"),
+        };
         let a = authenticate(&v, &tenants(), &settings(1369353600 + 60)).unwrap();
         assert!(matches!(a.payload, PayloadCheck::Sha256(_)));
-        let e = authenticate(&v, &tenants(), &settings(1369353600 + 901)).err().unwrap();
+        let e = authenticate(&v, &tenants(), &settings(1369353600 + 901))
+            .err()
+            .unwrap();
         assert_eq!(e.code, "RequestTimeTooSkewed");
-        let v = RequestView { method: "HEAD", ..v };
-        assert_eq!(authenticate(&v, &tenants(), &settings(1369353600)).err().unwrap().code, "SignatureDoesNotMatch");
+        let v = RequestView {
+            method: "HEAD",
+            ..v
+        };
+        assert_eq!(
+            authenticate(&v, &tenants(), &settings(1369353600))
+                .err()
+                .unwrap()
+                .code,
+            "SignatureDoesNotMatch"
+        );
         let h2 = http::HeaderMap::new();
         let v = RequestView { headers: &h2, ..v };
-        assert_eq!(authenticate(&v, &tenants(), &settings(1369353600)).err().unwrap().code, "AccessDenied");
+        assert_eq!(
+            authenticate(&v, &tenants(), &settings(1369353600))
+                .err()
+                .unwrap()
+                .code,
+            "AccessDenied"
+        );
     }
 }

@@ -73,11 +73,21 @@ pub struct VerifyingBody {
 }
 
 impl VerifyingBody {
-    pub fn new<B>(inner: B, decoder: Option<ChunkedDecoder>, exp: Expectations, slot: FailureSlot, idle: Duration) -> Self
+    pub fn new<B>(
+        inner: B,
+        decoder: Option<ChunkedDecoder>,
+        exp: Expectations,
+        slot: FailureSlot,
+        idle: Duration,
+    ) -> Self
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
     {
-        let checksum_alg = exp.checksum.as_ref().map(|(a, _)| *a).or(exp.trailer_checksum);
+        let checksum_alg = exp
+            .checksum
+            .as_ref()
+            .map(|(a, _)| *a)
+            .or(exp.trailer_checksum);
         VerifyingBody {
             inner: Box::pin(inner),
             decoder,
@@ -110,10 +120,15 @@ impl VerifyingBody {
         self.total += data.len() as u64;
         if let Some(limit) = self.exp.decoded_len {
             if self.total > limit {
-                return Err(S3Error::invalid_request("The request body is longer than its declared length."));
+                return Err(S3Error::invalid_request(
+                    "The request body is longer than its declared length.",
+                ));
             }
         }
-        for h in [&mut self.sha256, &mut self.md5, &mut self.checksum].into_iter().flatten() {
+        for h in [&mut self.sha256, &mut self.md5, &mut self.checksum]
+            .into_iter()
+            .flatten()
+        {
             h.update(&data);
         }
         self.pending.push_back(data);
@@ -127,7 +142,8 @@ impl VerifyingBody {
         }
         if let Some(want) = self.exp.decoded_len {
             if self.total != want {
-                return Err(S3Error::incomplete_body().with_detail(format!("got {} of {want} bytes", self.total)));
+                return Err(S3Error::incomplete_body()
+                    .with_detail(format!("got {} of {want} bytes", self.total)));
             }
         }
         if let (Some(h), Some(want)) = (self.sha256.take(), self.exp.sha256) {
@@ -140,7 +156,9 @@ impl VerifyingBody {
         }
         if let (Some(h), Some(want)) = (self.md5.take(), self.exp.md5.as_ref()) {
             if h.finish() != *want {
-                return Err(S3Error::bad_digest("The Content-MD5 you specified did not match what we received."));
+                return Err(S3Error::bad_digest(
+                    "The Content-MD5 you specified did not match what we received.",
+                ));
             }
         }
         if let Some(h) = self.checksum.take() {
@@ -150,13 +168,25 @@ impl VerifyingBody {
                     let value = self
                         .decoder
                         .as_ref()
-                        .and_then(|d| d.trailers().iter().find(|(n, _)| n == alg.header_name()).map(|(_, v)| v.clone()))
+                        .and_then(|d| {
+                            d.trailers()
+                                .iter()
+                                .find(|(n, _)| n == alg.header_name())
+                                .map(|(_, v)| v.clone())
+                        })
                         .ok_or_else(|| {
-                            S3Error::invalid_request(format!("The {} trailer was declared but not sent.", alg.header_name()))
+                            S3Error::invalid_request(format!(
+                                "The {} trailer was declared but not sent.",
+                                alg.header_name()
+                            ))
                         })?;
-                    let want = crate::checksum::decode_b64(&value, alg.len()).ok_or_else(|| {
-                        S3Error::invalid_request(format!("Value for {} trailing header is invalid.", alg.header_name()))
-                    })?;
+                    let want =
+                        crate::checksum::decode_b64(&value, alg.digest_len()).ok_or_else(|| {
+                            S3Error::invalid_request(format!(
+                                "Value for {} trailing header is invalid.",
+                                alg.header_name()
+                            ))
+                        })?;
                     (alg, want)
                 }
                 (None, None) => return Ok(()),
@@ -184,7 +214,9 @@ impl VerifyingBody {
                 Some(Ok(f)) => {
                     seen += f.data_ref().map_or(0, Bytes::len);
                     if seen > max_framed {
-                        return Err(S3Error::invalid_request("The request body is longer than its declared length."));
+                        return Err(S3Error::invalid_request(
+                            "The request body is longer than its declared length.",
+                        ));
                     }
                 }
             }
@@ -196,7 +228,10 @@ impl Body for VerifyingBody {
     type Data = Bytes;
     type Error = S3Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, S3Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, S3Error>>> {
         let this = &mut *self;
         if this.failed {
             return Poll::Ready(None);
@@ -233,10 +268,13 @@ impl Body for VerifyingBody {
                     }
                 }
                 Some(Err(e)) => {
-                    return this.fail(S3Error::incomplete_body().with_detail(format!("client body: {e}")));
+                    return this
+                        .fail(S3Error::incomplete_body().with_detail(format!("client body: {e}")));
                 }
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     let res = match this.decoder.as_mut() {
                         Some(d) => {
                             let mut out = std::mem::take(&mut this.scratch);
@@ -266,9 +304,74 @@ impl Body for VerifyingBody {
 
     fn size_hint(&self) -> SizeHint {
         match self.exp.decoded_len {
-            Some(n) => SizeHint::with_exact(n.saturating_sub(self.total) + self.pending.iter().map(|b| b.len() as u64).sum::<u64>()),
+            Some(n) => SizeHint::with_exact(
+                n.saturating_sub(self.total)
+                    + self.pending.iter().map(|b| b.len() as u64).sum::<u64>(),
+            ),
             None => SizeHint::default(),
         }
+    }
+}
+
+/// Merges the small frames an upstream store often sends into larger ones, so each TLS record
+/// and write carries more data. Only frames that are already available are merged: it never
+/// waits to fill a buffer, so latency is unchanged.
+pub struct Coalesce<B> {
+    inner: Pin<Box<B>>,
+    target: usize,
+    done: bool,
+}
+
+impl<B> Coalesce<B> {
+    pub fn new(inner: B, target: usize) -> Self {
+        Coalesce { inner: Box::pin(inner), target, done: false }
+    }
+}
+
+impl<B> Body for Coalesce<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let first = match self.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => f,
+            other => return other,
+        };
+        let first = match first.into_data() {
+            Ok(d) if d.len() < self.target => d,
+            Ok(d) => return Poll::Ready(Some(Ok(Frame::data(d)))),
+            Err(f) => return Poll::Ready(Some(Ok(f))),
+        };
+        let mut buf = bytes::BytesMut::from(first);
+        while buf.len() < self.target {
+            match self.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => buf.extend_from_slice(&d),
+                    Err(_trailers) => break,
+                },
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    self.done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(buf.freeze()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -277,9 +380,13 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
-    fn body_of(parts: Vec<&'static [u8]>) -> impl Body<Data = Bytes, Error = hyper::Error> + Send + 'static {
-        let frames: Vec<Result<Frame<Bytes>, hyper::Error>> =
-            parts.into_iter().map(|p| Ok(Frame::data(Bytes::from_static(p)))).collect();
+    fn body_of(
+        parts: Vec<&'static [u8]>,
+    ) -> impl Body<Data = Bytes, Error = hyper::Error> + Send + 'static {
+        let frames: Vec<Result<Frame<Bytes>, hyper::Error>> = parts
+            .into_iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p))))
+            .collect();
         StreamBody::new(futures_util::stream::iter(frames))
     }
 
@@ -303,38 +410,120 @@ mod tests {
 
     #[tokio::test]
     async fn good_body_passes_and_bad_md5_withholds_the_end() {
-        let exp = Expectations { md5: Some(md5_of(b"hello world")), decoded_len: Some(11), ..Default::default() };
-        let (got, err) = run(VerifyingBody::new(body_of(vec![b"hello", b" world"]), None, exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        let exp = Expectations {
+            md5: Some(md5_of(b"hello world")),
+            decoded_len: Some(11),
+            ..Default::default()
+        };
+        let (got, err) = run(VerifyingBody::new(
+            body_of(vec![b"hello", b" world"]),
+            None,
+            exp,
+            FailureSlot::default(),
+            Duration::from_secs(5),
+        ))
+        .await;
         assert_eq!((got.concat(), err), (b"hello world".to_vec(), None));
 
         let slot = FailureSlot::default();
-        let exp = Expectations { md5: Some(md5_of(b"hello there")), decoded_len: Some(11), ..Default::default() };
-        let (got, err) = run(VerifyingBody::new(body_of(vec![b"hello", b" world"]), None, exp, slot.clone(), Duration::from_secs(5))).await;
+        let exp = Expectations {
+            md5: Some(md5_of(b"hello there")),
+            decoded_len: Some(11),
+            ..Default::default()
+        };
+        let (got, err) = run(VerifyingBody::new(
+            body_of(vec![b"hello", b" world"]),
+            None,
+            exp,
+            slot.clone(),
+            Duration::from_secs(5),
+        ))
+        .await;
         assert_eq!(err.as_deref(), Some("BadDigest"));
-        assert!(got.concat().len() < 11, "the end of the body must be withheld");
+        assert!(
+            got.concat().len() < 11,
+            "the end of the body must be withheld"
+        );
         assert_eq!(slot.take().map(|e| e.code), Some("BadDigest"));
+    }
+
+    #[tokio::test]
+    async fn coalesce_merges_ready_frames_and_keeps_bytes() {
+        let parts: Vec<&'static [u8]> = vec![b"ab", b"cd", b"ef", b"gh"];
+        let mut c = Coalesce::new(body_of(parts), 5);
+        let mut frames = Vec::new();
+        while let Some(f) = c.frame().await {
+            frames.push(f.unwrap().into_data().unwrap().to_vec());
+        }
+        assert_eq!(frames.concat(), b"abcdefgh");
+        assert!(frames.len() < 4, "frames were merged: {frames:?}");
     }
 
     #[tokio::test]
     async fn sha256_length_and_trailer_checks() {
         let mut sha = [0u8; 32];
         sha.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"abc").as_ref());
-        let exp = Expectations { sha256: Some(sha), decoded_len: Some(3), ..Default::default() };
-        let (_, err) = run(VerifyingBody::new(body_of(vec![b"abd"]), None, exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        let exp = Expectations {
+            sha256: Some(sha),
+            decoded_len: Some(3),
+            ..Default::default()
+        };
+        let (_, err) = run(VerifyingBody::new(
+            body_of(vec![b"abd"]),
+            None,
+            exp,
+            FailureSlot::default(),
+            Duration::from_secs(5),
+        ))
+        .await;
         assert_eq!(err.as_deref(), Some("XAmzContentSHA256Mismatch"));
 
-        let exp = Expectations { decoded_len: Some(5), ..Default::default() };
-        let (_, err) = run(VerifyingBody::new(body_of(vec![b"abc"]), None, exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        let exp = Expectations {
+            decoded_len: Some(5),
+            ..Default::default()
+        };
+        let (_, err) = run(VerifyingBody::new(
+            body_of(vec![b"abc"]),
+            None,
+            exp,
+            FailureSlot::default(),
+            Duration::from_secs(5),
+        ))
+        .await;
         assert_eq!(err.as_deref(), Some("IncompleteBody"));
 
-        let framed: &'static [u8] = b"5\r\nHello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:i9aeUg==\r\n\r\n";
-        let exp = Expectations { trailer_checksum: Some(ChecksumAlgorithm::Crc32), decoded_len: Some(11), ..Default::default() };
-        let (got, err) = run(VerifyingBody::new(body_of(vec![framed]), Some(ChunkedDecoder::new(None, true)), exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        let framed: &'static [u8] =
+            b"5\r\nHello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:i9aeUg==\r\n\r\n";
+        let exp = Expectations {
+            trailer_checksum: Some(ChecksumAlgorithm::Crc32),
+            decoded_len: Some(11),
+            ..Default::default()
+        };
+        let (got, err) = run(VerifyingBody::new(
+            body_of(vec![framed]),
+            Some(ChunkedDecoder::new(None, true)),
+            exp,
+            FailureSlot::default(),
+            Duration::from_secs(5),
+        ))
+        .await;
         assert_eq!((got.concat(), err), (b"Hello world".to_vec(), None));
 
-        let framed: &'static [u8] = b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
-        let exp = Expectations { trailer_checksum: Some(ChecksumAlgorithm::Crc32), decoded_len: Some(11), ..Default::default() };
-        let (got, err) = run(VerifyingBody::new(body_of(vec![framed]), Some(ChunkedDecoder::new(None, true)), exp, FailureSlot::default(), Duration::from_secs(5))).await;
+        let framed: &'static [u8] =
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n";
+        let exp = Expectations {
+            trailer_checksum: Some(ChecksumAlgorithm::Crc32),
+            decoded_len: Some(11),
+            ..Default::default()
+        };
+        let (got, err) = run(VerifyingBody::new(
+            body_of(vec![framed]),
+            Some(ChunkedDecoder::new(None, true)),
+            exp,
+            FailureSlot::default(),
+            Duration::from_secs(5),
+        ))
+        .await;
         assert_eq!(err.as_deref(), Some("BadDigest"));
         assert!(got.concat().len() < 11);
     }

@@ -37,7 +37,9 @@ impl ChecksumAlgorithm {
     }
 
     pub fn from_header_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.header_name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|a| a.header_name().eq_ignore_ascii_case(name))
     }
 
     /// Name as used in `x-amz-sdk-checksum-algorithm` and error messages.
@@ -52,11 +54,13 @@ impl ChecksumAlgorithm {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name().eq_ignore_ascii_case(name))
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32c => 4,
             ChecksumAlgorithm::Crc64Nvme => 8,
@@ -68,7 +72,7 @@ impl ChecksumAlgorithm {
 
 /// One running digest.
 pub enum Hasher {
-    Crc(crc_fast::Digest, usize),
+    Crc(Box<crc_fast::Digest>, usize),
     Digest(digest::Context),
     Md5(md5::Md5),
 }
@@ -77,10 +81,18 @@ impl Hasher {
     pub fn new(alg: ChecksumAlgorithm) -> Self {
         use crc_fast::CrcAlgorithm as C;
         match alg {
-            ChecksumAlgorithm::Crc32 => Hasher::Crc(crc_fast::Digest::new(C::Crc32IsoHdlc), 4),
-            ChecksumAlgorithm::Crc32c => Hasher::Crc(crc_fast::Digest::new(C::Crc32Iscsi), 4),
-            ChecksumAlgorithm::Crc64Nvme => Hasher::Crc(crc_fast::Digest::new(C::Crc64Nvme), 8),
-            ChecksumAlgorithm::Sha1 => Hasher::Digest(digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY)),
+            ChecksumAlgorithm::Crc32 => {
+                Hasher::Crc(Box::new(crc_fast::Digest::new(C::Crc32IsoHdlc)), 4)
+            }
+            ChecksumAlgorithm::Crc32c => {
+                Hasher::Crc(Box::new(crc_fast::Digest::new(C::Crc32Iscsi)), 4)
+            }
+            ChecksumAlgorithm::Crc64Nvme => {
+                Hasher::Crc(Box::new(crc_fast::Digest::new(C::Crc64Nvme)), 8)
+            }
+            ChecksumAlgorithm::Sha1 => {
+                Hasher::Digest(digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY))
+            }
             ChecksumAlgorithm::Sha256 => Hasher::Digest(digest::Context::new(&digest::SHA256)),
         }
     }
@@ -114,7 +126,9 @@ pub fn b64(data: &[u8]) -> String {
 
 /// Decodes a base64 digest value, checking its length.
 pub fn decode_b64(value: &str, len: usize) -> Option<Vec<u8>> {
-    let v = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?;
+    let v = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
     (v.len() == len).then_some(v)
 }
 
@@ -134,7 +148,10 @@ mod tests {
         let d = b"Hello world";
         assert_eq!(digest_b64(ChecksumAlgorithm::Crc32, d), "i9aeUg==");
         assert_eq!(digest_b64(ChecksumAlgorithm::Crc32c, d), "crUfeA==");
-        assert_eq!(digest_b64(ChecksumAlgorithm::Sha1, d), "e1AsOh9IyGCa4hLN+2Od7jlnP14=");
+        assert_eq!(
+            digest_b64(ChecksumAlgorithm::Sha1, d),
+            "e1AsOh9IyGCa4hLN+2Od7jlnP14="
+        );
         assert_eq!(
             digest_b64(ChecksumAlgorithm::Sha256, d),
             "ZOyIygCyaOW6GjVnihtTFtIS9PNmskdyMlNKiuyjfzw="
@@ -152,7 +169,10 @@ mod tests {
             h.update(b"Hello");
             h.update(b" world");
             assert_eq!(b64(&h.finish()), digest_b64(alg, b"Hello world"), "{alg:?}");
-            assert_eq!(decode_b64(&digest_b64(alg, b"x"), alg.len()).map(|v| v.len()), Some(alg.len()));
+            assert_eq!(
+                decode_b64(&digest_b64(alg, b"x"), alg.digest_len()).map(|v| v.len()),
+                Some(alg.digest_len())
+            );
         }
     }
 }

@@ -95,7 +95,9 @@ impl ChunkedDecoder {
                     return Err(malformed("unexpected bytes after the final chunk"));
                 }
                 State::Header => {
-                    let Some(line) = self.take_line()? else { return Ok(()) };
+                    let Some(line) = self.take_line()? else {
+                        return Ok(());
+                    };
                     let (size, sig) = self.parse_header(&line)?;
                     self.current_sig = sig;
                     self.current_len = size;
@@ -130,7 +132,9 @@ impl ChunkedDecoder {
                         }
                         self.state = State::DataEnd;
                     } else {
-                        self.state = State::Data { remaining: remaining - n };
+                        self.state = State::Data {
+                            remaining: remaining - n,
+                        };
                     }
                 }
                 State::DataEnd | State::FinalCrlf => {
@@ -148,7 +152,9 @@ impl ChunkedDecoder {
                     };
                 }
                 State::Trailers => {
-                    let Some(line) = self.take_line()? else { return Ok(()) };
+                    let Some(line) = self.take_line()? else {
+                        return Ok(());
+                    };
                     self.trailer_bytes += line.len() + 2;
                     if self.trailer_bytes > MAX_TRAILERS || self.trailer_block.len() > 64 {
                         return Err(malformed("trailers too large"));
@@ -158,8 +164,11 @@ impl ChunkedDecoder {
                         self.state = State::Done;
                         continue;
                     }
-                    let text = std::str::from_utf8(&line).map_err(|_| malformed("trailer is not UTF-8"))?;
-                    let (n, v) = text.split_once(':').ok_or_else(|| malformed("trailer without ':'"))?;
+                    let text = std::str::from_utf8(&line)
+                        .map_err(|_| malformed("trailer is not UTF-8"))?;
+                    let (n, v) = text
+                        .split_once(':')
+                        .ok_or_else(|| malformed("trailer without ':'"))?;
                     self.trailer_block
                         .push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
                 }
@@ -199,16 +208,23 @@ impl ChunkedDecoder {
             None => (text, None),
         };
         let size_hex = size_hex.trim();
-        if size_hex.is_empty() || size_hex.len() > 8 || !size_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if size_hex.is_empty()
+            || size_hex.len() > 8
+            || !size_hex.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Err(malformed("invalid chunk size"));
         }
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| malformed("invalid chunk size"))?;
+        let size =
+            usize::from_str_radix(size_hex, 16).map_err(|_| malformed("invalid chunk size"))?;
         if size > MAX_CHUNK {
             return Err(malformed("chunk too large"));
         }
         let sig = ext.and_then(|e| {
-            e.split(';')
-                .find_map(|kv| kv.trim().strip_prefix("chunk-signature=").map(|s| s.trim().to_string()))
+            e.split(';').find_map(|kv| {
+                kv.trim()
+                    .strip_prefix("chunk-signature=")
+                    .map(|s| s.trim().to_string())
+            })
         });
         if self.signer.is_some() && sig.is_none() {
             return Err(S3Error::signature_mismatch().with_detail("chunk without chunk-signature"));
@@ -217,7 +233,9 @@ impl ChunkedDecoder {
     }
 
     fn verify_chunk(&mut self, data: &[u8]) -> Result<(), S3Error> {
-        let Some(signer) = self.signer.as_mut() else { return Ok(()) };
+        let Some(signer) = self.signer.as_mut() else {
+            return Ok(());
+        };
         let provided = self.current_sig.take().unwrap_or_default();
         let sts = sigv4::chunk_string_to_sign(
             &signer.amz_date,
@@ -226,7 +244,10 @@ impl ChunkedDecoder {
             &sigv4::sha256_hex(data),
         );
         let expected = signer.key.sign(&sts);
-        if !sigv4::ct_eq(expected.as_bytes(), provided.to_ascii_lowercase().as_bytes()) {
+        if !sigv4::ct_eq(
+            expected.as_bytes(),
+            provided.to_ascii_lowercase().as_bytes(),
+        ) {
             return Err(S3Error::signature_mismatch().with_detail("chunk signature mismatch"));
         }
         signer.prev_signature = expected;
@@ -240,14 +261,23 @@ impl ChunkedDecoder {
             .position(|(n, _)| n == "x-amz-trailer-signature");
         let provided = sig_pos.map(|i| self.trailer_block.remove(i).1);
         if let Some(signer) = &self.signer {
-            let provided = provided
-                .ok_or_else(|| S3Error::signature_mismatch().with_detail("missing x-amz-trailer-signature"))?;
+            let provided = provided.ok_or_else(|| {
+                S3Error::signature_mismatch().with_detail("missing x-amz-trailer-signature")
+            })?;
             let mut sorted: Vec<&(String, String)> = self.trailer_block.iter().collect();
             sorted.sort();
             let canonical: String = sorted.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
-            let sts = sigv4::trailer_string_to_sign(&signer.amz_date, &signer.scope, &signer.prev_signature, &canonical);
+            let sts = sigv4::trailer_string_to_sign(
+                &signer.amz_date,
+                &signer.scope,
+                &signer.prev_signature,
+                &canonical,
+            );
             let expected = signer.key.sign(&sts);
-            if !sigv4::ct_eq(expected.as_bytes(), provided.to_ascii_lowercase().as_bytes()) {
+            if !sigv4::ct_eq(
+                expected.as_bytes(),
+                provided.to_ascii_lowercase().as_bytes(),
+            ) {
                 return Err(S3Error::signature_mismatch().with_detail("trailer signature mismatch"));
             }
         }
@@ -256,7 +286,11 @@ impl ChunkedDecoder {
 }
 
 fn malformed(detail: &str) -> S3Error {
-    S3Error::new("IncompleteBody", "The request body is not a valid aws-chunked encoding.").with_detail(detail.to_string())
+    S3Error::new(
+        "IncompleteBody",
+        "The request body is not a valid aws-chunked encoding.",
+    )
+    .with_detail(detail.to_string())
 }
 
 #[cfg(test)]
@@ -278,7 +312,10 @@ mod tests {
         for step in [1, 2, 3, 7, 100] {
             let mut d = ChunkedDecoder::new(None, true);
             assert_eq!(decode_all(&mut d, body, step).unwrap(), b"hello world");
-            assert_eq!(d.trailers(), &[("x-amz-checksum-crc32".to_string(), "i9aeUg==".to_string())]);
+            assert_eq!(
+                d.trailers(),
+                &[("x-amz-checksum-crc32".to_string(), "i9aeUg==".to_string())]
+            );
             assert_eq!(d.decoded_len(), 11);
         }
     }
@@ -300,7 +337,12 @@ mod tests {
         let mut prev = seed.to_string();
         let mut out = Vec::new();
         for c in chunks.iter().copied().chain(std::iter::once(&b""[..])) {
-            let sig = key.sign(&sigv4::chunk_string_to_sign("20130524T000000Z", scope, &prev, &sigv4::sha256_hex(c)));
+            let sig = key.sign(&sigv4::chunk_string_to_sign(
+                "20130524T000000Z",
+                scope,
+                &prev,
+                &sigv4::sha256_hex(c),
+            ));
             out.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", c.len()).as_bytes());
             let mut data = c.to_vec();
             if tamper && !data.is_empty() {
@@ -331,9 +373,15 @@ mod tests {
         assert_eq!(decode_all(&mut d, &good, 5).unwrap(), b"abcdefgh");
         let bad = signed_body(&key, seed, &[b"abc", b"defgh"], true);
         let mut d = ChunkedDecoder::new(Some(signer(&key, seed)), false);
-        assert_eq!(decode_all(&mut d, &bad, 5).unwrap_err().code, "SignatureDoesNotMatch");
+        assert_eq!(
+            decode_all(&mut d, &bad, 5).unwrap_err().code,
+            "SignatureDoesNotMatch"
+        );
         // A wrong seed breaks the chain from the first chunk.
         let mut d = ChunkedDecoder::new(Some(signer(&key, &"0".repeat(64))), false);
-        assert_eq!(decode_all(&mut d, &good, 64).unwrap_err().code, "SignatureDoesNotMatch");
+        assert_eq!(
+            decode_all(&mut d, &good, 64).unwrap_err().code,
+            "SignatureDoesNotMatch"
+        );
     }
 }

@@ -40,7 +40,11 @@ impl S3Error {
         }
     }
 
-    pub fn upstream(code: &'static str, message: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn upstream(
+        code: &'static str,
+        message: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         S3Error {
             source: ErrorSource::Upstream,
             detail: Some(detail.into()),
@@ -52,7 +56,10 @@ impl S3Error {
         S3Error {
             source: ErrorSource::Internal,
             detail: Some(detail.into()),
-            ..S3Error::new("InternalError", "We encountered an internal error. Please try again.")
+            ..S3Error::new(
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+            )
         }
     }
 
@@ -73,7 +80,10 @@ impl S3Error {
     }
 
     pub fn not_implemented() -> Self {
-        S3Error::new("NotImplemented", "A header or query you provided implies functionality that is not implemented.")
+        S3Error::new(
+            "NotImplemented",
+            "A header or query you provided implies functionality that is not implemented.",
+        )
     }
 
     pub fn invalid_request(message: impl Into<String>) -> Self {
@@ -115,12 +125,18 @@ impl std::error::Error for S3Error {}
 /// The HTTP status S3 uses for each error code (S3-PROTOCOL-NOTES §7).
 pub fn status_for(code: &str) -> StatusCode {
     match code {
-        "AccessDenied" | "InvalidAccessKeyId" | "RequestTimeTooSkewed" | "SignatureDoesNotMatch"
-        | "InvalidObjectState" | "InvalidSecurity" | "AccountProblem" => StatusCode::FORBIDDEN,
+        "AccessDenied"
+        | "InvalidAccessKeyId"
+        | "RequestTimeTooSkewed"
+        | "SignatureDoesNotMatch"
+        | "InvalidObjectState"
+        | "InvalidSecurity"
+        | "AccountProblem" => StatusCode::FORBIDDEN,
         "NoSuchBucket" | "NoSuchKey" | "NoSuchUpload" | "NoSuchVersion" => StatusCode::NOT_FOUND,
-        "BucketAlreadyExists" | "BucketAlreadyOwnedByYou" | "BucketNotEmpty" | "OperationAborted" => {
-            StatusCode::CONFLICT
-        }
+        "BucketAlreadyExists"
+        | "BucketAlreadyOwnedByYou"
+        | "BucketNotEmpty"
+        | "OperationAborted" => StatusCode::CONFLICT,
         "MethodNotAllowed" => StatusCode::METHOD_NOT_ALLOWED,
         "MissingContentLength" => StatusCode::LENGTH_REQUIRED,
         "PreconditionFailed" => StatusCode::PRECONDITION_FAILED,
@@ -172,8 +188,14 @@ mod tests {
     #[test]
     fn statuses_follow_s3() {
         assert_eq!(status_for("SignatureDoesNotMatch"), StatusCode::FORBIDDEN);
-        assert_eq!(status_for("XAmzContentSHA256Mismatch"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status_for("XAmzContentSHA256Mismatch"),
+            StatusCode::BAD_REQUEST
+        );
         assert_eq!(status_for("NotImplemented"), StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(status_for("MissingContentLength"), StatusCode::LENGTH_REQUIRED);
+        assert_eq!(
+            status_for("MissingContentLength"),
+            StatusCode::LENGTH_REQUIRED
+        );
     }
 }

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 
 use crate::auth::{self, AuthSettings, PayloadCheck, RequestView};
-use crate::body::{Expectations, FailureSlot, VerifyingBody};
+use crate::body::{Coalesce, Expectations, FailureSlot, VerifyingBody};
 use crate::checksum::{decode_b64, ChecksumAlgorithm};
 use crate::chunked::ChunkedDecoder;
 use crate::error::S3Error;
@@ -31,6 +31,9 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
 }
+
+/// Response bodies are passed on in frames of about this size (see [`Coalesce`]).
+const RESPONSE_FRAME_TARGET: usize = 256 * 1024;
 
 /// Longest accepted object key in bytes (S3's limit).
 const MAX_KEY_BYTES: usize = 1024;
@@ -72,7 +75,11 @@ const DROP_RESPONSE_HEADERS: &[&str] = &[
     "server",
 ];
 
-pub async fn handle(state: Arc<State>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(
+    state: Arc<State>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let request_id = new_request_id();
     let method = req.method().clone();
@@ -122,32 +129,58 @@ struct Address {
     vhost: bool,
 }
 
-fn address(headers: &HeaderMap, raw_path: &str, vhost_domain: Option<&str>) -> Result<Address, S3Error> {
+fn address(
+    headers: &HeaderMap,
+    raw_path: &str,
+    vhost_domain: Option<&str>,
+) -> Result<Address, S3Error> {
     let invalid_uri = || S3Error::new("InvalidURI", "Couldn't parse the specified URI.");
     let decoded = percent_encoding::percent_decode_str(raw_path)
         .decode_utf8()
         .map_err(|_| invalid_uri())?;
     let path = decoded.strip_prefix('/').ok_or_else(invalid_uri)?;
     if let Some(domain) = vhost_domain {
-        let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-        let host = host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+        let host = headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
         let host = host.to_ascii_lowercase();
         if let Some(bucket) = host.strip_suffix(domain).and_then(|b| b.strip_suffix('.')) {
             if !bucket.is_empty() {
-                return Ok(Address { bucket: Some(bucket.to_string()), key: path.to_string(), vhost: true });
+                return Ok(Address {
+                    bucket: Some(bucket.to_string()),
+                    key: path.to_string(),
+                    vhost: true,
+                });
             }
         }
     }
     if path.is_empty() {
-        return Ok(Address { bucket: None, key: String::new(), vhost: false });
+        return Ok(Address {
+            bucket: None,
+            key: String::new(),
+            vhost: false,
+        });
     }
     let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
-    Ok(Address { bucket: Some(bucket.to_string()), key: key.to_string(), vhost: false })
+    Ok(Address {
+        bucket: Some(bucket.to_string()),
+        key: key.to_string(),
+        vhost: false,
+    })
 }
 
 fn valid_bucket_name(b: &str) -> bool {
     (1..=255).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
         && b != "."
         && b != ".."
 }
@@ -169,7 +202,11 @@ async fn handle_inner(
     if raw_path.len() + raw_query.len() > MAX_URI_BYTES {
         return Err(S3Error::new("InvalidURI", "The request URI is too long."));
     }
-    let header_bytes: usize = parts.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let header_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     if header_bytes > server.max_header_bytes {
         return Err(S3Error::new(
             "RequestHeaderSectionTooLarge",
@@ -178,18 +215,31 @@ async fn handle_inner(
     }
 
     // 1. Address and classify.
-    let addr = address(&parts.headers, raw_path, server.virtual_host_domain.as_deref())?;
+    let addr = address(
+        &parts.headers,
+        raw_path,
+        server.virtual_host_domain.as_deref(),
+    )?;
     if let Some(b) = &addr.bucket {
         if !valid_bucket_name(b) {
-            return Err(S3Error::new("InvalidBucketName", "The specified bucket is not valid."));
+            return Err(S3Error::new(
+                "InvalidBucketName",
+                "The specified bucket is not valid.",
+            ));
         }
     }
     if addr.key.len() > MAX_KEY_BYTES {
         return Err(S3Error::new("KeyTooLongError", "Your key is too long."));
     }
     let query = sigv4::parse_query(raw_query);
-    let op = ops::classify(&parts.method, addr.bucket.as_deref(), &addr.key, &query, &parts.headers)
-        .ok_or_else(S3Error::not_implemented)?;
+    let op = ops::classify(
+        &parts.method,
+        addr.bucket.as_deref(),
+        &addr.key,
+        &query,
+        &parts.headers,
+    )
+    .ok_or_else(S3Error::not_implemented)?;
     ctx.op = Some(op);
 
     // 2. Authenticate.
@@ -203,7 +253,11 @@ async fn handle_inner(
         raw_query,
         query: &query,
         headers: &parts.headers,
-        vhost_bucket: if addr.vhost { addr.bucket.as_deref() } else { None },
+        vhost_bucket: if addr.vhost {
+            addr.bucket.as_deref()
+        } else {
+            None
+        },
     };
     let settings = AuthSettings {
         region: &server.region,
@@ -219,7 +273,10 @@ async fn handle_inner(
 
     // 4. Plan the body.
     let (decoder, trailers_mode) = match &authed.payload {
-        PayloadCheck::Chunked { signer, trailers } => (Some(ChunkedDecoder::new(signer.clone(), *trailers)), *trailers),
+        PayloadCheck::Chunked { signer, trailers } => (
+            Some(ChunkedDecoder::new(signer.clone(), *trailers)),
+            *trailers,
+        ),
         _ => (None, false),
     };
     let mut exp = Expectations::default();
@@ -238,16 +295,26 @@ async fn handle_inner(
             let value = v
                 .to_str()
                 .ok()
-                .and_then(|s| decode_b64(s, alg.len()))
-                .ok_or_else(|| S3Error::invalid_request(format!("Value for {} header is invalid.", alg.header_name())))?;
+                .and_then(|s| decode_b64(s, alg.digest_len()))
+                .ok_or_else(|| {
+                    S3Error::invalid_request(format!(
+                        "Value for {} header is invalid.",
+                        alg.header_name()
+                    ))
+                })?;
             exp.checksum = Some((alg, value));
         }
     }
     if let Some(t) = header_str(&parts.headers, "x-amz-trailer") {
-        let alg = ChecksumAlgorithm::from_header_name(t.trim())
-            .ok_or_else(|| S3Error::invalid_request(format!("The value specified in the x-amz-trailer header is not supported: {t}")))?;
+        let alg = ChecksumAlgorithm::from_header_name(t.trim()).ok_or_else(|| {
+            S3Error::invalid_request(format!(
+                "The value specified in the x-amz-trailer header is not supported: {t}"
+            ))
+        })?;
         if !trailers_mode {
-            return Err(S3Error::invalid_request("x-amz-trailer requires a STREAMING-*-TRAILER x-amz-content-sha256."));
+            return Err(S3Error::invalid_request(
+                "x-amz-trailer requires a STREAMING-*-TRAILER x-amz-content-sha256.",
+            ));
         }
         if exp.checksum.is_some() {
             return Err(S3Error::invalid_request("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."));
@@ -255,8 +322,9 @@ async fn handle_inner(
         exp.trailer_checksum = Some(alg);
     }
     if let Some(a) = header_str(&parts.headers, "x-amz-sdk-checksum-algorithm") {
-        let alg = ChecksumAlgorithm::from_name(a.trim())
-            .ok_or_else(|| S3Error::invalid_request(format!("Checksum algorithm {a} is not supported.")))?;
+        let alg = ChecksumAlgorithm::from_name(a.trim()).ok_or_else(|| {
+            S3Error::invalid_request(format!("Checksum algorithm {a} is not supported."))
+        })?;
         let declared = exp.checksum.as_ref().map(|c| c.0).or(exp.trailer_checksum);
         if declared != Some(alg) {
             return Err(S3Error::invalid_request(format!(
@@ -266,19 +334,31 @@ async fn handle_inner(
         }
     }
     let content_length = match header_str(&parts.headers, "content-length") {
-        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| S3Error::invalid_request("Invalid Content-Length."))?),
+        Some(v) => Some(
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| S3Error::invalid_request("Invalid Content-Length."))?,
+        ),
         None => None,
     };
     let chunked_transfer = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
     let upstream_len: u64 = if decoder.is_some() {
         header_str(&parts.headers, "x-amz-decoded-content-length")
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| S3Error::new("MissingContentLength", "You must provide the Content-Length HTTP header."))?
+            .ok_or_else(|| {
+                S3Error::new(
+                    "MissingContentLength",
+                    "You must provide the Content-Length HTTP header.",
+                )
+            })?
     } else {
         match (content_length, chunked_transfer) {
             (Some(n), _) => n,
             (None, true) => {
-                return Err(S3Error::new("MissingContentLength", "You must provide the Content-Length HTTP header."))
+                return Err(S3Error::new(
+                    "MissingContentLength",
+                    "You must provide the Content-Length HTTP header.",
+                ))
             }
             (None, false) => 0,
         }
@@ -293,14 +373,22 @@ async fn handle_inner(
     exp.decoded_len = Some(upstream_len);
 
     // 5. Build the upstream request.
-    let mut fwd_query: Vec<(String, String)> = query.iter().filter(|(k, _)| !auth::is_auth_param(k)).cloned().collect();
+    let mut fwd_query: Vec<(String, String)> = query
+        .iter()
+        .filter(|(k, _)| !auth::is_auth_param(k))
+        .cloned()
+        .collect();
     fwd_query.retain(|(k, _)| k != "x-id");
-    let (uri, host) = state
-        .upstream
-        .uri(addr.bucket.as_deref(), &addr.key, &sigv4::canonical_query(&fwd_query, None));
+    let (uri, host) = state.upstream.uri(
+        addr.bucket.as_deref(),
+        &addr.key,
+        &sigv4::canonical_query(&fwd_query, None),
+    );
     let mut up = Request::builder().method(parts.method.clone()).uri(&uri);
     {
-        let h = up.headers_mut().ok_or_else(|| S3Error::internal("request builder"))?;
+        let h = up
+            .headers_mut()
+            .ok_or_else(|| S3Error::internal("request builder"))?;
         for (name, value) in parts.headers.iter() {
             let n = name.as_str();
             if DROP_REQUEST_HEADERS.contains(&n) {
@@ -326,7 +414,10 @@ async fn handle_inner(
             }
             h.append(name.clone(), value.clone());
         }
-        h.insert(HOST, HeaderValue::from_str(&host).map_err(|_| S3Error::internal("upstream host"))?);
+        h.insert(
+            HOST,
+            HeaderValue::from_str(&host).map_err(|_| S3Error::internal("upstream host"))?,
+        );
         if upstream_len > 0 || matches!(parts.method, Method::PUT | Method::POST) {
             h.insert(CONTENT_LENGTH, HeaderValue::from(upstream_len));
         }
@@ -347,7 +438,9 @@ async fn handle_inner(
         drop(body);
         (Empty::new().map_err(|e| match e {}).boxed_unsync(), false)
     };
-    let up_req = up.body(up_body).map_err(|e| S3Error::internal(format!("upstream request: {e}")))?;
+    let up_req = up
+        .body(up_body)
+        .map_err(|e| S3Error::internal(format!("upstream request: {e}")))?;
 
     // 6. Send, then map the response back.
     let resp = match state.upstream.send(up_req, unsigned).await {
@@ -364,28 +457,46 @@ async fn handle_inner(
     let body: ResponseBody = if rbody.is_end_stream() {
         Empty::new().map_err(|e| match e {}).boxed_unsync()
     } else {
-        rbody.map_err(|e| Box::new(e) as BoxError).boxed_unsync()
+        Coalesce::new(rbody, RESPONSE_FRAME_TARGET)
+            .map_err(|e| Box::new(e) as BoxError)
+            .boxed_unsync()
     };
     Ok(Response::from_parts(rp, body))
 }
 
 fn invalid_digest() -> S3Error {
-    S3Error::new("InvalidDigest", "The Content-MD5 you specified was invalid.")
+    S3Error::new(
+        "InvalidDigest",
+        "The Content-MD5 you specified was invalid.",
+    )
 }
 
 /// The S3 error response: XML body (none for HEAD), request id headers added by the caller.
-pub fn error_response(e: &S3Error, resource: &str, request_id: &str, head: bool) -> Response<ResponseBody> {
+pub fn error_response(
+    e: &S3Error,
+    resource: &str,
+    request_id: &str,
+    head: bool,
+) -> Response<ResponseBody> {
     let mut resp = if head {
         Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync())
     } else {
         let xml = e.to_xml(resource, request_id);
-        let mut r = Response::new(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed_unsync());
-        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        let mut r = Response::new(
+            Full::new(Bytes::from(xml))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
         r
     };
     *resp.status_mut() = e.status;
     if e.status.is_server_error() || e.code == "RequestTimeout" || e.code == "IncompleteBody" {
-        resp.headers_mut().insert(HeaderName::from_static("connection"), HeaderValue::from_static("close"));
+        resp.headers_mut().insert(
+            HeaderName::from_static("connection"),
+            HeaderValue::from_static("close"),
+        );
     }
     resp
 }
@@ -395,7 +506,9 @@ pub fn new_request_id() -> String {
     let mut b = [0u8; 8];
     if aws_lc_rs::rand::fill(&mut b).is_err() {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        b = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes();
+        b = N
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_be_bytes();
     }
     hex::encode_upper(b)
 }
@@ -409,10 +522,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(HOST, "mybucket.s3.example.com:8443".parse().unwrap());
         let a = address(&h, "/dir/a%20b", Some("s3.example.com")).unwrap();
-        assert_eq!((a.bucket.as_deref(), a.key.as_str(), a.vhost), (Some("mybucket"), "dir/a b", true));
+        assert_eq!(
+            (a.bucket.as_deref(), a.key.as_str(), a.vhost),
+            (Some("mybucket"), "dir/a b", true)
+        );
         h.insert(HOST, "s3.example.com".parse().unwrap());
         let a = address(&h, "/b/k/", Some("s3.example.com")).unwrap();
-        assert_eq!((a.bucket.as_deref(), a.key.as_str(), a.vhost), (Some("b"), "k/", false));
+        assert_eq!(
+            (a.bucket.as_deref(), a.key.as_str(), a.vhost),
+            (Some("b"), "k/", false)
+        );
         let a = address(&h, "/", None).unwrap();
         assert_eq!(a.bucket, None);
         let a = address(&h, "/b", None).unwrap();

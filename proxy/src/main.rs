@@ -21,7 +21,11 @@ fn main() -> ExitCode {
             serve(PathBuf::from(path))
         }
         Some("check-config") => {
-            let Some(path) = args.get(1).cloned().or_else(|| flag(&args[1..], "--config")) else {
+            let Some(path) = args
+                .get(1)
+                .cloned()
+                .or_else(|| flag(&args[1..], "--config"))
+            else {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
             };
@@ -76,7 +80,10 @@ fn serve(path: PathBuf) -> ExitCode {
     };
     init_tracing(config.server.log_format);
     chmura_proxy::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
@@ -141,7 +148,9 @@ async fn shutdown_signal() {
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CHMURA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),

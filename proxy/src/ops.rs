@@ -115,20 +115,63 @@ impl Op {
 /// Query parameters that are plain arguments (not sub-resources) and may appear on any
 /// classified request. Auth parameters are stripped before forwarding.
 const ARGUMENT_PARAMS: &[&str] = &[
-    "list-type", "prefix", "delimiter", "max-keys", "marker", "continuation-token", "start-after", "fetch-owner",
-    "encoding-type", "key-marker", "version-id-marker", "upload-id-marker", "max-uploads", "max-parts",
-    "part-number-marker", "uploadId", "partNumber", "versionId", "x-id", "response-cache-control",
-    "response-content-disposition", "response-content-encoding", "response-content-language",
-    "response-content-type", "response-expires", "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date",
-    "X-Amz-Expires", "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token", "X-Amz-Content-Sha256",
-    "AWSAccessKeyId", "Signature", "Expires", "x-amz-checksum-mode", "bucket-region",
-    "max-buckets", "continuation-token",
+    "list-type",
+    "prefix",
+    "delimiter",
+    "max-keys",
+    "marker",
+    "continuation-token",
+    "start-after",
+    "fetch-owner",
+    "encoding-type",
+    "key-marker",
+    "version-id-marker",
+    "upload-id-marker",
+    "max-uploads",
+    "max-parts",
+    "part-number-marker",
+    "uploadId",
+    "partNumber",
+    "versionId",
+    "x-id",
+    "response-cache-control",
+    "response-content-disposition",
+    "response-content-encoding",
+    "response-content-language",
+    "response-content-type",
+    "response-expires",
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+    "X-Amz-Content-Sha256",
+    "AWSAccessKeyId",
+    "Signature",
+    "Expires",
+    "x-amz-checksum-mode",
+    "bucket-region",
+    "max-buckets",
+    "continuation-token",
 ];
 
 /// Sub-resources that select an operation.
 const SUBRESOURCES: &[&str] = &[
-    "uploads", "versions", "location", "versioning", "tagging", "policy", "acl", "cors", "lifecycle", "encryption",
-    "object-lock", "delete", "attributes",
+    "uploads",
+    "versions",
+    "location",
+    "versioning",
+    "tagging",
+    "policy",
+    "acl",
+    "cors",
+    "lifecycle",
+    "encryption",
+    "object-lock",
+    "delete",
+    "attributes",
 ];
 
 /// Classifies a request. `bucket`/`key` come from the addressing step (`key` is empty for
@@ -164,13 +207,10 @@ pub fn classify(
 
     if key.is_empty() {
         let op = match (method.as_str(), sub) {
-            ("GET", None) if has("list-type") => {
-                if query.iter().any(|(k, v)| k == "list-type" && v == "2") {
-                    Op::ListObjectsV2
-                } else {
-                    return None;
-                }
+            ("GET", None) if query.iter().any(|(k, v)| k == "list-type" && v == "2") => {
+                Op::ListObjectsV2
             }
+            ("GET", None) if has("list-type") => return None,
             ("GET", None) => Op::ListObjects,
             ("HEAD", None) => Op::HeadBucket,
             ("PUT", None) => Op::CreateBucket,
@@ -242,29 +282,130 @@ mod tests {
         classify(&m, b, k, &q(query), &h)
     }
 
+    /// method, bucket, key, query, has x-amz-copy-source, expected operation
+    type Case = (
+        Method,
+        Option<&'static str>,
+        &'static str,
+        &'static str,
+        bool,
+        Option<Op>,
+    );
+
     #[test]
     fn table() {
         use Method as M;
-        let cases: &[(Method, Option<&str>, &str, &str, bool, Option<Op>)] = &[
+        let cases: &[Case] = &[
             (M::GET, None, "", "", false, Some(Op::ListBuckets)),
-            (M::GET, Some("b"), "", "list-type=2&prefix=a", false, Some(Op::ListObjectsV2)),
-            (M::GET, Some("b"), "", "prefix=a", false, Some(Op::ListObjects)),
-            (M::GET, Some("b"), "", "versions", false, Some(Op::ListObjectVersions)),
-            (M::GET, Some("b"), "", "uploads", false, Some(Op::ListMultipartUploads)),
+            (
+                M::GET,
+                Some("b"),
+                "",
+                "list-type=2&prefix=a",
+                false,
+                Some(Op::ListObjectsV2),
+            ),
+            (
+                M::GET,
+                Some("b"),
+                "",
+                "prefix=a",
+                false,
+                Some(Op::ListObjects),
+            ),
+            (
+                M::GET,
+                Some("b"),
+                "",
+                "versions",
+                false,
+                Some(Op::ListObjectVersions),
+            ),
+            (
+                M::GET,
+                Some("b"),
+                "",
+                "uploads",
+                false,
+                Some(Op::ListMultipartUploads),
+            ),
             (M::PUT, Some("b"), "", "", false, Some(Op::CreateBucket)),
-            (M::POST, Some("b"), "", "delete", false, Some(Op::DeleteObjects)),
+            (
+                M::POST,
+                Some("b"),
+                "",
+                "delete",
+                false,
+                Some(Op::DeleteObjects),
+            ),
             (M::GET, Some("b"), "k", "", false, Some(Op::GetObject)),
-            (M::GET, Some("b"), "k", "partNumber=2&x-id=GetObject", false, Some(Op::GetObject)),
+            (
+                M::GET,
+                Some("b"),
+                "k",
+                "partNumber=2&x-id=GetObject",
+                false,
+                Some(Op::GetObject),
+            ),
             (M::PUT, Some("b"), "k", "", false, Some(Op::PutObject)),
             (M::PUT, Some("b"), "k", "", true, Some(Op::CopyObject)),
-            (M::PUT, Some("b"), "k", "partNumber=1&uploadId=u", false, Some(Op::UploadPart)),
-            (M::PUT, Some("b"), "k", "partNumber=1&uploadId=u", true, Some(Op::UploadPartCopy)),
+            (
+                M::PUT,
+                Some("b"),
+                "k",
+                "partNumber=1&uploadId=u",
+                false,
+                Some(Op::UploadPart),
+            ),
+            (
+                M::PUT,
+                Some("b"),
+                "k",
+                "partNumber=1&uploadId=u",
+                true,
+                Some(Op::UploadPartCopy),
+            ),
             (M::PUT, Some("b"), "k", "partNumber=1", false, None),
-            (M::POST, Some("b"), "k", "uploads", false, Some(Op::CreateMultipartUpload)),
-            (M::POST, Some("b"), "k", "uploadId=u", false, Some(Op::CompleteMultipartUpload)),
-            (M::DELETE, Some("b"), "k", "uploadId=u", false, Some(Op::AbortMultipartUpload)),
-            (M::GET, Some("b"), "k", "uploadId=u", false, Some(Op::ListParts)),
-            (M::PUT, Some("b"), "k", "tagging", false, Some(Op::PutObjectTagging)),
+            (
+                M::POST,
+                Some("b"),
+                "k",
+                "uploads",
+                false,
+                Some(Op::CreateMultipartUpload),
+            ),
+            (
+                M::POST,
+                Some("b"),
+                "k",
+                "uploadId=u",
+                false,
+                Some(Op::CompleteMultipartUpload),
+            ),
+            (
+                M::DELETE,
+                Some("b"),
+                "k",
+                "uploadId=u",
+                false,
+                Some(Op::AbortMultipartUpload),
+            ),
+            (
+                M::GET,
+                Some("b"),
+                "k",
+                "uploadId=u",
+                false,
+                Some(Op::ListParts),
+            ),
+            (
+                M::PUT,
+                Some("b"),
+                "k",
+                "tagging",
+                false,
+                Some(Op::PutObjectTagging),
+            ),
             // Unknown sub-resources and methods are not classified.
             (M::GET, Some("b"), "", "website", false, None),
             (M::PUT, Some("b"), "k", "retention", false, None),
@@ -276,7 +417,11 @@ mod tests {
             (M::PUT, None, "", "", false, None),
         ];
         for (m, b, k, query, copy, want) in cases {
-            assert_eq!(c(m.clone(), *b, k, query, *copy), *want, "{m} {b:?} {k} ?{query}");
+            assert_eq!(
+                c(m.clone(), *b, k, query, *copy),
+                *want,
+                "{m} {b:?} {k} ?{query}"
+            );
         }
     }
 }

@@ -26,7 +26,8 @@ pub fn tls_config(s: &ServerConfig) -> Result<rustls::ServerConfig, String> {
     if certs.is_empty() {
         return Err("server.tls_cert_file: no certificate found".into());
     }
-    let key = PrivateKeyDer::from_pem_file(&s.tls_key_file).map_err(|e| format!("server.tls_key_file: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(&s.tls_key_file)
+        .map_err(|e| format!("server.tls_key_file: {e}"))?;
     let versions: &[&'static rustls::SupportedProtocolVersion] = match s.min_tls_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
@@ -50,7 +51,11 @@ pub struct Listeners {
 
 /// Serves until `shutdown` completes, then drains in-flight requests (bounded by
 /// `shutdown_grace_secs`) and returns.
-pub async fn serve(listeners: Listeners, state: Arc<State>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    listeners: Listeners,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let server = state.config.server.clone();
     let tls = tls_config(&server).map_err(std::io::Error::other)?;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
@@ -91,23 +96,26 @@ pub async fn serve(listeners: Listeners, state: Arc<State>, shutdown: impl Futur
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(server.header_read_timeout_secs))
             .keep_alive(true)
-            .max_buf_size(server.max_header_bytes.max(8192) * 2);
+            // The read buffer also bounds how much body one read takes; header size is enforced by
+            // the handler (RequestHeaderSectionTooLarge), so the buffer may be larger.
+            .max_buf_size((server.max_header_bytes * 2).max(1024 * 1024));
         if is_tls {
             let acceptor = acceptor.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let _permit = permit;
-                let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(peer = %peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
+                let tls_stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(peer = %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
                 let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with error");

@@ -54,7 +54,10 @@ impl SigningKey {
 pub fn uri_encode(input: &[u8], keep_slash: bool, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in input {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(b as char);
         } else {
             out.push('%');
@@ -98,7 +101,12 @@ pub fn canonical_query(pairs: &[(String, String)], skip: Option<&str>) -> String
     let mut enc: Vec<(String, String)> = pairs
         .iter()
         .filter(|(n, _)| skip != Some(n.as_str()))
-        .map(|(n, v)| (uri_encode_string(n.as_bytes(), false), uri_encode_string(v.as_bytes(), false)))
+        .map(|(n, v)| {
+            (
+                uri_encode_string(n.as_bytes(), false),
+                uri_encode_string(v.as_bytes(), false),
+            )
+        })
         .collect();
     enc.sort();
     let mut out = String::new();
@@ -161,16 +169,29 @@ pub fn canonical_request(
 }
 
 pub fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
-    format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", sha256_hex(canonical_request.as_bytes()))
+    format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical_request.as_bytes())
+    )
 }
 
 /// String to sign for one aws-chunked chunk (STR).
-pub fn chunk_string_to_sign(amz_date: &str, scope: &str, prev_sig: &str, chunk_sha256_hex: &str) -> String {
+pub fn chunk_string_to_sign(
+    amz_date: &str,
+    scope: &str,
+    prev_sig: &str,
+    chunk_sha256_hex: &str,
+) -> String {
     format!("AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{prev_sig}\n{EMPTY_SHA256}\n{chunk_sha256_hex}")
 }
 
 /// String to sign for the trailer block (TRL): `canonical_trailers` is `name:value\n` sorted.
-pub fn trailer_string_to_sign(amz_date: &str, scope: &str, prev_sig: &str, canonical_trailers: &str) -> String {
+pub fn trailer_string_to_sign(
+    amz_date: &str,
+    scope: &str,
+    prev_sig: &str,
+    canonical_trailers: &str,
+) -> String {
     format!(
         "AWS4-HMAC-SHA256-TRAILER\n{amz_date}\n{scope}\n{prev_sig}\n{}",
         sha256_hex(canonical_trailers.as_bytes())
@@ -181,16 +202,48 @@ pub fn trailer_string_to_sign(amz_date: &str, scope: &str, prev_sig: &str, canon
 pub fn sigv2_sign(secret: &str, string_to_sign: &str) -> String {
     use base64::Engine;
     let k = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(hmac::sign(&k, string_to_sign.as_bytes()).as_ref())
+    base64::engine::general_purpose::STANDARD
+        .encode(hmac::sign(&k, string_to_sign.as_bytes()).as_ref())
 }
 
 /// Sub-resources that SigV2 includes in the canonicalized resource (DG + botocore).
 const SIGV2_SUBRESOURCES: &[&str] = &[
-    "accelerate", "acl", "analytics", "cors", "defaultObjectAcl", "delete", "encryption", "inventory", "lifecycle",
-    "location", "logging", "metrics", "notification", "object-lock", "partNumber", "policy", "replication",
-    "requestPayment", "response-cache-control", "response-content-disposition", "response-content-encoding",
-    "response-content-language", "response-content-type", "response-expires", "restore", "select", "select-type",
-    "storageClass", "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning", "versions", "website",
+    "accelerate",
+    "acl",
+    "analytics",
+    "cors",
+    "defaultObjectAcl",
+    "delete",
+    "encryption",
+    "inventory",
+    "lifecycle",
+    "location",
+    "logging",
+    "metrics",
+    "notification",
+    "object-lock",
+    "partNumber",
+    "policy",
+    "replication",
+    "requestPayment",
+    "response-cache-control",
+    "response-content-disposition",
+    "response-content-encoding",
+    "response-content-language",
+    "response-content-type",
+    "response-expires",
+    "restore",
+    "select",
+    "select-type",
+    "storageClass",
+    "tagging",
+    "torrent",
+    "uploadId",
+    "uploads",
+    "versionId",
+    "versioning",
+    "versions",
+    "website",
 ];
 
 /// SigV2 canonicalized resource: `/bucket` prefix (virtual host) + raw path + sorted sub-resources.
@@ -314,9 +367,16 @@ mod tests {
             &signed.join(";"),
             EMPTY_SHA256,
         );
-        let sts = string_to_sign("20130524T000000Z", "20130524/us-east-1/s3/aws4_request", &cr);
+        let sts = string_to_sign(
+            "20130524T000000Z",
+            "20130524/us-east-1/s3/aws4_request",
+            &cr,
+        );
         let key = SigningKey::derive(SECRET, "20130524", "us-east-1", "s3");
-        assert_eq!(key.sign(&sts), "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+        assert_eq!(
+            key.sign(&sts),
+            "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+        );
     }
 
     #[test]
@@ -327,14 +387,20 @@ mod tests {
         let seed = "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9";
         let chunk = vec![b'a'; 65536];
         let sts = chunk_string_to_sign("20130524T000000Z", scope, seed, &sha256_hex(&chunk));
-        assert_eq!(key.sign(&sts), "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648");
+        assert_eq!(
+            key.sign(&sts),
+            "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648"
+        );
         let sts = chunk_string_to_sign(
             "20130524T000000Z",
             scope,
             "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648",
             &sha256_hex(&vec![b'a'; 1024]),
         );
-        assert_eq!(key.sign(&sts), "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497");
+        assert_eq!(
+            key.sign(&sts),
+            "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497"
+        );
     }
 
     #[test]
@@ -347,7 +413,10 @@ mod tests {
             sigv2_amz_headers(&h),
             sigv2_resource(Some("awsexamplebucket1"), "/photos/puppy.jpg", "")
         );
-        assert_eq!(sigv2_sign("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &sts), "qgk2+6Sv9/oM7G3qLEjTH1a1l1g=");
+        assert_eq!(
+            sigv2_sign("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &sts),
+            "qgk2+6Sv9/oM7G3qLEjTH1a1l1g="
+        );
     }
 
     #[test]
@@ -355,9 +424,15 @@ mod tests {
         assert_eq!(canonical_uri("/b/a%20b+c%2Fd"), "/b/a%20b%2Bc/d");
         assert_eq!(canonical_uri(""), "/");
         let q = parse_query("b=2&a=1&a=0&uploads&prefix=x%2Fy");
-        assert_eq!(canonical_query(&q, None), "a=0&a=1&b=2&prefix=x%2Fy&uploads=");
+        assert_eq!(
+            canonical_query(&q, None),
+            "a=0&a=1&b=2&prefix=x%2Fy&uploads="
+        );
         assert_eq!(canonical_header_value(b"  a   b\t c "), "a b c");
-        assert_eq!(sigv2_resource(None, "/b/k", "uploadId=x&foo=1&acl"), "/b/k?acl&uploadId=x");
+        assert_eq!(
+            sigv2_resource(None, "/b/k", "uploadId=x&foo=1&acl"),
+            "/b/k?acl&uploadId=x"
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use rustls_pki_types::pem::PemObject;
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
     UriPathNormalizationMode,
@@ -22,6 +21,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::pem::PemObject;
 
 use crate::error::S3Error;
 use crate::sigv4::uri_encode_string;
@@ -38,15 +38,30 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
         let creds = match &cfg.credentials {
-            UpstreamCredentials::Static { access_key_id, secret_access_key } => {
-                Credentials::new(access_key_id, secret_access_key.expose(), None, None, "chmura-config")
-            }
+            UpstreamCredentials::Static {
+                access_key_id,
+                secret_access_key,
+            } => Credentials::new(
+                access_key_id,
+                secret_access_key.expose(),
+                None,
+                None,
+                "chmura-config",
+            ),
             UpstreamCredentials::DefaultChain => {
-                let ak = std::env::var("AWS_ACCESS_KEY_ID")
-                    .map_err(|_| "upstream credentials: AWS_ACCESS_KEY_ID is not set".to_string())?;
-                let sk = std::env::var("AWS_SECRET_ACCESS_KEY")
-                    .map_err(|_| "upstream credentials: AWS_SECRET_ACCESS_KEY is not set".to_string())?;
-                Credentials::new(ak, sk, std::env::var("AWS_SESSION_TOKEN").ok(), None, "environment")
+                let ak = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
+                    "upstream credentials: AWS_ACCESS_KEY_ID is not set".to_string()
+                })?;
+                let sk = std::env::var("AWS_SECRET_ACCESS_KEY").map_err(|_| {
+                    "upstream credentials: AWS_SECRET_ACCESS_KEY is not set".to_string()
+                })?;
+                Credentials::new(
+                    ak,
+                    sk,
+                    std::env::var("AWS_SESSION_TOKEN").ok(),
+                    None,
+                    "environment",
+                )
             }
         };
         let mut http = HttpConnector::new();
@@ -139,7 +154,11 @@ impl Upstream {
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
             .collect();
-        let body = if unsigned_body { SignableBody::UnsignedPayload } else { SignableBody::Bytes(&[]) };
+        let body = if unsigned_body {
+            SignableBody::UnsignedPayload
+        } else {
+            SignableBody::Bytes(&[])
+        };
         let signable = SignableRequest::new(req.method().as_str(), &uri, headers.into_iter(), body)
             .map_err(|e| S3Error::internal(format!("signable request: {e}")))?;
         let (instructions, _) = sign(signable, &params)
@@ -175,7 +194,8 @@ impl Upstream {
 /// The system's CA bundle (SSL_CERT_FILE or the Debian path), for https upstreams without
 /// `ca_file`.
 fn rustls_native_roots() -> Vec<rustls_pki_types::CertificateDer<'static>> {
-    let path = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".to_string());
+    let path = std::env::var("SSL_CERT_FILE")
+        .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".to_string());
     match rustls_pki_types::CertificateDer::pem_file_iter(&path) {
         Ok(it) => it.filter_map(Result::ok).collect(),
         Err(_) => Vec::new(),

@@ -47,7 +47,11 @@ impl T {
         r.sign_v4(&self.host, TENANT_AK, TENANT_SK, hash, SystemTime::now())
     }
     fn intact(&self) {
-        assert_eq!(self.env.store.stored("bkt", "k").as_deref(), Some(&b"original"[..]), "the stored object changed");
+        assert_eq!(
+            self.env.store.stored("bkt", "k").as_deref(),
+            Some(&b"original"[..]),
+            "the stored object changed"
+        );
     }
     fn stored(&self) -> Option<Vec<u8>> {
         self.env.store.stored("bkt", "k")
@@ -55,8 +59,16 @@ impl T {
 }
 
 fn expect(r: &RawResponse, status: u16, code: &str) {
-    assert_eq!((r.status, r.code().as_deref()), (status, Some(code)), "{}", r.text());
-    assert!(r.header("x-amz-request-id").is_some(), "every response carries x-amz-request-id");
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (status, Some(code)),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.header("x-amz-request-id").is_some(),
+        "every response carries x-amz-request-id"
+    );
     assert!(r.text().contains("<RequestId>"), "{}", r.text());
 }
 
@@ -69,7 +81,9 @@ async fn signed_payload_put_works_and_mismatch_is_refused() {
     assert_eq!(t.stored().as_deref(), Some(&body[..]));
 
     std::fs::write(t.env.store.root.join("bkt").join("k"), b"original").expect("reset");
-    let r = t.send(&t.sign(t.put(&body), &raw::sha256_hex(b"something else"))).await;
+    let r = t
+        .send(&t.sign(t.put(&body), &raw::sha256_hex(b"something else")))
+        .await;
     expect(&r, 400, "XAmzContentSHA256Mismatch");
     t.intact();
 }
@@ -77,12 +91,34 @@ async fn signed_payload_put_works_and_mismatch_is_refused() {
 #[tokio::test]
 async fn bad_credentials_and_times_are_refused() {
     let t = T::new().await;
-    let r = t.send(&t.put(b"x").sign_v4(&t.host, TENANT_AK, "wrong-secret-wrong-secret", UNSIGNED, SystemTime::now())).await;
+    let r = t
+        .send(&t.put(b"x").sign_v4(
+            &t.host,
+            TENANT_AK,
+            "wrong-secret-wrong-secret",
+            UNSIGNED,
+            SystemTime::now(),
+        ))
+        .await;
     expect(&r, 403, "SignatureDoesNotMatch");
-    let r = t.send(&t.put(b"x").sign_v4(&t.host, "CHMURAUNKNOWN0000001", TENANT_SK, UNSIGNED, SystemTime::now())).await;
+    let r = t
+        .send(&t.put(b"x").sign_v4(
+            &t.host,
+            "CHMURAUNKNOWN0000001",
+            TENANT_SK,
+            UNSIGNED,
+            SystemTime::now(),
+        ))
+        .await;
     expect(&r, 403, "InvalidAccessKeyId");
     let r = t
-        .send(&t.put(b"x").sign_v4(&t.host, TENANT_AK, TENANT_SK, UNSIGNED, SystemTime::now() - Duration::from_secs(3600)))
+        .send(&t.put(b"x").sign_v4(
+            &t.host,
+            TENANT_AK,
+            TENANT_SK,
+            UNSIGNED,
+            SystemTime::now() - Duration::from_secs(3600),
+        ))
         .await;
     expect(&r, 403, "RequestTimeTooSkewed");
     let r = t.send(&t.put(b"x")).await;
@@ -102,18 +138,37 @@ async fn bad_credentials_and_times_are_refused() {
 async fn content_md5_and_checksum_headers_are_verified() {
     let t = T::new().await;
     let body = b"checked body".to_vec();
-    let r = t.send(&t.sign(t.put(&body).header("content-md5", &md5_b64(b"other")), UNSIGNED)).await;
+    let r = t
+        .send(&t.sign(
+            t.put(&body).header("content-md5", &md5_b64(b"other")),
+            UNSIGNED,
+        ))
+        .await;
     expect(&r, 400, "BadDigest");
-    let r = t.send(&t.sign(t.put(&body).header("content-md5", "not-base64!"), UNSIGNED)).await;
+    let r = t
+        .send(&t.sign(t.put(&body).header("content-md5", "not-base64!"), UNSIGNED))
+        .await;
     expect(&r, 400, "InvalidDigest");
-    let r = t.send(&t.sign(t.put(&body).header("x-amz-checksum-crc32", &crc32_b64(b"other")), UNSIGNED)).await;
+    let r = t
+        .send(
+            &t.sign(
+                t.put(&body)
+                    .header("x-amz-checksum-crc32", &crc32_b64(b"other")),
+                UNSIGNED,
+            ),
+        )
+        .await;
     expect(&r, 400, "BadDigest");
     t.intact();
     let r = t
-        .send(&t.sign(
-            t.put(&body).header("content-md5", &md5_b64(&body)).header("x-amz-checksum-crc32", &crc32_b64(&body)),
-            UNSIGNED,
-        ))
+        .send(
+            &t.sign(
+                t.put(&body)
+                    .header("content-md5", &md5_b64(&body))
+                    .header("x-amz-checksum-crc32", &crc32_b64(&body)),
+                UNSIGNED,
+            ),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(t.stored(), Some(body));
@@ -139,11 +194,23 @@ async fn signed_chunked_chain_is_verified() {
         std::fs::write(t.env.store.root.join("bkt").join("k"), b"original").expect("reset");
         let req = t.sign(chunked_put(data.len(), mode, None), mode);
         let date = req.get("x-amz-date").expect("date").to_string();
-        let body = raw::signed_chunked_body(&data, 65536, TENANT_SK, &date, &req.seed_signature(), None, tamper);
+        let body = raw::signed_chunked_body(
+            &data,
+            65536,
+            TENANT_SK,
+            &date,
+            &req.seed_signature(),
+            None,
+            tamper,
+        );
         let r = t.send(&req.body(body)).await;
         if ok {
             assert_eq!(r.status, 200, "{}", r.text());
-            assert_eq!(t.stored().as_deref(), Some(&data[..]), "store holds the decoded body");
+            assert_eq!(
+                t.stored().as_deref(),
+                Some(&data[..]),
+                "store holds the decoded body"
+            );
         } else {
             expect(&r, 403, "SignatureDoesNotMatch");
             t.intact();
@@ -152,7 +219,15 @@ async fn signed_chunked_chain_is_verified() {
     // Declared length differs from the chunks.
     let req = t.sign(chunked_put(data.len() + 1, mode, None), mode);
     let date = req.get("x-amz-date").expect("date").to_string();
-    let body = raw::signed_chunked_body(&data, 65536, TENANT_SK, &date, &req.seed_signature(), None, None);
+    let body = raw::signed_chunked_body(
+        &data,
+        65536,
+        TENANT_SK,
+        &date,
+        &req.seed_signature(),
+        None,
+        None,
+    );
     std::fs::write(t.env.store.root.join("bkt").join("k"), b"original").expect("reset");
     let r = t.send(&req.body(body)).await;
     expect(&r, 400, "IncompleteBody");
@@ -166,9 +241,16 @@ async fn signed_chunked_with_trailer_is_verified() {
     let mode = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
     let good = crc32_b64(&data);
     let bad = crc32_b64(b"nope");
-    for (value, tamper_sig, want) in [(good.as_str(), false, 200), (bad.as_str(), false, 400), (good.as_str(), true, 403)] {
+    for (value, tamper_sig, want) in [
+        (good.as_str(), false, 200),
+        (bad.as_str(), false, 400),
+        (good.as_str(), true, 403),
+    ] {
         std::fs::write(t.env.store.root.join("bkt").join("k"), b"original").expect("reset");
-        let req = t.sign(chunked_put(data.len(), mode, Some("x-amz-checksum-crc32")), mode);
+        let req = t.sign(
+            chunked_put(data.len(), mode, Some("x-amz-checksum-crc32")),
+            mode,
+        );
         let date = req.get("x-amz-date").expect("date").to_string();
         let mut body = raw::signed_chunked_body(
             &data,
@@ -181,7 +263,11 @@ async fn signed_chunked_with_trailer_is_verified() {
         );
         if tamper_sig {
             // Flip one hex digit of the trailer signature.
-            let pos = body.windows(24).rposition(|w| w == b"x-amz-trailer-signature:").expect("sig") + 24;
+            let pos = body
+                .windows(24)
+                .rposition(|w| w == b"x-amz-trailer-signature:")
+                .expect("sig")
+                + 24;
             body[pos] = if body[pos] == b'0' { b'1' } else { b'0' };
         }
         let r = t.send(&req.body(body)).await;
@@ -212,7 +298,11 @@ async fn unsigned_trailer_in_http_chunked_is_verified() {
     for (crc, want) in [(crc32_b64(b"wrong"), 400), (crc32_b64(&data), 200)] {
         let framed = raw::unsigned_chunked_body(&data, 1024 * 1024, ("x-amz-checksum-crc32", &crc));
         let req = t
-            .sign(chunked_put(data.len(), mode, Some("x-amz-checksum-crc32")).header("transfer-encoding", "chunked"), mode)
+            .sign(
+                chunked_put(data.len(), mode, Some("x-amz-checksum-crc32"))
+                    .header("transfer-encoding", "chunked"),
+                mode,
+            )
             .body(raw::http_chunked(&framed, 300_000));
         let r = t.send(&req).await;
         if want == 400 {
@@ -231,13 +321,25 @@ async fn truncated_body_commits_nothing() {
     let body = pattern(500_000, 7);
     let req = t.sign(t.put(&body), &raw::sha256_hex(&body));
     let full = req.to_bytes(&t.host).len();
-    let _ = raw::send_truncated(t.env.proxy.addr.port(), &t.env.proxy.certs.ca_pem, &req, full - 1000).await;
+    let _ = raw::send_truncated(
+        t.env.proxy.addr.port(),
+        &t.env.proxy.certs.ca_pem,
+        &req,
+        full - 1000,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     t.intact();
     // Also with UNSIGNED-PAYLOAD, where only the length can tell.
     let req = t.sign(t.put(&body), UNSIGNED);
     let full = req.to_bytes(&t.host).len();
-    let _ = raw::send_truncated(t.env.proxy.addr.port(), &t.env.proxy.certs.ca_pem, &req, full - 1).await;
+    let _ = raw::send_truncated(
+        t.env.proxy.addr.port(),
+        &t.env.proxy.certs.ca_pem,
+        &req,
+        full - 1,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     t.intact();
 }
@@ -245,10 +347,14 @@ async fn truncated_body_commits_nothing() {
 #[tokio::test]
 async fn empty_body_with_wrong_md5_commits_nothing() {
     let t = T::new().await;
-    let r = t.send(&t.sign(t.put(b"").header("content-md5", &md5_b64(b"x")), UNSIGNED)).await;
+    let r = t
+        .send(&t.sign(t.put(b"").header("content-md5", &md5_b64(b"x")), UNSIGNED))
+        .await;
     expect(&r, 400, "BadDigest");
     t.intact();
-    let r = t.send(&t.sign(t.put(b"").header("content-md5", &md5_b64(b"")), UNSIGNED)).await;
+    let r = t
+        .send(&t.sign(t.put(b"").header("content-md5", &md5_b64(b"")), UNSIGNED))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(t.stored(), Some(Vec::new()));
 }
@@ -256,24 +362,50 @@ async fn empty_body_with_wrong_md5_commits_nothing() {
 fn sigv2_query(method: &str, resource: &str, expires: i64) -> String {
     use aws_lc_rs::hmac;
     let sts = format!("{method}\n\n\n{expires}\n{resource}");
-    let sig = b64(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, TENANT_SK.as_bytes()), sts.as_bytes()).as_ref());
-    let sig: String = percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC).collect();
+    let sig = b64(hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, TENANT_SK.as_bytes()),
+        sts.as_bytes(),
+    )
+    .as_ref());
+    let sig: String =
+        percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC).collect();
     format!("{resource}?AWSAccessKeyId={TENANT_AK}&Expires={expires}&Signature={sig}")
 }
 
 #[tokio::test]
 async fn sigv2_presigned_urls() {
     let t = T::new().await;
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("time").as_secs() as i64;
-    let r = t.send(&RawRequest::new("GET", &sigv2_query("GET", "/bkt/k", now + 300))).await;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    let r = t
+        .send(&RawRequest::new(
+            "GET",
+            &sigv2_query("GET", "/bkt/k", now + 300),
+        ))
+        .await;
     assert_eq!((r.status, r.text().as_str()), (200, "original"));
-    let r = t.send(&RawRequest::new("GET", &sigv2_query("GET", "/bkt/k", now - 10))).await;
+    let r = t
+        .send(&RawRequest::new(
+            "GET",
+            &sigv2_query("GET", "/bkt/k", now - 10),
+        ))
+        .await;
     expect(&r, 403, "AccessDenied");
-    let tampered = sigv2_query("GET", "/bkt/k", now + 300).replace(&format!("Expires={}", now + 300), &format!("Expires={}", now + 301));
+    let tampered = sigv2_query("GET", "/bkt/k", now + 300).replace(
+        &format!("Expires={}", now + 300),
+        &format!("Expires={}", now + 301),
+    );
     let r = t.send(&RawRequest::new("GET", &tampered)).await;
     expect(&r, 403, "SignatureDoesNotMatch");
     // A presigned PUT over SigV2 writes.
-    let r = t.send(&RawRequest::new("PUT", &sigv2_query("PUT", "/bkt/k", now + 300)).body(b"v2 put".to_vec())).await;
+    let r = t
+        .send(
+            &RawRequest::new("PUT", &sigv2_query("PUT", "/bkt/k", now + 300))
+                .body(b"v2 put".to_vec()),
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(t.stored().as_deref(), Some(&b"v2 put"[..]));
 }
@@ -281,11 +413,20 @@ async fn sigv2_presigned_urls() {
 #[tokio::test]
 async fn unknown_operations_are_not_forwarded() {
     let t = T::new().await;
-    for target in ["/bkt?website", "/bkt/k?retention", "/bkt/k?select&select-type=2", "/bkt?notification"] {
-        let r = t.send(&t.sign(RawRequest::new("GET", target), UNSIGNED)).await;
+    for target in [
+        "/bkt?website",
+        "/bkt/k?retention",
+        "/bkt/k?select&select-type=2",
+        "/bkt?notification",
+    ] {
+        let r = t
+            .send(&t.sign(RawRequest::new("GET", target), UNSIGNED))
+            .await;
         expect(&r, 501, "NotImplemented");
     }
-    let r = t.send(&t.sign(RawRequest::new("POST", "/bkt/k"), UNSIGNED)).await;
+    let r = t
+        .send(&t.sign(RawRequest::new("POST", "/bkt/k"), UNSIGNED))
+        .await;
     expect(&r, 501, "NotImplemented");
     t.intact();
 }
@@ -306,5 +447,8 @@ async fn virtual_hosted_style_addressing() {
         .sign_v4(&host, TENANT_AK, TENANT_SK, UNSIGNED, SystemTime::now());
     let r = raw::send(port, &env.proxy.certs.ca_pem, &req).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(env.store.stored("vhb", "a/key.txt").as_deref(), Some(&b"vhost"[..]));
+    assert_eq!(
+        env.store.stored("vhb", "a/key.txt").as_deref(),
+        Some(&b"vhost"[..])
+    );
 }

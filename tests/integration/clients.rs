@@ -16,7 +16,14 @@ fn isolated(program: &Path, env: &Env) -> Command {
     let mut c = Command::new(program);
     let home = env.dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    for v in ["AWS_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_PROFILE", "AWS_ENDPOINT_URL"] {
+    for v in [
+        "AWS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+    ] {
         c.env_remove(v);
     }
     c.env("HOME", &home)
@@ -32,7 +39,10 @@ fn isolated(program: &Path, env: &Env) -> Command {
 
 async fn run(mut c: Command) -> Output {
     let desc = format!("{c:?}");
-    let out = tokio::task::spawn_blocking(move || c.output()).await.expect("join").expect("spawn");
+    let out = tokio::task::spawn_blocking(move || c.output())
+        .await
+        .expect("join")
+        .expect("spawn");
     if !out.status.success() {
         panic!(
             "command failed: {desc}\nstdout:\n{}\nstderr:\n{}",
@@ -50,12 +60,16 @@ fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn suite_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("clients")
+        .join(name)
 }
 
 #[tokio::test]
 async fn boto3_default_settings() {
-    let Some(python) = require("python", "boto3_default_settings") else { return };
+    let Some(python) = require("python", "boto3_default_settings") else {
+        return;
+    };
     let env = Env::start().await;
     let work = env.dir.path().join("boto3");
     std::fs::create_dir_all(&work).expect("work");
@@ -68,12 +82,19 @@ async fn boto3_default_settings() {
     let out = run(c).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("boto3 suite OK"));
     // The store holds the objects the suite left.
-    assert_eq!(env.store.stored("boto3-bucket", "big/file.bin").map(|v| v.len()), Some(20 * 1024 * 1024 + 123));
+    assert_eq!(
+        env.store
+            .stored("boto3-bucket", "big/file.bin")
+            .map(|v| v.len()),
+        Some(20 * 1024 * 1024 + 123)
+    );
 }
 
 #[tokio::test]
 async fn aws_cli_cp_sync_ls_range() {
-    let Some(aws) = require("aws", "aws_cli_cp_sync_ls_range") else { return };
+    let Some(aws) = require("aws", "aws_cli_cp_sync_ls_range") else {
+        return;
+    };
     let env = Env::start().await;
     let work = env.dir.path().join("awscli");
     let dir = work.join("tree");
@@ -87,37 +108,100 @@ async fn aws_cli_cp_sync_ls_range() {
     let ca = env.proxy.certs.ca_file.clone();
     let aws_cmd = |args: &[&str]| {
         let mut c = isolated(&aws, &env);
-        c.arg("--endpoint-url").arg(&ep).arg("--ca-bundle").arg(&ca).args(args);
+        c.arg("--endpoint-url")
+            .arg(&ep)
+            .arg("--ca-bundle")
+            .arg(&ca)
+            .args(args);
         c
     };
     run(aws_cmd(&["s3", "mb", "s3://cli-bucket"])).await;
     // 20 MiB: multipart with parallel parts.
-    run(aws_cmd(&["s3", "cp", work.join("big.bin").to_str().expect("path"), "s3://cli-bucket/big.bin"])).await;
-    assert_eq!(env.store.stored("cli-bucket", "big.bin").as_deref(), Some(&big[..]));
-    run(aws_cmd(&["s3", "cp", "s3://cli-bucket/big.bin", work.join("big.out").to_str().expect("path")])).await;
+    run(aws_cmd(&[
+        "s3",
+        "cp",
+        work.join("big.bin").to_str().expect("path"),
+        "s3://cli-bucket/big.bin",
+    ]))
+    .await;
+    assert_eq!(
+        env.store.stored("cli-bucket", "big.bin").as_deref(),
+        Some(&big[..])
+    );
+    run(aws_cmd(&[
+        "s3",
+        "cp",
+        "s3://cli-bucket/big.bin",
+        work.join("big.out").to_str().expect("path"),
+    ]))
+    .await;
     assert_eq!(std::fs::read(work.join("big.out")).expect("read"), big);
 
-    let first = run(aws_cmd(&["s3", "sync", dir.to_str().expect("path"), "s3://cli-bucket/tree"])).await;
-    assert!(String::from_utf8_lossy(&first.stdout).matches("upload:").count() == 6, "{}", String::from_utf8_lossy(&first.stdout));
-    let second = run(aws_cmd(&["s3", "sync", dir.to_str().expect("path"), "s3://cli-bucket/tree"])).await;
+    let first = run(aws_cmd(&[
+        "s3",
+        "sync",
+        dir.to_str().expect("path"),
+        "s3://cli-bucket/tree",
+    ]))
+    .await;
+    assert!(
+        String::from_utf8_lossy(&first.stdout)
+            .matches("upload:")
+            .count()
+            == 6,
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
+    let second = run(aws_cmd(&[
+        "s3",
+        "sync",
+        dir.to_str().expect("path"),
+        "s3://cli-bucket/tree",
+    ]))
+    .await;
     assert!(
         !String::from_utf8_lossy(&second.stdout).contains("upload:"),
         "second sync transferred again: {}",
         String::from_utf8_lossy(&second.stdout)
     );
-    let ls = run(aws_cmd(&["s3", "ls", "--recursive", "s3://cli-bucket/tree/"])).await;
+    let ls = run(aws_cmd(&[
+        "s3",
+        "ls",
+        "--recursive",
+        "s3://cli-bucket/tree/",
+    ]))
+    .await;
     assert_eq!(String::from_utf8_lossy(&ls.stdout).lines().count(), 6);
 
     let out = work.join("range.out");
-    run(aws_cmd(&["s3api", "get-object", "--bucket", "cli-bucket", "--key", "big.bin", "--range", "bytes=1000-1999", out.to_str().expect("p")])).await;
+    run(aws_cmd(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "cli-bucket",
+        "--key",
+        "big.bin",
+        "--range",
+        "bytes=1000-1999",
+        out.to_str().expect("p"),
+    ]))
+    .await;
     assert_eq!(std::fs::read(&out).expect("read"), &big[1000..2000]);
-    run(aws_cmd(&["s3", "rm", "--recursive", "s3://cli-bucket/tree"])).await;
+    run(aws_cmd(&[
+        "s3",
+        "rm",
+        "--recursive",
+        "s3://cli-bucket/tree",
+    ]))
+    .await;
     assert!(env.store.stored("cli-bucket", "tree/f0.txt").is_none());
 }
 
 #[tokio::test]
 async fn rclone_copy_check_cat() {
-    let Some(rclone) = require("rclone", "rclone_copy_check_cat") else { return };
+    let Some(rclone) = require("rclone", "rclone_copy_check_cat") else {
+        return;
+    };
     let env = Env::start().await;
     let work = env.dir.path().join("rclone");
     let dir = work.join("src");
@@ -142,27 +226,71 @@ async fn rclone_copy_check_cat() {
     let src = dir.to_str().expect("path");
     run(rc(&["mkdir", "ch:rclone-bucket"])).await;
     run(rc(&["copy", src, "ch:rclone-bucket/data"])).await;
-    assert_eq!(env.store.stored("rclone-bucket", "data/big.bin").as_deref(), Some(&big[..]));
+    assert_eq!(
+        env.store.stored("rclone-bucket", "data/big.bin").as_deref(),
+        Some(&big[..])
+    );
     run(rc(&["check", src, "ch:rclone-bucket/data"])).await;
-    let cat = run(rc(&["cat", "--offset", "1000", "--count", "500", "ch:rclone-bucket/data/big.bin"])).await;
+    let cat = run(rc(&[
+        "cat",
+        "--offset",
+        "1000",
+        "--count",
+        "500",
+        "ch:rclone-bucket/data/big.bin",
+    ]))
+    .await;
     assert_eq!(cat.stdout, &big[1000..1500]);
     // Multipart (cutoff lowered so the test stays small).
-    run(rc(&["copyto", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M", &format!("{src}/big.bin"), "ch:rclone-bucket/mp/big.bin"])).await;
-    assert_eq!(env.store.stored("rclone-bucket", "mp/big.bin").as_deref(), Some(&big[..]));
+    run(rc(&[
+        "copyto",
+        "--s3-upload-cutoff",
+        "5M",
+        "--s3-chunk-size",
+        "5M",
+        &format!("{src}/big.bin"),
+        "ch:rclone-bucket/mp/big.bin",
+    ]))
+    .await;
+    assert_eq!(
+        env.store.stored("rclone-bucket", "mp/big.bin").as_deref(),
+        Some(&big[..])
+    );
     let sync2 = run(rc(&["sync", "-v", src, "ch:rclone-bucket/data"])).await;
     let log = String::from_utf8_lossy(&sync2.stderr);
-    assert!(!log.contains("Copied"), "second sync transferred again: {log}");
+    assert!(
+        !log.contains("Copied"),
+        "second sync transferred again: {log}"
+    );
     // (Listed per folder: s3s-fs answers HEAD on a key that is a folder on its disk with a 500,
     // and treats the empty `delimiter=` of a recursive listing as a delimiter.)
-    let lsl = run(rc(&["lsf", "-R", "--disable", "ListR", "--format", "sp", "ch:rclone-bucket"])).await;
+    let lsl = run(rc(&[
+        "lsf",
+        "-R",
+        "--disable",
+        "ListR",
+        "--format",
+        "sp",
+        "ch:rclone-bucket",
+    ]))
+    .await;
     let listing = String::from_utf8_lossy(&lsl.stdout);
-    assert_eq!(listing.lines().filter(|l| !l.ends_with('/')).count(), 3, "{listing}");
-    assert!(listing.contains(&format!("{};data/big.bin", big.len())), "listed size equals the file size: {listing}");
+    assert_eq!(
+        listing.lines().filter(|l| !l.ends_with('/')).count(),
+        3,
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("{};data/big.bin", big.len())),
+        "listed size equals the file size: {listing}"
+    );
 }
 
 #[tokio::test]
 async fn s3cmd_put_get_ls_multipart() {
-    let Some(s3cmd) = require("s3cmd", "s3cmd_put_get_ls_multipart") else { return };
+    let Some(s3cmd) = require("s3cmd", "s3cmd_put_get_ls_multipart") else {
+        return;
+    };
     let env = Env::start().await;
     let work = env.dir.path().join("s3cmd");
     std::fs::create_dir_all(&work).expect("work");
@@ -183,11 +311,29 @@ async fn s3cmd_put_get_ls_multipart() {
         c
     };
     run(cmd(&["mb", "s3://s3cmd-bucket"])).await;
-    let put = run(cmd(&["put", work.join("big.bin").to_str().expect("p"), "s3://s3cmd-bucket/big.bin"])).await;
-    let put_log = format!("{}{}", String::from_utf8_lossy(&put.stdout), String::from_utf8_lossy(&put.stderr));
+    let put = run(cmd(&[
+        "put",
+        work.join("big.bin").to_str().expect("p"),
+        "s3://s3cmd-bucket/big.bin",
+    ]))
+    .await;
+    let put_log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&put.stdout),
+        String::from_utf8_lossy(&put.stderr)
+    );
     assert!(!put_log.contains("WARNING"), "s3cmd warned: {put_log}");
-    assert_eq!(env.store.stored("s3cmd-bucket", "big.bin").as_deref(), Some(&big[..]));
-    run(cmd(&["get", "--force", "s3://s3cmd-bucket/big.bin", work.join("big.out").to_str().expect("p")])).await;
+    assert_eq!(
+        env.store.stored("s3cmd-bucket", "big.bin").as_deref(),
+        Some(&big[..])
+    );
+    run(cmd(&[
+        "get",
+        "--force",
+        "s3://s3cmd-bucket/big.bin",
+        work.join("big.out").to_str().expect("p"),
+    ]))
+    .await;
     assert_eq!(std::fs::read(work.join("big.out")).expect("read"), big);
     let ls = run(cmd(&["ls", "s3://s3cmd-bucket"])).await;
     assert!(String::from_utf8_lossy(&ls.stdout).contains("big.bin"));
@@ -209,16 +355,27 @@ impl Drop for Moto {
 }
 
 async fn start_moto(program: &Path) -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let child = Command::new(program)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("moto_server starts");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    // Moto owns the child from the start, so it is killed and reaped on every path.
+    let moto = Moto {
+        child: Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server starts"),
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
     for _ in 0..150 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return moto;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -229,43 +386,131 @@ async fn start_moto(program: &Path) -> Moto {
 async fn moto_upstream_tagging_versioning_uploads_conditionals() {
     use aws_sdk_s3::primitives::ByteStream;
     use aws_sdk_s3::types::{BucketVersioningStatus, Tag, Tagging, VersioningConfiguration};
-    let Some(moto) = require("moto_server", "moto_upstream_tagging_versioning_uploads_conditionals") else { return };
+    let Some(moto) = require(
+        "moto_server",
+        "moto_upstream_tagging_versioning_uploads_conditionals",
+    ) else {
+        return;
+    };
     let moto = start_moto(&moto).await;
-    let env = Env::start_with(chmura_tests::ProxyOptions { upstream_endpoint: Some(moto.endpoint.clone()), ..Default::default() }).await;
+    let env = Env::start_with(chmura_tests::ProxyOptions {
+        upstream_endpoint: Some(moto.endpoint.clone()),
+        ..Default::default()
+    })
+    .await;
     let s3 = env.proxy.sdk_client();
-    s3.create_bucket().bucket("moto-bucket").send().await.expect("create");
+    s3.create_bucket()
+        .bucket("moto-bucket")
+        .send()
+        .await
+        .expect("create");
     s3.put_bucket_versioning()
         .bucket("moto-bucket")
-        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
         .send()
         .await
         .expect("versioning");
-    let v1 = s3.put_object().bucket("moto-bucket").key("k").body(ByteStream::from_static(b"one")).send().await.expect("put1");
-    let v2 = s3.put_object().bucket("moto-bucket").key("k").body(ByteStream::from_static(b"two!")).send().await.expect("put2");
+    let v1 = s3
+        .put_object()
+        .bucket("moto-bucket")
+        .key("k")
+        .body(ByteStream::from_static(b"one"))
+        .send()
+        .await
+        .expect("put1");
+    let v2 = s3
+        .put_object()
+        .bucket("moto-bucket")
+        .key("k")
+        .body(ByteStream::from_static(b"two!"))
+        .send()
+        .await
+        .expect("put2");
     assert_ne!(v1.version_id(), v2.version_id());
-    let old = s3.get_object().bucket("moto-bucket").key("k").version_id(v1.version_id().expect("v1")).send().await.expect("get v1");
-    assert_eq!(old.body.collect().await.expect("b").into_bytes().as_ref(), b"one");
-    let versions = s3.list_object_versions().bucket("moto-bucket").send().await.expect("versions");
+    let old = s3
+        .get_object()
+        .bucket("moto-bucket")
+        .key("k")
+        .version_id(v1.version_id().expect("v1"))
+        .send()
+        .await
+        .expect("get v1");
+    assert_eq!(
+        old.body.collect().await.expect("b").into_bytes().as_ref(),
+        b"one"
+    );
+    let versions = s3
+        .list_object_versions()
+        .bucket("moto-bucket")
+        .send()
+        .await
+        .expect("versions");
     assert_eq!(versions.versions().len(), 2);
 
     s3.put_object_tagging()
         .bucket("moto-bucket")
         .key("k")
-        .tagging(Tagging::builder().tag_set(Tag::builder().key("team").value("blue").build().expect("tag")).build().expect("tagging"))
+        .tagging(
+            Tagging::builder()
+                .tag_set(
+                    Tag::builder()
+                        .key("team")
+                        .value("blue")
+                        .build()
+                        .expect("tag"),
+                )
+                .build()
+                .expect("tagging"),
+        )
         .send()
         .await
         .expect("put tagging");
-    let tags = s3.get_object_tagging().bucket("moto-bucket").key("k").send().await.expect("get tagging");
+    let tags = s3
+        .get_object_tagging()
+        .bucket("moto-bucket")
+        .key("k")
+        .send()
+        .await
+        .expect("get tagging");
     assert_eq!(tags.tag_set()[0].value(), "blue");
 
     let etag = v2.e_tag().expect("etag").to_string();
-    let e = s3.get_object().bucket("moto-bucket").key("k").if_match("\"nope\"").send().await.expect_err("412");
+    let e = s3
+        .get_object()
+        .bucket("moto-bucket")
+        .key("k")
+        .if_match("\"nope\"")
+        .send()
+        .await
+        .expect_err("412");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(412));
-    let e = s3.get_object().bucket("moto-bucket").key("k").if_none_match(&etag).send().await.expect_err("304");
+    let e = s3
+        .get_object()
+        .bucket("moto-bucket")
+        .key("k")
+        .if_none_match(&etag)
+        .send()
+        .await
+        .expect_err("304");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(304));
 
-    let up = s3.create_multipart_upload().bucket("moto-bucket").key("mp").send().await.expect("create mpu");
-    let ups = s3.list_multipart_uploads().bucket("moto-bucket").send().await.expect("list uploads");
+    let up = s3
+        .create_multipart_upload()
+        .bucket("moto-bucket")
+        .key("mp")
+        .send()
+        .await
+        .expect("create mpu");
+    let ups = s3
+        .list_multipart_uploads()
+        .bucket("moto-bucket")
+        .send()
+        .await
+        .expect("list uploads");
     assert_eq!(ups.uploads().len(), 1);
     let part = pattern(5 * 1024 * 1024, 8);
     let p1 = s3
@@ -297,14 +542,30 @@ async fn moto_upstream_tagging_versioning_uploads_conditionals() {
         .upload_id(up.upload_id().expect("id"))
         .multipart_upload(
             CompletedMultipartUpload::builder()
-                .parts(CompletedPart::builder().part_number(1).e_tag(p1.e_tag().expect("e")).build())
-                .parts(CompletedPart::builder().part_number(2).e_tag(p2.e_tag().expect("e")).build())
+                .parts(
+                    CompletedPart::builder()
+                        .part_number(1)
+                        .e_tag(p1.e_tag().expect("e"))
+                        .build(),
+                )
+                .parts(
+                    CompletedPart::builder()
+                        .part_number(2)
+                        .e_tag(p2.e_tag().expect("e"))
+                        .build(),
+                )
                 .build(),
         )
         .send()
         .await
         .expect("complete");
-    let g = s3.get_object().bucket("moto-bucket").key("mp").send().await.expect("get completed");
+    let g = s3
+        .get_object()
+        .bucket("moto-bucket")
+        .key("mp")
+        .send()
+        .await
+        .expect("get completed");
     assert_eq!(g.content_length(), Some(5 * 1024 * 1024 + 4));
     drop(moto);
 }

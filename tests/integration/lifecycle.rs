@@ -12,15 +12,25 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
     env.make_bucket("keepalive");
     let port = env.proxy.addr.port();
     let host = format!("localhost:{port}");
-    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem)).await.expect("connect");
+    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem))
+        .await
+        .expect("connect");
     let started = Instant::now();
     for i in 0..20 {
         let req = RawRequest::new("PUT", &format!("/keepalive/k{i}"))
             .body(format!("v{i}").into_bytes())
-            .sign_v4(&host, TENANT_AK, TENANT_SK, "UNSIGNED-PAYLOAD", SystemTime::now());
+            .sign_v4(
+                &host,
+                TENANT_AK,
+                TENANT_SK,
+                "UNSIGNED-PAYLOAD",
+                SystemTime::now(),
+            );
         let mut bytes = req.to_bytes(&host);
         // Keep the connection open: drop our "connection: close".
-        let text = String::from_utf8(bytes.clone()).expect("utf8").replace("connection: close\r\n", "");
+        let text = String::from_utf8(bytes.clone())
+            .expect("utf8")
+            .replace("connection: close\r\n", "");
         bytes = text.into_bytes();
         s.write_all(&bytes).await.expect("write");
         let mut buf = vec![0u8; 4096];
@@ -35,7 +45,10 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
     }
     // 20 small requests: with TCP_NODELAY on both sides this is far below 20 × 40 ms.
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(env.store.stored("keepalive", "k19").as_deref(), Some(&b"v19"[..]));
+    assert_eq!(
+        env.store.stored("keepalive", "k19").as_deref(),
+        Some(&b"v19"[..])
+    );
 }
 
 #[tokio::test]
@@ -44,32 +57,58 @@ async fn expect_100_continue_is_honoured_and_refusal_skips_the_body() {
     env.make_bucket("expect");
     let port = env.proxy.addr.port();
     let host = format!("localhost:{port}");
-    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem)).await.expect("connect");
+    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem))
+        .await
+        .expect("connect");
     let req = RawRequest::new("PUT", "/expect/k")
         .header("expect", "100-continue")
         .header("content-length", "5")
-        .sign_v4(&host, TENANT_AK, TENANT_SK, "UNSIGNED-PAYLOAD", SystemTime::now());
+        .sign_v4(
+            &host,
+            TENANT_AK,
+            TENANT_SK,
+            "UNSIGNED-PAYLOAD",
+            SystemTime::now(),
+        );
     s.write_all(&req.to_bytes(&host)).await.expect("write head");
     let mut buf = vec![0u8; 1024];
     let n = s.read(&mut buf).await.expect("read 100");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     s.write_all(b"hello").await.expect("body");
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
     assert_eq!(raw::parse_response(&rest).status, 200);
-    assert_eq!(env.store.stored("expect", "k").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        env.store.stored("expect", "k").as_deref(),
+        Some(&b"hello"[..])
+    );
 
     // A bad signature is answered without asking for the body.
-    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem)).await.expect("connect");
+    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem))
+        .await
+        .expect("connect");
     let req = RawRequest::new("PUT", "/expect/k2")
         .header("expect", "100-continue")
         .header("content-length", "5")
-        .sign_v4(&host, TENANT_AK, "not-the-secret-not-the-secret", "UNSIGNED-PAYLOAD", SystemTime::now());
+        .sign_v4(
+            &host,
+            TENANT_AK,
+            "not-the-secret-not-the-secret",
+            "UNSIGNED-PAYLOAD",
+            SystemTime::now(),
+        );
     s.write_all(&req.to_bytes(&host)).await.expect("write head");
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
     let r = raw::parse_response(&got);
-    assert_eq!((r.status, r.code().as_deref()), (403, Some("SignatureDoesNotMatch")));
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (403, Some("SignatureDoesNotMatch"))
+    );
     assert!(env.store.stored("expect", "k2").is_none());
 }
 
@@ -79,17 +118,30 @@ async fn stalled_body_times_out_with_s3_error_and_commits_nothing() {
     env.make_bucket("stall");
     let port = env.proxy.addr.port();
     let host = format!("localhost:{port}");
-    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem)).await.expect("connect");
+    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem))
+        .await
+        .expect("connect");
     let req = RawRequest::new("PUT", "/stall/k")
         .header("content-length", "1000")
-        .sign_v4(&host, TENANT_AK, TENANT_SK, "UNSIGNED-PAYLOAD", SystemTime::now());
+        .sign_v4(
+            &host,
+            TENANT_AK,
+            TENANT_SK,
+            "UNSIGNED-PAYLOAD",
+            SystemTime::now(),
+        );
     s.write_all(&req.to_bytes(&host)).await.expect("head");
     s.write_all(&[7u8; 100]).await.expect("part of body");
     let started = Instant::now();
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got)).await;
     let r = raw::parse_response(&got);
-    assert_eq!((r.status, r.code().as_deref()), (400, Some("RequestTimeout")), "{}", r.text());
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (400, Some("RequestTimeout")),
+        "{}",
+        r.text()
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(env.store.stored("stall", "k").is_none());
 }
@@ -98,8 +150,12 @@ async fn stalled_body_times_out_with_s3_error_and_commits_nothing() {
 async fn idle_header_read_times_out() {
     let env = Env::start().await; // header_read_timeout_secs = 5
     let port = env.proxy.addr.port();
-    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem)).await.expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.expect("partial head");
+    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem))
+        .await
+        .expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("partial head");
     let started = Instant::now();
     let mut got = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got)).await;
@@ -113,10 +169,18 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     env.make_bucket("graceful");
     let port = env.proxy.addr.port();
     let host = format!("localhost:{port}");
-    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem)).await.expect("connect");
+    let mut s = raw::tls_connect(port, raw::tls_client(&env.proxy.certs.ca_pem))
+        .await
+        .expect("connect");
     let req = RawRequest::new("PUT", "/graceful/k")
         .header("content-length", "10")
-        .sign_v4(&host, TENANT_AK, TENANT_SK, "UNSIGNED-PAYLOAD", SystemTime::now());
+        .sign_v4(
+            &host,
+            TENANT_AK,
+            TENANT_SK,
+            "UNSIGNED-PAYLOAD",
+            SystemTime::now(),
+        );
     s.write_all(&req.to_bytes(&host)).await.expect("head");
     s.write_all(b"01234").await.expect("half");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -126,12 +190,23 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     // New connections are refused once draining started.
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "listener still accepting");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "listener still accepting"
+    );
     s.write_all(b"56789").await.expect("rest");
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
     assert_eq!(raw::parse_response(&got).status, 200);
-    let (r, env) = tokio::time::timeout(Duration::from_secs(15), shutdown).await.expect("shutdown in time").expect("join");
+    let (r, env) = tokio::time::timeout(Duration::from_secs(15), shutdown)
+        .await
+        .expect("shutdown in time")
+        .expect("join");
     r.expect("serve returned Ok");
-    assert_eq!(env.store.stored("graceful", "k").as_deref(), Some(&b"0123456789"[..]));
+    assert_eq!(
+        env.store.stored("graceful", "k").as_deref(),
+        Some(&b"0123456789"[..])
+    );
 }

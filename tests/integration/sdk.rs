@@ -8,8 +8,16 @@ use chmura_tests::{pattern, Env};
 async fn put_get_head_list_delete() {
     let env = Env::start().await;
     let s3 = env.proxy.sdk_client();
-    s3.create_bucket().bucket("bkt1").send().await.expect("create bucket");
-    s3.head_bucket().bucket("bkt1").send().await.expect("head bucket");
+    s3.create_bucket()
+        .bucket("bkt1")
+        .send()
+        .await
+        .expect("create bucket");
+    s3.head_bucket()
+        .bucket("bkt1")
+        .send()
+        .await
+        .expect("head bucket");
     let data = pattern(300_000, 1);
     let put = s3
         .put_object()
@@ -21,19 +29,55 @@ async fn put_get_head_list_delete() {
         .expect("put");
     assert!(put.e_tag().is_some());
     // The store holds the decoded body, never aws-chunked framing.
-    assert_eq!(env.store.stored("bkt1", "dir/hello world+é.bin").as_deref(), Some(&data[..]));
+    assert_eq!(
+        env.store.stored("bkt1", "dir/hello world+é.bin").as_deref(),
+        Some(&data[..])
+    );
 
-    let got = s3.get_object().bucket("bkt1").key("dir/hello world+é.bin").send().await.expect("get");
+    let got = s3
+        .get_object()
+        .bucket("bkt1")
+        .key("dir/hello world+é.bin")
+        .send()
+        .await
+        .expect("get");
     assert_eq!(got.content_length(), Some(300_000));
-    assert_eq!(got.body.collect().await.expect("body").into_bytes().as_ref(), &data[..]);
+    assert_eq!(
+        got.body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref(),
+        &data[..]
+    );
 
-    let head = s3.head_object().bucket("bkt1").key("dir/hello world+é.bin").send().await.expect("head");
+    let head = s3
+        .head_object()
+        .bucket("bkt1")
+        .key("dir/hello world+é.bin")
+        .send()
+        .await
+        .expect("head");
     assert_eq!(head.content_length(), Some(300_000));
 
     for i in 0..5 {
-        s3.put_object().bucket("bkt1").key(format!("list/{i}")).body(ByteStream::from_static(b"x")).send().await.expect("put");
+        s3.put_object()
+            .bucket("bkt1")
+            .key(format!("list/{i}"))
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .expect("put");
     }
-    let l = s3.list_objects_v2().bucket("bkt1").prefix("list/").max_keys(2).send().await.expect("list v2");
+    let l = s3
+        .list_objects_v2()
+        .bucket("bkt1")
+        .prefix("list/")
+        .max_keys(2)
+        .send()
+        .await
+        .expect("list v2");
     assert_eq!(l.key_count(), Some(2));
     assert_eq!(l.is_truncated(), Some(true));
     let l2 = s3
@@ -45,21 +89,46 @@ async fn put_get_head_list_delete() {
         .await
         .expect("list v2 page 2");
     assert_eq!(l2.contents().len(), 3);
-    let l1 = s3.list_objects().bucket("bkt1").delimiter("/").send().await.expect("list v1");
-    let prefixes: Vec<_> = l1.common_prefixes().iter().filter_map(|p| p.prefix()).collect();
+    let l1 = s3
+        .list_objects()
+        .bucket("bkt1")
+        .delimiter("/")
+        .send()
+        .await
+        .expect("list v1");
+    let prefixes: Vec<_> = l1
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
     assert_eq!(prefixes, vec!["dir/", "list/"]);
     let buckets = s3.list_buckets().send().await.expect("list buckets");
     assert!(buckets.buckets().iter().any(|b| b.name() == Some("bkt1")));
 
-    s3.delete_object().bucket("bkt1").key("list/0").send().await.expect("delete");
+    s3.delete_object()
+        .bucket("bkt1")
+        .key("list/0")
+        .send()
+        .await
+        .expect("delete");
     assert!(env.store.stored("bkt1", "list/0").is_none());
     let del = s3
         .delete_objects()
         .bucket("bkt1")
         .delete(
             Delete::builder()
-                .objects(ObjectIdentifier::builder().key("list/1").build().expect("id"))
-                .objects(ObjectIdentifier::builder().key("list/2").build().expect("id"))
+                .objects(
+                    ObjectIdentifier::builder()
+                        .key("list/1")
+                        .build()
+                        .expect("id"),
+                )
+                .objects(
+                    ObjectIdentifier::builder()
+                        .key("list/2")
+                        .build()
+                        .expect("id"),
+                )
                 .build()
                 .expect("delete"),
         )
@@ -68,7 +137,13 @@ async fn put_get_head_list_delete() {
         .expect("delete objects");
     assert_eq!(del.deleted().len(), 2);
     assert!(env.store.stored("bkt1", "list/1").is_none());
-    let err = s3.get_object().bucket("bkt1").key("list/1").send().await.expect_err("gone");
+    let err = s3
+        .get_object()
+        .bucket("bkt1")
+        .key("list/1")
+        .send()
+        .await
+        .expect_err("gone");
     assert_eq!(err.into_service_error().meta().code(), Some("NoSuchKey"));
 }
 
@@ -78,17 +153,47 @@ async fn ranges_and_conditionals() {
     env.make_bucket("rng");
     let s3 = env.proxy.sdk_client();
     let data = pattern(100_000, 2);
-    let put = s3.put_object().bucket("rng").key("k").body(ByteStream::from(data.clone())).send().await.expect("put");
+    let put = s3
+        .put_object()
+        .bucket("rng")
+        .key("k")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put");
     let etag = put.e_tag().expect("etag").to_string();
-    for (range, lo, hi) in [("bytes=0-9", 0, 10), ("bytes=99990-", 99_990, 100_000), ("bytes=-5", 99_995, 100_000), ("bytes=500-1499", 500, 1500)] {
-        let g = s3.get_object().bucket("rng").key("k").range(range).send().await.expect("range get");
+    for (range, lo, hi) in [
+        ("bytes=0-9", 0, 10),
+        ("bytes=99990-", 99_990, 100_000),
+        ("bytes=-5", 99_995, 100_000),
+        ("bytes=500-1499", 500, 1500),
+    ] {
+        let g = s3
+            .get_object()
+            .bucket("rng")
+            .key("k")
+            .range(range)
+            .send()
+            .await
+            .expect("range get");
         assert_eq!(g.content_length(), Some((hi - lo) as i64), "{range}");
         assert!(g.content_range().is_some(), "{range}");
-        assert_eq!(g.body.collect().await.expect("body").into_bytes().as_ref(), &data[lo..hi], "{range}");
+        assert_eq!(
+            g.body.collect().await.expect("body").into_bytes().as_ref(),
+            &data[lo..hi],
+            "{range}"
+        );
     }
     // Conditional headers reach the store (s3s-fs evaluates If-Match only on writes; GET
     // conditionals are tested against moto in the clients module).
-    let g = s3.get_object().bucket("rng").key("k").if_match(&etag).send().await.expect("if-match");
+    let g = s3
+        .get_object()
+        .bucket("rng")
+        .key("k")
+        .if_match(&etag)
+        .send()
+        .await
+        .expect("if-match");
     assert_eq!(g.content_length(), Some(100_000));
     let e = s3
         .put_object()
@@ -110,7 +215,13 @@ async fn multipart_upload_and_copy() {
     let s3 = env.proxy.sdk_client();
     let part = 5 * 1024 * 1024;
     let data = pattern(2 * part + 1234, 3);
-    let up = s3.create_multipart_upload().bucket("mpu").key("big").send().await.expect("create mpu");
+    let up = s3
+        .create_multipart_upload()
+        .bucket("mpu")
+        .key("big")
+        .send()
+        .await
+        .expect("create mpu");
     let id = up.upload_id().expect("upload id");
     let mut parts = Vec::new();
     for (i, chunk) in data.chunks(part).enumerate() {
@@ -125,30 +236,86 @@ async fn multipart_upload_and_copy() {
             .send()
             .await
             .expect("upload part");
-        parts.push(CompletedPart::builder().part_number(n).e_tag(r.e_tag().expect("etag")).build());
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(r.e_tag().expect("etag"))
+                .build(),
+        );
     }
-    let lp = s3.list_parts().bucket("mpu").key("big").upload_id(id).send().await.expect("list parts");
+    let lp = s3
+        .list_parts()
+        .bucket("mpu")
+        .key("big")
+        .upload_id(id)
+        .send()
+        .await
+        .expect("list parts");
     assert_eq!(lp.parts().len(), 3);
     s3.complete_multipart_upload()
         .bucket("mpu")
         .key("big")
         .upload_id(id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await
         .expect("complete");
-    let g = s3.get_object().bucket("mpu").key("big").send().await.expect("get");
-    assert_eq!(g.body.collect().await.expect("body").into_bytes().as_ref(), &data[..]);
-    let g = s3.get_object().bucket("mpu").key("big").range(format!("bytes={}-{}", part - 10, part + 9)).send().await.expect("range");
-    assert_eq!(g.body.collect().await.expect("body").into_bytes().as_ref(), &data[part - 10..part + 10]);
+    let g = s3
+        .get_object()
+        .bucket("mpu")
+        .key("big")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        g.body.collect().await.expect("body").into_bytes().as_ref(),
+        &data[..]
+    );
+    let g = s3
+        .get_object()
+        .bucket("mpu")
+        .key("big")
+        .range(format!("bytes={}-{}", part - 10, part + 9))
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(
+        g.body.collect().await.expect("body").into_bytes().as_ref(),
+        &data[part - 10..part + 10]
+    );
 
     // Abort leaves nothing behind.
-    let up = s3.create_multipart_upload().bucket("mpu").key("aborted").send().await.expect("create");
-    s3.abort_multipart_upload().bucket("mpu").key("aborted").upload_id(up.upload_id().expect("id")).send().await.expect("abort");
+    let up = s3
+        .create_multipart_upload()
+        .bucket("mpu")
+        .key("aborted")
+        .send()
+        .await
+        .expect("create");
+    s3.abort_multipart_upload()
+        .bucket("mpu")
+        .key("aborted")
+        .upload_id(up.upload_id().expect("id"))
+        .send()
+        .await
+        .expect("abort");
 
     // CopyObject.
-    s3.copy_object().bucket("mpu").key("copy").copy_source("mpu/big").send().await.expect("copy");
-    assert_eq!(env.store.stored("mpu", "copy").map(|v| v.len()), Some(data.len()));
+    s3.copy_object()
+        .bucket("mpu")
+        .key("copy")
+        .copy_source("mpu/big")
+        .send()
+        .await
+        .expect("copy");
+    assert_eq!(
+        env.store.stored("mpu", "copy").map(|v| v.len()),
+        Some(data.len())
+    );
 }
 
 #[tokio::test]
@@ -158,7 +325,13 @@ async fn presigned_get_and_put_via_sdk() {
     let env = Env::start().await;
     env.make_bucket("pre");
     let s3 = env.proxy.sdk_client();
-    s3.put_object().bucket("pre").key("obj").body(ByteStream::from_static(b"presigned!")).send().await.expect("put");
+    s3.put_object()
+        .bucket("pre")
+        .key("obj")
+        .body(ByteStream::from_static(b"presigned!"))
+        .send()
+        .await
+        .expect("put");
     let pre = s3
         .get_object()
         .bucket("pre")
@@ -166,14 +339,32 @@ async fn presigned_get_and_put_via_sdk() {
         .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).expect("cfg"))
         .await
         .expect("presign");
-    let target = pre.uri().split_once(&format!(":{}", env.proxy.addr.port())).expect("uri").1.to_string();
-    let r = chmura_tests::raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &chmura_tests::raw::RawRequest::new("GET", &target)).await;
+    let target = pre
+        .uri()
+        .split_once(&format!(":{}", env.proxy.addr.port()))
+        .expect("uri")
+        .1
+        .to_string();
+    let r = chmura_tests::raw::send(
+        env.proxy.addr.port(),
+        &env.proxy.certs.ca_pem,
+        &chmura_tests::raw::RawRequest::new("GET", &target),
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (200, "presigned!"));
 
     // Tampered: a different key with the same signature.
     let bad = target.replace("/pre/obj", "/p/obk");
-    let r = chmura_tests::raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &chmura_tests::raw::RawRequest::new("GET", &bad)).await;
-    assert_eq!((r.status, r.code().as_deref()), (403, Some("SignatureDoesNotMatch")));
+    let r = chmura_tests::raw::send(
+        env.proxy.addr.port(),
+        &env.proxy.certs.ca_pem,
+        &chmura_tests::raw::RawRequest::new("GET", &bad),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (403, Some("SignatureDoesNotMatch"))
+    );
 
     // Expired: signed an hour ago, valid for 60 s.
     let old = SystemTime::now() - Duration::from_secs(3600);
@@ -181,11 +372,27 @@ async fn presigned_get_and_put_via_sdk() {
         .get_object()
         .bucket("pre")
         .key("obj")
-        .presigned(PresigningConfig::builder().start_time(old).expires_in(Duration::from_secs(60)).build().expect("cfg"))
+        .presigned(
+            PresigningConfig::builder()
+                .start_time(old)
+                .expires_in(Duration::from_secs(60))
+                .build()
+                .expect("cfg"),
+        )
         .await
         .expect("presign");
-    let target = pre.uri().split_once(&format!(":{}", env.proxy.addr.port())).expect("uri").1.to_string();
-    let r = chmura_tests::raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &chmura_tests::raw::RawRequest::new("GET", &target)).await;
+    let target = pre
+        .uri()
+        .split_once(&format!(":{}", env.proxy.addr.port()))
+        .expect("uri")
+        .1
+        .to_string();
+    let r = chmura_tests::raw::send(
+        env.proxy.addr.port(),
+        &env.proxy.certs.ca_pem,
+        &chmura_tests::raw::RawRequest::new("GET", &target),
+    )
+    .await;
     assert_eq!((r.status, r.code().as_deref()), (403, Some("AccessDenied")));
     assert!(r.text().contains("Request has expired"), "{}", r.text());
 
@@ -197,11 +404,19 @@ async fn presigned_get_and_put_via_sdk() {
         .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).expect("cfg"))
         .await
         .expect("presign put");
-    let target = pre.uri().split_once(&format!(":{}", env.proxy.addr.port())).expect("uri").1.to_string();
+    let target = pre
+        .uri()
+        .split_once(&format!(":{}", env.proxy.addr.port()))
+        .expect("uri")
+        .1
+        .to_string();
     let req = chmura_tests::raw::RawRequest::new("PUT", &target).body(b"uploaded".to_vec());
     let r = chmura_tests::raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &req).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(env.store.stored("pre", "via-presigned-put").as_deref(), Some(&b"uploaded"[..]));
+    assert_eq!(
+        env.store.stored("pre", "via-presigned-put").as_deref(),
+        Some(&b"uploaded"[..])
+    );
 }
 
 #[tokio::test]
@@ -209,10 +424,22 @@ async fn store_errors_pass_through_as_s3_errors() {
     let env = Env::start().await;
     let s3 = env.proxy.sdk_client();
     env.make_bucket("errs");
-    let e = s3.get_object().bucket("errs").key("missing").send().await.expect_err("no key");
+    let e = s3
+        .get_object()
+        .bucket("errs")
+        .key("missing")
+        .send()
+        .await
+        .expect_err("no key");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
     assert_eq!(e.into_service_error().meta().code(), Some("NoSuchKey"));
-    let e = s3.head_object().bucket("errs").key("missing").send().await.expect_err("no key");
+    let e = s3
+        .head_object()
+        .bucket("errs")
+        .key("missing")
+        .send()
+        .await
+        .expect_err("no key");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
 }
 
@@ -220,7 +447,21 @@ async fn store_errors_pass_through_as_s3_errors() {
 async fn plain_http_listener_works_when_configured() {
     let env = Env::start().await;
     env.make_bucket("http");
-    let s3 = chmura_tests::sdk_client(&env.proxy.http_endpoint(), None, chmura_tests::TENANT_AK, chmura_tests::TENANT_SK);
-    s3.put_object().bucket("http").key("k").body(ByteStream::from_static(b"plain")).send().await.expect("put over http");
-    assert_eq!(env.store.stored("http", "k").as_deref(), Some(&b"plain"[..]));
+    let s3 = chmura_tests::sdk_client(
+        &env.proxy.http_endpoint(),
+        None,
+        chmura_tests::TENANT_AK,
+        chmura_tests::TENANT_SK,
+    );
+    s3.put_object()
+        .bucket("http")
+        .key("k")
+        .body(ByteStream::from_static(b"plain"))
+        .send()
+        .await
+        .expect("put over http");
+    assert_eq!(
+        env.store.stored("http", "k").as_deref(),
+        Some(&b"plain"[..])
+    );
 }

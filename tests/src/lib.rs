@@ -34,13 +34,18 @@ impl TestCerts {
         let ca_key = KeyPair::generate().expect("ca key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "Chmura test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Chmura test CA");
         let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
         let issuer = Issuer::new(ca_params, ca_key);
         let key = KeyPair::generate().expect("server key");
         let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         let cert = params.signed_by(&key, &issuer).expect("server cert");
         let ca_file = dir.join("ca.pem");
         let cert_file = dir.join("cert.pem");
@@ -48,7 +53,12 @@ impl TestCerts {
         std::fs::write(&ca_file, ca_cert.pem()).expect("write ca");
         std::fs::write(&cert_file, cert.pem()).expect("write cert");
         write_private(&key_file, &key.serialize_pem());
-        TestCerts { ca_pem: ca_cert.pem(), ca_file, cert_file, key_file }
+        TestCerts {
+            ca_pem: ca_cert.pem(),
+            ca_file,
+            cert_file,
+            key_file,
+        }
     }
 }
 
@@ -68,13 +78,17 @@ pub struct Store {
 
 impl Store {
     pub async fn start(root: &Path) -> Store {
+        Store::start_on(root, ("127.0.0.1", 0)).await
+    }
+
+    pub async fn start_on(root: &Path, addr: impl tokio::net::ToSocketAddrs) -> Store {
         use hyper_util::rt::{TokioExecutor, TokioIo};
         std::fs::create_dir_all(root).expect("store root");
         let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
         let mut b = s3s::service::S3ServiceBuilder::new(fs);
         b.set_auth(s3s::auth::SimpleAuth::from_single(UPSTREAM_AK, UPSTREAM_SK));
         let service = b.build();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind store");
+        let listener = TcpListener::bind(addr).await.expect("bind store");
         let addr = listener.local_addr().expect("addr");
         let (tx, mut rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -85,13 +99,19 @@ impl Store {
                     _ = &mut rx => break,
                 };
                 let _ = sock.set_nodelay(true);
-                let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
+                let conn = http
+                    .serve_connection(TokioIo::new(sock), service.clone())
+                    .into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });
             }
         });
-        Store { addr, root: root.to_path_buf(), _stop: tx }
+        Store {
+            addr,
+            root: root.to_path_buf(),
+            _stop: tx,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -166,18 +186,31 @@ secret_access_key_file = "tenant.secret"
 "#,
             min_tls = opts.min_tls.unwrap_or("1.2"),
             extra = opts.extra_server,
-            upstream = opts.upstream_endpoint.as_deref().unwrap_or(upstream_endpoint),
+            upstream = opts
+                .upstream_endpoint
+                .as_deref()
+                .unwrap_or(upstream_endpoint),
         );
         let config_path = dir.join("chmura.toml");
         std::fs::write(&config_path, config).expect("write config");
         let config = chmura_config::Config::load(&config_path).expect("config loads");
         let state = Arc::new(chmura_proxy::State::new(config).expect("state"));
         let (tx, rx) = oneshot::channel::<()>();
-        let listeners = chmura_proxy::Listeners { tls, insecure_http: Some(http) };
+        let listeners = chmura_proxy::Listeners {
+            tls,
+            insecure_http: Some(http),
+        };
         let task = tokio::spawn(chmura_proxy::serve(listeners, state, async move {
             let _ = rx.await;
         }));
-        Proxy { addr, http_addr, certs, dir: dir.to_path_buf(), stop: Some(tx), task: Some(task) }
+        Proxy {
+            addr,
+            http_addr,
+            certs,
+            dir: dir.to_path_buf(),
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -201,7 +234,12 @@ secret_access_key_file = "tenant.secret"
 
     /// An aws-sdk-s3 client for the tenant, over TLS with the test CA, path-style.
     pub fn sdk_client(&self) -> aws_sdk_s3::Client {
-        sdk_client(&self.endpoint(), Some(&self.certs.ca_pem), TENANT_AK, TENANT_SK)
+        sdk_client(
+            &self.endpoint(),
+            Some(&self.certs.ca_pem),
+            TENANT_AK,
+            TENANT_SK,
+        )
     }
 }
 
@@ -214,7 +252,12 @@ pub fn sdk_client(endpoint: &str, ca_pem: Option<&str>, ak: &str, sk: &str) -> a
     }
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(TlsContext::builder().with_trust_store(trust).build().expect("tls ctx"))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .expect("tls ctx"),
+        )
         .build_https();
     let creds = aws_credential_types::Credentials::new(ak, sk, None, None, "test");
     let conf = aws_sdk_s3::Config::builder()

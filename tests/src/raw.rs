@@ -47,7 +47,12 @@ impl RawResponse {
 
 impl RawRequest {
     pub fn new(method: &str, target: &str) -> Self {
-        RawRequest { method: method.into(), target: target.into(), headers: Vec::new(), body: Vec::new() }
+        RawRequest {
+            method: method.into(),
+            target: target.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
     pub fn header(mut self, n: &str, v: &str) -> Self {
         self.headers.push((n.to_ascii_lowercase(), v.to_string()));
@@ -58,14 +63,24 @@ impl RawRequest {
         self
     }
     pub fn get(&self, n: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Signs with SigV4 (Authorization header) for the given payload hash value.
-    pub fn sign_v4(mut self, host: &str, ak: &str, sk: &str, payload_hash: &str, time: SystemTime) -> Self {
+    pub fn sign_v4(
+        mut self,
+        host: &str,
+        ak: &str,
+        sk: &str,
+        payload_hash: &str,
+        time: SystemTime,
+    ) -> Self {
         use aws_sigv4::http_request::{
-            sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-            UriPathNormalizationMode,
+            sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+            SigningSettings, UriPathNormalizationMode,
         };
         if self.get("host").is_none() {
             self.headers.push(("host".into(), host.into()));
@@ -101,7 +116,8 @@ impl RawRequest {
         let (instr, _sig) = sign(signable, &params).expect("sign").into_parts();
         let (hs, _) = instr.into_parts();
         for h in hs {
-            self.headers.push((h.name().to_string(), h.value().to_string()));
+            self.headers
+                .push((h.name().to_string(), h.value().to_string()));
         }
         self
     }
@@ -135,7 +151,9 @@ pub fn sha256_hex(d: &[u8]) -> String {
 }
 
 fn hmac256(k: &[u8], d: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, k), d).as_ref().to_vec()
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, k), d)
+        .as_ref()
+        .to_vec()
 }
 
 /// The SigV4 signing key (AWS docs: kDate → kRegion → kService → kSigning).
@@ -166,7 +184,10 @@ pub fn signed_chunked_body(
     let mut pieces: Vec<&[u8]> = data.chunks(chunk).collect();
     pieces.push(&[]);
     for (i, p) in pieces.iter().enumerate() {
-        let sts = format!("AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{prev}\n{empty}\n{}", sha256_hex(p));
+        let sts = format!(
+            "AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope}\n{prev}\n{empty}\n{}",
+            sha256_hex(p)
+        );
         let sig = hex::encode(hmac256(&key, sts.as_bytes()));
         out.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", p.len()).as_bytes());
         let mut d = p.to_vec();
@@ -181,9 +202,14 @@ pub fn signed_chunked_body(
     }
     if let Some((n, v)) = trailer {
         let canonical = format!("{n}:{v}\n");
-        let sts = format!("AWS4-HMAC-SHA256-TRAILER\n{amz_date}\n{scope}\n{prev}\n{}", sha256_hex(canonical.as_bytes()));
+        let sts = format!(
+            "AWS4-HMAC-SHA256-TRAILER\n{amz_date}\n{scope}\n{prev}\n{}",
+            sha256_hex(canonical.as_bytes())
+        );
         let sig = hex::encode(hmac256(&key, sts.as_bytes()));
-        out.extend_from_slice(format!("{n}:{v}\r\nx-amz-trailer-signature:{sig}\r\n\r\n").as_bytes());
+        out.extend_from_slice(
+            format!("{n}:{v}\r\nx-amz-trailer-signature:{sig}\r\n\r\n").as_bytes(),
+        );
     }
     out
 }
@@ -220,11 +246,13 @@ pub fn tls_client(ca_pem: &str) -> Arc<rustls::ClientConfig> {
         roots.add(c.expect("pem")).expect("add root");
     }
     Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
     )
 }
 
@@ -234,19 +262,30 @@ pub async fn tls_connect(
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
 }
 
 /// Sends the request over TLS and reads the whole response (the connection is closed after).
 pub async fn send(port: u16, ca_pem: &str, req: &RawRequest) -> RawResponse {
-    let mut s = tls_connect(port, tls_client(ca_pem)).await.expect("tls connect");
+    let mut s = tls_connect(port, tls_client(ca_pem))
+        .await
+        .expect("tls connect");
     let host = format!("localhost:{port}");
     send_on(&mut s, &req.to_bytes(&host), None).await
 }
 
 /// Sends only the first `cut` bytes of the serialized request, then closes the connection.
-pub async fn send_truncated(port: u16, ca_pem: &str, req: &RawRequest, cut: usize) -> Option<RawResponse> {
-    let mut s = tls_connect(port, tls_client(ca_pem)).await.expect("tls connect");
+pub async fn send_truncated(
+    port: u16,
+    ca_pem: &str,
+    req: &RawRequest,
+    cut: usize,
+) -> Option<RawResponse> {
+    let mut s = tls_connect(port, tls_client(ca_pem))
+        .await
+        .expect("tls connect");
     let bytes = req.to_bytes(&format!("localhost:{port}"));
     s.write_all(&bytes[..cut.min(bytes.len())]).await.ok()?;
     s.flush().await.ok()?;
@@ -255,7 +294,11 @@ pub async fn send_truncated(port: u16, ca_pem: &str, req: &RawRequest, cut: usiz
     (r.status != 0).then_some(r)
 }
 
-pub async fn send_on<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, bytes: &[u8], _: Option<()>) -> RawResponse {
+pub async fn send_on<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    bytes: &[u8],
+    _: Option<()>,
+) -> RawResponse {
     // Write and read concurrently: the proxy may answer (an error) before reading the body.
     let (mut r, mut w) = tokio::io::split(s);
     let write = async {
@@ -275,7 +318,11 @@ async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> RawResponse {
 
 pub fn parse_response(buf: &[u8]) -> RawResponse {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return RawResponse { status: 0, headers: vec![], body: buf.to_vec() };
+        return RawResponse {
+            status: 0,
+            headers: vec![],
+            body: buf.to_vec(),
+        };
     };
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.split("\r\n");
@@ -289,17 +336,31 @@ pub fn parse_response(buf: &[u8]) -> RawResponse {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let mut body = buf[end + 4..].to_vec();
-    if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
         body = dechunk(&body);
     }
-    RawResponse { status, headers, body }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).split(';').next().unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
+        let n = usize::from_str_radix(
+            String::from_utf8_lossy(&b[..i])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
         if n == 0 || b.len() < i + 2 + n {
             break;
         }
@@ -311,7 +372,10 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 /// Formats a time as `YYYYMMDDTHHMMSSZ`.
 pub fn amz_date(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).expect("time").as_secs() as i64;
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
     let days = secs / 86400;
     let rem = secs % 86400;
     // civil_from_days (Howard Hinnant)
@@ -324,5 +388,10 @@ pub fn amz_date(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 pub fn tools_dir() -> PathBuf {
     match std::env::var_os("CHMURA_TOOLS_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".tools"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(".tools"),
     }
 }
 

@@ -1,0 +1,64 @@
+//! `chmura-dev-store --dir DIR [--port 9000]`: the quickstart's local S3 store.
+//!
+//! Writes (once) a test CA and server certificate, tenant and upstream secrets, and a
+//! `chmura.toml` into DIR, then serves an `s3s-fs` store (which verifies SigV4) from DIR/store
+//! on 127.0.0.1:PORT until interrupted.
+
+use std::path::PathBuf;
+
+use chmura_tests::{
+    write_private, Store, TestCerts, TENANT_AK, TENANT_SK, UPSTREAM_AK, UPSTREAM_SK,
+};
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let dir = PathBuf::from(get("--dir").unwrap_or_else(|| ".chmura-dev".into()));
+    let port: u16 = get("--port").and_then(|p| p.parse().ok()).unwrap_or(9000);
+    let listen = get("--listen").unwrap_or_else(|| "127.0.0.1:8443".into());
+    std::fs::create_dir_all(&dir).expect("create dir");
+    let config = dir.join("chmura.toml");
+    if !config.exists() {
+        TestCerts::generate(&dir);
+        write_private(&dir.join("tenant.secret"), TENANT_SK);
+        write_private(&dir.join("upstream.secret"), UPSTREAM_SK);
+        std::fs::write(
+            &config,
+            format!(
+                r#"# Written by chmura-dev-store for the quickstart. Not for production: the secrets are fixed.
+[server]
+listen = "{listen}"
+tls_cert_file = "cert.pem"
+tls_key_file = "key.pem"
+region = "us-east-1"
+
+[upstream]
+endpoint = "http://127.0.0.1:{port}"
+region = "us-east-1"
+path_style = true
+access_key_id = "{UPSTREAM_AK}"
+secret_access_key_file = "upstream.secret"
+
+[[tenants]]
+name = "dev"
+access_key_id = "{TENANT_AK}"
+secret_access_key_file = "tenant.secret"
+"#
+            ),
+        )
+        .expect("write config");
+    }
+    let store = Store::start_on(&dir.join("store"), ("127.0.0.1", port)).await;
+    eprintln!(
+        "chmura-dev-store: s3s-fs serving {} on {}",
+        dir.join("store").display(),
+        store.endpoint()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+}
