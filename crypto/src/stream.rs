@@ -1,0 +1,363 @@
+//! Chunked AES-256-GCM (FORMAT.md §3). Each chunk is `nonce(12) || ciphertext || tag(16)`
+//! with a fresh random nonce; the AAD binds the format version, the part number, the chunk
+//! index and whether the chunk is the last one, so reordering, dropping, duplicating,
+//! truncating and appending chunks all fail authentication or the length check.
+
+use aws_lc_rs::aead::{Aad, Nonce};
+
+use crate::keys::{random, ObjectKey};
+use crate::layout::{chunk_count, CHUNK, NONCE, OVERHEAD, SEALED_CHUNK, TAG};
+use crate::CryptoError;
+
+const AAD_PREFIX: &[u8; 9] = b"chmura/v1";
+
+/// AAD of one chunk (§3): `"chmura/v1" || part u32 BE || index u64 BE || final u8`.
+pub fn chunk_aad(part: u32, index: u64, last: bool) -> [u8; 22] {
+    let mut a = [0u8; 22];
+    a[..9].copy_from_slice(AAD_PREFIX);
+    a[9..13].copy_from_slice(&part.to_be_bytes());
+    a[13..21].copy_from_slice(&index.to_be_bytes());
+    a[21] = u8::from(last);
+    a
+}
+
+/// Seals one chunk with the given nonce. `out` receives `nonce || ciphertext || tag`.
+fn seal_chunk(key: &ObjectKey, nonce: [u8; 12], part: u32, index: u64, last: bool, plain: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(plain.len() + OVERHEAD as usize);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plain);
+    // Sealing fails only for inputs over 2^36 bytes; a chunk is 64 KiB.
+    #[allow(clippy::expect_used)]
+    let tag = key
+        .aead
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(chunk_aad(part, index, last)),
+            &mut out[NONCE as usize..],
+        )
+        .expect("AES-GCM seal of one chunk");
+    out.extend_from_slice(tag.as_ref());
+    out
+}
+
+/// Encrypts a body of known plaintext length as it streams.
+pub struct Sealer<'k> {
+    key: &'k ObjectKey,
+    part: u32,
+    next: u64,
+    chunks: u64,
+    remaining: u64,
+    buf: Vec<u8>,
+    nonce_source: Option<Vec<[u8; 12]>>,
+}
+
+impl<'k> Sealer<'k> {
+    /// `plain_len`: the exact plaintext length of this object (or part).
+    pub fn new(key: &'k ObjectKey, part: u32, plain_len: u64) -> Self {
+        Sealer {
+            key,
+            part,
+            next: 0,
+            chunks: chunk_count(plain_len),
+            remaining: plain_len,
+            buf: Vec::with_capacity(CHUNK as usize),
+            nonce_source: None,
+        }
+    }
+
+    /// Test vectors only: use these nonces, in order, instead of random ones.
+    #[doc(hidden)]
+    pub fn with_fixed_nonces(mut self, nonces: Vec<[u8; 12]>) -> Self {
+        self.nonce_source = Some(nonces.into_iter().rev().collect());
+        self
+    }
+
+    fn nonce(&mut self) -> [u8; 12] {
+        match self.nonce_source.as_mut().and_then(Vec::pop) {
+            Some(n) => n,
+            None => random::<12>(),
+        }
+    }
+
+    fn emit(&mut self, out: &mut Vec<Vec<u8>>) {
+        let index = self.next;
+        let last = index + 1 == self.chunks;
+        let nonce = self.nonce();
+        out.push(seal_chunk(self.key, nonce, self.part, index, last, &self.buf));
+        self.buf.clear();
+        self.next += 1;
+    }
+
+    /// Feeds plaintext; complete chunks are sealed into `out`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+        if data.len() as u64 > self.remaining {
+            return Err(CryptoError::TooLong);
+        }
+        self.remaining -= data.len() as u64;
+        while !data.is_empty() {
+            let n = (CHUNK as usize - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == CHUNK as usize {
+                self.emit(out);
+            }
+        }
+        if self.remaining == 0 && !self.buf.is_empty() {
+            self.emit(out);
+        }
+        Ok(())
+    }
+
+    /// Ends the body: every declared byte must have been pushed. Emits the final chunk when it
+    /// is still pending (an empty body has one empty chunk).
+    pub fn finish(mut self, out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+        if self.remaining != 0 {
+            return Err(CryptoError::Truncated {
+                got: self.chunks * CHUNK - self.remaining,
+                want: self.chunks * CHUNK,
+            });
+        }
+        if self.next < self.chunks {
+            self.emit(out);
+        }
+        Ok(())
+    }
+}
+
+/// Decrypts a run of chunks as it streams, delivering `take` plaintext bytes after dropping
+/// `skip` (for ranges). No plaintext of a chunk is released before its tag verified.
+pub struct Opener<'k> {
+    key: &'k ObjectKey,
+    part: u32,
+    next: u64,
+    end: u64,
+    last_index: u64,
+    last_len: u64,
+    buf: Vec<u8>,
+    skip: u64,
+    take: u64,
+}
+
+impl<'k> Opener<'k> {
+    /// `plain_len`: plaintext length of the whole object (or part); chunks
+    /// `first_chunk..first_chunk + chunks` arrive; `skip`/`take` trim the plaintext.
+    pub fn new(key: &'k ObjectKey, part: u32, plain_len: u64, first_chunk: u64, chunks: u64, skip: u64, take: u64) -> Self {
+        let count = chunk_count(plain_len);
+        Opener {
+            key,
+            part,
+            next: first_chunk,
+            end: first_chunk + chunks,
+            last_index: count - 1,
+            last_len: plain_len - (count - 1) * CHUNK,
+            buf: Vec::with_capacity(SEALED_CHUNK as usize),
+            skip,
+            take,
+        }
+    }
+
+    /// Opener for a whole object.
+    pub fn whole(key: &'k ObjectKey, part: u32, plain_len: u64) -> Self {
+        Opener::new(key, part, plain_len, 0, chunk_count(plain_len), 0, plain_len)
+    }
+
+    fn expected(&self) -> usize {
+        if self.next == self.last_index {
+            (self.last_len + OVERHEAD) as usize
+        } else {
+            SEALED_CHUNK as usize
+        }
+    }
+
+    /// Feeds ciphertext; verified plaintext goes to `out`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+        while !data.is_empty() {
+            if self.next >= self.end {
+                return Err(CryptoError::TooLong);
+            }
+            let want = self.expected();
+            let n = (want - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == want {
+                self.open_current(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open_current(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+        let index = self.next;
+        let fail = CryptoError::ChunkAuth { part: self.part, index };
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&self.buf[..NONCE as usize]);
+        let aad = chunk_aad(self.part, index, index == self.last_index);
+        let plain = self
+            .key
+            .aead
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut self.buf[NONCE as usize..])
+            .map_err(|_| fail)?;
+        let start = (self.skip as usize).min(plain.len());
+        self.skip -= start as u64;
+        let n = ((plain.len() - start) as u64).min(self.take) as usize;
+        if n > 0 {
+            out.push(plain[start..start + n].to_vec());
+        }
+        self.take -= n as u64;
+        self.buf.clear();
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Ends the ciphertext: every expected chunk must have arrived.
+    pub fn finish(self) -> Result<(), CryptoError> {
+        if self.next != self.end || !self.buf.is_empty() {
+            return Err(CryptoError::Truncated { got: self.next, want: self.end });
+        }
+        Ok(())
+    }
+}
+
+/// Sealed size of a chunk holding `plain` bytes (for callers that frame chunks themselves).
+pub const fn sealed_len(plain: u64) -> u64 {
+    plain + NONCE + TAG
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{ciphertext_len, range_plan};
+    use proptest::prelude::*;
+
+    fn key() -> ObjectKey {
+        ObjectKey::derive(&[7; 32], &[9; 32])
+    }
+
+    fn seal_all(k: &ObjectKey, part: u32, data: &[u8], step: usize) -> Vec<u8> {
+        let mut s = Sealer::new(k, part, data.len() as u64);
+        let mut out = Vec::new();
+        for piece in data.chunks(step.max(1)) {
+            s.push(piece, &mut out).unwrap();
+        }
+        s.finish(&mut out).unwrap();
+        out.concat()
+    }
+
+    fn open_all(k: &ObjectKey, part: u32, plain_len: u64, ct: &[u8], step: usize) -> Result<Vec<u8>, CryptoError> {
+        let mut o = Opener::whole(k, part, plain_len);
+        let mut out = Vec::new();
+        for piece in ct.chunks(step.max(1)) {
+            o.push(piece, &mut out)?;
+        }
+        o.finish()?;
+        Ok(out.concat())
+    }
+
+    #[test]
+    fn boundary_round_trips() {
+        let k = key();
+        let c = CHUNK as usize;
+        for len in [0, 1, c - 1, c, c + 1, 3 * c, 3 * c + 5] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let ct = seal_all(&k, 0, &data, 10_000);
+            assert_eq!(ct.len() as u64, ciphertext_len(len as u64), "len {len}");
+            assert_eq!(open_all(&k, 0, len as u64, &ct, 7_000).unwrap(), data, "len {len}");
+        }
+    }
+
+    #[test]
+    fn sealing_is_randomized() {
+        let k = key();
+        assert_ne!(seal_all(&k, 0, b"same", 4), seal_all(&k, 0, b"same", 4));
+    }
+
+    #[test]
+    fn length_mismatches_are_refused() {
+        let k = key();
+        let mut s = Sealer::new(&k, 0, 3);
+        let mut out = Vec::new();
+        assert_eq!(s.push(b"abcd", &mut out), Err(CryptoError::TooLong));
+        let mut s = Sealer::new(&k, 0, 3);
+        s.push(b"ab", &mut out).unwrap();
+        assert!(matches!(s.finish(&mut out), Err(CryptoError::Truncated { .. })));
+    }
+
+    fn body(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 253) as u8).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn round_trip_any_length(len in 0usize..(3 * CHUNK as usize + 100), step in 1usize..100_000) {
+            let k = key();
+            let data = body(len);
+            let ct = seal_all(&k, 0, &data, step);
+            prop_assert_eq!(open_all(&k, 0, len as u64, &ct, step).unwrap(), data);
+        }
+
+        #[test]
+        fn any_range_equals_the_slice(len in 1usize..(4 * CHUNK as usize), a in any::<usize>(), b in any::<usize>()) {
+            let k = key();
+            let data = body(len);
+            let ct = seal_all(&k, 0, &data, 65_536);
+            let (mut s, mut e) = (a % len, b % len);
+            if s > e { std::mem::swap(&mut s, &mut e); }
+            let r = range_plan(len as u64, s as u64, e as u64);
+            let mut o = Opener::new(&k, 0, len as u64, r.first_chunk, r.chunks, r.skip, r.take);
+            let mut out = Vec::new();
+            o.push(&ct[r.cipher_start as usize..=r.cipher_end as usize], &mut out).unwrap();
+            o.finish().unwrap();
+            prop_assert_eq!(out.concat(), data[s..=e].to_vec());
+        }
+
+        #[test]
+        fn any_bit_flip_fails(len in 1usize..(2 * CHUNK as usize + 10), pos in any::<usize>(), bit in 0u8..8) {
+            let k = key();
+            let data = body(len);
+            let mut ct = seal_all(&k, 0, &data, 65_536);
+            let i = pos % ct.len();
+            ct[i] ^= 1 << bit;
+            prop_assert!(open_all(&k, 0, len as u64, &ct, 4096).is_err());
+        }
+
+        #[test]
+        fn truncation_and_appending_fail(len in 0usize..(3 * CHUNK as usize), cut in 1usize..200_000) {
+            let k = key();
+            let ct = seal_all(&k, 0, &body(len), 65_536);
+            let cut = cut % ct.len().max(1) + 1;
+            if cut < ct.len() {
+                prop_assert!(open_all(&k, 0, len as u64, &ct[..ct.len() - cut], 4096).is_err());
+            }
+            let mut longer = ct.clone();
+            longer.extend_from_slice(&ct[..cut.min(ct.len())]);
+            prop_assert!(open_all(&k, 0, len as u64, &longer, 4096).is_err());
+        }
+    }
+
+    #[test]
+    fn reordered_dropped_and_spliced_chunks_fail() {
+        let k = key();
+        let c = SEALED_CHUNK as usize;
+        let data = body(3 * CHUNK as usize + 10);
+        let ct = seal_all(&k, 0, &data, 65_536);
+        let chunks: Vec<&[u8]> = vec![&ct[..c], &ct[c..2 * c], &ct[2 * c..3 * c], &ct[3 * c..]];
+        // Swap chunks 0 and 1.
+        let swapped = [chunks[1], chunks[0], chunks[2], chunks[3]].concat();
+        assert_eq!(open_all(&k, 0, data.len() as u64, &swapped, 5000), Err(CryptoError::ChunkAuth { part: 0, index: 0 }));
+        // Drop the last chunk: the new last (full) chunk was sealed as not-final.
+        let dropped = [chunks[0], chunks[1], chunks[2]].concat();
+        assert!(open_all(&k, 0, 3 * CHUNK, &dropped, 5000).is_err());
+        // Duplicate a chunk.
+        let dup = [chunks[0], chunks[0], chunks[2], chunks[3]].concat();
+        assert!(open_all(&k, 0, data.len() as u64, &dup, 5000).is_err());
+        // Splice a chunk from another object (same key, other salt → other content key).
+        let other = ObjectKey::derive(&[7; 32], &[8; 32]);
+        let ct2 = seal_all(&other, 0, &data, 65_536);
+        let spliced = [chunks[0], &ct2[c..2 * c], chunks[2], chunks[3]].concat();
+        assert_eq!(open_all(&k, 0, data.len() as u64, &spliced, 5000), Err(CryptoError::ChunkAuth { part: 0, index: 1 }));
+        // The same chunks under another part number.
+        assert!(open_all(&k, 1, data.len() as u64, &ct, 5000).is_err());
+    }
+}
