@@ -65,8 +65,18 @@ impl fmt::Debug for Secret {
 pub struct RawConfig {
     pub server: RawServer,
     pub upstream: RawUpstream,
+    pub kms: Option<RawKms>,
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKms {
+    pub provider: String,
+    pub key_file: Option<PathBuf>,
+    pub key_id: Option<String>,
+    pub insecure_allow_plaintext_reads: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +97,7 @@ pub struct RawServer {
     pub shutdown_grace_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub log_format: Option<String>,
+    pub insecure_no_encryption: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +118,7 @@ pub struct RawTenant {
     pub name: String,
     pub access_key_id: String,
     pub secret_access_key_file: PathBuf,
+    pub kms_key_id: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,6 +188,25 @@ pub struct Tenant {
     pub name: String,
     pub access_key_id: String,
     pub secret_access_key: Secret,
+    /// Key id for this tenant's data keys (overrides the KMS default).
+    pub kms_key_id: Option<String>,
+}
+
+/// Where data keys come from.
+#[derive(Debug, Clone)]
+pub enum KmsProvider {
+    /// A local keyring file (FORMAT.md §7); `key_id` defaults to its first key.
+    Local {
+        key_file: PathBuf,
+        key_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct KmsConfig {
+    pub provider: KmsProvider,
+    /// Objects without Chmura's envelope are returned as stored instead of refused.
+    pub insecure_allow_plaintext_reads: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +214,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub tenants: Vec<Tenant>,
+    /// Encryption of object bodies; `None` only with `server.insecure_no_encryption = true`.
+    pub kms: Option<KmsConfig>,
     /// Folder of the config file; relative paths were resolved against it.
     pub base_dir: PathBuf,
 }
@@ -279,6 +312,7 @@ impl Config {
                 ))
             }
         };
+        let insecure_no_encryption = s.insecure_no_encryption.unwrap_or(false);
         let server = ServerConfig {
             listen,
             tls_cert_file,
@@ -408,12 +442,60 @@ impl Config {
                 name,
                 access_key_id: ak,
                 secret_access_key: secret,
+                kms_key_id: t.kms_key_id,
             });
         }
+        let kms = match (raw.kms, insecure_no_encryption) {
+            (Some(_), true) => {
+                return Err(ConfigError::new(
+                    "server.insecure_no_encryption",
+                    "cannot be set together with a [kms] section",
+                ))
+            }
+            (None, true) => None,
+            (None, false) => {
+                return Err(ConfigError::new(
+                    "kms",
+                    "a [kms] section is required (provider = \"local\" with key_file from `chmura keygen`); \
+                     server.insecure_no_encryption = true stores bodies unencrypted",
+                ))
+            }
+            (Some(k), false) => {
+                let provider = match k.provider.as_str() {
+                    "local" => {
+                        let file = resolve(
+                            k.key_file
+                                .as_deref()
+                                .ok_or_else(|| ConfigError::new("kms.key_file", "is required for provider = \"local\""))?,
+                        );
+                        require_file("kms.key_file", &file)?;
+                        check_private("kms.key_file", &file)?;
+                        KmsProvider::Local { key_file: file, key_id: k.key_id }
+                    }
+                    "aws" => {
+                        return Err(ConfigError::new(
+                            "kms.provider",
+                            "\"aws\" is not available in this build yet; use \"local\"",
+                        ))
+                    }
+                    other => {
+                        return Err(ConfigError::new(
+                            "kms.provider",
+                            format!("must be \"local\" or \"aws\", not {other:?}"),
+                        ))
+                    }
+                };
+                Some(KmsConfig {
+                    provider,
+                    insecure_allow_plaintext_reads: k.insecure_allow_plaintext_reads.unwrap_or(false),
+                })
+            }
+        };
         Ok(Config {
             server,
             upstream,
             tenants,
+            kms,
             base_dir: base_dir.to_path_buf(),
         })
     }
@@ -511,6 +593,7 @@ mod tests {
         write(d.path(), "key.pem", "x", 0o600);
         write(d.path(), "up.secret", "upstreamsecret\n", 0o600);
         write(d.path(), "acme.secret", "0123456789abcdefXYZ\n", 0o600);
+        write(d.path(), "ring", "keyring", 0o600);
         d
     }
 
@@ -520,6 +603,10 @@ listen = "127.0.0.1:8443"
 tls_cert_file = "cert.pem"
 tls_key_file = "key.pem"
 region = "us-east-1"
+
+[kms]
+provider = "local"
+key_file = "ring"
 
 [upstream]
 endpoint = "http://127.0.0.1:9000"
@@ -562,14 +649,14 @@ secret_access_key_file = "acme.secret"
     fn old_tls_versions_cannot_be_configured() {
         let d = fixture();
         let text = GOOD.replace(
-            "region = \"us-east-1\"\n\n[upstream]",
-            "min_tls_version = \"1.1\"\n\n[upstream]",
+            "tls_key_file = \"key.pem\"\n",
+            "tls_key_file = \"key.pem\"\nmin_tls_version = \"1.1\"\n",
         );
         let e = Config::from_toml(&text, d.path()).unwrap_err();
         assert_eq!(e.path, "server.min_tls_version");
         let text = GOOD.replace(
-            "region = \"us-east-1\"\n\n[upstream]",
-            "min_tls_version = \"1.3\"\n\n[upstream]",
+            "tls_key_file = \"key.pem\"\n",
+            "tls_key_file = \"key.pem\"\nmin_tls_version = \"1.3\"\n",
         );
         assert_eq!(
             Config::from_toml(&text, d.path())
@@ -612,6 +699,26 @@ secret_access_key_file = "acme.secret"
             c.upstream.credentials,
             UpstreamCredentials::DefaultChain
         ));
+    }
+
+    #[test]
+    fn encryption_is_required_unless_explicitly_insecure() {
+        let d = fixture();
+        let no_kms = GOOD.replace("[kms]\nprovider = \"local\"\nkey_file = \"ring\"\n", "");
+        assert_eq!(
+            Config::from_toml(&no_kms, d.path()).unwrap_err().path,
+            "kms"
+        );
+        let text = no_kms.replace(
+            "region = \"us-east-1\"\n",
+            "region = \"us-east-1\"\ninsecure_no_encryption = true\n",
+        );
+        assert!(Config::from_toml(&text, d.path()).unwrap().kms.is_none());
+        write(d.path(), "ring", "keyring", 0o644);
+        assert_eq!(
+            Config::from_toml(GOOD, d.path()).unwrap_err().path,
+            "kms.key_file"
+        );
     }
 
     #[test]

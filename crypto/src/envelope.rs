@@ -16,7 +16,12 @@ pub struct EncryptionContext(pub BTreeMap<String, String>);
 
 impl EncryptionContext {
     pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        EncryptionContext(pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        EncryptionContext(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     /// Canonical bytes (§6): for each pair in key order, `u32 BE len || key || u32 BE len || value`.
@@ -52,27 +57,38 @@ impl std::fmt::Debug for Keyring {
 }
 
 fn valid_key_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl Keyring {
     /// Parses a keyring file: a `chmura-keyring v1` line, then `<id> <hex of 32 bytes>` lines.
     pub fn parse(text: &str) -> Result<Keyring, String> {
-        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
         if lines.next() != Some(KEYRING_HEADER) {
             return Err(format!("the first line must be {KEYRING_HEADER:?}"));
         }
         let mut keys: Vec<(String, Zeroizing<[u8; 32]>)> = Vec::new();
         for (n, line) in lines.enumerate() {
-            let (id, hexkey) = line.split_once(' ').ok_or_else(|| format!("key {n}: expected '<id> <hex key>'"))?;
+            let (id, hexkey) = line
+                .split_once(' ')
+                .ok_or_else(|| format!("key {n}: expected '<id> <hex key>'"))?;
             if !valid_key_id(id) {
-                return Err(format!("key {n}: id must be 1-64 letters, digits, '-', '_' or '.'"));
+                return Err(format!(
+                    "key {n}: id must be 1-64 letters, digits, '-', '_' or '.'"
+                ));
             }
             if keys.iter().any(|(k, _)| k == id) {
                 return Err(format!("key {n}: duplicate id {id:?}"));
             }
             let mut key = Zeroizing::new([0u8; 32]);
-            decode_hex(hexkey.trim(), &mut key[..]).ok_or_else(|| format!("key {id:?}: expected 64 hex digits"))?;
+            decode_hex(hexkey.trim(), &mut key[..])
+                .ok_or_else(|| format!("key {id:?}: expected 64 hex digits"))?;
             keys.push((id.to_string(), key));
         }
         if keys.is_empty() {
@@ -91,7 +107,10 @@ impl Keyring {
         for b in key.iter() {
             hexkey.push_str(&format!("{b:02x}"));
         }
-        Ok(Zeroizing::new(format!("{KEYRING_HEADER}\n{id} {}\n", hexkey.as_str())))
+        Ok(Zeroizing::new(format!(
+            "{KEYRING_HEADER}\n{id} {}\n",
+            hexkey.as_str()
+        )))
     }
 
     pub fn default_key_id(&self) -> &str {
@@ -109,11 +128,17 @@ impl Keyring {
             .find(|(k, _)| k == id)
             .ok_or(CryptoError::Metadata("unknown keyring key id"))?;
         #[allow(clippy::expect_used)]
-        Ok(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k[..]).expect("32-byte key")))
+        Ok(LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, &k[..]).expect("32-byte key"),
+        ))
     }
 
     /// Generates a data key and wraps it under master key `id`, bound to `ctx`.
-    pub fn generate_data_key(&self, id: &str, ctx: &EncryptionContext) -> Result<(DataKey, Vec<u8>), CryptoError> {
+    pub fn generate_data_key(
+        &self,
+        id: &str,
+        ctx: &EncryptionContext,
+    ) -> Result<(DataKey, Vec<u8>), CryptoError> {
         let dk: DataKey = Zeroizing::new(random::<DATA_KEY_LEN>());
         let wrapped = self.wrap(id, &dk, ctx, random::<12>())?;
         Ok((dk, wrapped))
@@ -121,15 +146,25 @@ impl Keyring {
 
     /// Wraps `dk` (§7): `0x01 || u8 id len || id || nonce(12) || AES-256-GCM(dk) || tag(16)`,
     /// AAD = `"chmura/v1 keyring wrap" || u8 id len || id || canonical context`.
-    pub fn wrap(&self, id: &str, dk: &[u8; 32], ctx: &EncryptionContext, nonce: [u8; 12]) -> Result<Vec<u8>, CryptoError> {
+    pub fn wrap(
+        &self,
+        id: &str,
+        dk: &[u8; 32],
+        ctx: &EncryptionContext,
+        nonce: [u8; 12],
+    ) -> Result<Vec<u8>, CryptoError> {
         let key = self.key(id)?;
         let mut out = vec![WRAP_VERSION, id.len() as u8];
         out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(&nonce);
         let mut body = dk.to_vec();
         #[allow(clippy::expect_used)]
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(wrap_aad(id, ctx)), &mut body)
-            .expect("seal 32 bytes");
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(wrap_aad(id, ctx)),
+            &mut body,
+        )
+        .expect("seal 32 bytes");
         out.extend_from_slice(&body);
         Ok(out)
     }
@@ -142,7 +177,8 @@ impl Keyring {
 
     /// Unwraps a blob made by [`Keyring::wrap`]; fails if the context differs.
     pub fn unwrap(&self, blob: &[u8], ctx: &EncryptionContext) -> Result<DataKey, CryptoError> {
-        let bad = CryptoError::Metadata("wrapped data key does not open under this keyring and context");
+        let bad =
+            CryptoError::Metadata("wrapped data key does not open under this keyring and context");
         if blob.first() != Some(&WRAP_VERSION) {
             return Err(CryptoError::Metadata("unknown wrapped-key version"));
         }
@@ -156,7 +192,11 @@ impl Keyring {
         let mut body = Zeroizing::new(rest[12..].to_vec());
         let key = self.key(id)?;
         let plain = key
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(wrap_aad(id, ctx)), &mut body[..])
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(wrap_aad(id, ctx)),
+                &mut body[..],
+            )
             .map_err(|_| bad)?;
         let mut dk: DataKey = Zeroizing::new([0u8; 32]);
         dk.copy_from_slice(plain);
@@ -219,12 +259,16 @@ impl ObjectHeader {
 
     /// Reads the header through `get(name)`. `Ok(None)`: the object carries no Chmura
     /// metadata at all (not encrypted by Chmura).
-    pub fn from_metadata<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Option<ObjectHeader>, CryptoError> {
+    pub fn from_metadata<'a>(
+        get: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<Option<ObjectHeader>, CryptoError> {
         let Some(v) = get(meta::VERSION) else {
             return Ok(None);
         };
         if v.trim() != crate::FORMAT_VERSION.to_string() {
-            return Err(CryptoError::UnsupportedVersion(v.chars().take(16).collect()));
+            return Err(CryptoError::UnsupportedVersion(
+                v.chars().take(16).collect(),
+            ));
         }
         let field = |n: &'static str| get(n).map(str::trim).ok_or(CryptoError::Metadata(n));
         let fixed = |n: &'static str| -> Result<[u8; 32], CryptoError> {
@@ -233,10 +277,13 @@ impl ObjectHeader {
         };
         Ok(Some(ObjectHeader {
             key_id: field(meta::KEY_ID)?.to_string(),
-            wrapped_key: b64::decode(field(meta::WRAPPED_KEY)?).ok_or(CryptoError::Metadata(meta::WRAPPED_KEY))?,
+            wrapped_key: b64::decode(field(meta::WRAPPED_KEY)?)
+                .ok_or(CryptoError::Metadata(meta::WRAPPED_KEY))?,
             salt: fixed(meta::SALT)?,
             commitment: fixed(meta::COMMITMENT)?,
-            plain_len: field(meta::PLAIN_LENGTH)?.parse().map_err(|_| CryptoError::Metadata(meta::PLAIN_LENGTH))?,
+            plain_len: field(meta::PLAIN_LENGTH)?
+                .parse()
+                .map_err(|_| CryptoError::Metadata(meta::PLAIN_LENGTH))?,
         }))
     }
 }
@@ -248,7 +295,9 @@ pub mod b64 {
     pub fn encode(data: &[u8]) -> String {
         let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
         for c in data.chunks(3) {
-            let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
             for i in 0..4 {
                 if i <= c.len() {
                     out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -262,7 +311,7 @@ pub mod b64 {
 
     pub fn decode(s: &str) -> Option<Vec<u8>> {
         let b = s.as_bytes();
-        if b.len() % 4 != 0 {
+        if !b.len().is_multiple_of(4) {
             return None;
         }
         let mut out = Vec::with_capacity(b.len() / 4 * 3);
@@ -293,7 +342,12 @@ mod tests {
     use super::*;
 
     fn ring() -> Keyring {
-        Keyring::parse(&format!("{KEYRING_HEADER}\nk1 {}\nk2 {}\n", "11".repeat(32), "22".repeat(32))).unwrap()
+        Keyring::parse(&format!(
+            "{KEYRING_HEADER}\nk1 {}\nk2 {}\n",
+            "11".repeat(32),
+            "22".repeat(32)
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -327,29 +381,60 @@ mod tests {
         assert!(Keyring::parse("nope").is_err());
         assert!(Keyring::parse(&format!("{KEYRING_HEADER}\n")).is_err());
         assert!(Keyring::parse(&format!("{KEYRING_HEADER}\nk1 abcd\n")).is_err());
-        assert!(Keyring::parse(&format!("{KEYRING_HEADER}\nk1 {0}\nk1 {0}\n", "11".repeat(32))).is_err());
+        assert!(Keyring::parse(&format!(
+            "{KEYRING_HEADER}\nk1 {0}\nk1 {0}\n",
+            "11".repeat(32)
+        ))
+        .is_err());
         let text = Keyring::generate("main").unwrap();
         let r = Keyring::parse(&text).unwrap();
         assert_eq!(r.default_key_id(), "main");
-        assert!(!format!("{r:?}").contains(&text[text.len() - 20..]), "keys never print");
+        assert!(
+            !format!("{r:?}").contains(&text[text.len() - 20..]),
+            "keys never print"
+        );
     }
 
     #[test]
     fn header_round_trip_and_errors() {
-        let h = ObjectHeader { key_id: "k1".into(), wrapped_key: vec![1, 2, 3, 250], salt: [5; 32], commitment: [6; 32], plain_len: 77 };
+        let h = ObjectHeader {
+            key_id: "k1".into(),
+            wrapped_key: vec![1, 2, 3, 250],
+            salt: [5; 32],
+            commitment: [6; 32],
+            plain_len: 77,
+        };
         let md = h.to_metadata();
         let get = |n: &str| md.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
         assert_eq!(ObjectHeader::from_metadata(get).unwrap(), Some(h.clone()));
         assert_eq!(ObjectHeader::from_metadata(|_| None).unwrap(), None);
-        let v2 = |n: &str| if n == meta::VERSION { Some("2") } else { get(n) };
-        assert_eq!(ObjectHeader::from_metadata(v2), Err(CryptoError::UnsupportedVersion("2".into())));
+        let v2 = |n: &str| {
+            if n == meta::VERSION {
+                Some("2")
+            } else {
+                get(n)
+            }
+        };
+        assert_eq!(
+            ObjectHeader::from_metadata(v2),
+            Err(CryptoError::UnsupportedVersion("2".into()))
+        );
         let no_salt = |n: &str| if n == meta::SALT { None } else { get(n) };
-        assert_eq!(ObjectHeader::from_metadata(no_salt), Err(CryptoError::Metadata(meta::SALT)));
+        assert_eq!(
+            ObjectHeader::from_metadata(no_salt),
+            Err(CryptoError::Metadata(meta::SALT))
+        );
     }
 
     #[test]
     fn base64_matches_rfc4648() {
-        for (raw, enc) in [(&b""[..], ""), (b"f", "Zg=="), (b"fo", "Zm8="), (b"foo", "Zm9v"), (b"foobar", "Zm9vYmFy")] {
+        for (raw, enc) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(b64::encode(raw), enc);
             assert_eq!(b64::decode(enc).as_deref(), Some(raw));
         }

@@ -47,7 +47,10 @@ impl ObjectKey {
         }
         #[allow(clippy::expect_used)]
         let key = aead::UnboundKey::new(&aead::AES_256_GCM, &ck[..]).expect("32-byte AES key");
-        ObjectKey { aead: aead::LessSafeKey::new(key), commitment }
+        ObjectKey {
+            aead: aead::LessSafeKey::new(key),
+            commitment,
+        }
     }
 
     /// The commitment to store with the object.
@@ -88,7 +91,13 @@ mod tests {
         assert_ne!(a.commitment(), b.commitment());
         assert_ne!(a.commitment(), c.commitment());
         assert!(a.verify_commitment(a.commitment()).is_ok());
-        assert_eq!(a.verify_commitment(b.commitment()), Err(CryptoError::CommitmentMismatch));
-        assert_eq!(a.verify_commitment(&[0; 5]), Err(CryptoError::CommitmentMismatch));
+        assert_eq!(
+            a.verify_commitment(b.commitment()),
+            Err(CryptoError::CommitmentMismatch)
+        );
+        assert_eq!(
+            a.verify_commitment(&[0; 5]),
+            Err(CryptoError::CommitmentMismatch)
+        );
     }
 }

@@ -22,7 +22,14 @@ pub fn chunk_aad(part: u32, index: u64, last: bool) -> [u8; 22] {
 }
 
 /// Seals one chunk with the given nonce. `out` receives `nonce || ciphertext || tag`.
-fn seal_chunk(key: &ObjectKey, nonce: [u8; 12], part: u32, index: u64, last: bool, plain: &[u8]) -> Vec<u8> {
+fn seal_chunk(
+    key: &ObjectKey,
+    nonce: [u8; 12],
+    part: u32,
+    index: u64,
+    last: bool,
+    plain: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(plain.len() + OVERHEAD as usize);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plain);
@@ -41,8 +48,8 @@ fn seal_chunk(key: &ObjectKey, nonce: [u8; 12], part: u32, index: u64, last: boo
 }
 
 /// Encrypts a body of known plaintext length as it streams.
-pub struct Sealer<'k> {
-    key: &'k ObjectKey,
+pub struct Sealer<K> {
+    key: K,
     part: u32,
     next: u64,
     chunks: u64,
@@ -51,9 +58,9 @@ pub struct Sealer<'k> {
     nonce_source: Option<Vec<[u8; 12]>>,
 }
 
-impl<'k> Sealer<'k> {
+impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
     /// `plain_len`: the exact plaintext length of this object (or part).
-    pub fn new(key: &'k ObjectKey, part: u32, plain_len: u64) -> Self {
+    pub fn new(key: K, part: u32, plain_len: u64) -> Self {
         Sealer {
             key,
             part,
@@ -83,7 +90,9 @@ impl<'k> Sealer<'k> {
         let index = self.next;
         let last = index + 1 == self.chunks;
         let nonce = self.nonce();
-        out.push(seal_chunk(self.key, nonce, self.part, index, last, &self.buf));
+        out.push(seal_chunk(
+            &self.key, nonce, self.part, index, last, &self.buf,
+        ));
         self.buf.clear();
         self.next += 1;
     }
@@ -110,7 +119,7 @@ impl<'k> Sealer<'k> {
 
     /// Ends the body: every declared byte must have been pushed. Emits the final chunk when it
     /// is still pending (an empty body has one empty chunk).
-    pub fn finish(mut self, out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+    pub fn finish(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
         if self.remaining != 0 {
             return Err(CryptoError::Truncated {
                 got: self.chunks * CHUNK - self.remaining,
@@ -126,8 +135,8 @@ impl<'k> Sealer<'k> {
 
 /// Decrypts a run of chunks as it streams, delivering `take` plaintext bytes after dropping
 /// `skip` (for ranges). No plaintext of a chunk is released before its tag verified.
-pub struct Opener<'k> {
-    key: &'k ObjectKey,
+pub struct Opener<K> {
+    key: K,
     part: u32,
     next: u64,
     end: u64,
@@ -138,10 +147,18 @@ pub struct Opener<'k> {
     take: u64,
 }
 
-impl<'k> Opener<'k> {
+impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
     /// `plain_len`: plaintext length of the whole object (or part); chunks
     /// `first_chunk..first_chunk + chunks` arrive; `skip`/`take` trim the plaintext.
-    pub fn new(key: &'k ObjectKey, part: u32, plain_len: u64, first_chunk: u64, chunks: u64, skip: u64, take: u64) -> Self {
+    pub fn new(
+        key: K,
+        part: u32,
+        plain_len: u64,
+        first_chunk: u64,
+        chunks: u64,
+        skip: u64,
+        take: u64,
+    ) -> Self {
         let count = chunk_count(plain_len);
         Opener {
             key,
@@ -157,8 +174,16 @@ impl<'k> Opener<'k> {
     }
 
     /// Opener for a whole object.
-    pub fn whole(key: &'k ObjectKey, part: u32, plain_len: u64) -> Self {
-        Opener::new(key, part, plain_len, 0, chunk_count(plain_len), 0, plain_len)
+    pub fn whole(key: K, part: u32, plain_len: u64) -> Self {
+        Opener::new(
+            key,
+            part,
+            plain_len,
+            0,
+            chunk_count(plain_len),
+            0,
+            plain_len,
+        )
     }
 
     fn expected(&self) -> usize {
@@ -188,14 +213,21 @@ impl<'k> Opener<'k> {
 
     fn open_current(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
         let index = self.next;
-        let fail = CryptoError::ChunkAuth { part: self.part, index };
+        let fail = CryptoError::ChunkAuth {
+            part: self.part,
+            index,
+        };
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&self.buf[..NONCE as usize]);
         let aad = chunk_aad(self.part, index, index == self.last_index);
         let plain = self
             .key
             .aead
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut self.buf[NONCE as usize..])
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut self.buf[NONCE as usize..],
+            )
             .map_err(|_| fail)?;
         let start = (self.skip as usize).min(plain.len());
         self.skip -= start as u64;
@@ -209,10 +241,18 @@ impl<'k> Opener<'k> {
         Ok(())
     }
 
+    /// Plaintext bytes still to deliver.
+    pub fn remaining(&self) -> u64 {
+        self.take
+    }
+
     /// Ends the ciphertext: every expected chunk must have arrived.
-    pub fn finish(self) -> Result<(), CryptoError> {
+    pub fn finish(&self) -> Result<(), CryptoError> {
         if self.next != self.end || !self.buf.is_empty() {
-            return Err(CryptoError::Truncated { got: self.next, want: self.end });
+            return Err(CryptoError::Truncated {
+                got: self.next,
+                want: self.end,
+            });
         }
         Ok(())
     }
@@ -243,7 +283,13 @@ mod tests {
         out.concat()
     }
 
-    fn open_all(k: &ObjectKey, part: u32, plain_len: u64, ct: &[u8], step: usize) -> Result<Vec<u8>, CryptoError> {
+    fn open_all(
+        k: &ObjectKey,
+        part: u32,
+        plain_len: u64,
+        ct: &[u8],
+        step: usize,
+    ) -> Result<Vec<u8>, CryptoError> {
         let mut o = Opener::whole(k, part, plain_len);
         let mut out = Vec::new();
         for piece in ct.chunks(step.max(1)) {
@@ -261,7 +307,11 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
             let ct = seal_all(&k, 0, &data, 10_000);
             assert_eq!(ct.len() as u64, ciphertext_len(len as u64), "len {len}");
-            assert_eq!(open_all(&k, 0, len as u64, &ct, 7_000).unwrap(), data, "len {len}");
+            assert_eq!(
+                open_all(&k, 0, len as u64, &ct, 7_000).unwrap(),
+                data,
+                "len {len}"
+            );
         }
     }
 
@@ -279,7 +329,10 @@ mod tests {
         assert_eq!(s.push(b"abcd", &mut out), Err(CryptoError::TooLong));
         let mut s = Sealer::new(&k, 0, 3);
         s.push(b"ab", &mut out).unwrap();
-        assert!(matches!(s.finish(&mut out), Err(CryptoError::Truncated { .. })));
+        assert!(matches!(
+            s.finish(&mut out),
+            Err(CryptoError::Truncated { .. })
+        ));
     }
 
     fn body(len: usize) -> Vec<u8> {
@@ -345,7 +398,10 @@ mod tests {
         let chunks: Vec<&[u8]> = vec![&ct[..c], &ct[c..2 * c], &ct[2 * c..3 * c], &ct[3 * c..]];
         // Swap chunks 0 and 1.
         let swapped = [chunks[1], chunks[0], chunks[2], chunks[3]].concat();
-        assert_eq!(open_all(&k, 0, data.len() as u64, &swapped, 5000), Err(CryptoError::ChunkAuth { part: 0, index: 0 }));
+        assert_eq!(
+            open_all(&k, 0, data.len() as u64, &swapped, 5000),
+            Err(CryptoError::ChunkAuth { part: 0, index: 0 })
+        );
         // Drop the last chunk: the new last (full) chunk was sealed as not-final.
         let dropped = [chunks[0], chunks[1], chunks[2]].concat();
         assert!(open_all(&k, 0, 3 * CHUNK, &dropped, 5000).is_err());
@@ -356,7 +412,10 @@ mod tests {
         let other = ObjectKey::derive(&[7; 32], &[8; 32]);
         let ct2 = seal_all(&other, 0, &data, 65_536);
         let spliced = [chunks[0], &ct2[c..2 * c], chunks[2], chunks[3]].concat();
-        assert_eq!(open_all(&k, 0, data.len() as u64, &spliced, 5000), Err(CryptoError::ChunkAuth { part: 0, index: 1 }));
+        assert_eq!(
+            open_all(&k, 0, data.len() as u64, &spliced, 5000),
+            Err(CryptoError::ChunkAuth { part: 0, index: 1 })
+        );
         // The same chunks under another part number.
         assert!(open_all(&k, 1, data.len() as u64, &ct, 5000).is_err());
     }

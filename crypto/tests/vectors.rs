@@ -32,28 +32,44 @@ struct Vector {
 }
 
 fn seal(v: &Vector) -> Vec<u8> {
-    let key = ObjectKey::derive(&v.data_key.clone().try_into().unwrap(), &v.salt.clone().try_into().unwrap());
+    let key = ObjectKey::derive(
+        &v.data_key.clone().try_into().unwrap(),
+        &v.salt.clone().try_into().unwrap(),
+    );
     let n = chunk_count(v.plaintext_len);
-    let mut s = Sealer::new(&key, v.part, v.plaintext_len).with_fixed_nonces((0..n).map(nonce).collect());
+    let mut s =
+        Sealer::new(&key, v.part, v.plaintext_len).with_fixed_nonces((0..n).map(nonce).collect());
     let mut out = Vec::new();
-    s.push(&plaintext(v.plaintext_len as usize), &mut out).unwrap();
+    s.push(&plaintext(v.plaintext_len as usize), &mut out)
+        .unwrap();
     s.finish(&mut out).unwrap();
     out.concat()
 }
 
 fn open(v: &Vector) -> Result<Vec<u8>, String> {
-    let key = ObjectKey::derive(&v.data_key.clone().try_into().unwrap(), &v.salt.clone().try_into().unwrap());
-    key.verify_commitment(&v.commitment).map_err(|_| "commitment".to_string())?;
+    let key = ObjectKey::derive(
+        &v.data_key.clone().try_into().unwrap(),
+        &v.salt.clone().try_into().unwrap(),
+    );
+    key.verify_commitment(&v.commitment)
+        .map_err(|_| "commitment".to_string())?;
     let mut o = Opener::whole(&key, v.part, v.plaintext_len);
     let mut out = Vec::new();
-    o.push(&v.ciphertext, &mut out).map_err(|e| format!("{e:?}"))?;
+    o.push(&v.ciphertext, &mut out)
+        .map_err(|e| format!("{e:?}"))?;
     o.finish().map_err(|e| format!("{e:?}"))?;
     Ok(out.concat())
 }
 
 fn positive() -> Vec<Vector> {
     let mut vs = Vec::new();
-    for (name, len, part) in [("empty", 0u64, 0u32), ("one-byte", 1, 0), ("short", 100, 0), ("two-chunks", CHUNK + 1, 0), ("part-3", 100, 3)] {
+    for (name, len, part) in [
+        ("empty", 0u64, 0u32),
+        ("one-byte", 1, 0),
+        ("short", 100, 0),
+        ("two-chunks", CHUNK + 1, 0),
+        ("part-3", 100, 3),
+    ] {
         let mut v = Vector {
             name: name.into(),
             data_key: (0..32).collect(),
@@ -64,7 +80,10 @@ fn positive() -> Vec<Vector> {
             ciphertext: Vec::new(),
             expect: "ok".into(),
         };
-        let key = ObjectKey::derive(&v.data_key.clone().try_into().unwrap(), &v.salt.clone().try_into().unwrap());
+        let key = ObjectKey::derive(
+            &v.data_key.clone().try_into().unwrap(),
+            &v.salt.clone().try_into().unwrap(),
+        );
         v.commitment = key.commitment().to_vec();
         v.ciphertext = seal(&v);
         vs.push(v);
@@ -96,7 +115,11 @@ fn negative(pos: &[Vector]) -> Vec<Vector> {
     v.salt[0] ^= 1;
     out.push(v);
     let c = SEALED_CHUNK as usize;
-    let mut v = copy(two, "truncated-to-first-chunk", "ChunkAuth { part: 0, index: 0 }");
+    let mut v = copy(
+        two,
+        "truncated-to-first-chunk",
+        "ChunkAuth { part: 0, index: 0 }",
+    );
     v.ciphertext.truncate(c);
     v.plaintext_len = CHUNK;
     out.push(v);
@@ -133,7 +156,11 @@ fn render(vs: &[Vector]) -> String {
         ));
     }
     let ring = Keyring::parse(&format!("chmura-keyring v1\nmaster {}\n", "42".repeat(32))).unwrap();
-    let ctx = EncryptionContext::new([("chmura:bucket", "b"), ("chmura:key", "k"), ("chmura:tenant", "t")]);
+    let ctx = EncryptionContext::new([
+        ("chmura:bucket", "b"),
+        ("chmura:key", "k"),
+        ("chmura:tenant", "t"),
+    ]);
     let blob = ring.wrap("master", &[7u8; 32], &ctx, [9u8; 12]).unwrap();
     s.push_str(&format!(
         "# Keyring wrap (FORMAT.md §7): master key 42 x 32, data key 07 x 32, nonce 09 x 12, context {{chmura:bucket=b, chmura:key=k, chmura:tenant=t}}\nkeyring_wrap: {}\n",
@@ -146,7 +173,12 @@ fn parse(text: &str) -> (Vec<Vector>, Vec<u8>) {
     let mut vs = Vec::new();
     let mut wrap = Vec::new();
     for block in text.split("\n\n") {
-        let field = |n: &str| block.lines().find_map(|l| l.strip_prefix(&format!("{n}: "))).map(str::to_string);
+        let field = |n: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{n}: ")))
+                .map(str::to_string)
+        };
         if let Some(w) = field("keyring_wrap") {
             wrap = hex::decode(w).unwrap();
         }
@@ -168,25 +200,54 @@ fn parse(text: &str) -> (Vec<Vector>, Vec<u8>) {
 #[test]
 fn vectors_file_holds() {
     let pos = positive();
-    let all: Vec<Vector> = pos.iter().map(|v| Vector { name: v.name.clone(), data_key: v.data_key.clone(), salt: v.salt.clone(), part: v.part, plaintext_len: v.plaintext_len, commitment: v.commitment.clone(), ciphertext: v.ciphertext.clone(), expect: v.expect.clone() }).chain(negative(&pos)).collect();
+    let all: Vec<Vector> = pos
+        .iter()
+        .map(|v| Vector {
+            name: v.name.clone(),
+            data_key: v.data_key.clone(),
+            salt: v.salt.clone(),
+            part: v.part,
+            plaintext_len: v.plaintext_len,
+            commitment: v.commitment.clone(),
+            ciphertext: v.ciphertext.clone(),
+            expect: v.expect.clone(),
+        })
+        .chain(negative(&pos))
+        .collect();
     let expected = render(&all);
     if std::env::var("CHMURA_WRITE_VECTORS").as_deref() == Ok("1") {
         std::fs::write(FILE, &expected).unwrap();
     }
     let text = std::fs::read_to_string(FILE).expect("testdata/vectors.txt");
-    assert!(text == expected, "sealing no longer reproduces testdata/vectors.txt: a format change needs a version bump");
+    assert!(
+        text == expected,
+        "sealing no longer reproduces testdata/vectors.txt: a format change needs a version bump"
+    );
     let (vs, wrap) = parse(&text);
     assert_eq!(vs.len(), 12);
     for v in &vs {
         let got = open(v);
         if v.expect == "ok" {
-            assert_eq!(got.as_deref().map(<[u8]>::len), Ok(v.plaintext_len as usize), "{}", v.name);
-            assert!(got.unwrap() == plaintext(v.plaintext_len as usize), "{}", v.name);
+            assert_eq!(
+                got.as_deref().map(<[u8]>::len),
+                Ok(v.plaintext_len as usize),
+                "{}",
+                v.name
+            );
+            assert!(
+                got.unwrap() == plaintext(v.plaintext_len as usize),
+                "{}",
+                v.name
+            );
         } else {
             assert_eq!(got.err().as_deref(), Some(v.expect.as_str()), "{}", v.name);
         }
     }
     let ring = Keyring::parse(&format!("chmura-keyring v1\nmaster {}\n", "42".repeat(32))).unwrap();
-    let ctx = EncryptionContext::new([("chmura:bucket", "b"), ("chmura:key", "k"), ("chmura:tenant", "t")]);
+    let ctx = EncryptionContext::new([
+        ("chmura:bucket", "b"),
+        ("chmura:key", "k"),
+        ("chmura:tenant", "t"),
+    ]);
     assert_eq!(*ring.unwrap(&wrap, &ctx).unwrap(), [7u8; 32]);
 }

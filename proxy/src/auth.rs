@@ -614,6 +614,7 @@ mod tests {
             name: "t".into(),
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            kms_key_id: None,
         }])
     }
 

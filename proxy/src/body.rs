@@ -324,7 +324,11 @@ pub struct Coalesce<B> {
 
 impl<B> Coalesce<B> {
     pub fn new(inner: B, target: usize) -> Self {
-        Coalesce { inner: Box::pin(inner), target, done: false }
+        Coalesce {
+            inner: Box::pin(inner),
+            target,
+            done: false,
+        }
     }
 }
 
@@ -335,7 +339,10 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         if self.done {
             return Poll::Ready(None);
         }

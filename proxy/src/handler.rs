@@ -18,10 +18,16 @@ use crate::body::{Coalesce, Expectations, FailureSlot, VerifyingBody};
 use crate::checksum::{decode_b64, ChecksumAlgorithm};
 use crate::chunked::ChunkedDecoder;
 use crate::error::S3Error;
+use crate::kms;
 use crate::ops::{self, Op};
+use crate::seal::{DecryptingBody, EncryptingBody};
 use crate::sigv4;
 use crate::upstream::{BoxError, UpstreamBody};
 use crate::State;
+use chmura_crypto::envelope::ObjectHeader;
+use chmura_crypto::keys::ObjectKey;
+use chmura_crypto::layout;
+use chmura_crypto::stream::{Opener, Sealer};
 
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -372,7 +378,11 @@ async fn handle_inner(
         || exp.checksum.is_some();
     exp.decoded_len = Some(upstream_len);
 
-    // 5. Build the upstream request.
+    // 5. Plan: pass through, or (with a [kms] section) encrypt uploads and decrypt reads.
+    let plan = plan(state, op, &parts.headers)?;
+    let ctx_tenant = authed.tenant.clone();
+
+    // 6. Build the upstream request.
     let mut fwd_query: Vec<(String, String)> = query
         .iter()
         .filter(|(k, _)| !auth::is_auth_param(k))
@@ -385,17 +395,22 @@ async fn handle_inner(
         &sigv4::canonical_query(&fwd_query, None),
     );
     let mut up = Request::builder().method(parts.method.clone()).uri(&uri);
+    let encrypting = matches!(plan, Plan::Encrypt);
     {
         let h = up
             .headers_mut()
             .ok_or_else(|| S3Error::internal("request builder"))?;
         for (name, value) in parts.headers.iter() {
             let n = name.as_str();
-            if DROP_REQUEST_HEADERS.contains(&n) {
+            if DROP_REQUEST_HEADERS.contains(&n) || n.starts_with(CHMURA_META_PREFIX) {
                 continue;
             }
-            if n == "x-amz-sdk-checksum-algorithm" && exp.trailer_checksum.is_some() {
+            if n == "x-amz-sdk-checksum-algorithm" && (exp.trailer_checksum.is_some() || encrypting)
+            {
                 continue; // The trailer value is verified here, not forwarded.
+            }
+            if encrypting && (n == "content-md5" || n.starts_with("x-amz-checksum-")) {
+                continue; // They describe the plaintext; the store receives ciphertext.
             }
             if n == "content-encoding" {
                 let rest: Vec<&str> = value
@@ -425,24 +440,90 @@ async fn handle_inner(
 
     let slot = FailureSlot::default();
     let idle = Duration::from_secs(server.body_idle_timeout_secs);
-    let (up_body, unsigned): (UpstreamBody, bool) = if has_body {
+    let verified: Option<UpstreamBody> = if has_body {
         let vb = VerifyingBody::new(body, decoder, exp, slot.clone(), idle);
         if upstream_len == 0 {
             // Nothing could be withheld from an empty upstream body: verify before sending.
             vb.drain_verified(64 * 1024).await?;
-            (Empty::new().map_err(|e| match e {}).boxed_unsync(), false)
+            None
         } else {
-            (vb.map_err(|e| Box::new(e) as BoxError).boxed_unsync(), true)
+            Some(vb.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
         }
     } else {
         drop(body);
-        (Empty::new().map_err(|e| match e {}).boxed_unsync(), false)
+        None
+    };
+    let (up_body, unsigned): (UpstreamBody, bool) = if encrypting {
+        let kms = state
+            .kms
+            .as_ref()
+            .ok_or_else(|| S3Error::internal("encrypt plan without kms"))?;
+        let bucket = addr.bucket.as_deref().unwrap_or_default();
+        let key_id = kms.key_id_for(&ctx_tenant).to_string();
+        let ctx = kms::context(&ctx_tenant.name, bucket, &addr.key);
+        let (dk, wrapped) = kms.generate(&key_id, &ctx).await?;
+        let salt = chmura_crypto::keys::random::<{ chmura_crypto::keys::SALT_LEN }>();
+        let okey = Arc::new(ObjectKey::derive(&dk, &salt));
+        let header = ObjectHeader {
+            key_id,
+            wrapped_key: wrapped,
+            salt,
+            commitment: *okey.commitment(),
+            plain_len: upstream_len,
+        };
+        let cipher_len = layout::ciphertext_len(upstream_len);
+        let h = up
+            .headers_mut()
+            .ok_or_else(|| S3Error::internal("request builder"))?;
+        for (name, value) in header.to_metadata() {
+            let hn = HeaderName::from_bytes(format!("x-amz-meta-{name}").as_bytes())
+                .map_err(|_| S3Error::internal("metadata name"))?;
+            h.insert(
+                hn,
+                HeaderValue::from_str(&value).map_err(|_| S3Error::internal("metadata value"))?,
+            );
+        }
+        h.insert(CONTENT_LENGTH, HeaderValue::from(cipher_len));
+        let plain = verified.unwrap_or_else(|| Empty::new().map_err(|e| match e {}).boxed_unsync());
+        let sealer = Sealer::new(okey, 0, upstream_len);
+        (
+            EncryptingBody::new(plain, sealer, cipher_len).boxed_unsync(),
+            true,
+        )
+    } else {
+        match verified {
+            Some(b) => (b, true),
+            None => (Empty::new().map_err(|e| match e {}).boxed_unsync(), false),
+        }
     };
     let up_req = up
         .body(up_body)
         .map_err(|e| S3Error::internal(format!("upstream request: {e}")))?;
 
-    // 6. Send, then map the response back.
+    // 7. Send, then map the response back.
+    match plan {
+        Plan::DecryptGet => {
+            let what = format!(
+                "{}/{}",
+                addr.bucket.as_deref().unwrap_or_default(),
+                addr.key
+            );
+            return get_encrypted(
+                state,
+                up_req,
+                &ctx_tenant.name,
+                addr.bucket.as_deref().unwrap_or_default(),
+                &addr.key,
+                what,
+            )
+            .await;
+        }
+        Plan::DecryptHead => {
+            let resp = state.upstream.send(up_req, false).await?;
+            return head_encrypted(state, resp);
+        }
+        _ => {}
+    }
     let resp = match state.upstream.send(up_req, unsigned).await {
         Ok(r) => r,
         Err(e) => return Err(slot.take().unwrap_or(e)),
@@ -454,6 +535,12 @@ async fn handle_inner(
     for n in DROP_RESPONSE_HEADERS {
         rp.headers.remove(*n);
     }
+    if matches!(plan, Plan::ListSizes) && rp.status.is_success() {
+        return list_plaintext_sizes(rp, rbody).await;
+    }
+    if encrypting {
+        mark_encrypted(&mut rp.headers);
+    }
     let body: ResponseBody = if rbody.is_end_stream() {
         Empty::new().map_err(|e| match e {}).boxed_unsync()
     } else {
@@ -462,6 +549,442 @@ async fn handle_inner(
             .boxed_unsync()
     };
     Ok(Response::from_parts(rp, body))
+}
+
+/// What Chmura does with a request's body and response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Forward as is (metadata operations, or no [kms] configured).
+    Pass,
+    /// Seal the upload (PutObject).
+    Encrypt,
+    /// Open the download (GetObject), whole or ranged.
+    DecryptGet,
+    /// Report plaintext length (HeadObject).
+    DecryptHead,
+    /// Rewrite listed sizes to plaintext sizes.
+    ListSizes,
+}
+
+fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
+    if state.kms.is_none() {
+        return Ok(Plan::Pass);
+    }
+    let not_yet = || {
+        S3Error::new(
+            "NotImplemented",
+            "This operation is not supported on encrypted objects yet.",
+        )
+    };
+    Ok(match op {
+        Op::PutObject => Plan::Encrypt,
+        Op::GetObject => Plan::DecryptGet,
+        Op::HeadObject => Plan::DecryptHead,
+        Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions => Plan::ListSizes,
+        // Multipart uploads and copies of encrypted objects come with issue 4; refusing them
+        // keeps plaintext out of the store.
+        Op::CreateMultipartUpload
+        | Op::UploadPart
+        | Op::UploadPartCopy
+        | Op::CompleteMultipartUpload
+        | Op::CopyObject
+        | Op::GetObjectAttributes => return Err(not_yet()),
+        _ if headers.contains_key("x-amz-copy-source") => return Err(not_yet()),
+        _ => Plan::Pass,
+    })
+}
+
+const CHMURA_META_PREFIX: &str = "x-amz-meta-chmura-";
+
+/// Response headers describing the stored ciphertext, not the object the client sees.
+fn strip_ciphertext_headers(h: &mut HeaderMap) {
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| {
+            let n = k.as_str();
+            n.starts_with(CHMURA_META_PREFIX)
+                || n.starts_with("x-amz-checksum-")
+                || n == "content-md5"
+        })
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+    for n in DROP_RESPONSE_HEADERS {
+        h.remove(*n);
+    }
+}
+
+/// Encrypted objects are presented as SSE-KMS: clients then know the ETag is not an MD5.
+fn mark_encrypted(h: &mut HeaderMap) {
+    h.insert(
+        "x-amz-server-side-encryption",
+        HeaderValue::from_static("aws:kms"),
+    );
+}
+
+/// The envelope of a stored object from its response headers, checked against its length.
+fn envelope_of(h: &HeaderMap, allow_plaintext: bool) -> Result<Option<ObjectHeader>, S3Error> {
+    let get = |n: &str| {
+        h.get(format!("x-amz-meta-{n}"))
+            .and_then(|v| v.to_str().ok())
+    };
+    match ObjectHeader::from_metadata(get) {
+        Ok(Some(e)) => Ok(Some(e)),
+        Ok(None) if allow_plaintext => Ok(None),
+        Ok(None) => Err(S3Error::new(
+            "InvalidObjectState",
+            "The object was not written through Chmura and is not encrypted; it is not served (kms.insecure_allow_plaintext_reads allows it).",
+        )),
+        Err(e) => Err(S3Error::new(
+            "InvalidObjectState",
+            "The object's encryption metadata is missing or invalid.",
+        )
+        .with_detail(format!("integrity: {e}"))),
+    }
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+async fn open_key(
+    state: &State,
+    env: &ObjectHeader,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<Arc<ObjectKey>, S3Error> {
+    let kms = state
+        .kms
+        .as_ref()
+        .ok_or_else(|| S3Error::internal("decrypt without kms"))?;
+    let dk = kms
+        .decrypt(&env.wrapped_key, &kms::context(tenant, bucket, key))
+        .await?;
+    let okey = ObjectKey::derive(&dk, &env.salt);
+    okey.verify_commitment(&env.commitment).map_err(|e| {
+        S3Error::new(
+            "InvalidObjectState",
+            "The object's key commitment does not match; it was altered in the store.",
+        )
+        .with_detail(format!("integrity: {e}"))
+    })?;
+    Ok(Arc::new(okey))
+}
+
+/// A single byte range from a `Range` header; `None` for absent, multiple or unparsable ranges
+/// (S3 then returns the whole object).
+fn parse_range(h: &HeaderMap) -> Option<(Option<u64>, Option<u64>)> {
+    let v = h.get(http::header::RANGE)?.to_str().ok()?.trim();
+    let spec = v.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let a = if a.trim().is_empty() {
+        None
+    } else {
+        Some(a.trim().parse().ok()?)
+    };
+    let b = if b.trim().is_empty() {
+        None
+    } else {
+        Some(b.trim().parse().ok()?)
+    };
+    if a.is_none() && b.is_none() {
+        return None;
+    }
+    Some((a, b))
+}
+
+/// Resolves a parsed range against the object length: `Ok(None)` whole object,
+/// `Err` unsatisfiable.
+fn resolve_range(r: (Option<u64>, Option<u64>), len: u64) -> Result<(u64, u64), ()> {
+    match r {
+        (Some(a), _) if a >= len => Err(()),
+        (Some(a), Some(b)) if b < a => Err(()),
+        (Some(a), Some(b)) => Ok((a, b.min(len - 1))),
+        (Some(a), None) => Ok((a, len - 1)),
+        (None, Some(0)) => Err(()),
+        (None, Some(n)) if len == 0 => {
+            let _ = n;
+            Err(())
+        }
+        (None, Some(n)) => Ok((len.saturating_sub(n), len - 1)),
+        (None, None) => Err(()),
+    }
+}
+
+/// GetObject on an encrypted object: a whole GET, or a HEAD then a GET of exactly the
+/// ciphertext chunks the range needs (pinned to the HEAD's ETag).
+async fn get_encrypted(
+    state: &State,
+    mut up_req: Request<UpstreamBody>,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+    what: String,
+) -> Result<Response<ResponseBody>, S3Error> {
+    let allow_plain = state.kms.as_ref().is_some_and(|k| k.allow_plaintext_reads);
+    let range = parse_range(up_req.headers());
+    if up_req
+        .uri()
+        .query()
+        .is_some_and(|q| q.contains("partNumber="))
+    {
+        return Err(S3Error::new(
+            "NotImplemented",
+            "partNumber is not supported on encrypted objects yet.",
+        ));
+    }
+    let Some(range) = range else {
+        up_req.headers_mut().remove(http::header::RANGE);
+        let resp = state.upstream.send(up_req, false).await?;
+        let (mut rp, rbody) = resp.into_parts();
+        if !rp.status.is_success() {
+            return Ok(passthrough(rp, rbody));
+        }
+        let Some(env) = envelope_of(&rp.headers, allow_plain)? else {
+            return Ok(passthrough(rp, rbody));
+        };
+        let stored = content_length(&rp.headers)
+            .ok_or_else(|| S3Error::internal("upstream GET without length"))?;
+        check_length(&env, stored)?;
+        let okey = open_key(state, &env, tenant, bucket, key).await?;
+        let opener = Opener::whole(okey, 0, env.plain_len);
+        strip_ciphertext_headers(&mut rp.headers);
+        mark_encrypted(&mut rp.headers);
+        rp.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(env.plain_len));
+        let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
+        return Ok(Response::from_parts(rp, body.boxed_unsync()));
+    };
+
+    // Ranged: learn the length and envelope first.
+    let mut head = Request::builder()
+        .method(Method::HEAD)
+        .uri(up_req.uri().clone());
+    if let Some(h) = head.headers_mut() {
+        for (n, v) in up_req.headers() {
+            if n != http::header::RANGE && n != CONTENT_LENGTH {
+                h.append(n.clone(), v.clone());
+            }
+        }
+    }
+    let head = head
+        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+        .map_err(|e| S3Error::internal(format!("head request: {e}")))?;
+    let hresp = state.upstream.send(head, false).await?;
+    let (hp, hbody) = hresp.into_parts();
+    drop(hbody);
+    if !hp.status.is_success() {
+        // Conditional failures and missing objects: the store's status, S3-style.
+        let code = match hp.status.as_u16() {
+            304 => {
+                let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
+                *r.status_mut() = hp.status;
+                return Ok(r);
+            }
+            404 => "NoSuchKey",
+            412 => "PreconditionFailed",
+            403 => "AccessDenied",
+            _ => "InternalError",
+        };
+        let msg = match code {
+            "NoSuchKey" => "The specified key does not exist.",
+            "PreconditionFailed" => "At least one of the pre-conditions you specified did not hold",
+            "AccessDenied" => "Access Denied",
+            _ => "We encountered an internal error. Please try again.",
+        };
+        return Err(S3Error::new(code, msg));
+    }
+    let Some(env) = envelope_of(&hp.headers, allow_plain)? else {
+        let resp = state.upstream.send(up_req, false).await?;
+        let (rp, rbody) = resp.into_parts();
+        return Ok(passthrough(rp, rbody));
+    };
+    let stored = content_length(&hp.headers)
+        .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
+    check_length(&env, stored)?;
+    let (a, b) = match resolve_range(range, env.plain_len) {
+        Ok(r) => r,
+        Err(()) => {
+            let mut e = error_response(
+                &S3Error::new("InvalidRange", "The requested range is not satisfiable"),
+                &what,
+                "",
+                false,
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", env.plain_len)) {
+                e.headers_mut().insert(http::header::CONTENT_RANGE, v);
+            }
+            return Ok(e);
+        }
+    };
+    let p = layout::range_plan(env.plain_len, a, b);
+    let okey = open_key(state, &env, tenant, bucket, key).await?;
+    let etag = hp.headers.get(http::header::ETAG).cloned();
+    {
+        let h = up_req.headers_mut();
+        for n in [
+            "if-match",
+            "if-none-match",
+            "if-modified-since",
+            "if-unmodified-since",
+        ] {
+            h.remove(n);
+        }
+        h.insert(
+            http::header::RANGE,
+            HeaderValue::from_str(&format!("bytes={}-{}", p.cipher_start, p.cipher_end))
+                .map_err(|_| S3Error::internal("range header"))?,
+        );
+        if let Some(etag) = etag {
+            h.insert(http::header::IF_MATCH, etag);
+        }
+    }
+    let resp = state.upstream.send(up_req, false).await?;
+    let (mut rp, rbody) = resp.into_parts();
+    if rp.status == http::StatusCode::PRECONDITION_FAILED {
+        return Err(S3Error::new(
+            "ServiceUnavailable",
+            "The object changed while it was being read; please retry.",
+        ));
+    }
+    if !rp.status.is_success() {
+        return Ok(passthrough(rp, rbody));
+    }
+    let opener = Opener::new(
+        okey,
+        0,
+        env.plain_len,
+        p.first_chunk,
+        p.chunks,
+        p.skip,
+        p.take,
+    );
+    strip_ciphertext_headers(&mut rp.headers);
+    mark_encrypted(&mut rp.headers);
+    rp.status = http::StatusCode::PARTIAL_CONTENT;
+    rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(p.take));
+    rp.headers.insert(
+        http::header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes {a}-{b}/{}", env.plain_len))
+            .map_err(|_| S3Error::internal("content-range"))?,
+    );
+    let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
+    Ok(Response::from_parts(rp, body.boxed_unsync()))
+}
+
+fn check_length(env: &ObjectHeader, stored: u64) -> Result<(), S3Error> {
+    match layout::plaintext_len(stored) {
+        Ok(n) if n == env.plain_len => Ok(()),
+        _ => Err(S3Error::new(
+            "InvalidObjectState",
+            "The stored object's length does not match its encryption metadata.",
+        )
+        .with_detail(format!(
+            "integrity: stored {stored} bytes, metadata says {} plaintext bytes",
+            env.plain_len
+        ))),
+    }
+}
+
+fn head_encrypted(
+    state: &State,
+    resp: http::Response<Incoming>,
+) -> Result<Response<ResponseBody>, S3Error> {
+    let allow_plain = state.kms.as_ref().is_some_and(|k| k.allow_plaintext_reads);
+    let (mut rp, rbody) = resp.into_parts();
+    if !rp.status.is_success() {
+        return Ok(passthrough(rp, rbody));
+    }
+    let Some(env) = envelope_of(&rp.headers, allow_plain)? else {
+        return Ok(passthrough(rp, rbody));
+    };
+    let stored = content_length(&rp.headers)
+        .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
+    check_length(&env, stored)?;
+    strip_ciphertext_headers(&mut rp.headers);
+    mark_encrypted(&mut rp.headers);
+    rp.headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(env.plain_len));
+    Ok(Response::from_parts(
+        rp,
+        Empty::new().map_err(|e| match e {}).boxed_unsync(),
+    ))
+}
+
+fn passthrough(mut rp: http::response::Parts, rbody: Incoming) -> Response<ResponseBody> {
+    for n in DROP_RESPONSE_HEADERS {
+        rp.headers.remove(*n);
+    }
+    let body: ResponseBody = if rbody.is_end_stream() {
+        Empty::new().map_err(|e| match e {}).boxed_unsync()
+    } else {
+        Coalesce::new(rbody, RESPONSE_FRAME_TARGET)
+            .map_err(|e| Box::new(e) as BoxError)
+            .boxed_unsync()
+    };
+    Response::from_parts(rp, body)
+}
+
+/// Largest listing body Chmura rewrites (a 1000-key page is far smaller).
+const MAX_LIST_BODY: usize = 32 * 1024 * 1024;
+
+/// Rewrites every `<Size>N</Size>` of a listing to the plaintext size (FORMAT.md §4). Sizes that
+/// are not valid ciphertext lengths (objects not written by Chmura) are left as they are.
+async fn list_plaintext_sizes(
+    mut rp: http::response::Parts,
+    rbody: Incoming,
+) -> Result<Response<ResponseBody>, S3Error> {
+    let limited = http_body_util::Limited::new(rbody, MAX_LIST_BODY);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|e| {
+            S3Error::upstream(
+                "InternalError",
+                "The upstream listing could not be read.",
+                e.to_string(),
+            )
+        })?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    let out = rewrite_sizes(&text);
+    rp.headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Ok(Response::from_parts(
+        rp,
+        Full::new(Bytes::from(out))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    ))
+}
+
+fn rewrite_sizes(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(i) = rest.find("<Size>") {
+        out.push_str(&rest[..i + 6]);
+        rest = &rest[i + 6..];
+        let Some(j) = rest.find("</Size>") else { break };
+        let n = &rest[..j];
+        match n
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(|c| layout::plaintext_len(c).ok())
+        {
+            Some(p) => out.push_str(&p.to_string()),
+            None => out.push_str(n),
+        }
+        rest = &rest[j..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn invalid_digest() -> S3Error {
@@ -537,6 +1060,38 @@ mod tests {
         let a = address(&h, "/b", None).unwrap();
         assert_eq!((a.bucket.as_deref(), a.key.as_str()), (Some("b"), ""));
         assert!(address(&h, "/b/%FF", None).is_err());
+    }
+
+    #[test]
+    fn ranges_parse_and_resolve_like_s3() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::RANGE, v.parse().unwrap());
+            m
+        };
+        assert_eq!(parse_range(&h("bytes=0-9")), Some((Some(0), Some(9))));
+        assert_eq!(parse_range(&h("bytes=5-")), Some((Some(5), None)));
+        assert_eq!(parse_range(&h("bytes=-3")), Some((None, Some(3))));
+        assert_eq!(parse_range(&h("bytes=0-1,4-5")), None);
+        assert_eq!(parse_range(&h("items=0-1")), None);
+        assert_eq!(resolve_range((Some(0), Some(9)), 5), Ok((0, 4)));
+        assert_eq!(resolve_range((Some(5), None), 5), Err(()));
+        assert_eq!(resolve_range((None, Some(3)), 10), Ok((7, 9)));
+        assert_eq!(resolve_range((None, Some(30)), 10), Ok((0, 9)));
+        assert_eq!(resolve_range((None, Some(0)), 10), Err(()));
+        assert_eq!(resolve_range((Some(3), Some(2)), 10), Err(()));
+    }
+
+    #[test]
+    fn listing_sizes_become_plaintext_sizes() {
+        let c = layout::ciphertext_len(100);
+        let xml = format!(
+            "<Contents><Key>a</Key><Size>{c}</Size></Contents><Contents><Size>5</Size></Contents>"
+        );
+        assert_eq!(
+            rewrite_sizes(&xml),
+            "<Contents><Key>a</Key><Size>100</Size></Contents><Contents><Size>5</Size></Contents>"
+        );
     }
 
     #[test]

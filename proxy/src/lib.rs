@@ -9,7 +9,9 @@ pub mod checksum;
 pub mod chunked;
 pub mod error;
 pub mod handler;
+pub mod kms;
 pub mod ops;
+pub mod seal;
 pub mod server;
 pub mod sigv4;
 pub mod upstream;
@@ -23,13 +25,24 @@ pub struct State {
     pub config: Config,
     pub tenants: auth::TenantIndex,
     pub upstream: upstream::Upstream,
+    /// Key provider; `None` only with `server.insecure_no_encryption`.
+    pub kms: Option<kms::Kms>,
 }
 
 impl State {
     pub fn new(config: Config) -> Result<State, String> {
+        let kms = match &config.kms {
+            Some(k) => {
+                let kms = kms::Kms::from_config(k)?;
+                kms.check_tenants(&config.tenants)?;
+                Some(kms)
+            }
+            None => None,
+        };
         Ok(State {
             tenants: auth::TenantIndex::new(&config.tenants),
             upstream: upstream::Upstream::new(&config.upstream)?,
+            kms,
             config,
         })
     }

@@ -8,7 +8,8 @@ use chmura_config::{Config, LogFormat};
 
 const USAGE: &str = "usage:
   chmura serve --config FILE
-  chmura check-config FILE";
+  chmura check-config FILE
+  chmura keygen --output FILE [--id KEY_ID]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,6 +47,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("keygen") => {
+            let Some(out) = flag(&args[1..], "--output") else {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            };
+            let id = flag(&args[1..], "--id").unwrap_or_else(|| "main".to_string());
+            match keygen(std::path::Path::new(&out), &id) {
+                Ok(()) => {
+                    println!("{out}: new keyring with key {id:?} (mode 0600)");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{out}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -55,6 +73,20 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes a new keyring file with mode 0600; refuses to overwrite.
+fn keygen(path: &std::path::Path, id: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = chmura_crypto::envelope::Keyring::generate(id)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    f.write_all(text.as_bytes()).map_err(|e| e.to_string())
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod clients;
+mod encryption;
 mod lifecycle;
 mod sdk;
 mod tls;

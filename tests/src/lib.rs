@@ -132,6 +132,10 @@ pub struct ProxyOptions {
     pub extra_server: String,
     /// Upstream endpoint override (default: the harness store).
     pub upstream_endpoint: Option<String>,
+    /// Encrypt bodies with a local keyring (`[kms]`); otherwise `insecure_no_encryption`.
+    pub encrypt: bool,
+    /// Extra lines for the `[kms]` section.
+    pub extra_kms: String,
 }
 
 /// A running Chmura in front of a store.
@@ -191,6 +195,24 @@ secret_access_key_file = "tenant.secret"
                 .as_deref()
                 .unwrap_or(upstream_endpoint),
         );
+        let kms = if opts.encrypt {
+            write_private(
+                &dir.join("chmura.keyring"),
+                &chmura_crypto::envelope::Keyring::generate("main").expect("keyring"),
+            );
+            format!(
+                "[kms]\nprovider = \"local\"\nkey_file = \"chmura.keyring\"\n{}\n",
+                opts.extra_kms
+            )
+        } else {
+            String::new()
+        };
+        let insecure = if opts.encrypt {
+            ""
+        } else {
+            "insecure_no_encryption = true\n"
+        };
+        let config = config.replacen("[upstream]", &format!("{insecure}\n{kms}[upstream]"), 1);
         let config_path = dir.join("chmura.toml");
         std::fs::write(&config_path, config).expect("write config");
         let config = chmura_config::Config::load(&config_path).expect("config loads");

@@ -28,6 +28,10 @@ async fn main() {
         TestCerts::generate(&dir);
         write_private(&dir.join("tenant.secret"), TENANT_SK);
         write_private(&dir.join("upstream.secret"), UPSTREAM_SK);
+        write_private(
+            &dir.join("chmura.keyring"),
+            &chmura_crypto::envelope::Keyring::generate("main").expect("keyring"),
+        );
         std::fs::write(
             &config,
             format!(
@@ -37,6 +41,10 @@ listen = "{listen}"
 tls_cert_file = "cert.pem"
 tls_key_file = "key.pem"
 region = "us-east-1"
+
+[kms]
+provider = "local"
+key_file = "chmura.keyring"
 
 [upstream]
 endpoint = "http://127.0.0.1:{port}"

@@ -1,0 +1,350 @@
+//! Envelope encryption through Chmura (issue 3, single-part objects): the store holds only
+//! ciphertext, reads return exactly the plaintext or fail, and every tamper is refused.
+
+use aws_sdk_s3::primitives::ByteStream;
+use chmura_tests::{pattern, sdk_client, Env, ProxyOptions, UPSTREAM_AK, UPSTREAM_SK};
+
+async fn encrypted_env() -> Env {
+    Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn round_trip_sizes_ranges_head_list_and_no_plaintext_in_store() {
+    let env = encrypted_env().await;
+    env.make_bucket("enc");
+    let s3 = env.proxy.sdk_client();
+    for len in [0usize, 1, 65_535, 65_536, 65_537, 300_001] {
+        let key = format!("obj-{len}");
+        let data = pattern(len, len as u64 + 1);
+        let put = s3
+            .put_object()
+            .bucket("enc")
+            .key(&key)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(
+            put.server_side_encryption().map(|s| s.as_str()),
+            Some("aws:kms")
+        );
+        let stored = env.store.stored("enc", &key).expect("stored");
+        assert_eq!(
+            stored.len() as u64,
+            chmura_crypto::layout::ciphertext_len(len as u64),
+            "len {len}"
+        );
+        if len >= 64 {
+            assert!(
+                !contains(&stored, &data[len / 2 - 32..len / 2 + 32]),
+                "plaintext found in the store (len {len})"
+            );
+        }
+        let got = s3
+            .get_object()
+            .bucket("enc")
+            .key(&key)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(got.content_length(), Some(len as i64));
+        assert_eq!(
+            got.server_side_encryption().map(|s| s.as_str()),
+            Some("aws:kms")
+        );
+        let body = got.body.collect().await.expect("body").into_bytes();
+        assert!(body.as_ref() == &data[..], "round trip of {len} bytes");
+        let head = s3
+            .head_object()
+            .bucket("enc")
+            .key(&key)
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(head.content_length(), Some(len as i64));
+    }
+    let data = pattern(300_001, 300_002);
+    for (range, lo, hi) in [
+        ("bytes=0-0", 0usize, 1usize),
+        ("bytes=65530-65545", 65_530, 65_546),
+        ("bytes=131072-196607", 131_072, 196_608),
+        ("bytes=299990-", 299_990, 300_001),
+        ("bytes=-100", 299_901, 300_001),
+        ("bytes=5-999999999", 5, 300_001),
+    ] {
+        let g = s3
+            .get_object()
+            .bucket("enc")
+            .key("obj-300001")
+            .range(range)
+            .send()
+            .await
+            .expect("range");
+        assert_eq!(g.content_length(), Some((hi - lo) as i64), "{range}");
+        assert_eq!(
+            g.content_range(),
+            Some(format!("bytes {lo}-{}/300001", hi - 1).as_str()),
+            "{range}"
+        );
+        let body = g.body.collect().await.expect("body").into_bytes();
+        assert!(body.as_ref() == &data[lo..hi], "{range}");
+    }
+    let e = s3
+        .get_object()
+        .bucket("enc")
+        .key("obj-300001")
+        .range("bytes=300001-")
+        .send()
+        .await
+        .expect_err("416");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(416));
+
+    let list = s3
+        .list_objects_v2()
+        .bucket("enc")
+        .send()
+        .await
+        .expect("list");
+    let sizes: Vec<(String, i64)> = list
+        .contents()
+        .iter()
+        .map(|o| {
+            (
+                o.key().unwrap_or_default().to_string(),
+                o.size().unwrap_or(-1),
+            )
+        })
+        .collect();
+    for (k, size) in &sizes {
+        let want: i64 = k.trim_start_matches("obj-").parse().expect("len");
+        assert_eq!(*size, want, "listed size of {k}");
+    }
+    let list1 = s3
+        .list_objects()
+        .bucket("enc")
+        .send()
+        .await
+        .expect("list v1");
+    assert!(list1.contents().iter().all(|o| o.size()
+        == o.key()
+            .and_then(|k| k.trim_start_matches("obj-").parse().ok())));
+}
+
+#[tokio::test]
+async fn a_byte_flipped_in_the_store_fails_the_get() {
+    let env = encrypted_env().await;
+    env.make_bucket("enc");
+    let s3 = env.proxy.sdk_client();
+    let data = pattern(200_000, 5);
+    s3.put_object()
+        .bucket("enc")
+        .key("k")
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .expect("put");
+    let path = env.store.root.join("enc").join("k");
+    let mut stored = std::fs::read(&path).expect("stored");
+    stored[100_000] ^= 0x01;
+    std::fs::write(&path, &stored).expect("tamper");
+    let got = s3.get_object().bucket("enc").key("k").send().await;
+    let failed = match got {
+        Err(_) => true,
+        Ok(o) => o.body.collect().await.is_err(),
+    };
+    assert!(failed, "a tampered object must not read back cleanly");
+    // A range that does not touch the flipped chunk still reads.
+    let g = s3
+        .get_object()
+        .bucket("enc")
+        .key("k")
+        .range("bytes=0-99")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(
+        g.body
+            .collect()
+            .await
+            .expect("clean chunk")
+            .into_bytes()
+            .len(),
+        100
+    );
+    // A range that does, fails.
+    let g = s3
+        .get_object()
+        .bucket("enc")
+        .key("k")
+        .range("bytes=99000-99999")
+        .send()
+        .await;
+    let failed = match g {
+        Err(_) => true,
+        Ok(o) => o.body.collect().await.is_err(),
+    };
+    assert!(failed);
+}
+
+#[tokio::test]
+async fn an_object_copied_in_the_store_to_another_key_does_not_decrypt() {
+    let env = encrypted_env().await;
+    env.make_bucket("enc");
+    let s3 = env.proxy.sdk_client();
+    s3.put_object()
+        .bucket("enc")
+        .key("original")
+        .body(ByteStream::from(pattern(5000, 3)))
+        .send()
+        .await
+        .expect("put");
+    // Copy directly in the store (bypassing Chmura), metadata included.
+    let direct = sdk_client(&env.store.endpoint(), None, UPSTREAM_AK, UPSTREAM_SK);
+    direct
+        .copy_object()
+        .bucket("enc")
+        .key("moved")
+        .copy_source("enc/original")
+        .send()
+        .await
+        .expect("direct copy");
+    let head = direct
+        .head_object()
+        .bucket("enc")
+        .key("moved")
+        .send()
+        .await
+        .expect("direct head");
+    assert!(
+        head.metadata()
+            .is_some_and(|m| m.contains_key("chmura-key")),
+        "the copy kept the envelope"
+    );
+    let e = s3
+        .get_object()
+        .bucket("enc")
+        .key("moved")
+        .send()
+        .await
+        .expect_err("must not decrypt");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(403));
+    // The original still reads.
+    let ok = s3
+        .get_object()
+        .bucket("enc")
+        .key("original")
+        .send()
+        .await
+        .expect("original");
+    assert_eq!(
+        ok.body.collect().await.expect("body").into_bytes().len(),
+        5000
+    );
+}
+
+#[tokio::test]
+async fn plaintext_objects_are_refused_unless_insecure_reads_are_allowed() {
+    let env = encrypted_env().await;
+    env.make_bucket("enc");
+    std::fs::write(
+        env.store.root.join("enc").join("legacy"),
+        b"written before chmura",
+    )
+    .expect("seed");
+    let s3 = env.proxy.sdk_client();
+    let e = s3
+        .get_object()
+        .bucket("enc")
+        .key("legacy")
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(403));
+    assert_eq!(
+        e.into_service_error().meta().code(),
+        Some("InvalidObjectState")
+    );
+
+    let env2 = Env::start_with(ProxyOptions {
+        encrypt: true,
+        extra_kms: "insecure_allow_plaintext_reads = true".into(),
+        ..Default::default()
+    })
+    .await;
+    env2.make_bucket("enc");
+    std::fs::write(
+        env2.store.root.join("enc").join("legacy"),
+        b"written before chmura",
+    )
+    .expect("seed");
+    let got = env2
+        .proxy
+        .sdk_client()
+        .get_object()
+        .bucket("enc")
+        .key("legacy")
+        .send()
+        .await
+        .expect("allowed");
+    assert_eq!(
+        got.body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref(),
+        b"written before chmura"
+    );
+}
+
+#[tokio::test]
+async fn unsupported_encrypted_operations_fail_closed_and_checks_still_apply() {
+    let env = encrypted_env().await;
+    env.make_bucket("enc");
+    let s3 = env.proxy.sdk_client();
+    let e = s3
+        .create_multipart_upload()
+        .bucket("enc")
+        .key("mp")
+        .send()
+        .await
+        .expect_err("not yet");
+    assert_eq!(e.into_service_error().meta().code(), Some("NotImplemented"));
+    s3.put_object()
+        .bucket("enc")
+        .key("src")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("put");
+    let e = s3
+        .copy_object()
+        .bucket("enc")
+        .key("dst")
+        .copy_source("enc/src")
+        .send()
+        .await
+        .expect_err("not yet");
+    assert_eq!(e.into_service_error().meta().code(), Some("NotImplemented"));
+    assert!(env.store.stored("enc", "dst").is_none());
+    // A wrong Content-MD5 still stores nothing.
+    let e = s3
+        .put_object()
+        .bucket("enc")
+        .key("bad")
+        .content_md5("AAAAAAAAAAAAAAAAAAAAAA==")
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .expect_err("bad digest");
+    assert_eq!(e.into_service_error().meta().code(), Some("BadDigest"));
+    assert!(env.store.stored("enc", "bad").is_none());
+}
