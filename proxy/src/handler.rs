@@ -18,6 +18,7 @@ use crate::body::{Coalesce, Expectations, FailureSlot, VerifyingBody};
 use crate::checksum::{decode_b64, ChecksumAlgorithm};
 use crate::chunked::ChunkedDecoder;
 use crate::error::S3Error;
+use crate::etag;
 use crate::kms;
 use crate::ops::{self, Op};
 use crate::seal::{DecryptingBody, EncryptingBody};
@@ -427,6 +428,13 @@ async fn handle_inner(
                 }
                 continue;
             }
+            if state.kms.is_some() && ETAG_CONDITION_HEADERS.contains(&n) {
+                if let Ok(v) = HeaderValue::from_str(&etag::to_store(value.to_str().unwrap_or("")))
+                {
+                    h.append(name.clone(), v);
+                }
+                continue;
+            }
             h.append(name.clone(), value.clone());
         }
         h.insert(
@@ -519,7 +527,13 @@ async fn handle_inner(
             .await;
         }
         Plan::DecryptHead => {
+            let conditions = up_req.headers().clone();
             let resp = state.upstream.send(up_req, false).await?;
+            if resp.status().is_success() {
+                if let Some(r) = preconditions(&conditions, resp.headers()) {
+                    return r;
+                }
+            }
             return head_encrypted(state, resp);
         }
         _ => {}
@@ -540,6 +554,9 @@ async fn handle_inner(
     }
     if encrypting {
         mark_encrypted(&mut rp.headers);
+    }
+    if state.kms.is_some() {
+        etag::present_header(&mut rp.headers);
     }
     let body: ResponseBody = if rbody.is_end_stream() {
         Empty::new().map_err(|e| match e {}).boxed_unsync()
@@ -596,6 +613,14 @@ fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
 
 const CHMURA_META_PREFIX: &str = "x-amz-meta-chmura-";
 
+/// Request headers that carry ETags (translated back to the store's form in encrypted mode).
+const ETAG_CONDITION_HEADERS: &[&str] = &[
+    "if-match",
+    "if-none-match",
+    "x-amz-copy-source-if-match",
+    "x-amz-copy-source-if-none-match",
+];
+
 /// Response headers describing the stored ciphertext, not the object the client sees.
 fn strip_ciphertext_headers(h: &mut HeaderMap) {
     let names: Vec<HeaderName> = h
@@ -618,6 +643,7 @@ fn strip_ciphertext_headers(h: &mut HeaderMap) {
 
 /// Encrypted objects are presented as SSE-KMS: clients then know the ETag is not an MD5.
 fn mark_encrypted(h: &mut HeaderMap) {
+    etag::present_header(h);
     h.insert(
         "x-amz-server-side-encryption",
         HeaderValue::from_static("aws:kms"),
@@ -739,12 +765,16 @@ async fn get_encrypted(
             "partNumber is not supported on encrypted objects yet.",
         ));
     }
+    let conditions = up_req.headers().clone();
     let Some(range) = range else {
         up_req.headers_mut().remove(http::header::RANGE);
         let resp = state.upstream.send(up_req, false).await?;
         let (mut rp, rbody) = resp.into_parts();
         if !rp.status.is_success() {
             return Ok(passthrough(rp, rbody));
+        }
+        if let Some(r) = preconditions(&conditions, &rp.headers) {
+            return r;
         }
         let Some(env) = envelope_of(&rp.headers, allow_plain)? else {
             return Ok(passthrough(rp, rbody));
@@ -799,6 +829,9 @@ async fn get_encrypted(
             _ => "We encountered an internal error. Please try again.",
         };
         return Err(S3Error::new(code, msg));
+    }
+    if let Some(r) = preconditions(&conditions, &hp.headers) {
+        return r;
     }
     let Some(env) = envelope_of(&hp.headers, allow_plain)? else {
         let resp = state.upstream.send(up_req, false).await?;
@@ -867,6 +900,7 @@ async fn get_encrypted(
     );
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
+    etag::present_header(&mut rp.headers);
     rp.status = http::StatusCode::PARTIAL_CONTENT;
     rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(p.take));
     rp.headers.insert(
@@ -876,6 +910,72 @@ async fn get_encrypted(
     );
     let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
     Ok(Response::from_parts(rp, body.boxed_unsync()))
+}
+
+/// GET/HEAD preconditions, evaluated by Chmura too (some stores ignore them on reads), with
+/// S3's precedence: a true If-Match wins over If-Unmodified-Since, a false If-None-Match
+/// over If-Modified-Since. `req` carries store-form ETags; `resp` is the store's response.
+fn preconditions(
+    req: &HeaderMap,
+    resp: &HeaderMap,
+) -> Option<Result<Response<ResponseBody>, S3Error>> {
+    let etag = resp
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim();
+    let modified = resp
+        .get(http::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let date = |n: http::HeaderName| {
+        req.get(n)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+    };
+    let matches = |list: &str| {
+        list.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t.trim_matches('"') == etag.trim_matches('"'))
+    };
+    let if_match = req
+        .get(http::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let if_none = req
+        .get(http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let failed = || {
+        Some(Err(S3Error::new(
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+        )))
+    };
+    match if_match {
+        Some(m) if !matches(m) => return failed(),
+        Some(_) => {}
+        None => {
+            if let (Some(since), Some(m)) = (date(http::header::IF_UNMODIFIED_SINCE), modified) {
+                if m > since {
+                    return failed();
+                }
+            }
+        }
+    }
+    let not_modified = match if_none {
+        Some(m) => matches(m),
+        None => {
+            matches!((date(http::header::IF_MODIFIED_SINCE), modified), (Some(since), Some(m)) if m <= since)
+        }
+    };
+    if not_modified {
+        let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
+        *r.status_mut() = http::StatusCode::NOT_MODIFIED;
+        if let Ok(v) = HeaderValue::from_str(&etag::present(etag)) {
+            r.headers_mut().insert(http::header::ETAG, v);
+        }
+        return Some(Ok(r));
+    }
+    None
 }
 
 fn check_length(env: &ObjectHeader, stored: u64) -> Result<(), S3Error> {
@@ -917,10 +1017,13 @@ fn head_encrypted(
     ))
 }
 
+/// A store response returned as is (errors, plaintext objects in encrypted mode). Only used
+/// on the encrypted paths, so the ETag is presented the encrypted-mode way.
 fn passthrough(mut rp: http::response::Parts, rbody: Incoming) -> Response<ResponseBody> {
     for n in DROP_RESPONSE_HEADERS {
         rp.headers.remove(*n);
     }
+    etag::present_header(&mut rp.headers);
     let body: ResponseBody = if rbody.is_end_stream() {
         Empty::new().map_err(|e| match e {}).boxed_unsync()
     } else {
@@ -953,7 +1056,7 @@ async fn list_plaintext_sizes(
         })?
         .to_bytes();
     let text = String::from_utf8_lossy(&bytes);
-    let out = rewrite_sizes(&text);
+    let out = etag::present_in_xml(&rewrite_sizes(&text));
     rp.headers
         .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
     Ok(Response::from_parts(

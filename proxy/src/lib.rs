@@ -8,6 +8,7 @@ pub mod body;
 pub mod checksum;
 pub mod chunked;
 pub mod error;
+pub mod etag;
 pub mod handler;
 pub mod kms;
 pub mod ops;

@@ -569,3 +569,171 @@ async fn moto_upstream_tagging_versioning_uploads_conditionals() {
     assert_eq!(g.content_length(), Some(5 * 1024 * 1024 + 4));
     drop(moto);
 }
+
+/// Every client, default settings, against Chmura with encryption on (files below the
+/// clients' multipart thresholds: multipart on encrypted objects is issue 4).
+#[tokio::test]
+async fn encrypted_mode_small_files_all_clients() {
+    let (Some(aws), Some(s3cmd), Some(rclone)) = (
+        require("aws", "encrypted_mode_small_files_all_clients"),
+        require("s3cmd", "encrypted_mode_small_files_all_clients"),
+        require("rclone", "encrypted_mode_small_files_all_clients"),
+    ) else {
+        return;
+    };
+    let env = Env::start_with(chmura_tests::ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("enc-clients");
+    let work = env.dir.path().join("enc");
+    let tree = work.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).expect("work");
+    let mut files = Vec::new();
+    for (i, len) in [0usize, 1, 65_536, 1_000_000, 5 * 1024 * 1024]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("f{i}.bin");
+        files.push((
+            name.clone(),
+            write_file(&tree.join(&name), *len, 40 + i as u64),
+        ));
+    }
+    write_file(&tree.join("sub").join("deep.txt"), 777, 50);
+    let ep = env.proxy.endpoint();
+    let ca = env.proxy.certs.ca_file.clone();
+
+    // aws cli: sync twice (the second transfers nothing), cp down, compare.
+    let aws_cmd = |args: &[&str]| {
+        let mut c = isolated(&aws, &env);
+        c.arg("--endpoint-url")
+            .arg(&ep)
+            .arg("--ca-bundle")
+            .arg(&ca)
+            .args(args);
+        c
+    };
+    let t = tree.to_str().expect("path");
+    let first = run(aws_cmd(&["s3", "sync", t, "s3://enc-clients/cli"])).await;
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout)
+            .matches("upload:")
+            .count(),
+        6,
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
+    let second = run(aws_cmd(&["s3", "sync", t, "s3://enc-clients/cli"])).await;
+    assert!(
+        !String::from_utf8_lossy(&second.stdout).contains("upload:"),
+        "second sync re-uploaded: {}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    let down = work.join("down");
+    run(aws_cmd(&[
+        "s3",
+        "sync",
+        "s3://enc-clients/cli",
+        down.to_str().expect("p"),
+    ]))
+    .await;
+    for (name, data) in &files {
+        assert!(
+            std::fs::read(down.join(name)).expect("downloaded") == *data,
+            "aws cli round trip of {name}"
+        );
+        let stored = env
+            .store
+            .stored("enc-clients", &format!("cli/{name}"))
+            .expect("stored");
+        assert_eq!(
+            stored.len() as u64,
+            chmura_crypto::layout::ciphertext_len(data.len() as u64)
+        );
+    }
+    let range_out = work.join("range.out");
+    run(aws_cmd(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "enc-clients",
+        "--key",
+        "cli/f3.bin",
+        "--range",
+        "bytes=70000-70999",
+        range_out.to_str().expect("p"),
+    ]))
+    .await;
+    assert!(std::fs::read(&range_out).expect("range") == files[3].1[70_000..71_000]);
+
+    // s3cmd: put and get with its MD5 checks on, no warning.
+    let host = format!("localhost:{}", env.proxy.addr.port());
+    let cfg = work.join("s3cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\naccess_key = {TENANT_AK}\nsecret_key = {TENANT_SK}\nhost_base = {host}\nhost_bucket = {host}\nuse_https = True\nca_certs_file = {}\ncheck_ssl_certificate = True\nbucket_location = us-east-1\n",
+            ca.display()
+        ),
+    )
+    .expect("cfg");
+    let s3c = |args: &[&str]| {
+        let mut c = isolated(&s3cmd, &env);
+        c.arg("-c").arg(&cfg).args(args);
+        c
+    };
+    let put = run(s3c(&[
+        "put",
+        tree.join("f3.bin").to_str().expect("p"),
+        "s3://enc-clients/s3cmd/f3.bin",
+    ]))
+    .await;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&put.stdout),
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert!(!log.contains("WARNING"), "s3cmd warned: {log}");
+    let out = work.join("s3cmd.out");
+    let get = run(s3c(&[
+        "get",
+        "--force",
+        "s3://enc-clients/s3cmd/f3.bin",
+        out.to_str().expect("p"),
+    ]))
+    .await;
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&get.stdout),
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert!(!log.contains("WARNING"), "s3cmd warned: {log}");
+    assert!(std::fs::read(&out).expect("read") == files[3].1);
+
+    // rclone: copy, check, sync twice.
+    let rc = |args: &[&str]| {
+        let mut c = isolated(&rclone, &env);
+        c.env("RCLONE_CONFIG", "/dev/null")
+            .env("RCLONE_CONFIG_CH_TYPE", "s3")
+            .env("RCLONE_CONFIG_CH_PROVIDER", "Other")
+            .env("RCLONE_CONFIG_CH_ENDPOINT", &ep)
+            .env("RCLONE_CONFIG_CH_ACCESS_KEY_ID", TENANT_AK)
+            .env("RCLONE_CONFIG_CH_SECRET_ACCESS_KEY", TENANT_SK)
+            .env("RCLONE_CONFIG_CH_REGION", "us-east-1")
+            .arg("--ca-cert")
+            .arg(&ca)
+            .args(["--retries", "1", "--low-level-retries", "1"])
+            .args(args);
+        c
+    };
+    run(rc(&["copy", t, "ch:enc-clients/rclone"])).await;
+    run(rc(&["check", t, "ch:enc-clients/rclone"])).await;
+    let again = run(rc(&["sync", "-v", t, "ch:enc-clients/rclone"])).await;
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !log.contains("Copied"),
+        "second rclone sync transferred again: {log}"
+    );
+}
