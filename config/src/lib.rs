@@ -76,6 +76,12 @@ pub struct RawKms {
     pub provider: String,
     pub key_file: Option<PathBuf>,
     pub key_id: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub data_key_cache_entries: Option<usize>,
+    pub data_key_cache_ttl_secs: Option<u64>,
     pub insecure_allow_plaintext_reads: Option<bool>,
 }
 
@@ -200,11 +206,23 @@ pub enum KmsProvider {
         key_file: PathBuf,
         key_id: Option<String>,
     },
+    /// AWS KMS (or a KMS-protocol server at `endpoint`).
+    Aws {
+        key_id: String,
+        endpoint: Option<String>,
+        region: String,
+        /// Static credentials; `None`: the AWS default credential chain.
+        credentials: Option<(String, Secret)>,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub struct KmsConfig {
     pub provider: KmsProvider,
+    /// Unwrapped data keys kept for reads: at most this many …
+    pub data_key_cache_entries: usize,
+    /// … for at most this long (0 disables the cache).
+    pub data_key_cache_ttl_secs: u64,
     /// Objects without Chmura's envelope are returned as stored instead of refused.
     pub insecure_allow_plaintext_reads: bool,
 }
@@ -473,10 +491,35 @@ impl Config {
                         KmsProvider::Local { key_file: file, key_id: k.key_id }
                     }
                     "aws" => {
-                        return Err(ConfigError::new(
-                            "kms.provider",
-                            "\"aws\" is not available in this build yet; use \"local\"",
-                        ))
+                        let key_id = k
+                            .key_id
+                            .clone()
+                            .filter(|s| !s.trim().is_empty())
+                            .ok_or_else(|| ConfigError::new("kms.key_id", "is required for provider = \"aws\""))?;
+                        if let Some(e) = &k.endpoint {
+                            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                                return Err(ConfigError::new("kms.endpoint", "must be an http:// or https:// URL"));
+                            }
+                        }
+                        let credentials = match (k.access_key_id.clone(), k.secret_access_key_file.as_deref()) {
+                            (Some(ak), Some(f)) => Some((
+                                non_empty("kms.access_key_id", ak)?,
+                                read_secret("kms.secret_access_key_file", &resolve(f))?,
+                            )),
+                            (None, None) => None,
+                            _ => {
+                                return Err(ConfigError::new(
+                                    "kms.secret_access_key_file",
+                                    "kms.access_key_id and kms.secret_access_key_file go together (omit both for the AWS default chain)",
+                                ))
+                            }
+                        };
+                        KmsProvider::Aws {
+                            key_id,
+                            endpoint: k.endpoint.clone(),
+                            region: k.region.clone().unwrap_or_else(|| "us-east-1".to_string()),
+                            credentials,
+                        }
                     }
                     other => {
                         return Err(ConfigError::new(
@@ -487,6 +530,8 @@ impl Config {
                 };
                 Some(KmsConfig {
                     provider,
+                    data_key_cache_entries: k.data_key_cache_entries.unwrap_or(10_000),
+                    data_key_cache_ttl_secs: k.data_key_cache_ttl_secs.unwrap_or(300),
                     insecure_allow_plaintext_reads: k.insecure_allow_plaintext_reads.unwrap_or(false),
                 })
             }

@@ -687,7 +687,11 @@ async fn open_key(
         .as_ref()
         .ok_or_else(|| S3Error::internal("decrypt without kms"))?;
     let dk = kms
-        .decrypt(&env.wrapped_key, &kms::context(tenant, bucket, key))
+        .decrypt(
+            &env.key_id,
+            &env.wrapped_key,
+            &kms::context(tenant, bucket, key),
+        )
         .await?;
     let okey = ObjectKey::derive(&dk, &env.salt);
     okey.verify_commitment(&env.commitment).map_err(|e| {

@@ -1,53 +1,135 @@
 //! Key providers: where per-object data keys come from and how wrapped keys are opened.
-//! Today the local keyring (FORMAT.md §7); AWS KMS joins behind the same two calls.
+//! The local keyring (FORMAT.md §7) or AWS KMS (`aws-sdk-kms`; any KMS-protocol server with
+//! `kms.endpoint`). Unwrapped keys are cached for reads (bounded, with a TTL); writes ask the
+//! provider for a fresh data key per object. Any provider failure fails the request closed.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
 use chmura_config::{KmsConfig, KmsProvider, Tenant};
 use chmura_crypto::envelope::{DataKey, EncryptionContext, Keyring};
+use zeroize::Zeroizing;
 
 use crate::error::S3Error;
 
+enum Backend {
+    Local(Keyring),
+    Aws(aws_sdk_kms::Client),
+}
+
+/// Calls made to the provider, and cache behaviour (reported by tests and benches; metrics
+/// come with issue 6).
+#[derive(Default)]
+pub struct KmsStats {
+    pub generate_calls: AtomicU64,
+    pub decrypt_calls: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+struct Cached {
+    key: DataKey,
+    at: Instant,
+}
+
 pub struct Kms {
-    keyring: Keyring,
+    backend: Backend,
     default_key_id: String,
     pub allow_plaintext_reads: bool,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    cache_entries: usize,
+    cache_ttl: Duration,
+    pub stats: KmsStats,
+}
+
+fn unavailable(detail: String) -> S3Error {
+    S3Error::new(
+        "ServiceUnavailable",
+        "The key management service is unavailable; nothing was written. Please try again.",
+    )
+    .with_detail(detail)
 }
 
 impl Kms {
-    pub fn from_config(cfg: &KmsConfig) -> Result<Kms, String> {
-        match &cfg.provider {
+    pub async fn from_config(cfg: &KmsConfig) -> Result<Kms, String> {
+        let (backend, default_key_id) = match &cfg.provider {
             KmsProvider::Local { key_file, key_id } => {
-                let text = zeroize::Zeroizing::new(
+                let text = Zeroizing::new(
                     std::fs::read_to_string(key_file)
                         .map_err(|e| format!("kms.key_file {}: {e}", key_file.display()))?,
                 );
                 let keyring = Keyring::parse(&text)
                     .map_err(|e| format!("kms.key_file {}: {e}", key_file.display()))?;
-                let default_key_id = key_id
+                let id = key_id
                     .clone()
                     .unwrap_or_else(|| keyring.default_key_id().to_string());
-                if !keyring.has_key(&default_key_id) {
-                    return Err(format!(
-                        "kms.key_id: {default_key_id:?} is not in the keyring"
+                if !keyring.has_key(&id) {
+                    return Err(format!("kms.key_id: {id:?} is not in the keyring"));
+                }
+                (Backend::Local(keyring), id)
+            }
+            KmsProvider::Aws {
+                key_id,
+                endpoint,
+                region,
+                credentials,
+            } => {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new(region.clone()));
+                if let Some((ak, sk)) = credentials {
+                    loader = loader.credentials_provider(aws_sdk_kms::config::Credentials::new(
+                        ak.clone(),
+                        sk.expose().to_string(),
+                        None,
+                        None,
+                        "chmura-config",
                     ));
                 }
-                Ok(Kms {
-                    keyring,
-                    default_key_id,
-                    allow_plaintext_reads: cfg.insecure_allow_plaintext_reads,
-                })
+                let shared = loader.load().await;
+                let mut conf = aws_sdk_kms::config::Builder::from(&shared)
+                    .timeout_config(
+                        aws_sdk_kms::config::timeout::TimeoutConfig::builder()
+                            .operation_timeout(Duration::from_secs(10))
+                            .connect_timeout(Duration::from_secs(3))
+                            .build(),
+                    )
+                    .retry_config(
+                        aws_sdk_kms::config::retry::RetryConfig::standard().with_max_attempts(2),
+                    );
+                if let Some(e) = endpoint {
+                    conf = conf.endpoint_url(e);
+                }
+                (
+                    Backend::Aws(aws_sdk_kms::Client::from_conf(conf.build())),
+                    key_id.clone(),
+                )
             }
-        }
+        };
+        Ok(Kms {
+            backend,
+            default_key_id,
+            allow_plaintext_reads: cfg.insecure_allow_plaintext_reads,
+            cache: Mutex::new(HashMap::new()),
+            cache_entries: cfg.data_key_cache_entries,
+            cache_ttl: Duration::from_secs(cfg.data_key_cache_ttl_secs),
+            stats: KmsStats::default(),
+        })
     }
 
-    /// Checks that every tenant's key exists (at startup, so a typo fails early).
+    /// Checks that every tenant's keyring key exists (at startup, so a typo fails early).
     pub fn check_tenants(&self, tenants: &[Tenant]) -> Result<(), String> {
-        for t in tenants {
-            if let Some(id) = &t.kms_key_id {
-                if !self.keyring.has_key(id) {
-                    return Err(format!(
-                        "tenant {:?}: kms_key_id {id:?} is not in the keyring",
-                        t.name
-                    ));
+        if let Backend::Local(keyring) = &self.backend {
+            for t in tenants {
+                if let Some(id) = &t.kms_key_id {
+                    if !keyring.has_key(id) {
+                        return Err(format!(
+                            "tenant {:?}: kms_key_id {id:?} is not in the keyring",
+                            t.name
+                        ));
+                    }
                 }
             }
         }
@@ -64,30 +146,180 @@ impl Kms {
         key_id: &str,
         ctx: &EncryptionContext,
     ) -> Result<(DataKey, Vec<u8>), S3Error> {
-        self.keyring.generate_data_key(key_id, ctx).map_err(|e| {
-            S3Error::new(
-                "ServiceUnavailable",
-                "The key provider could not issue a data key; nothing was written.",
-            )
-            .with_detail(format!("keyring generate: {e}"))
-        })
+        self.stats.generate_calls.fetch_add(1, Ordering::Relaxed);
+        let r = match &self.backend {
+            Backend::Local(k) => k
+                .generate_data_key(key_id, ctx)
+                .map_err(|e| unavailable(format!("keyring generate: {e}"))),
+            Backend::Aws(client) => {
+                let out = client
+                    .generate_data_key()
+                    .key_id(key_id)
+                    .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+                    .set_encryption_context(Some(ctx.0.clone().into_iter().collect()))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        unavailable(format!(
+                            "kms GenerateDataKey: {}",
+                            aws_sdk_kms::error::DisplayErrorContext(&e)
+                        ))
+                    })?;
+                let plain = out
+                    .plaintext
+                    .ok_or_else(|| unavailable("kms GenerateDataKey: no plaintext".into()))?;
+                let wrapped = out
+                    .ciphertext_blob
+                    .ok_or_else(|| unavailable("kms GenerateDataKey: no ciphertext".into()))?;
+                let bytes = Zeroizing::new(plain.into_inner());
+                if bytes.len() != 32 {
+                    return Err(unavailable(format!(
+                        "kms GenerateDataKey: {}-byte key",
+                        bytes.len()
+                    )));
+                }
+                let mut dk: DataKey = Zeroizing::new([0u8; 32]);
+                dk.copy_from_slice(&bytes);
+                Ok((dk, wrapped.into_inner()))
+            }
+        };
+        if r.is_err() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 
-    /// Opens a wrapped data key for `ctx`. A failure means the object was moved, copied or
+    /// Opens a wrapped data key for `ctx`. A refusal means the object was moved, copied or
     /// altered in the store (or the key is gone): an integrity failure, never plaintext.
     pub async fn decrypt(
         &self,
+        key_id: &str,
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, S3Error> {
-        self.keyring.unwrap(wrapped, ctx).map_err(|e| {
+        let id = cache_id(wrapped, ctx);
+        if let Some(k) = self.cached(&id) {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(k);
+        }
+        self.stats.decrypt_calls.fetch_add(1, Ordering::Relaxed);
+        let integrity = |detail: String| {
             S3Error::new(
                 "AccessDenied",
                 "The object's data key does not open for this bucket and key; the stored object may have been copied or altered.",
             )
-            .with_detail(format!("integrity: keyring unwrap: {e}"))
-        })
+            .with_detail(format!("integrity: {detail}"))
+        };
+        let r = match &self.backend {
+            Backend::Local(k) => k
+                .unwrap(wrapped, ctx)
+                .map_err(|e| integrity(format!("keyring unwrap: {e}"))),
+            Backend::Aws(client) => {
+                let res = client
+                    .decrypt()
+                    .key_id(key_id)
+                    .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(wrapped.to_vec()))
+                    .set_encryption_context(Some(ctx.0.clone().into_iter().collect()))
+                    .send()
+                    .await;
+                match res {
+                    Ok(out) => {
+                        let bytes = Zeroizing::new(
+                            out.plaintext.map(|b| b.into_inner()).unwrap_or_default(),
+                        );
+                        if bytes.len() != 32 {
+                            Err(integrity(format!(
+                                "kms Decrypt returned {} bytes",
+                                bytes.len()
+                            )))
+                        } else {
+                            let mut dk: DataKey = Zeroizing::new([0u8; 32]);
+                            dk.copy_from_slice(&bytes);
+                            Ok(dk)
+                        }
+                    }
+                    Err(e) => {
+                        let refused = e.as_service_error().is_some_and(|s| {
+                            s.is_invalid_ciphertext_exception()
+                                || s.is_incorrect_key_exception()
+                                || s.is_not_found_exception()
+                        });
+                        let detail = format!(
+                            "kms Decrypt: {}",
+                            aws_sdk_kms::error::DisplayErrorContext(&e)
+                        );
+                        if refused {
+                            Err(integrity(detail))
+                        } else {
+                            Err(S3Error::new(
+                                "ServiceUnavailable",
+                                "The key management service is unavailable. Please try again.",
+                            )
+                            .with_detail(detail))
+                        }
+                    }
+                }
+            }
+        };
+        match &r {
+            Ok(k) => self.remember(id, k),
+            Err(_) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
     }
+
+    fn cached(&self, id: &[u8; 32]) -> Option<DataKey> {
+        if self.cache_ttl.is_zero() {
+            return None;
+        }
+        let mut c = self.cache.lock().ok()?;
+        match c.get(id) {
+            Some(e) if e.at.elapsed() < self.cache_ttl => Some(e.key.clone()),
+            Some(_) => {
+                c.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, id: [u8; 32], key: &DataKey) {
+        if self.cache_ttl.is_zero() || self.cache_entries == 0 {
+            return;
+        }
+        let Ok(mut c) = self.cache.lock() else { return };
+        if c.len() >= self.cache_entries {
+            // Drop expired entries, then the oldest one if still full.
+            let ttl = self.cache_ttl;
+            c.retain(|_, e| e.at.elapsed() < ttl);
+            if c.len() >= self.cache_entries {
+                if let Some(oldest) = c.iter().min_by_key(|(_, e)| e.at).map(|(k, _)| *k) {
+                    c.remove(&oldest);
+                }
+            }
+        }
+        c.insert(
+            id,
+            Cached {
+                key: key.clone(),
+                at: Instant::now(),
+            },
+        );
+    }
+}
+
+/// Cache key: SHA-256 over the wrapped key and the canonical context, so a cached key is only
+/// ever returned for the exact (wrapped key, context) pair that the provider accepted.
+fn cache_id(wrapped: &[u8], ctx: &EncryptionContext) -> [u8; 32] {
+    let mut d = digest::Context::new(&digest::SHA256);
+    d.update(&(wrapped.len() as u64).to_be_bytes());
+    d.update(wrapped);
+    d.update(&ctx.canonical());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.finish().as_ref());
+    out
 }
 
 /// The encryption context of an object (FORMAT.md §6).

@@ -31,10 +31,11 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: Config) -> Result<State, String> {
+    /// Builds the state; async because a KMS provider loads its credential chain.
+    pub async fn new(config: Config) -> Result<State, String> {
         let kms = match &config.kms {
             Some(k) => {
-                let kms = kms::Kms::from_config(k)?;
+                let kms = kms::Kms::from_config(k).await?;
                 kms.check_tenants(&config.tenants)?;
                 Some(kms)
             }

@@ -140,7 +140,7 @@ fn serve(path: PathBuf) -> ExitCode {
             },
             None => None,
         };
-        let state = match chmura_proxy::State::new(config) {
+        let state = match chmura_proxy::State::new(config).await {
             Ok(s) => Arc::new(s),
             Err(e) => {
                 eprintln!("{e}");

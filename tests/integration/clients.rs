@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use chmura_tests::tools::require;
 use chmura_tests::{pattern, Env, TENANT_AK, TENANT_SK};
@@ -341,47 +340,6 @@ async fn s3cmd_put_get_ls_multipart() {
     assert!(env.store.stored("s3cmd-bucket", "big.bin").is_none());
 }
 
-/// moto_server on a free port; killed on drop.
-struct Moto {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_moto(program: &Path) -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    // Moto owns the child from the start, so it is killed and reaped on every path.
-    let moto = Moto {
-        child: Command::new(program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto_server starts"),
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    for _ in 0..150 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return moto;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("moto_server did not start on port {port}");
-}
-
 #[tokio::test]
 async fn moto_upstream_tagging_versioning_uploads_conditionals() {
     use aws_sdk_s3::primitives::ByteStream;
@@ -392,7 +350,7 @@ async fn moto_upstream_tagging_versioning_uploads_conditionals() {
     ) else {
         return;
     };
-    let moto = start_moto(&moto).await;
+    let moto = chmura_tests::Moto::start(&moto).await;
     let env = Env::start_with(chmura_tests::ProxyOptions {
         upstream_endpoint: Some(moto.endpoint.clone()),
         ..Default::default()

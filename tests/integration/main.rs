@@ -4,6 +4,7 @@
 mod auth;
 mod clients;
 mod encryption;
+mod kms_aws;
 mod lifecycle;
 mod sdk;
 mod tls;

@@ -4,6 +4,7 @@
 //! request sender for malformed and edge-case requests.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,10 +137,13 @@ pub struct ProxyOptions {
     pub encrypt: bool,
     /// Extra lines for the `[kms]` section.
     pub extra_kms: String,
+    /// A whole `[kms]` section replacing the local keyring one (with `encrypt`).
+    pub kms_section: Option<String>,
 }
 
 /// A running Chmura in front of a store.
 pub struct Proxy {
+    pub state: Arc<chmura_proxy::State>,
     pub addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub certs: TestCerts,
@@ -200,10 +204,13 @@ secret_access_key_file = "tenant.secret"
                 &dir.join("chmura.keyring"),
                 &chmura_crypto::envelope::Keyring::generate("main").expect("keyring"),
             );
-            format!(
-                "[kms]\nprovider = \"local\"\nkey_file = \"chmura.keyring\"\n{}\n",
-                opts.extra_kms
-            )
+            match &opts.kms_section {
+                Some(section) => format!("{section}\n"),
+                None => format!(
+                    "[kms]\nprovider = \"local\"\nkey_file = \"chmura.keyring\"\n{}\n",
+                    opts.extra_kms
+                ),
+            }
         } else {
             String::new()
         };
@@ -216,16 +223,17 @@ secret_access_key_file = "tenant.secret"
         let config_path = dir.join("chmura.toml");
         std::fs::write(&config_path, config).expect("write config");
         let config = chmura_config::Config::load(&config_path).expect("config loads");
-        let state = Arc::new(chmura_proxy::State::new(config).expect("state"));
+        let state = Arc::new(chmura_proxy::State::new(config).await.expect("state"));
         let (tx, rx) = oneshot::channel::<()>();
         let listeners = chmura_proxy::Listeners {
             tls,
             insecure_http: Some(http),
         };
-        let task = tokio::spawn(chmura_proxy::serve(listeners, state, async move {
+        let task = tokio::spawn(chmura_proxy::serve(listeners, state.clone(), async move {
             let _ = rx.await;
         }));
         Proxy {
+            state,
             addr,
             http_addr,
             certs,
@@ -335,4 +343,53 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     }
     v.truncate(len);
     v
+}
+
+/// moto_server on a free port; killed on drop.
+pub struct Moto {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // moto_server may fork a worker; end its whole process group.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Starts moto_server (S3 and KMS on one port) on 127.0.0.1 and waits for it.
+    pub async fn start(program: &Path) -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        // Moto owns the child from the start, so it is killed and reaped on every path.
+        let moto = Moto {
+            child: std::process::Command::new(program)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("moto_server starts"),
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..150 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return moto;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("moto_server did not start on port {port}");
+    }
 }
