@@ -21,18 +21,20 @@ pub fn chunk_aad(part: u32, index: u64, last: bool) -> [u8; 22] {
     a
 }
 
-/// Seals one chunk with the given nonce. `out` receives `nonce || ciphertext || tag`.
-fn seal_chunk(
+/// Appends one sealed chunk (`nonce || ciphertext || tag`) of `parts` (concatenated) to `out`.
+fn seal_into(
     key: &ObjectKey,
     nonce: [u8; 12],
     part: u32,
     index: u64,
     last: bool,
-    plain: &[u8],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(plain.len() + OVERHEAD as usize);
+    parts: [&[u8]; 2],
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(plain);
+    let start = out.len();
+    out.extend_from_slice(parts[0]);
+    out.extend_from_slice(parts[1]);
     // Sealing fails only for inputs over 2^36 bytes; a chunk is 64 KiB.
     #[allow(clippy::expect_used)]
     let tag = key
@@ -40,11 +42,10 @@ fn seal_chunk(
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(chunk_aad(part, index, last)),
-            &mut out[NONCE as usize..],
+            &mut out[start..],
         )
         .expect("AES-GCM seal of one chunk");
     out.extend_from_slice(tag.as_ref());
-    out
 }
 
 /// Encrypts a body of known plaintext length as it streams.
@@ -86,33 +87,59 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
         }
     }
 
-    fn emit(&mut self, out: &mut Vec<Vec<u8>>) {
+    /// Seals the pending tail plus `more` as chunk `self.next` into `out`.
+    fn emit(&mut self, more: &[u8], out: &mut Vec<u8>) {
         let index = self.next;
         let last = index + 1 == self.chunks;
         let nonce = self.nonce();
-        out.push(seal_chunk(
-            &self.key, nonce, self.part, index, last, &self.buf,
-        ));
+        seal_into(
+            &self.key,
+            nonce,
+            self.part,
+            index,
+            last,
+            [&self.buf, more],
+            out,
+        );
         self.buf.clear();
         self.next += 1;
     }
 
-    /// Feeds plaintext; complete chunks are sealed into `out`.
+    /// Feeds plaintext; the chunks it completes are sealed, back to back, into one buffer
+    /// pushed to `out` (one allocation per call, not per chunk).
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
         if data.len() as u64 > self.remaining {
             return Err(CryptoError::TooLong);
         }
         self.remaining -= data.len() as u64;
-        while !data.is_empty() {
-            let n = (CHUNK as usize - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.buf.len() == CHUNK as usize {
-                self.emit(out);
+        let chunk = CHUNK as usize;
+        let completes = (self.buf.len() + data.len()) / chunk
+            + usize::from(self.remaining == 0 && (self.buf.len() + data.len()) % chunk != 0);
+        if completes == 0 {
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        let mut sealed = Vec::with_capacity(completes * (chunk + OVERHEAD as usize));
+        if !self.buf.is_empty() {
+            let need = (chunk - self.buf.len()).min(data.len());
+            if self.buf.len() + need == chunk || (self.remaining == 0 && need == data.len()) {
+                let (head, rest) = data.split_at(need);
+                self.emit(head, &mut sealed);
+                data = rest;
             }
         }
-        if self.remaining == 0 && !self.buf.is_empty() {
-            self.emit(out);
+        while data.len() >= chunk {
+            let (head, rest) = data.split_at(chunk);
+            self.emit(head, &mut sealed);
+            data = rest;
+        }
+        if self.remaining == 0 && !data.is_empty() {
+            self.emit(data, &mut sealed);
+            data = &[];
+        }
+        self.buf.extend_from_slice(data);
+        if !sealed.is_empty() {
+            out.push(sealed);
         }
         Ok(())
     }
@@ -127,7 +154,9 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
             });
         }
         if self.next < self.chunks {
-            self.emit(out);
+            let mut sealed = Vec::with_capacity(self.buf.len() + OVERHEAD as usize);
+            self.emit(&[], &mut sealed);
+            out.push(sealed);
         }
         Ok(())
     }
@@ -194,49 +223,80 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
         }
     }
 
-    /// Feeds ciphertext; verified plaintext goes to `out`.
+    /// Feeds ciphertext; the plaintext of the chunks it completes (each verified before it is
+    /// kept) goes to `out` as one buffer per call.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
-        while !data.is_empty() {
-            if self.next >= self.end {
-                return Err(CryptoError::TooLong);
+        let mut plain = Vec::new();
+        let res = (|| {
+            while !data.is_empty() {
+                if self.next >= self.end {
+                    return Err(CryptoError::TooLong);
+                }
+                let want = self.expected();
+                if self.buf.is_empty() && data.len() >= want {
+                    // A whole chunk in the input: decrypt straight into the output buffer.
+                    let (chunk, rest) = data.split_at(want);
+                    self.open_into(chunk, &mut plain)?;
+                    data = rest;
+                    continue;
+                }
+                let n = (want - self.buf.len()).min(data.len());
+                self.buf.extend_from_slice(&data[..n]);
+                data = &data[n..];
+                if self.buf.len() == want {
+                    let chunk = std::mem::take(&mut self.buf);
+                    let r = self.open_into(&chunk, &mut plain);
+                    self.buf = chunk;
+                    self.buf.clear();
+                    r?;
+                }
             }
-            let want = self.expected();
-            let n = (want - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.buf.len() == want {
-                self.open_current(out)?;
-            }
+            Ok(())
+        })();
+        if !plain.is_empty() {
+            out.push(plain);
         }
-        Ok(())
+        res
     }
 
-    fn open_current(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+    /// Opens one sealed chunk, appending its (trimmed) plaintext to `plain`. On failure
+    /// nothing of this chunk stays in `plain`.
+    fn open_into(&mut self, sealed: &[u8], plain: &mut Vec<u8>) -> Result<(), CryptoError> {
         let index = self.next;
         let fail = CryptoError::ChunkAuth {
             part: self.part,
             index,
         };
         let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&self.buf[..NONCE as usize]);
+        nonce.copy_from_slice(&sealed[..NONCE as usize]);
         let aad = chunk_aad(self.part, index, index == self.last_index);
-        let plain = self
+        let start = plain.len();
+        plain.extend_from_slice(&sealed[NONCE as usize..]);
+        let opened = self
             .key
             .aead
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad),
-                &mut self.buf[NONCE as usize..],
+                &mut plain[start..],
             )
-            .map_err(|_| fail)?;
-        let start = (self.skip as usize).min(plain.len());
-        self.skip -= start as u64;
-        let n = ((plain.len() - start) as u64).min(self.take) as usize;
-        if n > 0 {
-            out.push(plain[start..start + n].to_vec());
+            .map(|p| p.len());
+        let n = match opened {
+            Ok(n) => n,
+            Err(_) => {
+                plain.truncate(start);
+                return Err(fail);
+            }
+        };
+        plain.truncate(start + n);
+        let skip = (self.skip as usize).min(n);
+        if skip > 0 {
+            plain.drain(start..start + skip);
+            self.skip -= skip as u64;
         }
-        self.take -= n as u64;
-        self.buf.clear();
+        let keep = ((n - skip) as u64).min(self.take) as usize;
+        plain.truncate(start + keep);
+        self.take -= keep as u64;
         self.next += 1;
         Ok(())
     }
