@@ -114,7 +114,9 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
         self.remaining -= data.len() as u64;
         let chunk = CHUNK as usize;
         let completes = (self.buf.len() + data.len()) / chunk
-            + usize::from(self.remaining == 0 && (self.buf.len() + data.len()) % chunk != 0);
+            + usize::from(
+                self.remaining == 0 && !(self.buf.len() + data.len()).is_multiple_of(chunk),
+            );
         if completes == 0 {
             self.buf.extend_from_slice(data);
             return Ok(());

@@ -381,12 +381,21 @@ impl Moto {
                 .expect("moto_server starts"),
             endpoint: format!("http://127.0.0.1:{port}"),
         };
-        for _ in 0..150 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return moto;
+        // Ready when it answers HTTP, not merely when the port accepts.
+        for _ in 0..300 {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 5];
+                let sent = s
+                    .write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                    .await
+                    .is_ok();
+                let read =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut buf))
+                        .await;
+                if sent && matches!(read, Ok(Ok(_))) && &buf == b"HTTP/" {
+                    return moto;
+                }
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
