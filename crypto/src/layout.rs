@@ -22,9 +22,14 @@ pub fn chunk_count(plain: u64) -> u64 {
     }
 }
 
-/// Ciphertext length of `plain` plaintext bytes.
+/// Largest plaintext length the format is used for (S3's 5 TiB object limit); callers refuse
+/// larger declared lengths before any arithmetic.
+pub const MAX_PLAINTEXT: u64 = 5 << 40;
+
+/// Ciphertext length of `plain` plaintext bytes (saturating: never wraps, even for lengths
+/// beyond [`MAX_PLAINTEXT`]).
 pub fn ciphertext_len(plain: u64) -> u64 {
-    plain + OVERHEAD * chunk_count(plain)
+    plain.saturating_add(OVERHEAD.saturating_mul(chunk_count(plain)))
 }
 
 /// Plaintext length of a ciphertext of `cipher` bytes, or `BadLength` when no plaintext

@@ -150,9 +150,10 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
     /// is still pending (an empty body has one empty chunk).
     pub fn finish(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
         if self.remaining != 0 {
+            let want = self.chunks.saturating_mul(CHUNK);
             return Err(CryptoError::Truncated {
-                got: self.chunks * CHUNK - self.remaining,
-                want: self.chunks * CHUNK,
+                got: want.saturating_sub(self.remaining),
+                want,
             });
         }
         if self.next < self.chunks {

@@ -229,8 +229,26 @@ struct V4Claim<'a> {
     provided: &'a str,
 }
 
+/// `x-amz-*` headers that may be present without being signed (informational only).
+const UNSIGNED_AMZ_ALLOWED: &[&str] = &["x-amz-user-agent"];
+
 fn verify_v4(req: &RequestView<'_>, secret: &str, c: &V4Claim<'_>) -> Result<SigningKey, S3Error> {
     let (cred, amz_date, signed) = (c.cred, c.amz_date, c.signed);
+    // Every x-amz-* header changes what S3 does, so each must be covered by the signature
+    // (S3 refuses unsigned ones the same way).
+    for name in req.headers.keys() {
+        let n = name.as_str();
+        if n.starts_with("x-amz-")
+            && !UNSIGNED_AMZ_ALLOWED.contains(&n)
+            && !signed.iter().any(|s| s == n)
+        {
+            return Err(S3Error::new(
+                "AccessDenied",
+                "There were headers present in the request which were not signed",
+            )
+            .with_detail(format!("unsigned header {n}")));
+        }
+    }
     let cr = sigv4::canonical_request(
         req.method,
         &sigv4::canonical_uri(req.raw_path),

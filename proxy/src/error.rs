@@ -140,7 +140,7 @@ pub fn status_for(code: &str) -> StatusCode {
         "MethodNotAllowed" => StatusCode::METHOD_NOT_ALLOWED,
         "MissingContentLength" => StatusCode::LENGTH_REQUIRED,
         "PreconditionFailed" => StatusCode::PRECONDITION_FAILED,
-        "InvalidRange" => StatusCode::RANGE_NOT_SATISFIABLE,
+        "InvalidRange" | "InvalidPartNumber" => StatusCode::RANGE_NOT_SATISFIABLE,
         "RequestHeaderSectionTooLarge" => StatusCode::BAD_REQUEST,
         "InternalError" => StatusCode::INTERNAL_SERVER_ERROR,
         "NotImplemented" => StatusCode::NOT_IMPLEMENTED,

@@ -42,6 +42,11 @@ pub struct ConnInfo {
 /// Response bodies are passed on in frames of about this size (see [`Coalesce`]).
 const RESPONSE_FRAME_TARGET: usize = 256 * 1024;
 
+/// Largest body of one PutObject or UploadPart (S3: 5 GiB).
+const MAX_OBJECT_BODY: u64 = 5 << 30;
+/// Largest body of any other request (XML documents).
+const MAX_OTHER_BODY: u64 = 64 << 20;
+
 /// Longest accepted object key in bytes (S3's limit).
 const MAX_KEY_BYTES: usize = 1024;
 /// Longest accepted request target.
@@ -377,6 +382,18 @@ async fn handle_inner(
         || exp.sha256.is_some()
         || exp.md5.is_some()
         || exp.checksum.is_some();
+    // S3's limits, checked before any length arithmetic (and before anything is sent).
+    let limit = if op.has_streaming_body() {
+        MAX_OBJECT_BODY
+    } else {
+        MAX_OTHER_BODY
+    };
+    if upstream_len > limit {
+        return Err(S3Error::new(
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed object size.",
+        ));
+    }
     exp.decoded_len = Some(upstream_len);
 
     // 5. Plan: pass through, or (with a [kms] section) encrypt uploads and decrypt reads.
@@ -504,7 +521,7 @@ async fn handle_inner(
             None => (Empty::new().map_err(|e| match e {}).boxed_unsync(), false),
         }
     };
-    let up_req = up
+    let mut up_req = up
         .body(up_body)
         .map_err(|e| S3Error::internal(format!("upstream request: {e}")))?;
 
@@ -527,6 +544,8 @@ async fn handle_inner(
             .await;
         }
         Plan::DecryptHead => {
+            // The plaintext length is reported whole; a ranged HEAD's store length would not match.
+            up_req.headers_mut().remove(http::header::RANGE);
             let conditions = up_req.headers().clone();
             let resp = state.upstream.send(up_req, false).await?;
             if resp.status().is_success() {
@@ -615,6 +634,7 @@ const CHMURA_META_PREFIX: &str = "x-amz-meta-chmura-";
 
 /// Request headers that carry ETags (translated back to the store's form in encrypted mode).
 const ETAG_CONDITION_HEADERS: &[&str] = &[
+    "if-range",
     "if-match",
     "if-none-match",
     "x-amz-copy-source-if-match",
@@ -723,10 +743,12 @@ fn parse_range(h: &HeaderMap) -> Option<(Option<u64>, Option<u64>)> {
     } else {
         Some(b.trim().parse().ok()?)
     };
-    if a.is_none() && b.is_none() {
-        return None;
+    match (a, b) {
+        (None, None) => None,
+        // An invalid range is ignored (RFC 9110, S3): the whole object is returned.
+        (Some(a), Some(b)) if b < a => None,
+        r => Some(r),
     }
-    Some((a, b))
 }
 
 /// Resolves a parsed range against the object length: `Ok(None)` whole object,
@@ -758,43 +780,43 @@ async fn get_encrypted(
     what: String,
 ) -> Result<Response<ResponseBody>, S3Error> {
     let allow_plain = state.kms.as_ref().is_some_and(|k| k.allow_plaintext_reads);
-    let range = parse_range(up_req.headers());
-    if up_req
-        .uri()
-        .query()
-        .is_some_and(|q| q.contains("partNumber="))
+    let mut range = parse_range(up_req.headers());
+    up_req.headers_mut().remove(http::header::RANGE);
+    // If-Range is evaluated here (the store would compare it with the ciphertext's ETag).
+    let if_range = up_req.headers_mut().remove(http::header::IF_RANGE);
+    // partNumber: a single-part object has exactly one part, the whole object.
+    let query = up_req.uri().query().unwrap_or("").to_string();
+    if let Some((_, n)) = sigv4::parse_query(&query)
+        .into_iter()
+        .find(|(k, _)| k == "partNumber")
     {
-        return Err(S3Error::new(
-            "NotImplemented",
-            "partNumber is not supported on encrypted objects yet.",
-        ));
+        if n != "1" {
+            return Err(S3Error::new(
+                "InvalidPartNumber",
+                "The requested partnumber is not satisfiable",
+            ));
+        }
+        let rest: Vec<(String, String)> = sigv4::parse_query(&query)
+            .into_iter()
+            .filter(|(k, _)| k != "partNumber")
+            .collect();
+        let uri = up_req.uri().to_string();
+        let base = uri.split('?').next().unwrap_or_default();
+        let q = sigv4::canonical_query(&rest, None);
+        let new_uri = if q.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{q}")
+        };
+        *up_req.uri_mut() = new_uri
+            .parse()
+            .map_err(|_| S3Error::internal("partNumber uri"))?;
+        range = None;
     }
     let conditions = up_req.headers().clone();
-    let Some(range) = range else {
-        up_req.headers_mut().remove(http::header::RANGE);
-        let resp = state.upstream.send(up_req, false).await?;
-        let (mut rp, rbody) = resp.into_parts();
-        if !rp.status.is_success() {
-            return Ok(passthrough(rp, rbody));
-        }
-        if let Some(r) = preconditions(&conditions, &rp.headers) {
-            return r;
-        }
-        let Some(env) = envelope_of(&rp.headers, allow_plain)? else {
-            return Ok(passthrough(rp, rbody));
-        };
-        let stored = content_length(&rp.headers)
-            .ok_or_else(|| S3Error::internal("upstream GET without length"))?;
-        check_length(&env, stored)?;
-        let okey = open_key(state, &env, tenant, bucket, key).await?;
-        let opener = Opener::whole(okey, 0, env.plain_len);
-        strip_ciphertext_headers(&mut rp.headers);
-        mark_encrypted(&mut rp.headers);
-        rp.headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(env.plain_len));
-        let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
-        return Ok(Response::from_parts(rp, body.boxed_unsync()));
-    };
+    if range.is_none() {
+        return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
+    }
 
     // Ranged: learn the length and envelope first.
     let mut head = Request::builder()
@@ -802,7 +824,7 @@ async fn get_encrypted(
         .uri(up_req.uri().clone());
     if let Some(h) = head.headers_mut() {
         for (n, v) in up_req.headers() {
-            if n != http::header::RANGE && n != CONTENT_LENGTH {
+            if n != CONTENT_LENGTH {
                 h.append(n.clone(), v.clone());
             }
         }
@@ -814,30 +836,56 @@ async fn get_encrypted(
     let (hp, hbody) = hresp.into_parts();
     drop(hbody);
     if !hp.status.is_success() {
-        // Conditional failures and missing objects: the store's status, S3-style.
-        let code = match hp.status.as_u16() {
-            304 => {
-                let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
-                *r.status_mut() = hp.status;
-                return Ok(r);
-            }
-            404 => "NoSuchKey",
-            412 => "PreconditionFailed",
-            403 => "AccessDenied",
-            _ => "InternalError",
-        };
-        let msg = match code {
-            "NoSuchKey" => "The specified key does not exist.",
-            "PreconditionFailed" => "At least one of the pre-conditions you specified did not hold",
-            "AccessDenied" => "Access Denied",
-            _ => "We encountered an internal error. Please try again.",
-        };
-        return Err(S3Error::new(code, msg));
+        if hp.status == http::StatusCode::NOT_MODIFIED {
+            let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
+            *r.status_mut() = hp.status;
+            return Ok(r);
+        }
+        // A GET gets the store's own error document (HEAD answers have no body).
+        let resp = state.upstream.send(up_req, false).await?;
+        let (rp, rbody) = resp.into_parts();
+        if rp.status.is_success() {
+            return Err(S3Error::new(
+                "ServiceUnavailable",
+                "The object changed while it was being read; please retry.",
+            ));
+        }
+        return Ok(passthrough(rp, rbody));
     }
     if let Some(r) = preconditions(&conditions, &hp.headers) {
         return r;
     }
+    if let Some(ir) = if_range.as_ref().and_then(|v| v.to_str().ok()) {
+        let store_etag = hp
+            .headers
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let holds = if ir.trim_start().starts_with('"') || ir.trim_start().starts_with("W/") {
+            etag::to_store(ir).trim_matches('"') == store_etag.trim_matches('"')
+        } else {
+            let modified = hp
+                .headers
+                .get(http::header::LAST_MODIFIED)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok());
+            matches!((httpdate::parse_http_date(ir).ok(), modified), (Some(d), Some(m)) if m <= d)
+        };
+        if !holds {
+            return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
+        }
+    }
     let Some(env) = envelope_of(&hp.headers, allow_plain)? else {
+        if let Some((a, b)) = range {
+            let spec = format!(
+                "bytes={}-{}",
+                a.map(|v| v.to_string()).unwrap_or_default(),
+                b.map(|v| v.to_string()).unwrap_or_default()
+            );
+            if let Ok(v) = HeaderValue::from_str(&spec) {
+                up_req.headers_mut().insert(http::header::RANGE, v);
+            }
+        }
         let resp = state.upstream.send(up_req, false).await?;
         let (rp, rbody) = resp.into_parts();
         return Ok(passthrough(rp, rbody));
@@ -845,6 +893,9 @@ async fn get_encrypted(
     let stored = content_length(&hp.headers)
         .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
     check_length(&env, stored)?;
+    let Some(range) = range else {
+        return Err(S3Error::internal("range vanished"));
+    };
     let (a, b) = match resolve_range(range, env.plain_len) {
         Ok(r) => r,
         Err(()) => {
@@ -893,6 +944,20 @@ async fn get_encrypted(
     if !rp.status.is_success() {
         return Ok(passthrough(rp, rbody));
     }
+    // Only exactly the requested ciphertext bytes may be decrypted as this range.
+    let expected = format!("bytes {}-{}/", p.cipher_start, p.cipher_end);
+    let got_range = rp
+        .headers
+        .get(http::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if rp.status != http::StatusCode::PARTIAL_CONTENT || !got_range.starts_with(&expected) {
+        return Err(S3Error::upstream(
+            "ServiceUnavailable",
+            "The upstream store did not honour the range request.",
+            format!("status {}, content-range {got_range:?}", rp.status),
+        ));
+    }
     let opener = Opener::new(
         okey,
         0,
@@ -904,7 +969,6 @@ async fn get_encrypted(
     );
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
-    etag::present_header(&mut rp.headers);
     rp.status = http::StatusCode::PARTIAL_CONTENT;
     rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(p.take));
     rp.headers.insert(
@@ -912,6 +976,68 @@ async fn get_encrypted(
         HeaderValue::from_str(&format!("bytes {a}-{b}/{}", env.plain_len))
             .map_err(|_| S3Error::internal("content-range"))?,
     );
+    let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
+    Ok(Response::from_parts(rp, body.boxed_unsync()))
+}
+
+/// The whole object, decrypted as it streams. An empty object's single chunk is verified
+/// before answering (a zero Content-Length response body is never read).
+#[allow(clippy::too_many_arguments)]
+async fn get_whole(
+    state: &State,
+    up_req: Request<UpstreamBody>,
+    conditions: &HeaderMap,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+    what: String,
+) -> Result<Response<ResponseBody>, S3Error> {
+    let allow_plain = state.kms.as_ref().is_some_and(|k| k.allow_plaintext_reads);
+    let resp = state.upstream.send(up_req, false).await?;
+    let (mut rp, rbody) = resp.into_parts();
+    if !rp.status.is_success() {
+        return Ok(passthrough(rp, rbody));
+    }
+    if let Some(r) = preconditions(conditions, &rp.headers) {
+        return r;
+    }
+    let Some(env) = envelope_of(&rp.headers, allow_plain)? else {
+        return Ok(passthrough(rp, rbody));
+    };
+    let stored = content_length(&rp.headers)
+        .ok_or_else(|| S3Error::internal("upstream GET without length"))?;
+    check_length(&env, stored)?;
+    let okey = open_key(state, &env, tenant, bucket, key).await?;
+    let mut opener = Opener::whole(okey, 0, env.plain_len);
+    strip_ciphertext_headers(&mut rp.headers);
+    mark_encrypted(&mut rp.headers);
+    rp.headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(env.plain_len));
+    if env.plain_len == 0 {
+        let sealed = http_body_util::Limited::new(rbody, 1024)
+            .collect()
+            .await
+            .map_err(|e| {
+                S3Error::upstream(
+                    "ServiceUnavailable",
+                    "The upstream store failed mid-read.",
+                    e.to_string(),
+                )
+            })?
+            .to_bytes();
+        let mut sink = Vec::new();
+        opener
+            .push(&sealed, &mut sink)
+            .and_then(|()| opener.finish())
+            .map_err(|e| {
+                tracing::error!(object = %what, detail = %e, "integrity failure while decrypting");
+                S3Error::internal(format!("integrity: {e}"))
+            })?;
+        return Ok(Response::from_parts(
+            rp,
+            Empty::new().map_err(|e| match e {}).boxed_unsync(),
+        ));
+    }
     let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
     Ok(Response::from_parts(rp, body.boxed_unsync()))
 }
@@ -984,7 +1110,7 @@ fn preconditions(
 
 fn check_length(env: &ObjectHeader, stored: u64) -> Result<(), S3Error> {
     match layout::plaintext_len(stored) {
-        Ok(n) if n == env.plain_len => Ok(()),
+        Ok(n) if n == env.plain_len && n <= layout::MAX_PLAINTEXT => Ok(()),
         _ => Err(S3Error::new(
             "InvalidObjectState",
             "The stored object's length does not match its encryption metadata.",
@@ -1186,7 +1312,7 @@ mod tests {
         assert_eq!(resolve_range((None, Some(3)), 10), Ok((7, 9)));
         assert_eq!(resolve_range((None, Some(30)), 10), Ok((0, 9)));
         assert_eq!(resolve_range((None, Some(0)), 10), Err(()));
-        assert_eq!(resolve_range((Some(3), Some(2)), 10), Err(()));
+        assert_eq!(parse_range(&h("bytes=5-3")), None);
     }
 
     #[test]

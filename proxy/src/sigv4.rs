@@ -261,6 +261,10 @@ pub fn sigv2_resource(vhost_bucket: Option<&str>, raw_path: &str, raw_query: &st
                 Some((n, v)) => (n, Some(v)),
                 None => (p, None),
             };
+            // Match on the decoded name: `%76ersionId` means `versionId` to everything after
+            // authentication, so it must be signed as one.
+            let decoded = percent_decode_str(n).decode_utf8_lossy();
+            let n: &str = &decoded;
             SIGV2_SUBRESOURCES.contains(&n).then(|| {
                 let v = v.map(|v| {
                     if n.starts_with("response-") {

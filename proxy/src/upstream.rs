@@ -165,7 +165,13 @@ impl Upstream {
             .map_err(|e| S3Error::internal(format!("signing: {e}")))?
             .into_parts();
         instructions.apply_to_request_http1x(&mut req);
-        let timeout = Duration::from_secs(self.cfg.timeout_secs);
+        // Without a body the response must come within the timeout. With a body, the upload
+        // itself may take long; client stalls are bounded by the body idle timeout instead.
+        let timeout = if unsigned_body {
+            Duration::from_secs(24 * 3600)
+        } else {
+            Duration::from_secs(self.cfg.timeout_secs)
+        };
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {

@@ -452,3 +452,71 @@ async fn virtual_hosted_style_addressing() {
         Some(&b"vhost"[..])
     );
 }
+
+#[tokio::test]
+async fn encoded_subresources_and_unsigned_amz_headers_are_refused() {
+    let t = T::new().await;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64;
+    // SigV2: a sub-resource smuggled in percent-encoded form is not covered by the signature.
+    let url = format!(
+        "{}&%76ersionId=old",
+        sigv2_query("GET", "/bkt/k", now + 300)
+    );
+    expect(
+        &t.send(&RawRequest::new("GET", &url)).await,
+        403,
+        "SignatureDoesNotMatch",
+    );
+    // SigV4 header auth: an x-amz-* header added after signing.
+    let req = t
+        .sign(t.put(b"x"), UNSIGNED)
+        .header("x-amz-acl", "public-read");
+    expect(&t.send(&req).await, 403, "AccessDenied");
+    // A presigned PUT (SignedHeaders=host) turned into a copy by an extra header.
+    let s3 = t.env.proxy.sdk_client();
+    let pre = s3
+        .put_object()
+        .bucket("bkt")
+        .key("k")
+        .presigned(
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300))
+                .expect("cfg"),
+        )
+        .await
+        .expect("presign");
+    let target = pre
+        .uri()
+        .split_once(&format!(":{}", t.env.proxy.addr.port()))
+        .expect("uri")
+        .1
+        .to_string();
+    let req = RawRequest::new("PUT", &target).header("x-amz-copy-source", "bkt/other");
+    expect(&t.send(&req).await, 403, "AccessDenied");
+    t.intact();
+}
+
+#[tokio::test]
+async fn absurd_content_length_is_refused_before_anything_is_sent() {
+    let env = Env::start_with(chmura_tests::ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("bkt");
+    let host = format!("localhost:{}", env.proxy.addr.port());
+    // A declared length whose ciphertext length would overflow; the body is never sent.
+    let req = RawRequest::new("PUT", "/bkt/huge")
+        .header("content-length", "18438866140178046952")
+        .sign_v4(&host, TENANT_AK, TENANT_SK, UNSIGNED, SystemTime::now());
+    let r = raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &req).await;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (400, Some("EntityTooLarge")),
+        "{}",
+        r.text()
+    );
+    assert!(env.store.stored("bkt", "huge").is_none());
+}
