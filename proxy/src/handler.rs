@@ -574,17 +574,7 @@ async fn handle_inner(
     if encrypting {
         mark_encrypted(&mut rp.headers);
     }
-    if state.kms.is_some() {
-        etag::present_header(&mut rp.headers);
-    }
-    let body: ResponseBody = if rbody.is_end_stream() {
-        Empty::new().map_err(|e| match e {}).boxed_unsync()
-    } else {
-        Coalesce::new(rbody, RESPONSE_FRAME_TARGET)
-            .map_err(|e| Box::new(e) as BoxError)
-            .boxed_unsync()
-    };
-    Ok(Response::from_parts(rp, body))
+    Ok(respond(rp, rbody, state.kms.is_some()))
 }
 
 /// What Chmura does with a request's body and response.
@@ -1147,13 +1137,24 @@ fn head_encrypted(
     ))
 }
 
-/// A store response returned as is (errors, plaintext objects in encrypted mode). Only used
-/// on the encrypted paths, so the ETag is presented the encrypted-mode way.
-fn passthrough(mut rp: http::response::Parts, rbody: Incoming) -> Response<ResponseBody> {
+/// A store response returned as is on the encrypted paths (errors, plaintext objects).
+fn passthrough(rp: http::response::Parts, rbody: Incoming) -> Response<ResponseBody> {
+    respond(rp, rbody, true)
+}
+
+/// A store response streamed back: hop-by-hop and store id headers dropped, frames merged,
+/// and in encrypted mode the ETag presented (`etag.rs`).
+fn respond(
+    mut rp: http::response::Parts,
+    rbody: Incoming,
+    encrypted_mode: bool,
+) -> Response<ResponseBody> {
     for n in DROP_RESPONSE_HEADERS {
         rp.headers.remove(*n);
     }
-    etag::present_header(&mut rp.headers);
+    if encrypted_mode {
+        etag::present_header(&mut rp.headers);
+    }
     let body: ResponseBody = if rbody.is_end_stream() {
         Empty::new().map_err(|e| match e {}).boxed_unsync()
     } else {

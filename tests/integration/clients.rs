@@ -52,6 +52,40 @@ async fn run(mut c: Command) -> Output {
     out
 }
 
+/// rclone with an `ch:` remote for the tenant, configured through the environment, trusting
+/// the test CA with `--ca-cert` (rclone 1.60 fails when AWS_CA_BUNDLE is set; `isolated`
+/// removes it).
+fn rclone_cmd(rclone: &Path, env: &Env, args: &[&str]) -> Command {
+    let mut c = isolated(rclone, env);
+    c.env("RCLONE_CONFIG", "/dev/null")
+        .env("RCLONE_CONFIG_CH_TYPE", "s3")
+        .env("RCLONE_CONFIG_CH_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_CH_ENDPOINT", env.proxy.endpoint())
+        .env("RCLONE_CONFIG_CH_ACCESS_KEY_ID", TENANT_AK)
+        .env("RCLONE_CONFIG_CH_SECRET_ACCESS_KEY", TENANT_SK)
+        .env("RCLONE_CONFIG_CH_REGION", "us-east-1")
+        .arg("--ca-cert")
+        .arg(&env.proxy.certs.ca_file)
+        .args(["--retries", "1", "--low-level-retries", "1"])
+        .args(args);
+    c
+}
+
+/// An s3cmd config for the tenant (path-style, TLS with the test CA) in `dir`.
+fn s3cmd_config(env: &Env, dir: &Path) -> PathBuf {
+    let host = format!("localhost:{}", env.proxy.addr.port());
+    let cfg = dir.join("s3cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\naccess_key = {TENANT_AK}\nsecret_key = {TENANT_SK}\nhost_base = {host}\nhost_bucket = {host}\nuse_https = True\nca_certs_file = {}\ncheck_ssl_certificate = True\nbucket_location = us-east-1\n",
+            env.proxy.certs.ca_file.display()
+        ),
+    )
+    .expect("cfg");
+    cfg
+}
+
 fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
     let d = pattern(len, seed);
     std::fs::write(path, &d).expect("write");
@@ -207,21 +241,7 @@ async fn rclone_copy_check_cat() {
     std::fs::create_dir_all(&dir).expect("work");
     let big = write_file(&dir.join("big.bin"), 12 * 1024 * 1024 + 7, 21);
     write_file(&dir.join("small.txt"), 4096, 22);
-    let rc = |args: &[&str]| {
-        let mut c = isolated(&rclone, &env);
-        c.env("RCLONE_CONFIG", "/dev/null")
-            .env("RCLONE_CONFIG_CH_TYPE", "s3")
-            .env("RCLONE_CONFIG_CH_PROVIDER", "Other")
-            .env("RCLONE_CONFIG_CH_ENDPOINT", env.proxy.endpoint())
-            .env("RCLONE_CONFIG_CH_ACCESS_KEY_ID", TENANT_AK)
-            .env("RCLONE_CONFIG_CH_SECRET_ACCESS_KEY", TENANT_SK)
-            .env("RCLONE_CONFIG_CH_REGION", "us-east-1")
-            .arg("--ca-cert")
-            .arg(&env.proxy.certs.ca_file)
-            .args(["--retries", "1", "--low-level-retries", "1"])
-            .args(args);
-        c
-    };
+    let rc = |args: &[&str]| rclone_cmd(&rclone, &env, args);
     let src = dir.to_str().expect("path");
     run(rc(&["mkdir", "ch:rclone-bucket"])).await;
     run(rc(&["copy", src, "ch:rclone-bucket/data"])).await;
@@ -293,16 +313,7 @@ async fn s3cmd_put_get_ls_multipart() {
     let env = Env::start().await;
     let work = env.dir.path().join("s3cmd");
     std::fs::create_dir_all(&work).expect("work");
-    let host = format!("localhost:{}", env.proxy.addr.port());
-    let cfg = work.join("s3cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[default]\naccess_key = {TENANT_AK}\nsecret_key = {TENANT_SK}\nhost_base = {host}\nhost_bucket = {host}\nuse_https = True\nca_certs_file = {}\ncheck_ssl_certificate = True\nbucket_location = us-east-1\n",
-            env.proxy.certs.ca_file.display()
-        ),
-    )
-    .expect("cfg");
+    let cfg = s3cmd_config(&env, &work);
     let big = write_file(&work.join("big.bin"), 40 * 1024 * 1024, 31);
     let cmd = |args: &[&str]| {
         let mut c = isolated(&s3cmd, &env);
@@ -627,16 +638,7 @@ async fn encrypted_mode_small_files_all_clients() {
     assert!(std::fs::read(&range_out).expect("range") == files[3].1[70_000..71_000]);
 
     // s3cmd: put and get with its MD5 checks on, no warning.
-    let host = format!("localhost:{}", env.proxy.addr.port());
-    let cfg = work.join("s3cfg");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[default]\naccess_key = {TENANT_AK}\nsecret_key = {TENANT_SK}\nhost_base = {host}\nhost_bucket = {host}\nuse_https = True\nca_certs_file = {}\ncheck_ssl_certificate = True\nbucket_location = us-east-1\n",
-            ca.display()
-        ),
-    )
-    .expect("cfg");
+    let cfg = s3cmd_config(&env, &work);
     let s3c = |args: &[&str]| {
         let mut c = isolated(&s3cmd, &env);
         c.arg("-c").arg(&cfg).args(args);
@@ -671,21 +673,7 @@ async fn encrypted_mode_small_files_all_clients() {
     assert!(std::fs::read(&out).expect("read") == files[3].1);
 
     // rclone: copy, check, sync twice.
-    let rc = |args: &[&str]| {
-        let mut c = isolated(&rclone, &env);
-        c.env("RCLONE_CONFIG", "/dev/null")
-            .env("RCLONE_CONFIG_CH_TYPE", "s3")
-            .env("RCLONE_CONFIG_CH_PROVIDER", "Other")
-            .env("RCLONE_CONFIG_CH_ENDPOINT", &ep)
-            .env("RCLONE_CONFIG_CH_ACCESS_KEY_ID", TENANT_AK)
-            .env("RCLONE_CONFIG_CH_SECRET_ACCESS_KEY", TENANT_SK)
-            .env("RCLONE_CONFIG_CH_REGION", "us-east-1")
-            .arg("--ca-cert")
-            .arg(&ca)
-            .args(["--retries", "1", "--low-level-retries", "1"])
-            .args(args);
-        c
-    };
+    let rc = |args: &[&str]| rclone_cmd(&rclone, &env, args);
     run(rc(&["copy", t, "ch:enc-clients/rclone"])).await;
     run(rc(&["check", t, "ch:enc-clients/rclone"])).await;
     let again = run(rc(&["sync", "-v", t, "ch:enc-clients/rclone"])).await;
