@@ -7,7 +7,7 @@
 //!
 //! Build and run (see benches/README.md):
 //!   cargo build --release --bin chmura --bin chmura-dev-store --bin chmura-load
-//!   target/release/chmura-load [--big-mib 1024] [--small-count 10000] [--small-kib 4] [--conc 32]
+//!   target/release/chmura-load [--big-mib 1024] [--streams 1] [--small-count 10000] [--small-kib 4] [--conc 32]
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -32,6 +32,7 @@ type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 struct Opts {
     big_mib: u64,
+    streams: usize,
     small_count: usize,
     small_kib: usize,
     conc: usize,
@@ -48,6 +49,7 @@ fn opts() -> Opts {
     };
     Opts {
         big_mib: get("--big-mib", 1024),
+        streams: get("--streams", 1) as usize,
         small_count: get("--small-count", 10_000) as usize,
         small_kib: get("--small-kib", 4) as usize,
         conc: get("--conc", 32) as usize,
@@ -231,44 +233,49 @@ impl Row {
     }
 }
 
-async fn big(t: &Target, bucket: &str, mib: u64, chmura: Option<u32>) -> Vec<Row> {
+/// PUT then GET of `streams` objects of `mib` MiB each, all streams at once.
+async fn big(
+    t: Arc<Target>,
+    bucket: &str,
+    mib: u64,
+    streams: usize,
+    chmura: Option<u32>,
+) -> Vec<Row> {
     let len = mib * 1024 * 1024;
     let block = Bytes::from(chmura_tests::pattern(1024 * 1024, 42));
     let mut rows = Vec::new();
-    let cpu0 = chmura.map(cpu_secs);
-    let start = Instant::now();
-    t.send(t.request(
-        "PUT",
-        &format!("/{bucket}/big"),
-        Some(len),
-        streamed(len, block),
-    ))
-    .await;
-    let secs = start.elapsed().as_secs_f64();
-    rows.push(Row {
-        target: t.name,
-        phase: format!("PUT {mib} MiB x1"),
-        bytes: len,
-        ops: 1,
-        secs,
-        lat: vec![start.elapsed()],
-        chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
-    });
-    let cpu0 = chmura.map(cpu_secs);
-    let start = Instant::now();
-    let (_, n) = t
-        .send(t.request("GET", &format!("/{bucket}/big"), None, empty()))
-        .await;
-    assert_eq!(n, len, "GET returned the whole object");
-    rows.push(Row {
-        target: t.name,
-        phase: format!("GET {mib} MiB x1"),
-        bytes: len,
-        ops: 1,
-        secs: start.elapsed().as_secs_f64(),
-        lat: vec![start.elapsed()],
-        chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
-    });
+    for method in ["PUT", "GET"] {
+        let cpu0 = chmura.map(cpu_secs);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..streams {
+            let (t, block, path) = (t.clone(), block.clone(), format!("/{bucket}/big-{i}"));
+            tasks.push(tokio::spawn(async move {
+                let s = Instant::now();
+                if method == "PUT" {
+                    t.send(t.request("PUT", &path, Some(len), streamed(len, block)))
+                        .await;
+                } else {
+                    let (_, n) = t.send(t.request("GET", &path, None, empty())).await;
+                    assert_eq!(n, len, "GET returned the whole object");
+                }
+                s.elapsed()
+            }));
+        }
+        let mut lat = Vec::new();
+        for task in tasks {
+            lat.push(task.await.expect("task"));
+        }
+        rows.push(Row {
+            target: t.name,
+            phase: format!("{method} {mib} MiB x{streams}"),
+            bytes: len * streams as u64,
+            ops: streams,
+            secs: start.elapsed().as_secs_f64(),
+            lat,
+            chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+        });
+    }
     rows
 }
 
@@ -433,12 +440,21 @@ async fn main() {
     make_bucket(&direct, "bench-direct").await;
     make_bucket(&direct, "bench-proxy").await;
     println!(
-        "chmura-load: big {} MiB, {} x {} KiB small objects at {} connections; direct = HTTP to s3s-fs, chmura = TLS through Chmura",
-        o.big_mib, o.small_count, o.small_kib, o.conc
+        "chmura-load: {} x {} MiB big objects, {} x {} KiB small objects at {} connections; direct = HTTP to s3s-fs, chmura = TLS through Chmura",
+        o.streams, o.big_mib, o.small_count, o.small_kib, o.conc
     );
     let mut rows = Vec::new();
-    rows.extend(big(&direct, "bench-direct", o.big_mib, None).await);
-    rows.extend(big(&proxied, "bench-proxy", o.big_mib, Some(pid)).await);
+    rows.extend(big(direct.clone(), "bench-direct", o.big_mib, o.streams, None).await);
+    rows.extend(
+        big(
+            proxied.clone(),
+            "bench-proxy",
+            o.big_mib,
+            o.streams,
+            Some(pid),
+        )
+        .await,
+    );
     rows.extend(small(direct.clone(), "bench-direct", &o, None).await);
     rows.extend(small(proxied.clone(), "bench-proxy", &o, Some(pid)).await);
     for r in &rows {

@@ -98,7 +98,7 @@ pub async fn serve(
             .keep_alive(true)
             // The read buffer also bounds how much body one read takes; header size is enforced by
             // the handler (RequestHeaderSectionTooLarge), so the buffer may be larger.
-            .max_buf_size((server.max_header_bytes * 2).max(1024 * 1024));
+            .max_buf_size((server.max_header_bytes * 2).max(256 * 1024));
         if is_tls {
             let acceptor = acceptor.clone();
             let watcher = graceful.watcher();
