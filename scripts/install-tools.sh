@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
 VENV="$TOOLS/venv"
-STAMP="$TOOLS/.installed-v1"
+STAMP="$TOOLS/.installed-v2"
 mkdir -p "$TOOLS/bin"
 
-if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && command -v rclone >/dev/null; then
+if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && command -v rclone >/dev/null \
+  && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ]; then
   echo "tools already installed in $TOOLS"
   exit 0
 fi
@@ -27,9 +28,18 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check \
   "boto3>=1.40" "awscli>=1.38" "s3cmd==2.4.0" "moto[s3]==5.2.5" flask flask-cors pyotp
+# The JS SDK v3 (npm), for its aws-chunked uploads and lib-storage multipart.
+if command -v npm >/dev/null; then
+  mkdir -p "$TOOLS/node"
+  (cd "$TOOLS/node" && [ -f package.json ] || echo '{"name":"chmura-test-tools","private":true}' > package.json)
+  (cd "$TOOLS/node" && npm install --silent --no-audit --no-fund @aws-sdk/client-s3@3 @aws-sdk/lib-storage@3 >/dev/null)
+else
+  echo "npm not found: the JS SDK tests will fail under CHMURA_REQUIRE_TOOLS=1" >&2
+fi
 touch "$STAMP"
 echo "tools installed in $TOOLS:"
 "$VENV/bin/python" -c 'import boto3, botocore; print("  boto3", boto3.__version__, "botocore", botocore.__version__)'
 "$VENV/bin/aws" --version 2>&1 | sed 's/^/  /'
 "$VENV/bin/s3cmd" --version 2>&1 | sed 's/^/  /'
 rclone version 2>/dev/null | head -1 | sed 's/^/  /'
+if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi

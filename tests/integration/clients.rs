@@ -683,3 +683,70 @@ async fn encrypted_mode_small_files_all_clients() {
         "second rclone sync transferred again: {log}"
     );
 }
+
+async fn js_suite(env: &Env, endpoint: &str, bucket: &str, multipart: bool) {
+    let Some(node) = require("node", "js_sdk_v3") else {
+        return;
+    };
+    let modules = chmura_tests::tools::tools_dir()
+        .join("node")
+        .join("node_modules");
+    if !modules.join("@aws-sdk").join("lib-storage").exists() {
+        if std::env::var("CHMURA_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("the JS SDK is required (CHMURA_REQUIRE_TOOLS=1): run scripts/install-tools.sh");
+        }
+        eprintln!(
+            "SKIPPED js_sdk_v3: @aws-sdk/client-s3 not installed (run scripts/install-tools.sh)"
+        );
+        return;
+    }
+    let mut c = isolated(&node, env);
+    c.env("NODE_EXTRA_CA_CERTS", &env.proxy.certs.ca_file)
+        .env("CHMURA_JS_MODULES", &modules)
+        .arg(suite_file("js_suite.mjs"))
+        .arg(endpoint)
+        .arg(bucket)
+        .arg(if multipart { "yes" } else { "no" });
+    let out = run(c).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("js suite OK"));
+}
+
+#[tokio::test]
+async fn js_sdk_v3_over_tls_and_plain_http() {
+    let env = Env::start().await;
+    env.make_bucket("js-bucket");
+    js_suite(&env, &env.proxy.endpoint(), "js-bucket", true).await;
+    // Over plain HTTP the SDK still sends 64 KiB aws-chunked bodies.
+    env.make_bucket("js-http");
+    js_suite(&env, &env.proxy.http_endpoint(), "js-http", false).await;
+    if chmura_tests::tools::find("node").is_some() {
+        let stored = env
+            .store
+            .stored("js-http", "js/stream.bin")
+            .expect("stored");
+        assert_eq!(stored.len(), 300_000, "the store holds the decoded body");
+        let big = env
+            .store
+            .stored("js-bucket", "js/big.bin")
+            .expect("multipart object stored");
+        assert_eq!(big.len(), 12 * 1024 * 1024 + 3);
+    }
+}
+
+#[tokio::test]
+async fn js_sdk_v3_encrypted_mode() {
+    let env = Env::start_with(chmura_tests::ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("js-enc");
+    js_suite(&env, &env.proxy.endpoint(), "js-enc", false).await;
+    if chmura_tests::tools::find("node").is_some() {
+        let stored = env.store.stored("js-enc", "js/stream.bin").expect("stored");
+        assert_eq!(
+            stored.len() as u64,
+            chmura_crypto::layout::ciphertext_len(300_000)
+        );
+    }
+}
