@@ -121,6 +121,7 @@ pub async fn handle(
         peer = %conn.peer,
         tenant = ctx.tenant.as_deref().unwrap_or("-"),
         op = ctx.op.map(Op::name).unwrap_or("-"),
+        tls = ctx.tls,
         status = resp.status().as_u16(),
         ms = started.elapsed().as_millis() as u64,
         "request"
@@ -132,6 +133,7 @@ pub async fn handle(
 struct LogCtx {
     tenant: Option<String>,
     op: Option<Op>,
+    tls: bool,
 }
 
 /// Bucket and key from the request target (path-style or virtual-hosted-style).
@@ -278,7 +280,7 @@ async fn handle_inner(
     };
     let authed = auth::authenticate(&view, &state.tenants, &settings)?;
     ctx.tenant = Some(authed.tenant.name.clone());
-    let _ = conn.tls; // Used by policy conditions (aws:SecureTransport) in issue 5.
+    ctx.tls = conn.tls; // Also an input of policy conditions (aws:SecureTransport), issue 5.
 
     // 3. Policy: every authenticated tenant may do every classified operation until per-tenant
     //    policies land (issue 5).
@@ -750,10 +752,7 @@ fn resolve_range(r: (Option<u64>, Option<u64>), len: u64) -> Result<(u64, u64), 
         (Some(a), Some(b)) => Ok((a, b.min(len - 1))),
         (Some(a), None) => Ok((a, len - 1)),
         (None, Some(0)) => Err(()),
-        (None, Some(n)) if len == 0 => {
-            let _ = n;
-            Err(())
-        }
+        (None, Some(_)) if len == 0 => Err(()),
         (None, Some(n)) => Ok((len.saturating_sub(n), len - 1)),
         (None, None) => Err(()),
     }
