@@ -43,7 +43,7 @@ impl State {
         };
         Ok(State {
             tenants: auth::TenantIndex::new(&config.tenants),
-            upstream: upstream::Upstream::new(&config.upstream)?,
+            upstream: upstream::Upstream::new(&config.upstream).await?,
             kms,
             config,
         })

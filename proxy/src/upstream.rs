@@ -29,39 +29,87 @@ use crate::sigv4::uri_encode_string;
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// Upstream credentials: static, or the AWS default chain (environment, profile, web
+/// identity, ECS/IMDS) with the current credentials cached until five minutes before expiry.
+enum Creds {
+    Static(Identity),
+    Chain {
+        provider: aws_credential_types::provider::SharedCredentialsProvider,
+        cached: tokio::sync::RwLock<Option<Identity>>,
+    },
+}
+
+impl Creds {
+    async fn identity(&self) -> Result<Identity, S3Error> {
+        match self {
+            Creds::Static(i) => Ok(i.clone()),
+            Creds::Chain { provider, cached } => {
+                let fresh = |i: &Identity| {
+                    i.expiration()
+                        .is_none_or(|exp| exp > SystemTime::now() + Duration::from_secs(300))
+                };
+                if let Some(i) = cached.read().await.as_ref().filter(|i| fresh(i)) {
+                    return Ok(i.clone());
+                }
+                let mut slot = cached.write().await;
+                if let Some(i) = slot.as_ref().filter(|i| fresh(i)) {
+                    return Ok(i.clone());
+                }
+                use aws_credential_types::provider::ProvideCredentials;
+                let c = provider.provide_credentials().await.map_err(|e| {
+                    S3Error::upstream(
+                        "ServiceUnavailable",
+                        "Chmura has no credentials for the upstream store right now.",
+                        format!("credential chain: {e}"),
+                    )
+                })?;
+                let i: Identity = c.into();
+                *slot = Some(i.clone());
+                Ok(i)
+            }
+        }
+    }
+}
+
 pub struct Upstream {
     cfg: UpstreamConfig,
-    identity: Identity,
+    creds: Creds,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
 }
 
 impl Upstream {
-    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
+    pub async fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
         let creds = match &cfg.credentials {
             UpstreamCredentials::Static {
                 access_key_id,
                 secret_access_key,
-            } => Credentials::new(
-                access_key_id,
-                secret_access_key.expose(),
-                None,
-                None,
-                "chmura-config",
+            } => Creds::Static(
+                Credentials::new(
+                    access_key_id,
+                    secret_access_key.expose(),
+                    None,
+                    None,
+                    "chmura-config",
+                )
+                .into(),
             ),
             UpstreamCredentials::DefaultChain => {
-                let ak = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
-                    "upstream credentials: AWS_ACCESS_KEY_ID is not set".to_string()
+                let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new(cfg.region.clone()))
+                    .load()
+                    .await;
+                let provider = conf.credentials_provider().ok_or_else(|| {
+                    "upstream credentials: the AWS default chain is unavailable".to_string()
                 })?;
-                let sk = std::env::var("AWS_SECRET_ACCESS_KEY").map_err(|_| {
-                    "upstream credentials: AWS_SECRET_ACCESS_KEY is not set".to_string()
+                let creds = Creds::Chain {
+                    provider,
+                    cached: tokio::sync::RwLock::new(None),
+                };
+                // Fail at startup, not on the first request, when no credentials can be found.
+                creds.identity().await.map_err(|e| {
+                    format!("upstream credentials: {}", e.detail.unwrap_or_default())
                 })?;
-                Credentials::new(
-                    ak,
-                    sk,
-                    std::env::var("AWS_SESSION_TOKEN").ok(),
-                    None,
-                    "environment",
-                )
+                creds
             }
         };
         let mut http = HttpConnector::new();
@@ -100,7 +148,7 @@ impl Upstream {
             .build(https);
         Ok(Upstream {
             cfg: cfg.clone(),
-            identity: creds.into(),
+            creds,
             client,
         })
     }
@@ -135,12 +183,13 @@ impl Upstream {
         mut req: http::Request<UpstreamBody>,
         unsigned_body: bool,
     ) -> Result<http::Response<hyper::body::Incoming>, S3Error> {
+        let identity = self.creds.identity().await?;
         let mut settings = SigningSettings::default();
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         let params = v4::SigningParams::builder()
-            .identity(&self.identity)
+            .identity(&identity)
             .region(&self.cfg.region)
             .name("s3")
             .time(SystemTime::now())

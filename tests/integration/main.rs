@@ -2,6 +2,7 @@
 //! process against a real S3 store (s3s-fs, which verifies SigV4) on 127.0.0.1.
 
 mod auth;
+mod cli;
 mod clients;
 mod encryption;
 mod kms_aws;

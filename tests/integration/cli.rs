@@ -1,0 +1,205 @@
+//! The `chmura` binary itself: keygen, check-config, and serve (with upstream credentials from
+//! the AWS default chain, SIGTERM → exit 0).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use chmura_tests::{
+    write_private, Store, TestCerts, TENANT_AK, TENANT_SK, UPSTREAM_AK, UPSTREAM_SK,
+};
+
+/// `target/<profile>/chmura`, next to this test binary's `deps/` folder.
+fn chmura_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("chmura");
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!(
+            "SKIPPED cli tests: {} not built (cargo test --workspace --all-targets builds it)",
+            p.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_keyring_once() {
+    let Some(bin) = chmura_bin() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("ring");
+    let st = Command::new(&bin)
+        .args(["keygen", "--output"])
+        .arg(&out)
+        .args(["--id", "k1"])
+        .status()
+        .expect("run");
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&out).expect("read");
+    assert!(chmura_crypto::envelope::Keyring::parse(&text)
+        .expect("parses")
+        .has_key("k1"));
+    let again = Command::new(&bin)
+        .args(["keygen", "--output"])
+        .arg(&out)
+        .status()
+        .expect("run");
+    assert!(!again.success(), "keygen must not overwrite a keyring");
+    assert_eq!(std::fs::read_to_string(&out).expect("read"), text);
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    listen: &str,
+    upstream: &str,
+    with_upstream_keys: bool,
+) -> PathBuf {
+    TestCerts::generate(dir);
+    write_private(&dir.join("tenant.secret"), TENANT_SK);
+    write_private(&dir.join("upstream.secret"), UPSTREAM_SK);
+    write_private(
+        &dir.join("chmura.keyring"),
+        &chmura_crypto::envelope::Keyring::generate("main").expect("ring"),
+    );
+    let keys = if with_upstream_keys {
+        format!("access_key_id = \"{UPSTREAM_AK}\"\nsecret_access_key_file = \"upstream.secret\"\n")
+    } else {
+        String::new()
+    };
+    let cfg = dir.join("chmura.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"{listen}\"\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"\n\n[kms]\nprovider = \"local\"\nkey_file = \"chmura.keyring\"\n\n[upstream]\nendpoint = \"{upstream}\"\n{keys}\n[[tenants]]\nname = \"t\"\naccess_key_id = \"{TENANT_AK}\"\nsecret_access_key_file = \"tenant.secret\"\n"
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+#[test]
+fn check_config_names_the_field_and_fails() {
+    let Some(bin) = chmura_bin() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), "127.0.0.1:0", "http://127.0.0.1:9", true);
+    let ok = Command::new(&bin)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("tenant.secret"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let bad = Command::new(&bin)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("tenants[0].secret_access_key_file") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn serve_with_default_chain_credentials_and_sigterm() {
+    let Some(bin) = chmura_bin() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = Store::start(&dir.path().join("store")).await;
+    std::fs::create_dir_all(dir.path().join("store").join("cli-bucket")).expect("bucket");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let cfg = write_config(
+        &dir.path().join("proxy").tap_mkdir(),
+        &format!("127.0.0.1:{port}"),
+        &store.endpoint(),
+        false,
+    );
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    // Upstream credentials only from the environment of the child (the AWS default chain).
+    let mut child = Command::new(&bin)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_clear()
+        .env("HOME", &home)
+        .env("AWS_ACCESS_KEY_ID", UPSTREAM_AK)
+        .env("AWS_SECRET_ACCESS_KEY", UPSTREAM_SK)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("CHMURA_LOG", "warn")
+        .spawn()
+        .expect("serve");
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !up {
+        let _ = child.kill();
+        panic!("chmura serve did not start");
+    }
+    let ca = std::fs::read_to_string(dir.path().join("proxy").join("ca.pem")).expect("ca");
+    let s3 = chmura_tests::sdk_client(
+        &format!("https://localhost:{port}"),
+        Some(&ca),
+        TENANT_AK,
+        TENANT_SK,
+    );
+    let put = s3
+        .put_object()
+        .bucket("cli-bucket")
+        .key("k")
+        .body(ByteStream::from_static(b"via the chain"))
+        .send()
+        .await;
+    // SIGTERM: drain and exit 0.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    put.expect("put signed upstream with chain credentials (s3s-fs checks the signature)");
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        store.stored("cli-bucket", "k").map(|v| v.len() as u64),
+        Some(chmura_crypto::layout::ciphertext_len(13))
+    );
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).expect("mkdir");
+        self
+    }
+}
