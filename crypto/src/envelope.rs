@@ -442,3 +442,24 @@ mod tests {
         assert_eq!(b64::decode("Zm9"), None);
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Keyring files, wrapped keys, metadata and base64 from outside never panic.
+        #[test]
+        fn untrusted_inputs_never_panic(text in "\\PC{0,300}", blob in proptest::collection::vec(any::<u8>(), 0..120), value in "\\PC{0,80}") {
+            let _ = Keyring::parse(&text);
+            let _ = Keyring::wrapped_key_id(&blob);
+            let ring = Keyring::parse(&format!("{KEYRING_HEADER}\nk1 {}\n", "11".repeat(32))).unwrap();
+            let _ = ring.unwrap(&blob, &EncryptionContext::default());
+            let _ = b64::decode(&value);
+            let _ = ObjectHeader::from_metadata(|_| Some(value.as_str()));
+        }
+    }
+}

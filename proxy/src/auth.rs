@@ -753,3 +753,37 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use chmura_config::Secret;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary Authorization headers, query strings and paths never panic authentication.
+        #[test]
+        fn arbitrary_requests_never_panic(auth in "\\PC{0,200}", query in "[ -~]{0,200}", path in "/[ -~]{0,100}", date in "[0-9TZ]{0,20}") {
+            let tenants = TenantIndex::new(&[Tenant {
+                name: "t".into(),
+                access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+                secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+                kms_key_id: None,
+            }]);
+            let mut h = http::HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(&auth) {
+                h.insert("authorization", v);
+            }
+            if let Ok(v) = http::HeaderValue::from_str(&date) {
+                h.insert("x-amz-date", v);
+            }
+            h.insert("x-amz-content-sha256", "UNSIGNED-PAYLOAD".parse().unwrap());
+            let q = sigv4::parse_query(&query);
+            let v = RequestView { method: "GET", raw_path: &path, raw_query: &query, query: &q, headers: &h, vhost_bucket: None };
+            let _ = authenticate(&v, &tenants, &AuthSettings { region: "us-east-1", max_skew_secs: 900, now: 1_369_353_600 });
+            let _ = sigv4::canonical_uri(&path);
+        }
+    }
+}

@@ -385,3 +385,51 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary network bytes, split anywhere, never panic the decoder.
+        #[test]
+        fn arbitrary_input_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2048), split in 1usize..64, trailers: bool, signed: bool) {
+            let signer = signed.then(|| ChunkSigner {
+                key: SigningKey::derive("secret", "20130524", "us-east-1", "s3"),
+                amz_date: "20130524T000000Z".into(),
+                scope: "20130524/us-east-1/s3/aws4_request".into(),
+                prev_signature: "0".repeat(64),
+            });
+            let mut d = ChunkedDecoder::new(signer, trailers);
+            let mut out = Vec::new();
+            for piece in data.chunks(split) {
+                if d.feed(Bytes::copy_from_slice(piece), &mut out).is_err() {
+                    break;
+                }
+            }
+            let _ = d.finish();
+        }
+
+        /// Well-formed unsigned framing decodes to the same bytes at any split.
+        #[test]
+        fn framing_round_trip(body in proptest::collection::vec(any::<u8>(), 0..5000), chunk in 1usize..700, split in 1usize..300) {
+            let mut framed = Vec::new();
+            for c in body.chunks(chunk) {
+                framed.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                framed.extend_from_slice(c);
+                framed.extend_from_slice(b"\r\n");
+            }
+            framed.extend_from_slice(b"0\r\n\r\n");
+            let mut d = ChunkedDecoder::new(None, true);
+            let mut out = Vec::new();
+            for piece in framed.chunks(split) {
+                d.feed(Bytes::copy_from_slice(piece), &mut out).unwrap();
+            }
+            d.finish().unwrap();
+            prop_assert_eq!(out.concat(), body);
+        }
+    }
+}
