@@ -4,7 +4,6 @@
 //! request sender for malformed and edge-case requests.
 
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -353,10 +352,8 @@ pub struct Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        // moto_server may fork a worker; end its whole process group.
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
-            .status();
+        // moto_server is one process; no signal to a process group (a stray `kill -<n>` can
+        // reach far more than the server).
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -376,7 +373,6 @@ impl Moto {
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
-                .process_group(0)
                 .spawn()
                 .expect("moto_server starts"),
             endpoint: format!("http://127.0.0.1:{port}"),
