@@ -39,7 +39,7 @@ fi
 touch "$STAMP"
 echo "tools installed in $TOOLS:"
 "$VENV/bin/python" -c 'import boto3, botocore; print("  boto3", boto3.__version__, "botocore", botocore.__version__)'
-"$VENV/bin/aws" --version 2>&1 | sed 's/^/  /'
-"$VENV/bin/s3cmd" --version 2>&1 | sed 's/^/  /'
-rclone version 2>/dev/null | head -1 | sed 's/^/  /'
+"$VENV/bin/aws" --version 2>&1 | sed 's/^/  /' || true
+"$VENV/bin/s3cmd" --version 2>&1 | sed 's/^/  /' || true
+rclone version 2>/dev/null | sed -n '1s/^/  /p' || true
 if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi
