@@ -400,7 +400,7 @@ async fn handle_inner(
 
     // 5. Plan: pass through, or (with a [kms] section) encrypt uploads and decrypt reads.
     let plan = plan(state, op, &parts.headers)?;
-    let ctx_tenant = authed.tenant.clone();
+    let ctx_tenant = &authed.tenant;
 
     // 6. Build the upstream request.
     let mut fwd_query: Vec<(String, String)> = query
@@ -486,7 +486,7 @@ async fn handle_inner(
             .as_ref()
             .ok_or_else(|| S3Error::internal("encrypt plan without kms"))?;
         let bucket = addr.bucket.as_deref().unwrap_or_default();
-        let key_id = kms.key_id_for(&ctx_tenant).to_string();
+        let key_id = kms.key_id_for(ctx_tenant).to_string();
         let ctx = kms::context(&ctx_tenant.name, bucket, &addr.key);
         let (dk, wrapped) = kms.generate(&key_id, &ctx).await?;
         let salt = chmura_crypto::keys::random::<{ chmura_crypto::keys::SALT_LEN }>();
@@ -971,7 +971,6 @@ async fn get_encrypted(
 
 /// The whole object, decrypted as it streams. An empty object's single chunk is verified
 /// before answering (a zero Content-Length response body is never read).
-#[allow(clippy::too_many_arguments)]
 async fn get_whole(
     state: &State,
     up_req: Request<UpstreamBody>,

@@ -23,7 +23,8 @@ pub struct EncryptingBody {
     sealer: Sealer<Arc<ObjectKey>>,
     out: VecDeque<Bytes>,
     scratch: Vec<Vec<u8>>,
-    cipher_len: u64,
+    /// Ciphertext bytes not yet handed out.
+    remaining: u64,
     done: bool,
 }
 
@@ -37,7 +38,7 @@ impl EncryptingBody {
             sealer,
             out: VecDeque::new(),
             scratch: Vec::new(),
-            cipher_len,
+            remaining: cipher_len,
             done: false,
         }
     }
@@ -54,6 +55,7 @@ impl Body for EncryptingBody {
         let this = &mut *self;
         loop {
             if let Some(b) = this.out.pop_front() {
+                this.remaining = this.remaining.saturating_sub(b.len() as u64);
                 return Poll::Ready(Some(Ok(Frame::data(b))));
             }
             if this.done {
@@ -82,7 +84,7 @@ impl Body for EncryptingBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.cipher_len.saturating_sub(0))
+        SizeHint::with_exact(self.remaining)
     }
 }
 
