@@ -231,6 +231,8 @@ pub mod meta {
     pub const SALT: &str = "chmura-salt";
     pub const COMMITMENT: &str = "chmura-commit";
     pub const PLAIN_LENGTH: &str = "chmura-len";
+    /// Present (value `1`) on multipart objects instead of `chmura-len` (§13).
+    pub const MULTIPART: &str = "chmura-mp";
 }
 
 /// The per-object envelope as stored in metadata (§8).
@@ -240,8 +242,11 @@ pub struct ObjectHeader {
     pub wrapped_key: Vec<u8>,
     pub salt: [u8; SALT_LEN],
     pub commitment: [u8; COMMITMENT_LEN],
-    /// Plaintext length (also derivable from the stored length; kept to cross-check).
+    /// Plaintext length (also derivable from the stored length; kept to cross-check). For a
+    /// multipart object it is not stored: 0 here, then derived from the stored length.
     pub plain_len: u64,
+    /// Written by a multipart upload (§13): no stored length, chunk identities in the nonces.
+    pub multipart: bool,
 }
 
 impl ObjectHeader {
@@ -253,7 +258,11 @@ impl ObjectHeader {
             (meta::WRAPPED_KEY, b64::encode(&self.wrapped_key)),
             (meta::SALT, b64::encode(&self.salt)),
             (meta::COMMITMENT, b64::encode(&self.commitment)),
-            (meta::PLAIN_LENGTH, self.plain_len.to_string()),
+            if self.multipart {
+                (meta::MULTIPART, "1".to_string())
+            } else {
+                (meta::PLAIN_LENGTH, self.plain_len.to_string())
+            },
         ]
     }
 
@@ -281,9 +290,14 @@ impl ObjectHeader {
                 .ok_or(CryptoError::Metadata(meta::WRAPPED_KEY))?,
             salt: fixed(meta::SALT)?,
             commitment: fixed(meta::COMMITMENT)?,
-            plain_len: field(meta::PLAIN_LENGTH)?
-                .parse()
-                .map_err(|_| CryptoError::Metadata(meta::PLAIN_LENGTH))?,
+            plain_len: match get(meta::MULTIPART) {
+                Some(v) if v.trim() == "1" => 0,
+                Some(_) => return Err(CryptoError::Metadata(meta::MULTIPART)),
+                None => field(meta::PLAIN_LENGTH)?
+                    .parse()
+                    .map_err(|_| CryptoError::Metadata(meta::PLAIN_LENGTH))?,
+            },
+            multipart: get(meta::MULTIPART).is_some(),
         }))
     }
 }
@@ -403,7 +417,17 @@ mod tests {
             salt: [5; 32],
             commitment: [6; 32],
             plain_len: 77,
+            multipart: false,
         };
+        let mp = ObjectHeader {
+            plain_len: 0,
+            multipart: true,
+            ..h.clone()
+        };
+        let md = mp.to_metadata();
+        assert!(md.iter().all(|(k, _)| *k != meta::PLAIN_LENGTH));
+        let get = |n: &str| md.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(ObjectHeader::from_metadata(get).unwrap(), Some(mp.clone()));
         let md = h.to_metadata();
         let get = |n: &str| md.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
         assert_eq!(ObjectHeader::from_metadata(get).unwrap(), Some(h.clone()));

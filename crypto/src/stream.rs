@@ -11,7 +11,14 @@ use crate::CryptoError;
 
 const AAD_PREFIX: &[u8; 9] = b"chmura/v1";
 
-/// AAD of one chunk (§3): `"chmura/v1" || part u32 BE || index u64 BE || final u8`.
+/// Highest part number of a multipart upload (S3's limit).
+pub const MAX_PART: u32 = 10_000;
+/// Most chunks one multipart part may have (the nonce's index field, §13): 8 GiB, above S3's
+/// 5 GiB part limit.
+pub const MAX_PART_CHUNKS: u64 = 1 << 17;
+
+/// AAD of one chunk of a single-part object (§3): `"chmura/v1" || part u32 BE || index u64 BE
+/// || final u8`.
 pub fn chunk_aad(part: u32, index: u64, last: bool) -> [u8; 22] {
     let mut a = [0u8; 22];
     a[..9].copy_from_slice(AAD_PREFIX);
@@ -21,16 +28,58 @@ pub fn chunk_aad(part: u32, index: u64, last: bool) -> [u8; 22] {
     a
 }
 
+/// AAD of one chunk of multipart part `part` (§13): the single-part AAD followed by `u64 BE
+/// count`, the number of chunks in the part (0 for part 1, whose place is fixed).
+pub fn mp_chunk_aad(part: u32, index: u64, last: bool, count: u64) -> [u8; 30] {
+    let mut a = [0u8; 30];
+    a[..22].copy_from_slice(&chunk_aad(part, index, last));
+    a[22..].copy_from_slice(&count.to_be_bytes());
+    a
+}
+
+/// The identity a multipart chunk carries in the first 4 bytes of its nonce (§13):
+/// `part << 18 | index << 1 | final`.
+pub fn chunk_ident(part: u32, index: u64, last: bool) -> [u8; 4] {
+    let v = (part << 18) | ((index as u32 & 0x1_FFFF) << 1) | u32::from(last);
+    v.to_be_bytes()
+}
+
+/// Reads `(part, index, final)` back from a nonce's first 4 bytes.
+pub fn parse_ident(nonce: &[u8]) -> (u32, u64, bool) {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&nonce[..4]);
+    let v = u32::from_be_bytes(b);
+    (v >> 18, u64::from((v >> 1) & 0x1_FFFF), v & 1 == 1)
+}
+
+/// An AAD of either form, without allocating.
+struct AadBuf {
+    b: [u8; 30],
+    n: usize,
+}
+
+impl AsRef<[u8]> for AadBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
+impl AadBuf {
+    fn single(part: u32, index: u64, last: bool) -> Self {
+        let mut b = [0u8; 30];
+        b[..22].copy_from_slice(&chunk_aad(part, index, last));
+        AadBuf { b, n: 22 }
+    }
+    fn multi(part: u32, index: u64, last: bool, count: u64) -> Self {
+        AadBuf {
+            b: mp_chunk_aad(part, index, last, count),
+            n: 30,
+        }
+    }
+}
+
 /// Appends one sealed chunk (`nonce || ciphertext || tag`) of `parts` (concatenated) to `out`.
-fn seal_into(
-    key: &ObjectKey,
-    nonce: [u8; 12],
-    part: u32,
-    index: u64,
-    last: bool,
-    parts: [&[u8]; 2],
-    out: &mut Vec<u8>,
-) {
+fn seal_into(key: &ObjectKey, nonce: [u8; 12], aad: AadBuf, parts: [&[u8]; 2], out: &mut Vec<u8>) {
     out.extend_from_slice(&nonce);
     let start = out.len();
     out.extend_from_slice(parts[0]);
@@ -41,7 +90,7 @@ fn seal_into(
         .aead
         .seal_in_place_separate_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(chunk_aad(part, index, last)),
+            Aad::from(aad),
             &mut out[start..],
         )
         .expect("AES-GCM seal of one chunk");
@@ -59,8 +108,14 @@ pub struct Sealer<K> {
     nonce_source: Option<Vec<[u8; 12]>>,
 }
 
+/// Whether `plain_len` bytes fit in one multipart part (§13).
+pub fn part_fits(plain_len: u64) -> bool {
+    chunk_count(plain_len) <= MAX_PART_CHUNKS
+}
+
 impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
-    /// `plain_len`: the exact plaintext length of this object (or part).
+    /// `plain_len`: the exact plaintext length of this object (part 0, §3) or of multipart
+    /// part `part` (1..=10000, §13; callers check [`part_fits`] first).
     pub fn new(key: K, part: u32, plain_len: u64) -> Self {
         Sealer {
             key,
@@ -80,27 +135,29 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
         self
     }
 
-    fn nonce(&mut self) -> [u8; 12] {
-        match self.nonce_source.as_mut().and_then(Vec::pop) {
+    fn nonce(&mut self, index: u64, last: bool) -> [u8; 12] {
+        let mut n = match self.nonce_source.as_mut().and_then(Vec::pop) {
             Some(n) => n,
             None => random::<12>(),
+        };
+        if self.part != 0 {
+            n[..4].copy_from_slice(&chunk_ident(self.part, index, last));
         }
+        n
     }
 
     /// Seals the pending tail plus `more` as chunk `self.next` into `out`.
     fn emit(&mut self, more: &[u8], out: &mut Vec<u8>) {
         let index = self.next;
         let last = index + 1 == self.chunks;
-        let nonce = self.nonce();
-        seal_into(
-            &self.key,
-            nonce,
-            self.part,
-            index,
-            last,
-            [&self.buf, more],
-            out,
-        );
+        let nonce = self.nonce(index, last);
+        let aad = if self.part == 0 {
+            AadBuf::single(0, index, last)
+        } else {
+            let count = if self.part == 1 { 0 } else { self.chunks };
+            AadBuf::multi(self.part, index, last, count)
+        };
+        seal_into(&self.key, nonce, aad, [&self.buf, more], out);
         self.buf.clear();
         self.next += 1;
     }
@@ -170,6 +227,10 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
 pub struct Opener<K> {
     key: K,
     part: u32,
+    /// Multipart object (§13): chunk identities come from the nonces and are checked against
+    /// their place; `k` is the chunk count of every part but the last, once known.
+    multi: bool,
+    k: Option<u64>,
     next: u64,
     end: u64,
     last_index: u64,
@@ -195,6 +256,8 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
         Opener {
             key,
             part,
+            multi: false,
+            k: None,
             next: first_chunk,
             end: first_chunk + chunks,
             last_index: count - 1,
@@ -216,6 +279,63 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
             0,
             plain_len,
         )
+    }
+
+    /// Opener for chunks `first_chunk..first_chunk + chunks` of a multipart object of
+    /// `plain_len` plaintext bytes (§13); `skip`/`take` trim the plaintext.
+    pub fn multipart(
+        key: K,
+        plain_len: u64,
+        first_chunk: u64,
+        chunks: u64,
+        skip: u64,
+        take: u64,
+    ) -> Self {
+        let mut o = Opener::new(key, 0, plain_len, first_chunk, chunks, skip, take);
+        o.multi = true;
+        o
+    }
+
+    /// Requires every part but the last to have `k` chunks (a layout learned elsewhere, for
+    /// reading one part).
+    pub fn with_part_chunks(mut self, k: u64) -> Self {
+        self.k = Some(k);
+        self
+    }
+
+    /// The identity check of §13 for chunk `g` whose nonce says `(p, i, last)`: the AAD's
+    /// count field and the part chunk count this chunk establishes, or `None` when the
+    /// chunk cannot be at this place.
+    fn place(&self, g: u64, p: u32, i: u64, last: bool) -> Option<(u64, Option<u64>)> {
+        let total = self.last_index + 1;
+        if p == 0 || p > MAX_PART {
+            return None;
+        }
+        let p64 = u64::from(p);
+        let k = match self.k {
+            Some(k) => k,
+            None if p == 1 => {
+                // Part 1 starts the object: its chunk i is chunk i of the object.
+                if i != g || (g == self.last_index && !last) {
+                    return None;
+                }
+                return Some((0, last.then_some(i + 1)));
+            }
+            None => {
+                if g < i || !(g - i).is_multiple_of(p64 - 1) {
+                    return None;
+                }
+                (g - i) / (p64 - 1)
+            }
+        };
+        if k == 0 || k > MAX_PART_CHUNKS || g / k + 1 != p64 || g % k != i {
+            return None;
+        }
+        let count = k.min(total - (p64 - 1) * k);
+        if last != (i + 1 == count) {
+            return None;
+        }
+        Some((if p == 1 { 0 } else { count }, Some(k)))
     }
 
     fn expected(&self) -> usize {
@@ -272,7 +392,21 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
         };
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&sealed[..NONCE as usize]);
-        let aad = chunk_aad(self.part, index, index == self.last_index);
+        let mut learned = None;
+        let (aad, fail) = if self.multi {
+            let (p, i, last) = parse_ident(&nonce);
+            let fail = CryptoError::ChunkAuth { part: p, index: i };
+            let Some((count, k)) = self.place(index, p, i, last) else {
+                return Err(fail);
+            };
+            learned = k;
+            (AadBuf::multi(p, i, last, count), fail)
+        } else {
+            (
+                AadBuf::single(self.part, index, index == self.last_index),
+                fail,
+            )
+        };
         let start = plain.len();
         plain.extend_from_slice(&sealed[NONCE as usize..]);
         let opened = self
@@ -292,6 +426,9 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
             }
         };
         plain.truncate(start + n);
+        if learned.is_some() {
+            self.k = learned;
+        }
         let skip = (self.skip as usize).min(n);
         if skip > 0 {
             plain.drain(start..start + skip);
@@ -481,5 +618,109 @@ mod tests {
         );
         // The same chunks under another part number.
         assert!(open_all(&k, 1, data.len() as u64, &ct, 5000).is_err());
+    }
+
+    /// A multipart object (§13): parts of `part_len` bytes (the last shorter), each sealed on
+    /// its own with its part number; returns the parts' ciphertexts.
+    fn seal_parts(k: &ObjectKey, data: &[u8], part_len: usize) -> Vec<Vec<u8>> {
+        data.chunks(part_len)
+            .enumerate()
+            .map(|(n, piece)| seal_all(k, n as u32 + 1, piece, 10_000))
+            .collect()
+    }
+
+    fn open_mp(k: &ObjectKey, plain_len: u64, ct: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut o = Opener::multipart(k, plain_len, 0, chunk_count(plain_len), 0, plain_len);
+        let mut out = Vec::new();
+        for piece in ct.chunks(5000) {
+            o.push(piece, &mut out)?;
+        }
+        o.finish()?;
+        Ok(out.concat())
+    }
+
+    #[test]
+    fn multipart_ident_round_trips() {
+        for (p, i, l) in [(1, 0, false), (10_000, 131_071, true), (2, 5, true)] {
+            assert_eq!(parse_ident(&chunk_ident(p, i, l)), (p, i, l));
+        }
+    }
+
+    #[test]
+    fn multipart_objects_have_the_single_part_grid() {
+        let k = key();
+        let c = CHUNK as usize;
+        for (len, part) in [
+            (3 * c, c),
+            (3 * c + 7, c),
+            (7 * c + 1, 2 * c),
+            (5, 2 * c),
+            (2 * c, 2 * c),
+        ] {
+            let data = body(len);
+            let ct = seal_parts(&k, &data, part).concat();
+            assert_eq!(ct.len() as u64, ciphertext_len(len as u64), "len {len}");
+            assert_eq!(open_mp(&k, len as u64, &ct).unwrap(), data, "len {len}");
+        }
+    }
+
+    #[test]
+    fn multipart_parts_swapped_dropped_or_duplicated_fail() {
+        let k = key();
+        let c = CHUNK as usize;
+        let data = body(6 * c + 10);
+        let parts = seal_parts(&k, &data, 2 * c);
+        let len = |v: &[&Vec<u8>]| v.iter().map(|p| p.len()).sum::<usize>();
+        let plain = |ct: usize| crate::layout::plaintext_len(ct as u64).unwrap();
+        let (p1, p2, p3, p4) = (&parts[0], &parts[1], &parts[2], &parts[3]);
+        for (what, v) in [
+            ("swap 2 and 3", vec![p1, p3, p2, p4]),
+            ("drop 2", vec![p1, p3, p4]),
+            ("duplicate 2", vec![p1, p2, p2, p3, p4]),
+            ("drop 1", vec![p2, p3, p4]),
+            ("last part moved first", vec![p4, p1, p2, p3]),
+        ] {
+            let ct = v.iter().map(|p| p.as_slice()).collect::<Vec<_>>().concat();
+            assert!(open_mp(&k, plain(len(&v)), &ct).is_err(), "{what}");
+        }
+        // Dropping whole trailing parts leaves a valid, shorter object (FORMAT.md §10 bound).
+        let ct = [p1.as_slice(), p2].concat();
+        assert_eq!(open_mp(&k, plain(ct.len()), &ct).unwrap(), data[..4 * c]);
+        // A part sealed as single-part data does not open as part of a multipart object.
+        let single = seal_all(&k, 0, &data[..2 * c], 10_000);
+        let ct = [single.as_slice(), p2, p3, p4].concat();
+        assert!(open_mp(&k, data.len() as u64, &ct).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn multipart_any_range_equals_the_slice(
+            chunks_per_part in 1usize..4,
+            len in 1usize..(9 * CHUNK as usize),
+            a in any::<usize>(),
+            b in any::<usize>(),
+        ) {
+            let k = key();
+            let data = body(len);
+            let ct = seal_parts(&k, &data, chunks_per_part * CHUNK as usize).concat();
+            let (mut s, mut e) = (a % len, b % len);
+            if s > e { std::mem::swap(&mut s, &mut e); }
+            let r = range_plan(len as u64, s as u64, e as u64);
+            let mut o = Opener::multipart(&k, len as u64, r.first_chunk, r.chunks, r.skip, r.take);
+            let mut out = Vec::new();
+            o.push(&ct[r.cipher_start as usize..=r.cipher_end as usize], &mut out).unwrap();
+            o.finish().unwrap();
+            prop_assert_eq!(out.concat(), data[s..=e].to_vec());
+            // The same chunks read as if the parts were one chunk longer fail.
+            let mut o = Opener::multipart(&k, len as u64, r.first_chunk, r.chunks, r.skip, r.take)
+                .with_part_chunks(chunks_per_part as u64 + 1);
+            let mut out = Vec::new();
+            let wrong = o.push(&ct[r.cipher_start as usize..=r.cipher_end as usize], &mut out);
+            if (len as u64).div_ceil(CHUNK) > chunks_per_part as u64 {
+                prop_assert!(wrong.is_err() || r.first_chunk + r.chunks <= chunks_per_part as u64);
+            }
+        }
     }
 }

@@ -36,6 +36,22 @@ fn seal(v: &Vector) -> Vec<u8> {
         &v.data_key.clone().try_into().unwrap(),
         &v.salt.clone().try_into().unwrap(),
     );
+    if v.part > 0 {
+        // A multipart object (FORMAT.md §13) whose parts have `part` chunks; chunk i of the
+        // object uses nonce(i) with its first 4 bytes replaced by the chunk identity.
+        let part_len = u64::from(v.part) * CHUNK;
+        let data = plaintext(v.plaintext_len as usize);
+        let mut out = Vec::new();
+        for (n, piece) in data.chunks(part_len as usize).enumerate() {
+            let first = n as u64 * u64::from(v.part);
+            let count = chunk_count(piece.len() as u64);
+            let mut s = Sealer::new(&key, n as u32 + 1, piece.len() as u64)
+                .with_fixed_nonces((first..first + count).map(nonce).collect());
+            s.push(piece, &mut out).unwrap();
+            s.finish(&mut out).unwrap();
+        }
+        return out.concat();
+    }
     let n = chunk_count(v.plaintext_len);
     let mut s =
         Sealer::new(&key, v.part, v.plaintext_len).with_fixed_nonces((0..n).map(nonce).collect());
@@ -53,7 +69,12 @@ fn open(v: &Vector) -> Result<Vec<u8>, String> {
     );
     key.verify_commitment(&v.commitment)
         .map_err(|_| "commitment".to_string())?;
-    let mut o = Opener::whole(&key, v.part, v.plaintext_len);
+    let mut o = if v.part == 0 {
+        Opener::whole(&key, 0, v.plaintext_len)
+    } else {
+        let n = chunk_count(v.plaintext_len);
+        Opener::multipart(&key, v.plaintext_len, 0, n, 0, v.plaintext_len)
+    };
     let mut out = Vec::new();
     o.push(&v.ciphertext, &mut out)
         .map_err(|e| format!("{e:?}"))?;
@@ -68,7 +89,7 @@ fn positive() -> Vec<Vector> {
         ("one-byte", 1, 0),
         ("short", 100, 0),
         ("two-chunks", CHUNK + 1, 0),
-        ("part-3", 100, 3),
+        ("multipart-3-parts", 2 * CHUNK + 100, 1),
     ] {
         let mut v = Vector {
             name: name.into(),
@@ -131,8 +152,18 @@ fn negative(pos: &[Vector]) -> Vec<Vector> {
     let mut v = copy(short, "appended-byte", "TooLong");
     v.ciphertext.push(0);
     out.push(v);
-    let mut v = copy(short, "wrong-part", "ChunkAuth { part: 1, index: 0 }");
+    let mut v = copy(
+        short,
+        "single-part-read-as-multipart",
+        "ChunkAuth { part: 10601, index: 53970 }",
+    );
     v.part = 1;
+    out.push(v);
+    let mp = &pos[4];
+    let mut v = copy(mp, "parts-swapped", "ChunkAuth { part: 2, index: 0 }");
+    let (a, b) = v.ciphertext.split_at(c);
+    let (b, rest) = b.split_at(c);
+    v.ciphertext = [b, a, rest].concat();
     out.push(v);
     out
 }
@@ -140,7 +171,8 @@ fn negative(pos: &[Vector]) -> Vec<Vector> {
 fn render(vs: &[Vector]) -> String {
     let mut s = String::from(
         "# Chmura format v1 test vectors (FORMAT.md §10). Plaintext of each vector: byte i = i mod 251.\n\
-         # Positive vectors were sealed with nonce(i) = a5a5a5a5 || u64 BE i for chunk i.\n\n",
+         # Positive vectors were sealed with nonce(i) = a5a5a5a5 || u64 BE i for chunk i (multipart: first 4 bytes = chunk identity, FORMAT.md §13).\n\
+         # part: 0 = a single-part object; k > 0 = a multipart object whose parts hold k chunks each (the last fewer).\n\n",
     );
     for v in vs {
         s.push_str(&format!(
@@ -224,7 +256,7 @@ fn vectors_file_holds() {
         "sealing no longer reproduces testdata/vectors.txt: a format change needs a version bump"
     );
     let (vs, wrap) = parse(&text);
-    assert_eq!(vs.len(), 12);
+    assert_eq!(vs.len(), 13);
     for v in &vs {
         let got = open(v);
         if v.expect == "ok" {

@@ -28,7 +28,9 @@ use crate::State;
 use chmura_crypto::envelope::ObjectHeader;
 use chmura_crypto::keys::ObjectKey;
 use chmura_crypto::layout;
-use chmura_crypto::stream::{Opener, Sealer};
+use chmura_crypto::stream::{part_fits, Opener, Sealer, MAX_PART};
+
+use crate::multipart::{self, UploadToken};
 
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -402,6 +404,28 @@ async fn handle_inner(
     let plan = plan(state, op, &parts.headers)?;
     let ctx_tenant = &authed.tenant;
 
+    // A multipart upload's UploadId is Chmura's token (multipart.rs); the store gets its own id.
+    let client_upload_id = query
+        .iter()
+        .find(|(k, _)| k == "uploadId")
+        .map(|(_, v)| v.clone());
+    let token = match (plan, client_upload_id.as_deref()) {
+        (Plan::MpPart | Plan::MpComplete | Plan::MpList | Plan::MpAbort, Some(id)) => {
+            match UploadToken::decode(id) {
+                Some(t) => Some(t),
+                // Raw store ids (from ListMultipartUploads) can be listed and aborted.
+                None if matches!(plan, Plan::MpList | Plan::MpAbort) => None,
+                None => {
+                    return Err(S3Error::new(
+                        "NoSuchUpload",
+                        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+                    ))
+                }
+            }
+        }
+        _ => None,
+    };
+
     // 6. Build the upstream request.
     let mut fwd_query: Vec<(String, String)> = query
         .iter()
@@ -409,13 +433,20 @@ async fn handle_inner(
         .cloned()
         .collect();
     fwd_query.retain(|(k, _)| k != "x-id");
+    if let Some(t) = &token {
+        for (k, v) in fwd_query.iter_mut() {
+            if k == "uploadId" {
+                *v = t.upstream_id.clone();
+            }
+        }
+    }
     let (uri, host) = state.upstream.uri(
         addr.bucket.as_deref(),
         &addr.key,
         &sigv4::canonical_query(&fwd_query, None),
     );
     let mut up = Request::builder().method(parts.method.clone()).uri(&uri);
-    let encrypting = matches!(plan, Plan::Encrypt);
+    let encrypting = matches!(plan, Plan::Encrypt | Plan::MpPart);
     {
         let h = up
             .headers_mut()
@@ -429,8 +460,15 @@ async fn handle_inner(
             {
                 continue; // The trailer value is verified here, not forwarded.
             }
-            if encrypting && (n == "content-md5" || n.starts_with("x-amz-checksum-")) {
+            if (encrypting || plan == Plan::MpComplete)
+                && (n == "content-md5" || n.starts_with("x-amz-checksum-"))
+            {
                 continue; // They describe the plaintext; the store receives ciphertext.
+            }
+            if plan == Plan::MpCreate
+                && (n == "x-amz-checksum-algorithm" || n == "x-amz-checksum-type")
+            {
+                continue; // Parts reach the store without plaintext checksums.
             }
             if n == "content-encoding" {
                 let rest: Vec<&str> = value
@@ -480,15 +518,17 @@ async fn handle_inner(
         drop(body);
         None
     };
-    let (up_body, unsigned): (UpstreamBody, bool) = if encrypting {
+    let bucket_name = addr.bucket.as_deref().unwrap_or_default();
+    // A new envelope for a PUT or a new multipart upload: a fresh data key and salt.
+    let mut created: Option<(ObjectHeader, Arc<ObjectKey>)> = None;
+    if matches!(plan, Plan::Encrypt | Plan::MpCreate) {
         let kms = state
             .kms
             .as_ref()
-            .ok_or_else(|| S3Error::internal("encrypt plan without kms"))?;
-        let bucket = addr.bucket.as_deref().unwrap_or_default();
+            .ok_or_else(|| S3Error::internal("encryption plan without kms"))?;
         let key_id = kms.key_id_for(ctx_tenant).to_string();
-        let ctx = kms::context(&ctx_tenant.name, bucket, &addr.key);
-        let (dk, wrapped) = kms.generate(&key_id, &ctx).await?;
+        let kctx = kms::context(&ctx_tenant.name, bucket_name, &addr.key);
+        let (dk, wrapped) = kms.generate(&key_id, &kctx).await?;
         let salt = chmura_crypto::keys::random::<{ chmura_crypto::keys::SALT_LEN }>();
         let okey = Arc::new(ObjectKey::derive(&dk, &salt));
         let header = ObjectHeader {
@@ -497,8 +537,8 @@ async fn handle_inner(
             salt,
             commitment: *okey.commitment(),
             plain_len: upstream_len,
+            multipart: plan == Plan::MpCreate,
         };
-        let cipher_len = layout::ciphertext_len(upstream_len);
         let h = up
             .headers_mut()
             .ok_or_else(|| S3Error::internal("request builder"))?;
@@ -510,11 +550,93 @@ async fn handle_inner(
                 HeaderValue::from_str(&value).map_err(|_| S3Error::internal("metadata value"))?,
             );
         }
-        h.insert(CONTENT_LENGTH, HeaderValue::from(cipher_len));
+        created = Some((header, okey));
+    }
+    let (up_body, unsigned): (UpstreamBody, bool) = if encrypting {
+        let (okey, part) = if plan == Plan::MpPart {
+            let t = token
+                .as_ref()
+                .ok_or_else(|| S3Error::internal("part without token"))?;
+            let part = query
+                .iter()
+                .find(|(k, _)| k == "partNumber")
+                .and_then(|(_, v)| v.parse::<u32>().ok())
+                .filter(|n| (1..=MAX_PART).contains(n))
+                .ok_or_else(|| {
+                    S3Error::new(
+                        "InvalidArgument",
+                        "Part number must be an integer between 1 and 10000, inclusive",
+                    )
+                })?;
+            if upstream_len > MAX_PART_BYTES || !part_fits(upstream_len) {
+                return Err(S3Error::new(
+                    "EntityTooLarge",
+                    "Your proposed upload exceeds the maximum allowed object size.",
+                ));
+            }
+            let kctx = kms::context(&ctx_tenant.name, bucket_name, &addr.key);
+            let dk = state
+                .kms
+                .as_ref()
+                .ok_or_else(|| S3Error::internal("encryption plan without kms"))?
+                .decrypt(&t.key_id, &t.wrapped_key, &kctx)
+                .await?;
+            (Arc::new(ObjectKey::derive(&dk, &t.salt)), part)
+        } else {
+            let okey = created
+                .as_ref()
+                .map(|(_, k)| k.clone())
+                .ok_or_else(|| S3Error::internal("encrypt without envelope"))?;
+            (okey, 0)
+        };
+        let cipher_len = layout::ciphertext_len(upstream_len);
+        up.headers_mut()
+            .ok_or_else(|| S3Error::internal("request builder"))?
+            .insert(CONTENT_LENGTH, HeaderValue::from(cipher_len));
         let plain = verified.unwrap_or_else(|| Empty::new().map_err(|e| match e {}).boxed_unsync());
-        let sealer = Sealer::new(okey, 0, upstream_len);
+        let sealer = Sealer::new(okey, part, upstream_len);
         (
             EncryptingBody::new(plain, sealer, cipher_len).boxed_unsync(),
+            true,
+        )
+    } else if plan == Plan::MpComplete {
+        let t = token
+            .as_ref()
+            .ok_or_else(|| S3Error::internal("complete without token"))?;
+        let Some(vb) = verified else {
+            return Err(multipart::parse_complete("").unwrap_err());
+        };
+        let bytes = match collect_capped(vb, MAX_COMPLETE_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(slot.take().unwrap_or_else(|| {
+                    S3Error::new("MalformedXML", "The XML you provided was too large.")
+                        .with_detail(e.to_string())
+                }))
+            }
+        };
+        let client_parts = multipart::parse_complete(&String::from_utf8_lossy(&bytes))?;
+        let listed = list_upstream_parts(state, bucket_name, &addr.key, &t.upstream_id).await?;
+        let numbers = multipart::check_layout(&client_parts, &listed)?;
+        let parts: Vec<(u32, String)> = numbers
+            .iter()
+            .filter_map(|n| {
+                client_parts
+                    .iter()
+                    .find(|p| p.number == *n)
+                    .map(|p| (*n, etag::to_store(&p.etag)))
+            })
+            .collect();
+        let xml = multipart::complete_body(&parts);
+        let h = up
+            .headers_mut()
+            .ok_or_else(|| S3Error::internal("request builder"))?;
+        h.insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        (
+            Full::new(Bytes::from(xml))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
             true,
         )
     } else {
@@ -548,6 +670,19 @@ async fn handle_inner(
         Plan::DecryptHead => {
             // The plaintext length is reported whole; a ranged HEAD's store length would not match.
             up_req.headers_mut().remove(http::header::RANGE);
+            let part_number = match query.iter().find(|(k, _)| k == "partNumber") {
+                Some((_, n)) => Some(
+                    n.parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=multipart::MAX_PARTS).contains(n))
+                        .ok_or_else(invalid_part_number)?,
+                ),
+                None => None,
+            };
+            if part_number.is_some() {
+                *up_req.uri_mut() = without_part_number(up_req.uri())?;
+            }
+            let uri = up_req.uri().clone();
             let conditions = up_req.headers().clone();
             let resp = state.upstream.send(up_req, false).await?;
             if resp.status().is_success() {
@@ -555,7 +690,7 @@ async fn handle_inner(
                     return r;
                 }
             }
-            return head_encrypted(state, resp);
+            return head_encrypted(state, resp, part_number, &uri).await;
         }
         _ => {}
     }
@@ -572,6 +707,49 @@ async fn handle_inner(
     }
     if matches!(plan, Plan::ListSizes) && rp.status.is_success() {
         return list_plaintext_sizes(rp, rbody).await;
+    }
+    if matches!(plan, Plan::MpCreate | Plan::MpComplete | Plan::MpList) && rp.status.is_success() {
+        let xml = read_small_body(rbody).await?;
+        let xml = match plan {
+            Plan::MpCreate => {
+                let (header, _) = created
+                    .as_ref()
+                    .ok_or_else(|| S3Error::internal("create without envelope"))?;
+                multipart::replace_tag(&xml, "UploadId", |id| {
+                    UploadToken {
+                        upstream_id: id.trim().to_string(),
+                        key_id: header.key_id.clone(),
+                        wrapped_key: header.wrapped_key.clone(),
+                        salt: header.salt,
+                    }
+                    .encode()
+                })
+            }
+            Plan::MpList => {
+                let shown = client_upload_id.clone().unwrap_or_default();
+                let xml =
+                    multipart::replace_tag(&xml, "UploadId", |_| crate::error::xml_escape(&shown));
+                etag::present_in_xml(&rewrite_sizes(&xml))
+            }
+            _ => etag::present_in_xml(&xml),
+        };
+        let xml = CHECKSUM_ELEMENTS
+            .iter()
+            .fold(xml, |x, t| multipart::remove_elements(&x, t));
+        for n in ["x-amz-checksum-algorithm", "x-amz-checksum-type"] {
+            rp.headers.remove(n);
+        }
+        if plan != Plan::MpList {
+            mark_encrypted(&mut rp.headers);
+        }
+        rp.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
+        return Ok(Response::from_parts(
+            rp,
+            Full::new(Bytes::from(xml))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        ));
     }
     if encrypting {
         mark_encrypted(&mut rp.headers);
@@ -592,6 +770,16 @@ enum Plan {
     DecryptHead,
     /// Rewrite listed sizes to plaintext sizes.
     ListSizes,
+    /// CreateMultipartUpload: new envelope, returned inside the UploadId token.
+    MpCreate,
+    /// UploadPart: seal the part with the key from the token.
+    MpPart,
+    /// CompleteMultipartUpload: check the layout, map ETags, drop plaintext checksums.
+    MpComplete,
+    /// ListParts: plaintext part sizes, the client's token as UploadId.
+    MpList,
+    /// AbortMultipartUpload: only the upload id is mapped.
+    MpAbort,
 }
 
 fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
@@ -609,14 +797,14 @@ fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
         Op::GetObject => Plan::DecryptGet,
         Op::HeadObject => Plan::DecryptHead,
         Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions => Plan::ListSizes,
-        // Multipart uploads and copies of encrypted objects come with issue 4; refusing them
-        // keeps plaintext out of the store.
-        Op::CreateMultipartUpload
-        | Op::UploadPart
-        | Op::UploadPartCopy
-        | Op::CompleteMultipartUpload
-        | Op::CopyObject
-        | Op::GetObjectAttributes => return Err(not_yet()),
+        Op::CreateMultipartUpload => Plan::MpCreate,
+        Op::UploadPart => Plan::MpPart,
+        Op::CompleteMultipartUpload => Plan::MpComplete,
+        Op::ListParts => Plan::MpList,
+        Op::AbortMultipartUpload => Plan::MpAbort,
+        // Copies of encrypted objects come later; refusing them keeps plaintext out of the
+        // store and ciphertext out of the wrong context.
+        Op::UploadPartCopy | Op::CopyObject | Op::GetObjectAttributes => return Err(not_yet()),
         _ if headers.contains_key("x-amz-copy-source") => return Err(not_yet()),
         _ => Plan::Pass,
     })
@@ -773,37 +961,27 @@ async fn get_encrypted(
     up_req.headers_mut().remove(http::header::RANGE);
     // If-Range is evaluated here (the store would compare it with the ciphertext's ETag).
     let if_range = up_req.headers_mut().remove(http::header::IF_RANGE);
-    // partNumber: a single-part object has exactly one part, the whole object.
+    // partNumber: a single-part object has exactly one part, the whole object; a multipart
+    // object's part is found from its layout after the HEAD below.
     let query = up_req.uri().query().unwrap_or("").to_string();
-    if let Some((_, n)) = sigv4::parse_query(&query)
+    let part_number = match sigv4::parse_query(&query)
         .into_iter()
         .find(|(k, _)| k == "partNumber")
     {
-        if n != "1" {
-            return Err(S3Error::new(
-                "InvalidPartNumber",
-                "The requested partnumber is not satisfiable",
-            ));
-        }
-        let rest: Vec<(String, String)> = sigv4::parse_query(&query)
-            .into_iter()
-            .filter(|(k, _)| k != "partNumber")
-            .collect();
-        let uri = up_req.uri().to_string();
-        let base = uri.split('?').next().unwrap_or_default();
-        let q = sigv4::canonical_query(&rest, None);
-        let new_uri = if q.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{q}")
-        };
-        *up_req.uri_mut() = new_uri
-            .parse()
-            .map_err(|_| S3Error::internal("partNumber uri"))?;
+        Some((_, n)) => Some(
+            n.parse::<u32>()
+                .ok()
+                .filter(|n| (1..=multipart::MAX_PARTS).contains(n))
+                .ok_or_else(invalid_part_number)?,
+        ),
+        None => None,
+    };
+    if part_number.is_some() {
+        *up_req.uri_mut() = without_part_number(up_req.uri())?;
         range = None;
     }
     let conditions = up_req.headers().clone();
-    if range.is_none() {
+    if range.is_none() && part_number.is_none() {
         return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
     }
 
@@ -864,7 +1042,7 @@ async fn get_encrypted(
             return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
         }
     }
-    let Some(env) = envelope_of(&hp.headers, allow_plain)? else {
+    let Some(mut env) = envelope_of(&hp.headers, allow_plain)? else {
         if let Some((a, b)) = range {
             let spec = format!(
                 "bytes={}-{}",
@@ -881,9 +1059,33 @@ async fn get_encrypted(
     };
     let stored = content_length(&hp.headers)
         .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
-    check_length(&env, stored)?;
-    let Some(range) = range else {
-        return Err(S3Error::internal("range vanished"));
+    check_length(&mut env, stored)?;
+    let mut part_layout = None;
+    let range = match (part_number, range) {
+        (Some(n), _) => {
+            if !env.multipart || env.plain_len == 0 {
+                if n != 1 {
+                    return Err(invalid_part_number());
+                }
+                return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
+            }
+            let (k, parts) = multipart_layout(
+                state,
+                up_req.uri(),
+                hp.headers.get(http::header::ETAG),
+                env.plain_len,
+            )
+            .await?;
+            if n > parts {
+                return Err(invalid_part_number());
+            }
+            part_layout = Some((k, parts));
+            let start = u64::from(n - 1) * k * layout::CHUNK;
+            let end = (start + k * layout::CHUNK).min(env.plain_len) - 1;
+            (Some(start), Some(end))
+        }
+        (None, Some(r)) => r,
+        (None, None) => return Err(S3Error::internal("range vanished")),
     };
     let (a, b) = match resolve_range(range, env.plain_len) {
         Ok(r) => r,
@@ -947,15 +1149,10 @@ async fn get_encrypted(
             format!("status {}, content-range {got_range:?}", rp.status),
         ));
     }
-    let opener = Opener::new(
-        okey,
-        0,
-        env.plain_len,
-        p.first_chunk,
-        p.chunks,
-        p.skip,
-        p.take,
-    );
+    let mut opener = open_chunks(&env, okey, p.first_chunk, p.chunks, p.skip, p.take);
+    if let Some((k, _)) = part_layout {
+        opener = opener.with_part_chunks(k);
+    }
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
     rp.status = http::StatusCode::PARTIAL_CONTENT;
@@ -965,6 +1162,10 @@ async fn get_encrypted(
         HeaderValue::from_str(&format!("bytes {a}-{b}/{}", env.plain_len))
             .map_err(|_| S3Error::internal("content-range"))?,
     );
+    if let Some((_, parts)) = part_layout {
+        rp.headers
+            .insert("x-amz-mp-parts-count", HeaderValue::from(parts));
+    }
     let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
     Ok(Response::from_parts(rp, body.boxed_unsync()))
 }
@@ -989,14 +1190,15 @@ async fn get_whole(
     if let Some(r) = preconditions(conditions, &rp.headers) {
         return r;
     }
-    let Some(env) = envelope_of(&rp.headers, allow_plain)? else {
+    let Some(mut env) = envelope_of(&rp.headers, allow_plain)? else {
         return Ok(passthrough(rp, rbody));
     };
     let stored = content_length(&rp.headers)
         .ok_or_else(|| S3Error::internal("upstream GET without length"))?;
-    check_length(&env, stored)?;
+    check_length(&mut env, stored)?;
     let okey = open_key(state, &env, tenant, bucket, key).await?;
-    let mut opener = Opener::whole(okey, 0, env.plain_len);
+    let n = layout::chunk_count(env.plain_len);
+    let mut opener = open_chunks(&env, okey, 0, n, 0, env.plain_len);
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
     rp.headers
@@ -1096,8 +1298,111 @@ fn preconditions(
     None
 }
 
-fn check_length(env: &ObjectHeader, stored: u64) -> Result<(), S3Error> {
+/// Checks the stored length against the envelope; a multipart object's plaintext length is
+/// derived from it (FORMAT.md §13).
+/// The opener for chunks of a stored object, single-part (§3) or multipart (§13).
+fn open_chunks(
+    env: &ObjectHeader,
+    okey: Arc<ObjectKey>,
+    first: u64,
+    chunks: u64,
+    skip: u64,
+    take: u64,
+) -> Opener<Arc<ObjectKey>> {
+    if env.multipart {
+        Opener::multipart(okey, env.plain_len, first, chunks, skip, take)
+    } else {
+        Opener::new(okey, 0, env.plain_len, first, chunks, skip, take)
+    }
+}
+
+/// `(chunks per part, part count)` of a multipart object, read from the identity in its last
+/// chunk's nonce (FORMAT.md §13): one 12-byte ranged GET, pinned to `etag`. The hint is checked
+/// again by every chunk opened with it.
+async fn multipart_layout(
+    state: &State,
+    uri: &http::Uri,
+    etag: Option<&HeaderValue>,
+    plain_len: u64,
+) -> Result<(u64, u32), S3Error> {
+    let total = layout::chunk_count(plain_len);
+    let off = multipart::chunk_offset(total - 1);
+    let mut req = Request::builder()
+        .method(Method::GET)
+        .uri(uri.clone())
+        .header(http::header::RANGE, format!("bytes={off}-{}", off + 11));
+    if let Some(e) = etag {
+        req = req.header(http::header::IF_MATCH, e.clone());
+    }
+    if let Some(host) = uri.authority() {
+        req = req.header(HOST, host.as_str());
+    }
+    let req = req
+        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+        .map_err(|e| S3Error::internal(format!("layout request: {e}")))?;
+    let resp = state.upstream.send(req, false).await?;
+    let (rp, rbody) = resp.into_parts();
+    let changed = || {
+        S3Error::new(
+            "ServiceUnavailable",
+            "The object changed while it was being read; please retry.",
+        )
+    };
+    if rp.status != http::StatusCode::PARTIAL_CONTENT {
+        return Err(changed());
+    }
+    let bytes = http_body_util::Limited::new(rbody, 64)
+        .collect()
+        .await
+        .map_err(|_| changed())?
+        .to_bytes();
+    if bytes.len() != 12 {
+        return Err(changed());
+    }
+    let (part, index, last) = chmura_crypto::stream::parse_ident(&bytes);
+    match multipart::part_chunks(total, part, index) {
+        Some(k) if last => Ok((k, part)),
+        _ => Err(S3Error::new(
+            "InvalidObjectState",
+            "The stored multipart object's layout is not valid.",
+        )
+        .with_detail(format!(
+            "integrity: last chunk says part {part} index {index} final {last}"
+        ))),
+    }
+}
+
+/// The URI without its `partNumber` parameter.
+fn without_part_number(uri: &http::Uri) -> Result<http::Uri, S3Error> {
+    let query = uri.query().unwrap_or("");
+    let rest: Vec<(String, String)> = sigv4::parse_query(query)
+        .into_iter()
+        .filter(|(k, _)| k != "partNumber")
+        .collect();
+    let s = uri.to_string();
+    let base = s.split('?').next().unwrap_or_default();
+    let q = sigv4::canonical_query(&rest, None);
+    let new = if q.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{q}")
+    };
+    new.parse().map_err(|_| S3Error::internal("partNumber uri"))
+}
+
+fn invalid_part_number() -> S3Error {
+    S3Error::new(
+        "InvalidPartNumber",
+        "The requested partnumber is not satisfiable",
+    )
+}
+
+fn check_length(env: &mut ObjectHeader, stored: u64) -> Result<(), S3Error> {
     match layout::plaintext_len(stored) {
+        Ok(n) if env.multipart && n <= layout::MAX_PLAINTEXT => {
+            env.plain_len = n;
+            Ok(())
+        }
         Ok(n) if n == env.plain_len && n <= layout::MAX_PLAINTEXT => Ok(()),
         _ => Err(S3Error::new(
             "InvalidObjectState",
@@ -1110,25 +1415,57 @@ fn check_length(env: &ObjectHeader, stored: u64) -> Result<(), S3Error> {
     }
 }
 
-fn head_encrypted(
+async fn head_encrypted(
     state: &State,
     resp: http::Response<Incoming>,
+    part_number: Option<u32>,
+    uri: &http::Uri,
 ) -> Result<Response<ResponseBody>, S3Error> {
     let allow_plain = state.kms.as_ref().is_some_and(|k| k.allow_plaintext_reads);
     let (mut rp, rbody) = resp.into_parts();
     if !rp.status.is_success() {
         return Ok(passthrough(rp, rbody));
     }
-    let Some(env) = envelope_of(&rp.headers, allow_plain)? else {
+    let Some(mut env) = envelope_of(&rp.headers, allow_plain)? else {
         return Ok(passthrough(rp, rbody));
     };
     let stored = content_length(&rp.headers)
         .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
-    check_length(&env, stored)?;
+    check_length(&mut env, stored)?;
+    let mut length = env.plain_len;
+    if let Some(n) = part_number {
+        if env.multipart && env.plain_len > 0 {
+            let (k, parts) = multipart_layout(
+                state,
+                uri,
+                rp.headers.get(http::header::ETAG),
+                env.plain_len,
+            )
+            .await?;
+            if n > parts {
+                return Err(invalid_part_number());
+            }
+            let start = u64::from(n - 1) * k * layout::CHUNK;
+            length = (k * layout::CHUNK).min(env.plain_len - start);
+            rp.status = http::StatusCode::PARTIAL_CONTENT;
+            rp.headers.insert(
+                http::header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!(
+                    "bytes {start}-{}/{}",
+                    start + length - 1,
+                    env.plain_len
+                ))
+                .map_err(|_| S3Error::internal("content-range"))?,
+            );
+            rp.headers
+                .insert("x-amz-mp-parts-count", HeaderValue::from(parts));
+        } else if n != 1 {
+            return Err(invalid_part_number());
+        }
+    }
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
-    rp.headers
-        .insert(CONTENT_LENGTH, HeaderValue::from(env.plain_len));
+    rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     Ok(Response::from_parts(
         rp,
         Empty::new().map_err(|e| match e {}).boxed_unsync(),
@@ -1161,6 +1498,123 @@ fn respond(
             .boxed_unsync()
     };
     Response::from_parts(rp, body)
+}
+
+/// Checksum elements of multipart XML: the store's describe ciphertext (or nothing).
+const CHECKSUM_ELEMENTS: &[&str] = &[
+    "ChecksumCRC32",
+    "ChecksumCRC32C",
+    "ChecksumCRC64NVME",
+    "ChecksumSHA1",
+    "ChecksumSHA256",
+    "ChecksumAlgorithm",
+    "ChecksumType",
+];
+
+/// Largest CompleteMultipartUpload body (10,000 parts with checksums fit easily).
+const MAX_COMPLETE_BODY: usize = 4 * 1024 * 1024;
+/// S3's largest part.
+const MAX_PART_BYTES: u64 = 5 << 30;
+
+/// A verified request body, read whole up to `cap` bytes (small control documents only).
+async fn collect_capped(mut body: UpstreamBody, cap: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(d) = frame.into_data() {
+            if out.len() + d.len() > cap {
+                return Err(format!("body over {cap} bytes"));
+            }
+            out.extend_from_slice(&d);
+        }
+    }
+    Ok(out)
+}
+
+/// A small XML response body from the store (multipart control documents).
+async fn read_small_body(rbody: Incoming) -> Result<String, S3Error> {
+    let bytes = http_body_util::Limited::new(rbody, MAX_LIST_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            S3Error::upstream(
+                "InternalError",
+                "The upstream response could not be read.",
+                e.to_string(),
+            )
+        })?
+        .to_bytes();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Every part of an upload as the store lists it: (part number, stored size).
+async fn list_upstream_parts(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<Vec<(u32, u64)>, S3Error> {
+    let mut out = Vec::new();
+    let mut marker = String::new();
+    // 10,000 parts at 1,000 a page; the bound keeps a misbehaving store from looping us.
+    for _ in 0..12 {
+        let mut q = vec![
+            ("max-parts".to_string(), "1000".to_string()),
+            ("uploadId".to_string(), upload_id.to_string()),
+        ];
+        if !marker.is_empty() {
+            q.push(("part-number-marker".to_string(), marker.clone()));
+        }
+        let (uri, host) = state
+            .upstream
+            .uri(Some(bucket), key, &sigv4::canonical_query(&q, None));
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(&uri)
+            .header(HOST, host)
+            .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+            .map_err(|e| S3Error::internal(format!("list parts request: {e}")))?;
+        let resp = state.upstream.send(req, false).await?;
+        let (rp, rbody) = resp.into_parts();
+        let xml = read_small_body(rbody).await?;
+        if !rp.status.is_success() {
+            return Err(if rp.status == http::StatusCode::NOT_FOUND {
+                S3Error::new(
+                    "NoSuchUpload",
+                    "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+                )
+            } else {
+                S3Error::upstream(
+                    "ServiceUnavailable",
+                    "The upstream store could not list the upload's parts.",
+                    format!("status {}", rp.status),
+                )
+            });
+        }
+        for p in multipart::tag_values(&xml, "Part") {
+            let num = multipart::tag_values(p, "PartNumber")
+                .first()
+                .and_then(|v| v.trim().parse().ok());
+            let size = multipart::tag_values(p, "Size")
+                .first()
+                .and_then(|v| v.trim().parse().ok());
+            if let (Some(n), Some(sz)) = (num, size) {
+                out.push((n, sz));
+            }
+        }
+        let truncated = multipart::tag_values(&xml, "IsTruncated")
+            .first()
+            .is_some_and(|v| v.trim() == "true");
+        let next = multipart::tag_values(&xml, "NextPartNumberMarker")
+            .first()
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default();
+        if !truncated || next.is_empty() || next == marker {
+            return Ok(out);
+        }
+        marker = next;
+    }
+    Ok(out)
 }
 
 /// Largest listing body Chmura rewrites (a 1000-key page is far smaller).

@@ -11,6 +11,7 @@ pub mod error;
 pub mod etag;
 pub mod handler;
 pub mod kms;
+pub mod multipart;
 pub mod ops;
 pub mod seal;
 pub mod server;

@@ -539,8 +539,8 @@ async fn moto_upstream_tagging_versioning_uploads_conditionals() {
     drop(moto);
 }
 
-/// Every client, default settings, against Chmura with encryption on (files below the
-/// clients' multipart thresholds: multipart on encrypted objects is issue 4).
+/// Every client, default settings, against Chmura with encryption on (small files; the
+/// multipart paths are `encrypted_mode_multipart_all_clients`).
 #[tokio::test]
 async fn encrypted_mode_small_files_all_clients() {
     let (Some(aws), Some(s3cmd), Some(rclone)) = (
@@ -684,6 +684,162 @@ async fn encrypted_mode_small_files_all_clients() {
     );
 }
 
+/// Every client's multipart path, default settings, with encryption on (issue 4): aws cli
+/// 100 MiB cp up and down (parallel parts, parallel ranged GETs) and sync twice; boto3 with
+/// ten concurrent transfers; rclone 300 MiB copy, check, sync twice; s3cmd 40 MiB with its MD5
+/// checks.
+#[tokio::test]
+async fn encrypted_mode_multipart_all_clients() {
+    let name = "encrypted_mode_multipart_all_clients";
+    let (Some(aws), Some(s3cmd), Some(rclone), Some(python)) = (
+        require("aws", name),
+        require("s3cmd", name),
+        require("rclone", name),
+        require("python", name),
+    ) else {
+        return;
+    };
+    let env = Env::start_with(chmura_tests::ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("enc-mp");
+    let work = env.dir.path().join("encmp");
+    let tree = work.join("tree");
+    std::fs::create_dir_all(&tree).expect("work");
+    let mib = 1024 * 1024;
+    let big = write_file(&tree.join("big.bin"), 100 * mib + 12_345, 61);
+    let ep = env.proxy.endpoint();
+    let ca = env.proxy.certs.ca_file.clone();
+    let stored_len = |key: &str| env.store.stored("enc-mp", key).map(|v| v.len() as u64);
+
+    // aws cli: sync (multipart up), sync again (nothing), cp down (parallel ranged GETs).
+    let aws_cmd = |args: &[&str]| {
+        let mut c = isolated(&aws, &env);
+        c.arg("--endpoint-url")
+            .arg(&ep)
+            .arg("--ca-bundle")
+            .arg(&ca)
+            .args(args);
+        c
+    };
+    let t = tree.to_str().expect("path");
+    let first = run(aws_cmd(&["s3", "sync", t, "s3://enc-mp/cli"])).await;
+    assert!(String::from_utf8_lossy(&first.stdout).contains("upload:"));
+    assert_eq!(
+        stored_len("cli/big.bin"),
+        Some(chmura_crypto::layout::ciphertext_len(big.len() as u64))
+    );
+    let second = run(aws_cmd(&["s3", "sync", t, "s3://enc-mp/cli"])).await;
+    assert!(
+        !String::from_utf8_lossy(&second.stdout).contains("upload:"),
+        "second sync re-uploaded: {}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    let down = work.join("cli-down.bin");
+    run(aws_cmd(&[
+        "s3",
+        "cp",
+        "s3://enc-mp/cli/big.bin",
+        down.to_str().expect("p"),
+    ]))
+    .await;
+    assert!(
+        std::fs::read(&down).expect("down") == big,
+        "aws cli round trip"
+    );
+    let sdk = env.proxy.sdk_client();
+    let parts_of = |key: &'static str| {
+        let sdk = sdk.clone();
+        async move {
+            let h = sdk
+                .head_object()
+                .bucket("enc-mp")
+                .key(key)
+                .send()
+                .await
+                .expect("head");
+            let etag = h.e_tag().unwrap_or("").trim_matches('"').to_string();
+            etag.rsplit('-')
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(
+        parts_of("cli/big.bin").await,
+        13,
+        "aws cli used 8 MiB parts"
+    );
+    std::fs::remove_file(&down).expect("rm");
+
+    // boto3: upload_file / download_file with max_concurrency=10.
+    let mut c = isolated(&python, &env);
+    c.arg(suite_file("boto3_multipart.py"))
+        .arg(&ep)
+        .arg(&ca)
+        .arg("enc-mp")
+        .arg(&work);
+    let out = run(c).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("boto3 multipart OK"));
+
+    // s3cmd: 40 MiB put (15 MiB parts) and get, MD5 checks on, no warning.
+    let s3c_file = work.join("s3cmd.bin");
+    let s3c_data = write_file(&s3c_file, 40 * mib + 7, 62);
+    let cfg = s3cmd_config(&env, &work);
+    let s3c = |args: &[&str]| {
+        let mut c = isolated(&s3cmd, &env);
+        c.arg("-c").arg(&cfg).args(args);
+        c
+    };
+    for args in [
+        vec![
+            "put",
+            s3c_file.to_str().expect("p"),
+            "s3://enc-mp/s3cmd/f.bin",
+        ],
+        vec![
+            "get",
+            "--force",
+            "s3://enc-mp/s3cmd/f.bin",
+            work.join("s3cmd.out").to_str().expect("p"),
+        ],
+    ] {
+        let out = run(s3c(&args)).await;
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!log.contains("WARNING"), "s3cmd warned: {log}");
+    }
+    assert!(std::fs::read(work.join("s3cmd.out")).expect("read") == s3c_data);
+
+    // rclone: a 300 MiB file is a multipart upload (cutoff 200 MiB); check; sync twice.
+    let rtree = work.join("rtree");
+    std::fs::create_dir_all(&rtree).expect("rtree");
+    write_file(&rtree.join("huge.bin"), 300 * mib + 99, 63);
+    let r = rtree.to_str().expect("p");
+    let rc = |args: &[&str]| rclone_cmd(&rclone, &env, args);
+    run(rc(&["copy", r, "ch:enc-mp/rclone"])).await;
+    assert_eq!(
+        stored_len("rclone/huge.bin"),
+        Some(chmura_crypto::layout::ciphertext_len(300 * mib as u64 + 99))
+    );
+    assert!(
+        parts_of("rclone/huge.bin").await > 1,
+        "rclone used multipart"
+    );
+    run(rc(&["check", "--download", r, "ch:enc-mp/rclone"])).await;
+    let again = run(rc(&["sync", "-v", r, "ch:enc-mp/rclone"])).await;
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !log.contains("Copied"),
+        "second rclone sync transferred again: {log}"
+    );
+}
+
 async fn js_suite(env: &Env, endpoint: &str, bucket: &str, multipart: bool) {
     let Some(node) = require("node", "js_sdk_v3") else {
         return;
@@ -741,12 +897,17 @@ async fn js_sdk_v3_encrypted_mode() {
     })
     .await;
     env.make_bucket("js-enc");
-    js_suite(&env, &env.proxy.endpoint(), "js-enc", false).await;
+    js_suite(&env, &env.proxy.endpoint(), "js-enc", true).await;
     if chmura_tests::tools::find("node").is_some() {
         let stored = env.store.stored("js-enc", "js/stream.bin").expect("stored");
         assert_eq!(
             stored.len() as u64,
             chmura_crypto::layout::ciphertext_len(300_000)
+        );
+        let big = env.store.stored("js-enc", "js/big.bin").expect("stored");
+        assert_eq!(
+            big.len() as u64,
+            chmura_crypto::layout::ciphertext_len(12 * 1024 * 1024 + 3)
         );
     }
 }

@@ -7,5 +7,6 @@ mod clients;
 mod encryption;
 mod kms_aws;
 mod lifecycle;
+mod multipart;
 mod sdk;
 mod tls;

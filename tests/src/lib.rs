@@ -138,6 +138,8 @@ pub struct ProxyOptions {
     pub extra_kms: String,
     /// A whole `[kms]` section replacing the local keyring one (with `encrypt`).
     pub kms_section: Option<String>,
+    /// The local keyring's text (default: a new keyring), to run replicas with one keyring.
+    pub keyring: Option<String>,
 }
 
 /// A running Chmura in front of a store.
@@ -199,10 +201,13 @@ secret_access_key_file = "tenant.secret"
                 .unwrap_or(upstream_endpoint),
         );
         let kms = if opts.encrypt {
-            write_private(
-                &dir.join("chmura.keyring"),
-                &chmura_crypto::envelope::Keyring::generate("main").expect("keyring"),
-            );
+            let ring = match &opts.keyring {
+                Some(text) => text.clone(),
+                None => chmura_crypto::envelope::Keyring::generate("main")
+                    .expect("keyring")
+                    .to_string(),
+            };
+            write_private(&dir.join("chmura.keyring"), &ring);
             match &opts.kms_section {
                 Some(section) => format!("{section}\n"),
                 None => format!(

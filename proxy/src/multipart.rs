@@ -1,0 +1,438 @@
+//! Multipart uploads of encrypted objects (FORMAT.md §13), with no state in Chmura.
+//!
+//! - The UploadId Chmura hands out is a token carrying the store's upload id and the upload's
+//!   envelope (key id, wrapped data key, salt). Any Chmura instance can seal a part of the
+//!   upload from the token alone; the data key unwraps only for the same tenant, bucket and
+//!   key (the encryption context), so a token is useless elsewhere.
+//! - CompleteMultipartUpload checks the part layout against the store's ListParts: every part
+//!   but the last holds the same number of whole chunks, numbered 1..N. That layout keeps the
+//!   object on the single-part ciphertext grid, so lengths, listings and range reads need no
+//!   part table.
+//! - XML in and out is small control data (parts lists, listings), parsed by scanning tags.
+
+use chmura_crypto::envelope::b64;
+use chmura_crypto::layout::{self, CHUNK, SEALED_CHUNK};
+
+use crate::error::S3Error;
+
+const TOKEN_PREFIX: &str = "c1.";
+
+/// What a Chmura UploadId carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadToken {
+    pub upstream_id: String,
+    pub key_id: String,
+    pub wrapped_key: Vec<u8>,
+    pub salt: [u8; 32],
+}
+
+/// URL- and XML-safe base64 (RFC 4648 §5, no padding).
+fn b64url(data: &[u8]) -> String {
+    b64::encode(data)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    if s.contains(['+', '/', '=']) {
+        return None;
+    }
+    let mut t = s.replace('-', "+").replace('_', "/");
+    while !t.len().is_multiple_of(4) {
+        t.push('=');
+    }
+    b64::decode(&t)
+}
+
+impl UploadToken {
+    pub fn encode(&self) -> String {
+        let mut b = Vec::new();
+        let id = self.upstream_id.as_bytes();
+        b.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        b.extend_from_slice(id);
+        b.push(self.key_id.len() as u8);
+        b.extend_from_slice(self.key_id.as_bytes());
+        b.extend_from_slice(&(self.wrapped_key.len() as u16).to_be_bytes());
+        b.extend_from_slice(&self.wrapped_key);
+        b.extend_from_slice(&self.salt);
+        format!("{TOKEN_PREFIX}{}", b64url(&b))
+    }
+
+    /// `None` when `s` is not a Chmura token (for example a raw upload id from
+    /// ListMultipartUploads).
+    pub fn decode(s: &str) -> Option<UploadToken> {
+        let raw = b64url_decode(s.strip_prefix(TOKEN_PREFIX)?)?;
+        let mut r = raw.as_slice();
+        let mut take = |n: usize| -> Option<&[u8]> {
+            if r.len() < n {
+                return None;
+            }
+            let (a, b) = r.split_at(n);
+            r = b;
+            Some(a)
+        };
+        let n = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+        let upstream_id = String::from_utf8(take(n)?.to_vec()).ok()?;
+        let n = take(1)?[0] as usize;
+        let key_id = String::from_utf8(take(n)?.to_vec()).ok()?;
+        let n = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+        let wrapped_key = take(n)?.to_vec();
+        let salt: [u8; 32] = take(32)?.try_into().ok()?;
+        if !r.is_empty() || upstream_id.is_empty() {
+            return None;
+        }
+        Some(UploadToken {
+            upstream_id,
+            key_id,
+            wrapped_key,
+            salt,
+        })
+    }
+
+    /// Whether the parts fit in a token field (key ids up to 255 bytes, ids and wrapped keys up
+    /// to 64 KiB).
+    pub fn fits(upstream_id: &str, key_id: &str, wrapped: &[u8]) -> bool {
+        upstream_id.len() <= u16::MAX as usize
+            && key_id.len() <= u8::MAX as usize
+            && wrapped.len() <= u16::MAX as usize
+    }
+}
+
+/// The text of every `<tag>…</tag>` in `xml`, in order.
+pub fn tag_values<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let Some(j) = rest.find(&close) else { break };
+        out.push(&rest[..j]);
+        rest = &rest[j + close.len()..];
+    }
+    out
+}
+
+/// Replaces the text of every `<tag>…</tag>` with `f(old)`.
+pub fn replace_tag(xml: &str, tag: &str, f: impl Fn(&str) -> String) -> String {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        out.push_str(&rest[..i + open.len()]);
+        rest = &rest[i + open.len()..];
+        let Some(j) = rest.find(&close) else { break };
+        out.push_str(&f(&rest[..j]));
+        rest = &rest[j..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Drops every `<tag>…</tag>` element (for checksum elements that describe plaintext).
+pub fn remove_elements(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        out.push_str(&rest[..i]);
+        let Some(j) = rest[i..].find(&close) else {
+            rest = &rest[i..];
+            break;
+        };
+        rest = &rest[i + j + close.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One `<Part>` of a client's CompleteMultipartUpload body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletePart {
+    pub number: u32,
+    pub etag: String,
+}
+
+fn malformed() -> S3Error {
+    S3Error::new(
+        "MalformedXML",
+        "The XML you provided was not well-formed or did not validate against our published schema.",
+    )
+}
+
+/// Parses a CompleteMultipartUpload body into its parts (ETags as sent, XML entities decoded).
+pub fn parse_complete(xml: &str) -> Result<Vec<CompletePart>, S3Error> {
+    if !xml.contains("<CompleteMultipartUpload") {
+        return Err(malformed());
+    }
+    let mut parts = Vec::new();
+    for p in tag_values(xml, "Part") {
+        let number = tag_values(p, "PartNumber")
+            .first()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .ok_or_else(malformed)?;
+        let etag = tag_values(p, "ETag")
+            .first()
+            .map(|v| unescape(v.trim()))
+            .ok_or_else(malformed)?;
+        parts.push(CompletePart { number, etag });
+    }
+    if parts.is_empty() {
+        return Err(malformed());
+    }
+    Ok(parts)
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&apos;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The CompleteMultipartUpload body sent to the store: part numbers and store ETags only.
+pub fn complete_body(parts: &[(u32, String)]) -> String {
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+    );
+    for (n, etag) in parts {
+        s.push_str(&format!(
+            "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag></Part>",
+            escape(etag)
+        ));
+    }
+    s.push_str("</CompleteMultipartUpload>");
+    s
+}
+
+/// S3's largest part number.
+pub const MAX_PARTS: u32 = 10_000;
+
+/// S3's smallest part (all but the last).
+pub const MIN_PART: u64 = 5 * 1024 * 1024;
+
+/// Checks that the parts a client completes with form a layout Chmura can read (FORMAT.md
+/// §13): consecutive numbers from 1, every part but the last the same whole number of chunks,
+/// the last no larger. `listed` are the store's (part number, stored size) pairs. Returns the
+/// parts to complete with: an empty last part (a 28-byte sealed empty chunk) is left out, as it
+/// holds no data and would break the grid.
+pub fn check_layout(client: &[CompletePart], listed: &[(u32, u64)]) -> Result<Vec<u32>, S3Error> {
+    let size_of = |n: u32| listed.iter().find(|(p, _)| *p == n).map(|(_, s)| *s);
+    let mut sizes = Vec::with_capacity(client.len());
+    for (i, p) in client.iter().enumerate() {
+        if i > 0 && p.number <= client[i - 1].number {
+            return Err(S3Error::new(
+                "InvalidPartOrder",
+                "The list of parts was not in ascending order. The parts list must be specified in order by part number.",
+            ));
+        }
+        let Some(size) = size_of(p.number) else {
+            return Err(S3Error::new(
+                "InvalidPart",
+                "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag.",
+            ));
+        };
+        let plain = layout::plaintext_len(size).map_err(|_| {
+            S3Error::new(
+                "InvalidPart",
+                "A part's stored size is not a valid encrypted size.",
+            )
+            .with_detail(format!("integrity: part {} stored size {size}", p.number))
+        })?;
+        sizes.push(plain);
+    }
+    let n = client.len();
+    for (i, s) in sizes.iter().enumerate() {
+        if i + 1 < n && *s < MIN_PART {
+            return Err(S3Error::new(
+                "EntityTooSmall",
+                "Your proposed upload is smaller than the minimum allowed object size.",
+            ));
+        }
+    }
+    let mut numbers: Vec<u32> = client.iter().map(|p| p.number).collect();
+    if n >= 2 && sizes[n - 1] == 0 {
+        numbers.pop();
+        sizes.pop();
+    }
+    let n = numbers.len();
+    let layout_error = |why: &str| {
+        S3Error::new(
+            "InvalidPart",
+            format!("Chmura stores multipart objects encrypted in 64 KiB chunks and needs parts numbered 1, 2, 3, … that all have the same size, a multiple of 65536 bytes, except the last, which may be smaller: {why}."),
+        )
+    };
+    for (i, num) in numbers.iter().enumerate() {
+        if *num as usize != i + 1 {
+            return Err(layout_error("the part numbers are not consecutive from 1"));
+        }
+    }
+    if n >= 2 {
+        let p = sizes[0];
+        if !p.is_multiple_of(CHUNK) {
+            return Err(layout_error("a part is not a multiple of 65536 bytes"));
+        }
+        if sizes[..n - 1].iter().any(|s| *s != p) {
+            return Err(layout_error("the parts differ in size"));
+        }
+        if sizes[n - 1] > p {
+            return Err(layout_error("the last part is larger than the others"));
+        }
+    }
+    Ok(numbers)
+}
+
+/// Chunks per part of a multipart object of `total` chunks whose last chunk's nonce says it is
+/// chunk `index` of part `part` (§13); `None` when no regular layout fits.
+pub fn part_chunks(total: u64, part: u32, index: u64) -> Option<u64> {
+    if part == 0 || index >= total {
+        return None;
+    }
+    if part == 1 {
+        return (index + 1 == total).then_some(total);
+    }
+    let before = total - index - 1;
+    let p = u64::from(part) - 1;
+    if !before.is_multiple_of(p) {
+        return None;
+    }
+    let k = before / p;
+    (k > index).then_some(k)
+}
+
+/// Byte offset of chunk `g` in the stored object.
+pub fn chunk_offset(g: u64) -> u64 {
+    g * SEALED_CHUNK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_junk() {
+        let t = UploadToken {
+            upstream_id: "2~abc.DEF_-x".into(),
+            key_id: "arn:aws:kms:us-east-1:1:key/x".into(),
+            wrapped_key: (0..=255).collect(),
+            salt: [7; 32],
+        };
+        let s = t.encode();
+        assert!(s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        assert_eq!(UploadToken::decode(&s), Some(t));
+        assert_eq!(UploadToken::decode("2~abc"), None);
+        assert_eq!(UploadToken::decode("c1.AAAA"), None);
+        assert_eq!(UploadToken::decode(&format!("{s}A")), None);
+    }
+
+    #[test]
+    fn complete_bodies_parse_and_rebuild() {
+        let xml = r#"<?xml version="1.0"?><CompleteMultipartUpload xmlns="x"><Part><ETag>&quot;aa-0&quot;</ETag><PartNumber>1</PartNumber><ChecksumCRC32>AAAA</ChecksumCRC32></Part><Part><PartNumber>2</PartNumber><ETag>"bb-0"</ETag></Part></CompleteMultipartUpload>"#;
+        let p = parse_complete(xml).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                CompletePart {
+                    number: 1,
+                    etag: "\"aa-0\"".into()
+                },
+                CompletePart {
+                    number: 2,
+                    etag: "\"bb-0\"".into()
+                }
+            ]
+        );
+        let body = complete_body(&[(1, "\"aa\"".into())]);
+        assert!(body.contains("<Part><PartNumber>1</PartNumber><ETag>&quot;aa&quot;</ETag></Part>"));
+        assert!(parse_complete("<CompleteMultipartUpload></CompleteMultipartUpload>").is_err());
+        assert!(parse_complete("<Foo/>").is_err());
+        assert_eq!(
+            remove_elements(
+                "<a><ChecksumCRC32>x</ChecksumCRC32><b/></a>",
+                "ChecksumCRC32"
+            ),
+            "<a><b/></a>"
+        );
+    }
+
+    fn parts(ns: &[u32]) -> Vec<CompletePart> {
+        ns.iter()
+            .map(|n| CompletePart {
+                number: *n,
+                etag: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layouts_chmura_can_read() {
+        let c = layout::ciphertext_len;
+        let mib8 = 8 << 20;
+        let ok = [(1, c(mib8)), (2, c(mib8)), (3, c(100))];
+        assert_eq!(
+            check_layout(&parts(&[1, 2, 3]), &ok).ok(),
+            Some(vec![1, 2, 3])
+        );
+        assert_eq!(check_layout(&parts(&[1]), &[(1, c(7))]).ok(), Some(vec![1]));
+        // An empty last part is dropped.
+        let empty_last = [(1, c(mib8)), (2, c(0))];
+        assert_eq!(
+            check_layout(&parts(&[1, 2]), &empty_last).ok(),
+            Some(vec![1])
+        );
+        let code = |r: Result<Vec<u32>, S3Error>| r.unwrap_err().code;
+        assert_eq!(
+            code(check_layout(&parts(&[1, 3]), &[(1, c(mib8)), (3, c(1))])),
+            "InvalidPart"
+        );
+        assert_eq!(code(check_layout(&parts(&[2, 1]), &ok)), "InvalidPartOrder");
+        assert_eq!(code(check_layout(&parts(&[1, 4]), &ok)), "InvalidPart");
+        assert_eq!(
+            code(check_layout(&parts(&[1, 2]), &[(1, c(1 << 20)), (2, c(1))])),
+            "EntityTooSmall"
+        );
+        let odd = 5_000_000 + 1;
+        assert_eq!(
+            code(check_layout(&parts(&[1, 2]), &[(1, c(odd * 2)), (2, c(1))])),
+            "InvalidPart"
+        );
+        assert_eq!(
+            code(check_layout(
+                &parts(&[1, 2, 3]),
+                &[(1, c(mib8)), (2, c(2 * mib8)), (3, c(1))]
+            )),
+            "InvalidPart"
+        );
+        assert_eq!(
+            code(check_layout(
+                &parts(&[1, 2]),
+                &[(1, c(mib8)), (2, c(mib8 + 1))]
+            )),
+            "InvalidPart"
+        );
+    }
+
+    #[test]
+    fn part_chunks_from_the_last_chunk() {
+        // 3 parts of 128 chunks and a last part of 5: the last chunk is (4, 4).
+        assert_eq!(part_chunks(3 * 128 + 5, 4, 4), Some(128));
+        assert_eq!(part_chunks(7, 1, 6), Some(7));
+        assert_eq!(part_chunks(7, 1, 5), None);
+        assert_eq!(part_chunks(3 * 128 + 5, 4, 200), None);
+        assert_eq!(part_chunks(10, 0, 0), None);
+    }
+}

@@ -1,0 +1,445 @@
+//! Multipart uploads of encrypted objects (issue 4, FORMAT.md §13): parts sealed as they
+//! stream, in any order, on any Chmura instance (no state in Chmura); the completed object
+//! reads back whole, by range and by part; tampering with whole parts in the store is refused.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use chmura_crypto::layout::{ciphertext_len, SEALED_CHUNK};
+use chmura_tests::{pattern, Env, Proxy, ProxyOptions};
+
+const PART: usize = 5 * 1024 * 1024;
+
+async fn encrypted_env() -> Env {
+    Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await
+}
+
+/// A second Chmura over the same store with the same keyring.
+async fn replica(env: &Env) -> Proxy {
+    let ring = std::fs::read_to_string(env.proxy.dir.join("chmura.keyring")).expect("keyring");
+    Proxy::start(
+        &env.dir.path().join("replica"),
+        &env.store.endpoint(),
+        ProxyOptions {
+            encrypt: true,
+            keyring: Some(ring),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn upload_part(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    id: &str,
+    n: i32,
+    data: &[u8],
+) -> String {
+    s3.upload_part()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .part_number(n)
+        .body(ByteStream::from(data.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("upload part {n}: {e:?}"))
+        .e_tag()
+        .expect("part etag")
+        .to_string()
+}
+
+fn completed(parts: &[(i32, String)]) -> CompletedMultipartUpload {
+    CompletedMultipartUpload::builder()
+        .set_parts(Some(
+            parts
+                .iter()
+                .map(|(n, e)| CompletedPart::builder().part_number(*n).e_tag(e).build())
+                .collect(),
+        ))
+        .build()
+}
+
+async fn get_range(s3: &Client, bucket: &str, key: &str, range: &str) -> Result<Vec<u8>, String> {
+    let r = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .range(range)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    r.body
+        .collect()
+        .await
+        .map(|b| b.into_bytes().to_vec())
+        .map_err(|e| format!("{e:?}"))
+}
+
+async fn get_all(s3: &Client, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
+    let r = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    r.body
+        .collect()
+        .await
+        .map(|b| b.into_bytes().to_vec())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Uploads `data` in `PART`-sized parts through `s3` and completes it.
+async fn put_multipart(s3: &Client, bucket: &str, key: &str, data: &[u8]) {
+    let id = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let mut parts = Vec::new();
+    for (i, piece) in data.chunks(PART).enumerate() {
+        let n = i as i32 + 1;
+        parts.push((n, upload_part(s3, bucket, key, &id, n, piece).await));
+    }
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(completed(&parts))
+        .send()
+        .await
+        .expect("complete");
+}
+
+#[tokio::test]
+async fn parts_in_any_order_on_two_replicas_read_back_whole_by_range_and_by_part() {
+    let env = encrypted_env().await;
+    let other = replica(&env).await;
+    env.make_bucket("mpx");
+    let (a, b) = (env.proxy.sdk_client(), other.sdk_client());
+    let len = 3 * PART + 1000;
+    let data = pattern(len, 4);
+    let create = a
+        .create_multipart_upload()
+        .bucket("mpx")
+        .key("big.bin")
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(
+        create.server_side_encryption().map(|s| s.as_str()),
+        Some("aws:kms")
+    );
+    let id = create.upload_id().expect("id").to_string();
+    // Parts 4, 2, 3, 1 at once, alternating between the two instances.
+    let piece = |n: usize| &data[(n - 1) * PART..(n * PART).min(len)];
+    let (e4, e2, e3, e1) = tokio::join!(
+        upload_part(&a, "mpx", "big.bin", &id, 4, piece(4)),
+        upload_part(&b, "mpx", "big.bin", &id, 2, piece(2)),
+        upload_part(&a, "mpx", "big.bin", &id, 3, piece(3)),
+        upload_part(&b, "mpx", "big.bin", &id, 1, piece(1)),
+    );
+    let listed = b
+        .list_parts()
+        .bucket("mpx")
+        .key("big.bin")
+        .upload_id(&id)
+        .send()
+        .await
+        .expect("list parts");
+    assert_eq!(listed.upload_id(), Some(id.as_str()));
+    let mut got: Vec<(i32, i64, String)> = listed
+        .parts()
+        .iter()
+        .map(|p| {
+            (
+                p.part_number().unwrap_or(0),
+                p.size().unwrap_or(-1),
+                p.e_tag().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    // s3s-fs lists parts unsorted and without ETags; S3 sorts them and lists ETags.
+    got.sort();
+    let p = PART as i64;
+    let want = [(1, p, &e1), (2, p, &e2), (3, p, &e3), (4, 1000, &e4)];
+    assert_eq!(got.len(), 4);
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0, g.1), (w.0, w.1));
+        assert!(g.2.is_empty() || g.2 == *w.2, "part {} ETag {}", g.0, g.2);
+    }
+    let done = b
+        .complete_multipart_upload()
+        .bucket("mpx")
+        .key("big.bin")
+        .upload_id(&id)
+        .multipart_upload(completed(&[(1, e1), (2, e2), (3, e3), (4, e4)]))
+        .send()
+        .await
+        .expect("complete");
+    let etag = done.e_tag().expect("etag").to_string();
+    assert!(etag.ends_with("-4\""), "multipart ETag {etag}");
+
+    // The store holds ciphertext only, on the single-part grid.
+    let stored = env.store.stored("mpx", "big.bin").expect("stored");
+    assert_eq!(stored.len() as u64, ciphertext_len(len as u64));
+    assert!(!stored
+        .windows(64)
+        .any(|w| w == &data[PART + 100..PART + 164]));
+
+    // Whole, HEAD, listing.
+    assert!(get_all(&a, "mpx", "big.bin").await.expect("get") == data);
+    let head = b
+        .head_object()
+        .bucket("mpx")
+        .key("big.bin")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.content_length(), Some(len as i64));
+    assert_eq!(head.e_tag(), Some(etag.as_str()));
+    let list = a
+        .list_objects_v2()
+        .bucket("mpx")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(list.contents()[0].size(), Some(len as i64));
+
+    // Ranges, including across part boundaries and inside the short last part.
+    for (lo, hi) in [
+        (0, 0),
+        (PART - 10, PART + 10),
+        (PART - 1, 2 * PART),
+        (2 * PART + 65_530, 2 * PART + 65_540),
+        (3 * PART - 70_000, 3 * PART + 999),
+        (3 * PART + 10, 3 * PART + 20),
+        (0, len - 1),
+    ] {
+        let got = get_range(&b, "mpx", "big.bin", &format!("bytes={lo}-{hi}"))
+            .await
+            .expect("range");
+        assert!(got == data[lo..=hi], "range {lo}-{hi}");
+    }
+    let tail = get_range(&a, "mpx", "big.bin", "bytes=-1500")
+        .await
+        .expect("suffix");
+    assert!(tail == data[len - 1500..]);
+
+    // By part number: that part's plaintext, and the part count.
+    for n in 1..=4usize {
+        let r = a
+            .get_object()
+            .bucket("mpx")
+            .key("big.bin")
+            .part_number(n as i32)
+            .send()
+            .await
+            .expect("get part");
+        assert_eq!(r.parts_count(), Some(4));
+        let body = r.body.collect().await.expect("body").into_bytes();
+        assert!(body.as_ref() == piece(n), "part {n}");
+    }
+    let h = b
+        .head_object()
+        .bucket("mpx")
+        .key("big.bin")
+        .part_number(4)
+        .send()
+        .await
+        .expect("head part");
+    assert_eq!((h.content_length(), h.parts_count()), (Some(1000), Some(4)));
+    let err = a
+        .get_object()
+        .bucket("mpx")
+        .key("big.bin")
+        .part_number(5)
+        .send()
+        .await
+        .expect_err("part 5 does not exist");
+    assert!(format!("{err:?}").contains("InvalidPartNumber"), "{err:?}");
+}
+
+/// Re-arranging whole parts in the store (what UploadPartCopy with the object's metadata could
+/// build) is refused on read; dropping trailing whole parts is the documented bound.
+#[tokio::test]
+async fn whole_part_tampering_in_the_store_is_refused() {
+    let env = encrypted_env().await;
+    env.make_bucket("mpt");
+    let s3 = env.proxy.sdk_client();
+    let len = 3 * PART + 777;
+    let data = pattern(len, 9);
+    put_multipart(&s3, "mpt", "obj", &data).await;
+    let path = env.store.root.join("mpt").join("obj");
+    let original = std::fs::read(&path).expect("stored");
+    let part = (PART as u64 / 65_536 * SEALED_CHUNK) as usize;
+    let (p1, p2, p3, p4) = (
+        &original[..part],
+        &original[part..2 * part],
+        &original[2 * part..3 * part],
+        &original[3 * part..],
+    );
+    for (what, bytes, lo) in [
+        ("parts 2 and 3 swapped", [p1, p3, p2, p4].concat(), PART + 5),
+        (
+            "part 2 duplicated over part 3",
+            [p1, p2, p2, p4].concat(),
+            2 * PART + 5,
+        ),
+        ("part 2 dropped", [p1, p3, p4].concat(), PART + 5),
+        ("part 1 dropped", [p2, p3, p4].concat(), 5),
+        ("last part first", [p4, p1, p2, p3].concat(), 5),
+    ] {
+        std::fs::write(&path, &bytes).expect("tamper");
+        assert!(
+            get_all(&s3, "mpt", "obj").await.is_err(),
+            "whole read: {what}"
+        );
+        // A range inside the moved region fails too, without reading the rest.
+        assert!(
+            get_range(&s3, "mpt", "obj", &format!("bytes={lo}-{}", lo + 10))
+                .await
+                .is_err(),
+            "range read: {what}"
+        );
+    }
+    // The bound (FORMAT.md §10): cutting whole trailing parts leaves a shorter valid object.
+    std::fs::write(&path, [p1, p2].concat()).expect("truncate");
+    assert!(get_all(&s3, "mpt", "obj").await.expect("prefix") == data[..2 * PART]);
+    std::fs::write(&path, &original).expect("restore");
+    assert!(get_all(&s3, "mpt", "obj").await.expect("restored") == data);
+}
+
+#[tokio::test]
+async fn layouts_chmura_cannot_read_are_refused_at_complete_and_ids_are_checked() {
+    let env = encrypted_env().await;
+    env.make_bucket("mpl");
+    let s3 = env.proxy.sdk_client();
+    let create = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            s3.create_multipart_upload()
+                .bucket("mpl")
+                .key(key)
+                .send()
+                .await
+                .expect("create")
+                .upload_id()
+                .expect("id")
+                .to_string()
+        }
+    };
+    let big = pattern(PART + 65_536, 1);
+    for (key, sizes, code) in [
+        ("unequal", vec![PART, PART + 65_536, 10], "InvalidPart"),
+        ("unaligned", vec![PART + 1, 10], "InvalidPart"),
+        ("too-small", vec![1 << 20, 10], "EntityTooSmall"),
+    ] {
+        let id = create(key).await;
+        let mut parts = Vec::new();
+        for (i, sz) in sizes.iter().enumerate() {
+            let n = i as i32 + 1;
+            parts.push((n, upload_part(&s3, "mpl", key, &id, n, &big[..*sz]).await));
+        }
+        let err = s3
+            .complete_multipart_upload()
+            .bucket("mpl")
+            .key(key)
+            .upload_id(&id)
+            .multipart_upload(completed(&parts))
+            .send()
+            .await
+            .expect_err(key);
+        assert!(format!("{err:?}").contains(code), "{key}: {err:?}");
+        assert!(env.store.stored("mpl", key).is_none(), "{key} was created");
+    }
+    // Part numbers with a gap.
+    let id = create("gap").await;
+    let e1 = upload_part(&s3, "mpl", "gap", &id, 1, &big[..PART]).await;
+    let e3 = upload_part(&s3, "mpl", "gap", &id, 3, &big[..10]).await;
+    let err = s3
+        .complete_multipart_upload()
+        .bucket("mpl")
+        .key("gap")
+        .upload_id(&id)
+        .multipart_upload(completed(&[(1, e1.clone()), (3, e3)]))
+        .send()
+        .await
+        .expect_err("gap");
+    assert!(format!("{err:?}").contains("InvalidPart"), "{err:?}");
+    // The token only works for its own key (the data key is bound to bucket and key).
+    let err = s3
+        .upload_part()
+        .bucket("mpl")
+        .key("other-key")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("token for another key");
+    let _ = err;
+    // Ids that are not Chmura's: NoSuchUpload for parts; listing shows the store's ids, which
+    // ListParts and Abort accept.
+    let err = s3
+        .upload_part()
+        .bucket("mpl")
+        .key("gap")
+        .upload_id("not-a-token")
+        .part_number(1)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("bogus id");
+    assert!(format!("{err:?}").contains("NoSuchUpload"), "{err:?}");
+    // The store's own id (what ListMultipartUploads lists) works for ListParts and Abort.
+    let raw = chmura_proxy::multipart::UploadToken::decode(&id)
+        .expect("token")
+        .upstream_id;
+    let parts = s3
+        .list_parts()
+        .bucket("mpl")
+        .key("gap")
+        .upload_id(&raw)
+        .send()
+        .await
+        .expect("list parts by raw id");
+    assert_eq!(parts.upload_id(), Some(raw.as_str()));
+    assert_eq!(parts.parts().len(), 2);
+    s3.abort_multipart_upload()
+        .bucket("mpl")
+        .key("gap")
+        .upload_id(&raw)
+        .send()
+        .await
+        .expect("abort by raw id");
+    let err = s3
+        .upload_part()
+        .bucket("mpl")
+        .key("gap")
+        .upload_id(&id)
+        .part_number(2)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("aborted");
+    // S3 says NoSuchUpload; s3s-fs says AccessDenied for an upload id it no longer has.
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("NoSuchUpload") || text.contains("AccessDenied"),
+        "{text}"
+    );
+}
