@@ -694,6 +694,21 @@ async fn handle_inner(
         }
         _ => {}
     }
+    if plan == Plan::Copy {
+        prepare_copy(
+            state,
+            &ctx_tenant.name,
+            state
+                .kms
+                .as_ref()
+                .map(|k| k.key_id_for(ctx_tenant).to_string())
+                .unwrap_or_default(),
+            bucket_name,
+            &addr.key,
+            &mut up_req,
+        )
+        .await?;
+    }
     let resp = match state.upstream.send(up_req, unsigned).await {
         Ok(r) => r,
         Err(e) => return Err(slot.take().unwrap_or(e)),
@@ -708,7 +723,11 @@ async fn handle_inner(
     if matches!(plan, Plan::ListSizes) && rp.status.is_success() {
         return list_plaintext_sizes(rp, rbody).await;
     }
-    if matches!(plan, Plan::MpCreate | Plan::MpComplete | Plan::MpList) && rp.status.is_success() {
+    if matches!(
+        plan,
+        Plan::MpCreate | Plan::MpComplete | Plan::MpList | Plan::Copy
+    ) && rp.status.is_success()
+    {
         let xml = read_small_body(rbody).await?;
         let xml = match plan {
             Plan::MpCreate => {
@@ -780,6 +799,9 @@ enum Plan {
     MpList,
     /// AbortMultipartUpload: only the upload id is mapped.
     MpAbort,
+    /// CopyObject: the store copies the ciphertext; the data key is re-wrapped for the
+    /// destination (FORMAT.md §6), so no body passes through Chmura.
+    Copy,
 }
 
 fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
@@ -804,7 +826,8 @@ fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
         Op::AbortMultipartUpload => Plan::MpAbort,
         // Copies of encrypted objects come later; refusing them keeps plaintext out of the
         // store and ciphertext out of the wrong context.
-        Op::UploadPartCopy | Op::CopyObject | Op::GetObjectAttributes => return Err(not_yet()),
+        Op::CopyObject => Plan::Copy,
+        Op::UploadPartCopy | Op::GetObjectAttributes => return Err(not_yet()),
         _ if headers.contains_key("x-amz-copy-source") => return Err(not_yet()),
         _ => Plan::Pass,
     })
@@ -1300,6 +1323,158 @@ fn preconditions(
 
 /// Checks the stored length against the envelope; a multipart object's plaintext length is
 /// derived from it (FORMAT.md §13).
+/// Headers a CopyObject with `x-amz-metadata-directive: COPY` takes from its source.
+const COPIED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+    "x-amz-website-redirect-location",
+];
+
+/// CopyObject of an encrypted object: HEAD the source, evaluate the copy-source conditions,
+/// unwrap its data key for the source's context and wrap it for the destination's (under the
+/// tenant's key), then let the store copy the ciphertext with the new envelope as metadata,
+/// pinned to the source ETag just read.
+async fn prepare_copy(
+    state: &State,
+    tenant: &str,
+    dst_key_id: String,
+    dst_bucket: &str,
+    dst_key: &str,
+    up_req: &mut Request<UpstreamBody>,
+) -> Result<(), S3Error> {
+    let kms = state
+        .kms
+        .as_ref()
+        .ok_or_else(|| S3Error::internal("copy without kms"))?;
+    let source = header_str(up_req.headers(), "x-amz-copy-source")
+        .and_then(multipart::parse_copy_source)
+        .ok_or_else(|| {
+            S3Error::invalid_request(
+                "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.",
+            )
+        })?;
+    let (src_bucket, src_key, version) = source;
+    let q = match &version {
+        Some(v) => sigv4::canonical_query(&[("versionId".to_string(), v.clone())], None),
+        None => String::new(),
+    };
+    let (uri, host) = state.upstream.uri(Some(&src_bucket), &src_key, &q);
+    let head = Request::builder()
+        .method(Method::HEAD)
+        .uri(&uri)
+        .header(HOST, host)
+        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+        .map_err(|e| S3Error::internal(format!("copy head: {e}")))?;
+    let (hp, hbody) = state.upstream.send(head, false).await?.into_parts();
+    drop(hbody);
+    if !hp.status.is_success() {
+        return Err(match hp.status {
+            http::StatusCode::NOT_FOUND => {
+                S3Error::new("NoSuchKey", "The specified key does not exist.")
+            }
+            http::StatusCode::FORBIDDEN => S3Error::new("AccessDenied", "Access Denied"),
+            s => S3Error::upstream(
+                "ServiceUnavailable",
+                "The copy source could not be read.",
+                format!("status {s}"),
+            ),
+        });
+    }
+    // The copy-source conditions, evaluated on what was just read (then the copy is pinned
+    // to that ETag).
+    let mut cond = HeaderMap::new();
+    for (from, to) in [
+        ("x-amz-copy-source-if-match", http::header::IF_MATCH),
+        (
+            "x-amz-copy-source-if-none-match",
+            http::header::IF_NONE_MATCH,
+        ),
+        (
+            "x-amz-copy-source-if-modified-since",
+            http::header::IF_MODIFIED_SINCE,
+        ),
+        (
+            "x-amz-copy-source-if-unmodified-since",
+            http::header::IF_UNMODIFIED_SINCE,
+        ),
+    ] {
+        if let Some(v) = up_req.headers_mut().remove(from) {
+            cond.insert(to, v);
+        }
+    }
+    if preconditions(&cond, &hp.headers).is_some() {
+        return Err(S3Error::new(
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+        ));
+    }
+    let Some(mut env) = envelope_of(&hp.headers, false)? else {
+        return Err(S3Error::internal("copy of a plaintext object"));
+    };
+    let stored = content_length(&hp.headers)
+        .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
+    check_length(&mut env, stored)?;
+    let dk = kms
+        .decrypt(
+            &env.key_id,
+            &env.wrapped_key,
+            &kms::context(tenant, &src_bucket, &src_key),
+        )
+        .await?;
+    ObjectKey::derive(&dk, &env.salt)
+        .verify_commitment(&env.commitment)
+        .map_err(|e| {
+            S3Error::new(
+                "InvalidObjectState",
+                "The object's key commitment does not match; it was altered in the store.",
+            )
+            .with_detail(format!("integrity: {e}"))
+        })?;
+    let wrapped = kms
+        .wrap(&dst_key_id, &dk, &kms::context(tenant, dst_bucket, dst_key))
+        .await?;
+    let new_env = ObjectHeader {
+        key_id: dst_key_id,
+        wrapped_key: wrapped,
+        ..env
+    };
+    let h = up_req.headers_mut();
+    let replace = h
+        .get("x-amz-metadata-directive")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"));
+    if !replace {
+        for (n, v) in hp.headers.iter() {
+            let name = n.as_str();
+            if (name.starts_with("x-amz-meta-") && !name.starts_with(CHMURA_META_PREFIX))
+                || COPIED_HEADERS.contains(&name)
+            {
+                h.insert(n.clone(), v.clone());
+            }
+        }
+    }
+    h.insert(
+        "x-amz-metadata-directive",
+        HeaderValue::from_static("REPLACE"),
+    );
+    for (name, value) in new_env.to_metadata() {
+        let hn = HeaderName::from_bytes(format!("x-amz-meta-{name}").as_bytes())
+            .map_err(|_| S3Error::internal("metadata name"))?;
+        h.insert(
+            hn,
+            HeaderValue::from_str(&value).map_err(|_| S3Error::internal("metadata value"))?,
+        );
+    }
+    if let Some(etag) = hp.headers.get(http::header::ETAG) {
+        h.insert("x-amz-copy-source-if-match", etag.clone());
+    }
+    Ok(())
+}
+
 /// The opener for chunks of a stored object, single-part (§3) or multipart (§13).
 fn open_chunks(
     env: &ObjectHeader,

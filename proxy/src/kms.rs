@@ -26,6 +26,8 @@ enum Backend {
 pub struct KmsStats {
     pub generate_calls: AtomicU64,
     pub decrypt_calls: AtomicU64,
+    /// Encrypt calls: an existing data key wrapped for a new context (copies, rekey).
+    pub wrap_calls: AtomicU64,
     pub cache_hits: AtomicU64,
     pub failures: AtomicU64,
 }
@@ -182,6 +184,44 @@ impl Kms {
                 dk.copy_from_slice(&bytes);
                 Ok((dk, wrapped.into_inner()))
             }
+        };
+        if r.is_err() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Wraps an existing data key under `key_id` for `ctx` (copies: the body stays, the key
+    /// is bound to its new bucket and key).
+    pub async fn wrap(
+        &self,
+        key_id: &str,
+        dk: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Vec<u8>, S3Error> {
+        self.stats.wrap_calls.fetch_add(1, Ordering::Relaxed);
+        let r = match &self.backend {
+            Backend::Local(k) => k
+                .wrap(key_id, dk, ctx, chmura_crypto::keys::random::<12>())
+                .map_err(|e| unavailable(format!("keyring wrap: {e}"))),
+            Backend::Aws(client) => client
+                .encrypt()
+                .key_id(key_id)
+                .plaintext(aws_sdk_kms::primitives::Blob::new(dk.to_vec()))
+                .set_encryption_context(Some(ctx.0.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(|e| {
+                    unavailable(format!(
+                        "kms Encrypt: {}",
+                        aws_sdk_kms::error::DisplayErrorContext(&e)
+                    ))
+                })
+                .and_then(|out| {
+                    out.ciphertext_blob
+                        .map(|b| b.into_inner())
+                        .ok_or_else(|| unavailable("kms Encrypt: no ciphertext".into()))
+                }),
         };
         if r.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);

@@ -312,6 +312,33 @@ pub fn part_chunks(total: u64, part: u32, index: u64) -> Option<u64> {
     (k > index).then_some(k)
 }
 
+/// `(bucket, key, versionId)` of an `x-amz-copy-source` header (`[/]bucket/key[?versionId=v]`,
+/// key percent-encoded).
+pub fn parse_copy_source(v: &str) -> Option<(String, String, Option<String>)> {
+    let v = v.trim();
+    let (path, query) = match v.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (v, None),
+    };
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let (bucket, key) = path.split_once('/')?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    let (bucket, key) = (decode(bucket)?, decode(key)?);
+    if bucket.is_empty() || key.is_empty() {
+        return None;
+    }
+    let version = match query {
+        Some(q) => Some(decode(q.strip_prefix("versionId=")?)?),
+        None => None,
+    };
+    Some((bucket, key, version))
+}
+
 /// Byte offset of chunk `g` in the stored object.
 pub fn chunk_offset(g: u64) -> u64 {
     g * SEALED_CHUNK
@@ -424,6 +451,21 @@ mod tests {
             )),
             "InvalidPart"
         );
+    }
+
+    #[test]
+    fn copy_sources_parse() {
+        assert_eq!(
+            parse_copy_source("/b1/dir/a%20b.txt?versionId=v%2B1"),
+            Some(("b1".into(), "dir/a b.txt".into(), Some("v+1".into())))
+        );
+        assert_eq!(
+            parse_copy_source("b1/k"),
+            Some(("b1".into(), "k".into(), None))
+        );
+        assert_eq!(parse_copy_source("b1"), None);
+        assert_eq!(parse_copy_source("/b1/"), None);
+        assert_eq!(parse_copy_source("/b1/k?acl"), None);
     }
 
     #[test]

@@ -317,10 +317,22 @@ async fn unsupported_encrypted_operations_fail_closed_and_checks_still_apply() {
         .send()
         .await
         .expect("put");
-    let e = s3
-        .copy_object()
+    let id = s3
+        .create_multipart_upload()
         .bucket("enc")
         .key("dst")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let e = s3
+        .upload_part_copy()
+        .bucket("enc")
+        .key("dst")
+        .upload_id(&id)
+        .part_number(1)
         .copy_source("enc/src")
         .send()
         .await

@@ -443,3 +443,146 @@ async fn layouts_chmura_cannot_read_are_refused_at_complete_and_ids_are_checked(
         "{text}"
     );
 }
+
+/// CopyObject of encrypted objects: the store copies the ciphertext, Chmura re-wraps the data
+/// key for the destination's bucket and key (so the copy decrypts there, and only there).
+#[tokio::test]
+async fn copy_object_rewraps_the_data_key_for_the_destination() {
+    let env = encrypted_env().await;
+    env.make_bucket("cpa");
+    env.make_bucket("cpb");
+    let s3 = env.proxy.sdk_client();
+    let small = pattern(200_000, 21);
+    let put = s3
+        .put_object()
+        .bucket("cpa")
+        .key("src")
+        .content_type("text/x-chmura")
+        .metadata("colour", "blue")
+        .body(ByteStream::from(small.clone()))
+        .send()
+        .await
+        .expect("put");
+    let src_etag = put.e_tag().expect("etag").to_string();
+    let big = pattern(2 * PART + 5, 22);
+    put_multipart(&s3, "cpa", "big", &big).await;
+
+    // COPY directive: same bucket, metadata and content type come along.
+    let out = s3
+        .copy_object()
+        .bucket("cpa")
+        .key("dst")
+        .copy_source("cpa/src")
+        .send()
+        .await
+        .expect("copy");
+    let etag = out
+        .copy_object_result()
+        .and_then(|r| r.e_tag())
+        .expect("etag");
+    assert!(etag.ends_with("-0\""), "presented ETag {etag}");
+    assert!(get_all(&s3, "cpa", "dst").await.expect("get copy") == small);
+    let h = s3
+        .head_object()
+        .bucket("cpa")
+        .key("dst")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(h.content_type(), Some("text/x-chmura"));
+    assert_eq!(
+        h.metadata()
+            .and_then(|m| m.get("colour"))
+            .map(String::as_str),
+        Some("blue")
+    );
+    assert_eq!(h.e_tag(), Some(etag));
+    assert_eq!(h.content_length(), Some(small.len() as i64));
+    // The wrapped key differs (bound to the new key); the body is the same ciphertext.
+    assert_eq!(
+        env.store.stored("cpa", "dst"),
+        env.store.stored("cpa", "src")
+    );
+
+    // REPLACE directive, to another bucket, with a source condition that holds.
+    s3.copy_object()
+        .bucket("cpb")
+        .key("dir/copy")
+        .copy_source("cpa/src")
+        .copy_source_if_match(&src_etag)
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .metadata("colour", "red")
+        .send()
+        .await
+        .expect("copy replace");
+    let h = s3
+        .head_object()
+        .bucket("cpb")
+        .key("dir/copy")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        h.metadata()
+            .and_then(|m| m.get("colour"))
+            .map(String::as_str),
+        Some("red")
+    );
+    assert!(get_all(&s3, "cpb", "dir/copy").await.expect("get") == small);
+
+    // A multipart object copies too, and reads back by range across parts.
+    s3.copy_object()
+        .bucket("cpb")
+        .key("big-copy")
+        .copy_source("cpa/big")
+        .send()
+        .await
+        .expect("copy multipart");
+    assert!(get_all(&s3, "cpb", "big-copy").await.expect("get") == big);
+    let r = get_range(
+        &s3,
+        "cpb",
+        "big-copy",
+        &format!("bytes={}-{}", PART - 3, PART + 3),
+    )
+    .await
+    .expect("range");
+    assert!(r == big[PART - 3..=PART + 3]);
+
+    // Source conditions that fail copy nothing.
+    for (what, req) in [
+        (
+            "if-match",
+            s3.copy_object()
+                .bucket("cpb")
+                .key("nope")
+                .copy_source("cpa/src")
+                .copy_source_if_match("\"0123456789abcdef0123456789abcdef-0\""),
+        ),
+        (
+            "if-none-match",
+            s3.copy_object()
+                .bucket("cpb")
+                .key("nope")
+                .copy_source("cpa/src")
+                .copy_source_if_none_match(&src_etag),
+        ),
+    ] {
+        let e = req.send().await.expect_err(what);
+        assert!(
+            format!("{e:?}").contains("PreconditionFailed"),
+            "{what}: {e:?}"
+        );
+        assert!(env.store.stored("cpb", "nope").is_none(), "{what}");
+    }
+    // A missing source is NoSuchKey.
+    let e = s3
+        .copy_object()
+        .bucket("cpb")
+        .key("nope")
+        .copy_source("cpa/missing")
+        .send()
+        .await
+        .expect_err("missing");
+    assert!(format!("{e:?}").contains("NoSuchKey"), "{e:?}");
+}
