@@ -410,7 +410,10 @@ async fn handle_inner(
         .find(|(k, _)| k == "uploadId")
         .map(|(_, v)| v.clone());
     let token = match (plan, client_upload_id.as_deref()) {
-        (Plan::MpPart | Plan::MpComplete | Plan::MpList | Plan::MpAbort, Some(id)) => {
+        (
+            Plan::MpPart | Plan::MpComplete | Plan::MpList | Plan::MpAbort | Plan::PartCopy,
+            Some(id),
+        ) => {
             match UploadToken::decode(id) {
                 Some(t) => Some(t),
                 // Raw store ids (from ListMultipartUploads) can be listed and aborted.
@@ -425,6 +428,21 @@ async fn handle_inner(
         }
         _ => None,
     };
+
+    if plan == Plan::PartCopy {
+        drop(body);
+        let t = token.ok_or_else(|| S3Error::internal("part copy without token"))?;
+        return upload_part_copy(
+            state,
+            &parts.headers,
+            &query,
+            &t,
+            &ctx_tenant.name,
+            addr.bucket.as_deref().unwrap_or_default(),
+            &addr.key,
+        )
+        .await;
+    }
 
     // 6. Build the upstream request.
     let mut fwd_query: Vec<(String, String)> = query
@@ -799,6 +817,8 @@ enum Plan {
     MpList,
     /// AbortMultipartUpload: only the upload id is mapped.
     MpAbort,
+    /// UploadPartCopy: the source range is decrypted and sealed again as the part.
+    PartCopy,
     /// CopyObject: the store copies the ciphertext; the data key is re-wrapped for the
     /// destination (FORMAT.md §6), so no body passes through Chmura.
     Copy,
@@ -827,7 +847,8 @@ fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
         // Copies of encrypted objects come later; refusing them keeps plaintext out of the
         // store and ciphertext out of the wrong context.
         Op::CopyObject => Plan::Copy,
-        Op::UploadPartCopy | Op::GetObjectAttributes => return Err(not_yet()),
+        Op::UploadPartCopy => Plan::PartCopy,
+        Op::GetObjectAttributes => return Err(not_yet()),
         _ if headers.contains_key("x-amz-copy-source") => return Err(not_yet()),
         _ => Plan::Pass,
     })
@@ -1323,6 +1344,174 @@ fn preconditions(
 
 /// Checks the stored length against the envelope; a multipart object's plaintext length is
 /// derived from it (FORMAT.md §13).
+/// UploadPartCopy into an encrypted upload: the source (range) is read and decrypted like a
+/// GetObject, sealed again with the upload's key and part number as it streams, and sent as
+/// an UploadPart. A source that fails authentication aborts the part: nothing is committed.
+async fn upload_part_copy(
+    state: &State,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    token: &UploadToken,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<Response<ResponseBody>, S3Error> {
+    let part = query
+        .iter()
+        .find(|(k, _)| k == "partNumber")
+        .and_then(|(_, v)| v.parse::<u32>().ok())
+        .filter(|n| (1..=MAX_PART).contains(n))
+        .ok_or_else(|| {
+            S3Error::new(
+                "InvalidArgument",
+                "Part number must be an integer between 1 and 10000, inclusive",
+            )
+        })?;
+    let (src_bucket, src_key, version) = header_str(headers, "x-amz-copy-source")
+        .and_then(multipart::parse_copy_source)
+        .ok_or_else(|| {
+            S3Error::invalid_request(
+                "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.",
+            )
+        })?;
+    let q = match &version {
+        Some(v) => sigv4::canonical_query(&[("versionId".to_string(), v.clone())], None),
+        None => String::new(),
+    };
+    let (uri, host) = state.upstream.uri(Some(&src_bucket), &src_key, &q);
+    let mut get = Request::builder()
+        .method(Method::GET)
+        .uri(&uri)
+        .header(HOST, host);
+    if let Some(r) = header_str(headers, "x-amz-copy-source-range") {
+        let ok = r
+            .trim()
+            .strip_prefix("bytes=")
+            .and_then(|v| v.split_once('-'))
+            .is_some_and(
+                |(a, b)| matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(a), Ok(b)) if a <= b),
+            );
+        if !ok {
+            return Err(S3Error::new(
+                "InvalidArgument",
+                "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy",
+            ));
+        }
+        get = get.header(http::header::RANGE, r.trim());
+    }
+    for (from, to) in [
+        ("x-amz-copy-source-if-match", http::header::IF_MATCH),
+        (
+            "x-amz-copy-source-if-none-match",
+            http::header::IF_NONE_MATCH,
+        ),
+        (
+            "x-amz-copy-source-if-modified-since",
+            http::header::IF_MODIFIED_SINCE,
+        ),
+        (
+            "x-amz-copy-source-if-unmodified-since",
+            http::header::IF_UNMODIFIED_SINCE,
+        ),
+    ] {
+        if let Some(v) = header_str(headers, from) {
+            let v = if from.ends_with("match") {
+                etag::to_store(v)
+            } else {
+                v.to_string()
+            };
+            get = get.header(to, v);
+        }
+    }
+    let get = get
+        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+        .map_err(|e| S3Error::internal(format!("part copy source: {e}")))?;
+    let what = format!("{src_bucket}/{src_key}");
+    let src = get_encrypted(state, get, tenant, &src_bucket, &src_key, what).await?;
+    if src.status() == http::StatusCode::NOT_MODIFIED {
+        return Err(S3Error::new(
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+        ));
+    }
+    if !src.status().is_success() {
+        return Ok(src);
+    }
+    let len = content_length(src.headers())
+        .ok_or_else(|| S3Error::internal("part copy source without length"))?;
+    if len > MAX_PART_BYTES || !part_fits(len) {
+        return Err(S3Error::new(
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed object size.",
+        ));
+    }
+    let dk = state
+        .kms
+        .as_ref()
+        .ok_or_else(|| S3Error::internal("part copy without kms"))?
+        .decrypt(
+            &token.key_id,
+            &token.wrapped_key,
+            &kms::context(tenant, bucket, key),
+        )
+        .await?;
+    let okey = Arc::new(ObjectKey::derive(&dk, &token.salt));
+    let cipher_len = layout::ciphertext_len(len);
+    let q = sigv4::canonical_query(
+        &[
+            ("partNumber".to_string(), part.to_string()),
+            ("uploadId".to_string(), token.upstream_id.clone()),
+        ],
+        None,
+    );
+    let (uri, host) = state.upstream.uri(Some(bucket), key, &q);
+    let body = EncryptingBody::new(src.into_body(), Sealer::new(okey, part, len), cipher_len);
+    let put = Request::builder()
+        .method(Method::PUT)
+        .uri(&uri)
+        .header(HOST, host)
+        .header(CONTENT_LENGTH, cipher_len)
+        .body(body.boxed_unsync())
+        .map_err(|e| S3Error::internal(format!("part copy request: {e}")))?;
+    let (rp, rbody) = state.upstream.send(put, true).await?.into_parts();
+    if !rp.status.is_success() {
+        return Ok(passthrough(rp, rbody));
+    }
+    drop(rbody);
+    let etag = rp
+        .headers
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(etag::present)
+        .unwrap_or_default();
+    let stamp = auth::format_amz_date(SystemTime::now());
+    let modified = format!(
+        "{}-{}-{}T{}:{}:{}.000Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{modified}</LastModified><ETag>{}</ETag></CopyPartResult>",
+        crate::error::xml_escape(&etag)
+    );
+    let mut resp = Response::new(
+        Full::new(Bytes::from(xml))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    h.insert(
+        "x-amz-server-side-encryption",
+        HeaderValue::from_static("aws:kms"),
+    );
+    Ok(resp)
+}
+
 /// Headers a CopyObject with `x-amz-metadata-directive: COPY` takes from its source.
 const COPIED_HEADERS: &[&str] = &[
     "content-type",

@@ -317,23 +317,11 @@ async fn unsupported_encrypted_operations_fail_closed_and_checks_still_apply() {
         .send()
         .await
         .expect("put");
-    let id = s3
-        .create_multipart_upload()
-        .bucket("enc")
-        .key("dst")
-        .send()
-        .await
-        .expect("create")
-        .upload_id()
-        .expect("id")
-        .to_string();
     let e = s3
-        .upload_part_copy()
+        .get_object_attributes()
         .bucket("enc")
-        .key("dst")
-        .upload_id(&id)
-        .part_number(1)
-        .copy_source("enc/src")
+        .key("src")
+        .object_attributes(aws_sdk_s3::types::ObjectAttributes::ObjectSize)
         .send()
         .await
         .expect_err("not yet");

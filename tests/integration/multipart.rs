@@ -586,3 +586,104 @@ async fn copy_object_rewraps_the_data_key_for_the_destination() {
         .expect_err("missing");
     assert!(format!("{e:?}").contains("NoSuchKey"), "{e:?}");
 }
+
+/// UploadPartCopy into an encrypted upload: the source range is decrypted and sealed again as
+/// the part (with and without a source range, from single-part and multipart sources).
+#[tokio::test]
+async fn upload_part_copy_reencrypts_source_ranges() {
+    let env = encrypted_env().await;
+    env.make_bucket("upc");
+    let s3 = env.proxy.sdk_client();
+    let big = pattern(2 * PART + 10, 31);
+    put_multipart(&s3, "upc", "big", &big).await;
+    let small = pattern(70_000, 32);
+    s3.put_object()
+        .bucket("upc")
+        .key("small")
+        .body(ByteStream::from(small.clone()))
+        .send()
+        .await
+        .expect("put");
+    let id = s3
+        .create_multipart_upload()
+        .bucket("upc")
+        .key("joined")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let mut parts = Vec::new();
+    for (n, range) in [
+        (1, Some(format!("bytes=100-{}", PART + 99))),
+        (2, Some(format!("bytes={}-{}", PART, 2 * PART - 1))),
+        (3, None),
+    ] {
+        let src = if n == 3 { "upc/small" } else { "upc/big" };
+        let out = s3
+            .upload_part_copy()
+            .bucket("upc")
+            .key("joined")
+            .upload_id(&id)
+            .part_number(n)
+            .copy_source(src)
+            .set_copy_source_range(range)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("part copy {n}: {e:?}"));
+        let etag = out
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .expect("etag")
+            .to_string();
+        parts.push((n, etag));
+    }
+    s3.complete_multipart_upload()
+        .bucket("upc")
+        .key("joined")
+        .upload_id(&id)
+        .multipart_upload(completed(&parts))
+        .send()
+        .await
+        .expect("complete");
+    let want = [&big[100..PART + 100], &big[PART..2 * PART], &small[..]].concat();
+    assert!(get_all(&s3, "upc", "joined").await.expect("get") == want);
+    // A source that fails authentication commits no part.
+    let path = env.store.root.join("upc").join("small");
+    let mut stored = std::fs::read(&path).expect("stored");
+    stored[100] ^= 1;
+    std::fs::write(&path, &stored).expect("tamper");
+    let id = s3
+        .create_multipart_upload()
+        .bucket("upc")
+        .key("bad")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let r = s3
+        .upload_part_copy()
+        .bucket("upc")
+        .key("bad")
+        .upload_id(&id)
+        .part_number(1)
+        .copy_source("upc/small")
+        .send()
+        .await;
+    assert!(r.is_err(), "a tampered source was copied");
+    let listed = s3
+        .list_parts()
+        .bucket("upc")
+        .key("bad")
+        .upload_id(&id)
+        .send()
+        .await
+        .expect("list parts");
+    assert!(
+        listed.parts().is_empty(),
+        "a part was committed: {listed:?}"
+    );
+}
