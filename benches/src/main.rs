@@ -8,6 +8,7 @@
 //! Build and run (see benches/README.md):
 //!   cargo build --release --bin chmura --bin chmura-dev-store --bin chmura-load
 //!   target/release/chmura-load [--big-mib 1024] [--streams 1] [--small-count 10000] [--small-kib 4] [--conc 32]
+//!     [--mp-mib 1024 --part-mib 8 --mp-conc 10 [--mp-only]]   (multipart PUT, parallel ranged GETs)
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -36,6 +37,12 @@ struct Opts {
     small_count: usize,
     small_kib: usize,
     conc: usize,
+    /// Multipart phase: object size (0 = off), part size, parts / ranges in flight.
+    mp_mib: u64,
+    part_mib: u64,
+    mp_conc: usize,
+    /// Only the multipart phase.
+    mp_only: bool,
 }
 
 fn opts() -> Opts {
@@ -53,6 +60,10 @@ fn opts() -> Opts {
         small_count: get("--small-count", 10_000) as usize,
         small_kib: get("--small-kib", 4) as usize,
         conc: get("--conc", 32) as usize,
+        mp_mib: get("--mp-mib", 0),
+        part_mib: get("--part-mib", 8),
+        mp_conc: get("--mp-conc", 10) as usize,
+        mp_only: args.iter().any(|a| a == "--mp-only"),
     }
 }
 
@@ -128,6 +139,135 @@ impl Target {
         assert!(status < 300, "{} answered {status}", self.name);
         (status, n)
     }
+}
+
+impl Target {
+    /// Sends and returns status, headers and the body as text (small control responses).
+    async fn send_text(&self, req: http::Request<Body>) -> (u16, http::HeaderMap, String) {
+        let resp = self.client.request(req).await.expect("request failed");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        assert!(status < 300, "{} answered {status}: {text}", self.name);
+        (status, headers, text)
+    }
+}
+
+/// A multipart upload of `mib` MiB in `part_mib` parts with `conc` parts in flight, then a
+/// download of the object as parallel ranged GETs of one part each, `conc` in flight (what
+/// aws cli and boto3 do by default with 8 MiB parts and 10 threads).
+async fn multipart(
+    t: Arc<Target>,
+    bucket: &str,
+    mib: u64,
+    part_mib: u64,
+    conc: usize,
+    chmura: Option<u32>,
+) -> Vec<Row> {
+    let len = mib * 1024 * 1024;
+    let part = part_mib * 1024 * 1024;
+    let parts = len.div_ceil(part);
+    let block = Bytes::from(chmura_tests::pattern(1024 * 1024, 43));
+    let path = format!("/{bucket}/multipart");
+    let mut rows = Vec::new();
+    let cpu0 = chmura.map(cpu_secs);
+    let start = Instant::now();
+    let (_, _, xml) = t
+        .send_text(t.request("POST", &format!("{path}?uploads"), Some(0), empty()))
+        .await;
+    let id = xml
+        .split("<UploadId>")
+        .nth(1)
+        .and_then(|r| r.split("</UploadId>").next())
+        .expect("UploadId")
+        .to_string();
+    let sem = Arc::new(tokio::sync::Semaphore::new(conc));
+    let mut tasks = Vec::new();
+    for n in 1..=parts {
+        let (t, block, sem) = (t.clone(), block.clone(), sem.clone());
+        let uri = format!("{path}?partNumber={n}&uploadId={id}");
+        let plen = (len - (n - 1) * part).min(part);
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("permit");
+            let s = Instant::now();
+            let req = t.request("PUT", &uri, Some(plen), streamed(plen, block));
+            let (_, h, _) = t.send_text(req).await;
+            let etag = h
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .expect("part ETag")
+                .to_string();
+            (n, etag, s.elapsed())
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut done = Vec::new();
+    for task in tasks {
+        let (n, etag, d) = task.await.expect("task");
+        lat.push(d);
+        done.push((n, etag));
+    }
+    let mut body = String::from("<CompleteMultipartUpload>");
+    for (n, e) in &done {
+        body.push_str(&format!(
+            "<Part><PartNumber>{n}</PartNumber><ETag>{}</ETag></Part>",
+            e.replace('"', "&quot;")
+        ));
+    }
+    body.push_str("</CompleteMultipartUpload>");
+    let blen = body.len() as u64;
+    let req = t.request(
+        "POST",
+        &format!("{path}?uploadId={id}"),
+        Some(blen),
+        http_body_util::Full::new(Bytes::from(body)).boxed_unsync(),
+    );
+    t.send_text(req).await;
+    rows.push(Row {
+        target: t.name,
+        phase: format!("MP PUT {mib} MiB /{part_mib}"),
+        bytes: len,
+        ops: parts as usize,
+        secs: start.elapsed().as_secs_f64(),
+        lat,
+        chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+    });
+
+    let cpu0 = chmura.map(cpu_secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..parts {
+        let (t, sem, path) = (t.clone(), sem.clone(), path.clone());
+        let (a, b) = (n * part, ((n + 1) * part).min(len) - 1);
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("permit");
+            let s = Instant::now();
+            let mut req = t.request("GET", &path, None, empty());
+            // Range is not signed (added after signing), as clients may do.
+            req.headers_mut().insert(
+                "range",
+                http::HeaderValue::from_str(&format!("bytes={a}-{b}")).expect("range"),
+            );
+            let (_, got) = t.send(req).await;
+            assert_eq!(got, b - a + 1, "ranged GET length");
+            s.elapsed()
+        }));
+    }
+    let mut lat = Vec::new();
+    for task in tasks {
+        lat.push(task.await.expect("task"));
+    }
+    rows.push(Row {
+        target: t.name,
+        phase: format!("RANGED GET x{conc}"),
+        bytes: len,
+        ops: parts as usize,
+        secs: start.elapsed().as_secs_f64(),
+        lat,
+        chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+    });
+    rows
 }
 
 fn empty() -> Body {
@@ -444,6 +584,21 @@ async fn main() {
         o.streams, o.big_mib, o.small_count, o.small_kib, o.conc
     );
     let mut rows = Vec::new();
+    if o.mp_mib > 0 {
+        for (t, bucket, pid) in [
+            (direct.clone(), "bench-direct", None),
+            (proxied.clone(), "bench-proxy", Some(pid)),
+        ] {
+            rows.extend(multipart(t, bucket, o.mp_mib, o.part_mib, o.mp_conc, pid).await);
+        }
+        if o.mp_only {
+            for r in &rows {
+                r.print();
+            }
+            println!("chmura peak RSS: {} MiB", rss_kib(pid) / 1024);
+            return;
+        }
+    }
     rows.extend(big(direct.clone(), "bench-direct", o.big_mib, o.streams, None).await);
     rows.extend(
         big(

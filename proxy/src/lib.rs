@@ -13,6 +13,7 @@ pub mod handler;
 pub mod kms;
 pub mod multipart;
 pub mod ops;
+pub mod rekey;
 pub mod seal;
 pub mod server;
 pub mod sigv4;

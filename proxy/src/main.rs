@@ -9,7 +9,8 @@ use chmura_config::{Config, LogFormat};
 const USAGE: &str = "usage:
   chmura serve --config FILE
   chmura check-config FILE
-  chmura keygen --output FILE [--id KEY_ID]";
+  chmura keygen --output FILE [--id KEY_ID]
+  chmura rekey --config FILE --bucket B [--prefix P] --to-key KEY_ID [--start-after KEY] [--max-objects N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -64,6 +65,33 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("rekey") => {
+            let a = &args[1..];
+            let (Some(config), Some(bucket), Some(to_key)) = (
+                flag(a, "--config"),
+                flag(a, "--bucket"),
+                flag(a, "--to-key"),
+            ) else {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            };
+            let max_objects = match flag(a, "--max-objects").map(|v| v.parse::<u64>()) {
+                Some(Ok(n)) => Some(n),
+                Some(Err(_)) => {
+                    eprintln!("--max-objects: not a number");
+                    return ExitCode::from(2);
+                }
+                None => None,
+            };
+            let opts = chmura_proxy::rekey::RekeyOptions {
+                bucket,
+                prefix: flag(a, "--prefix").unwrap_or_default(),
+                to_key,
+                start_after: flag(a, "--start-after"),
+                max_objects,
+            };
+            rekey(PathBuf::from(config), opts)
+        }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -100,6 +128,70 @@ fn flag(args: &[String], name: &str) -> Option<String> {
         }
     }
     None
+}
+
+fn rekey(path: PathBuf, opts: chmura_proxy::rekey::RekeyOptions) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let state = match chmura_proxy::State::new(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut err = std::io::stderr();
+        match chmura_proxy::rekey::run(&state, &opts, &mut err).await {
+            Ok(sum) => {
+                println!(
+                    "rekey {}/{} to {}: {} listed, {} rekeyed, {} already under {}, {} not written by Chmura (untouched), {} failed",
+                    opts.bucket,
+                    opts.prefix,
+                    opts.to_key,
+                    sum.listed,
+                    sum.rekeyed,
+                    sum.already,
+                    opts.to_key,
+                    sum.not_chmura.len(),
+                    sum.failed.len()
+                );
+                for k in &sum.not_chmura {
+                    println!("not written by Chmura: {k}");
+                }
+                for (k, why) in &sum.failed {
+                    println!("failed: {k}: {why}");
+                }
+                if let Some(k) = &sum.stopped_after {
+                    println!("stopped early; resume with --start-after {k}");
+                }
+                if sum.failed.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("rekey: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn serve(path: PathBuf) -> ExitCode {

@@ -687,3 +687,166 @@ async fn upload_part_copy_reencrypts_source_ranges() {
         "a part was committed: {listed:?}"
     );
 }
+
+/// `chmura rekey`: data keys re-wrapped under another keyring key, bodies untouched, objects
+/// not written by Chmura reported and left alone, resumable, and the old key no longer needed.
+#[tokio::test]
+async fn rekey_rewraps_under_a_new_key_without_rewriting_bodies() {
+    use chmura_proxy::rekey::{run, RekeyOptions};
+    let hex = |b: u8| format!("{b:02x}").repeat(32);
+    let ring = format!("chmura-keyring v1\nold {}\nnew {}\n", hex(1), hex(2));
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        keyring: Some(ring),
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("rek");
+    let s3 = env.proxy.sdk_client();
+    let mut objects = Vec::new();
+    for (i, len) in [0usize, 10, 100_000].iter().enumerate() {
+        let key = format!("p/obj-{i}");
+        let data = pattern(*len, i as u64 + 70);
+        s3.put_object()
+            .bucket("rek")
+            .key(&key)
+            .metadata("keep", "me")
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .expect("put");
+        objects.push((key, data));
+    }
+    let big = pattern(PART + 3, 77);
+    put_multipart(&s3, "rek", "p/big", &big).await;
+    objects.push(("p/big".into(), big));
+    s3.put_object()
+        .bucket("rek")
+        .key("q/outside")
+        .body(ByteStream::from_static(b"outside the prefix"))
+        .send()
+        .await
+        .expect("put");
+    // Written straight to the store: not Chmura's.
+    let store = chmura_tests::sdk_client(
+        &env.store.endpoint(),
+        None,
+        chmura_tests::UPSTREAM_AK,
+        chmura_tests::UPSTREAM_SK,
+    );
+    store
+        .put_object()
+        .bucket("rek")
+        .key("p/plain")
+        .body(ByteStream::from_static(b"plaintext"))
+        .send()
+        .await
+        .expect("direct put");
+    let before: Vec<Option<Vec<u8>>> = objects
+        .iter()
+        .map(|(k, _)| env.store.stored("rek", k))
+        .collect();
+    let kid = |key: &str| {
+        let store = store.clone();
+        let key = key.to_string();
+        async move {
+            store
+                .head_object()
+                .bucket("rek")
+                .key(key)
+                .send()
+                .await
+                .expect("head")
+                .metadata()
+                .and_then(|m| m.get("chmura-kid").cloned())
+        }
+    };
+    assert_eq!(kid("p/obj-1").await.as_deref(), Some("old"));
+
+    let opts = RekeyOptions {
+        bucket: "rek".into(),
+        prefix: "p/".into(),
+        to_key: "new".into(),
+        start_after: None,
+        max_objects: Some(2),
+    };
+    let mut log = Vec::new();
+    let first = run(&env.proxy.state, &opts, &mut log).await.expect("rekey");
+    assert_eq!((first.listed, first.rekeyed), (2, 2));
+    let resume = first.stopped_after.clone().expect("stopped early");
+    assert!(String::from_utf8_lossy(&log).contains("--start-after"));
+    // Resume where it stopped; then a full rerun finds everything done.
+    let rest = run(
+        &env.proxy.state,
+        &RekeyOptions {
+            start_after: Some(resume),
+            max_objects: None,
+            ..opts.clone()
+        },
+        &mut log,
+    )
+    .await
+    .expect("resume");
+    assert_eq!(rest.rekeyed, 2, "{rest:?}");
+    assert_eq!(rest.not_chmura, vec!["p/plain".to_string()]);
+    assert!(rest.failed.is_empty(), "{rest:?}");
+    let again = run(
+        &env.proxy.state,
+        &RekeyOptions {
+            max_objects: None,
+            ..opts.clone()
+        },
+        &mut log,
+    )
+    .await
+    .expect("rerun");
+    assert_eq!((again.rekeyed, again.already), (0, 4), "{again:?}");
+
+    for ((key, data), stored) in objects.iter().zip(before) {
+        assert_eq!(kid(key).await.as_deref(), Some("new"), "{key}");
+        assert_eq!(
+            env.store.stored("rek", key),
+            stored,
+            "{key}: body rewritten"
+        );
+        assert!(
+            get_all(&s3, "rek", key).await.expect("get") == *data,
+            "{key}"
+        );
+        let h = s3
+            .head_object()
+            .bucket("rek")
+            .key(key)
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(
+            h.metadata().and_then(|m| m.get("keep")).map(String::as_str),
+            if key == "p/big" { None } else { Some("me") }
+        );
+    }
+    assert_eq!(kid("q/outside").await.as_deref(), Some("old"));
+    assert_eq!(
+        env.store.stored("rek", "p/plain").as_deref(),
+        Some(&b"plaintext"[..])
+    );
+    // A Chmura with only the new key reads the rekeyed objects.
+    let only_new = Proxy::start(
+        &env.dir.path().join("only-new"),
+        &env.store.endpoint(),
+        ProxyOptions {
+            encrypt: true,
+            keyring: Some(format!("chmura-keyring v1\nnew {}\n", hex(2))),
+            ..Default::default()
+        },
+    )
+    .await;
+    let s3n = only_new.sdk_client();
+    for (key, data) in &objects {
+        assert!(
+            get_all(&s3n, "rek", key).await.expect("get") == *data,
+            "{key}"
+        );
+    }
+    assert!(get_all(&s3n, "rek", "q/outside").await.is_err());
+}
