@@ -763,6 +763,10 @@ async fn handle_inner(
                 })
             }
             Plan::MpList => {
+                // S3's root element (moto answers `ListPartsResponse`, which SDKs refuse).
+                let xml = xml
+                    .replacen("<ListPartsResponse", "<ListPartsResult", 1)
+                    .replacen("</ListPartsResponse>", "</ListPartsResult>", 1);
                 let shown = client_upload_id.clone().unwrap_or_default();
                 let xml =
                     multipart::replace_tag(&xml, "UploadId", |_| crate::error::xml_escape(&shown));

@@ -186,7 +186,37 @@ async fn kms_down_fails_closed_and_cached_reads_keep_working() {
             .as_ref(),
         b"written while KMS was up"
     );
+    // A multipart upload started while KMS is up (the data key was generated, not cached).
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("kms-down")
+        .key("parts")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
     drop(moto); // KMS is gone.
+    let e = s3
+        .upload_part()
+        .bucket("kms-down")
+        .key("parts")
+        .upload_id(&upload)
+        .part_number(1)
+        .body(ByteStream::from_static(b"must not be stored either"))
+        .send()
+        .await
+        .expect_err("no data key, no part");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(503));
+    let e = s3
+        .create_multipart_upload()
+        .bucket("kms-down")
+        .key("parts2")
+        .send()
+        .await
+        .expect_err("no data key, no upload");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(503));
     let e = s3
         .put_object()
         .bucket("kms-down")
@@ -199,6 +229,18 @@ async fn kms_down_fails_closed_and_cached_reads_keep_working() {
     assert!(
         env.store.stored("kms-down", "after").is_none(),
         "nothing written while KMS is down"
+    );
+    let parts = s3
+        .list_parts()
+        .bucket("kms-down")
+        .key("parts")
+        .upload_id(&upload)
+        .send()
+        .await
+        .expect("list parts");
+    assert!(
+        parts.parts().is_empty(),
+        "a part was stored while KMS was down"
     );
     let got = s3
         .get_object()
