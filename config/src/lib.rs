@@ -7,6 +7,8 @@
 //!
 //! This crate does no network I/O and starts no runtime.
 
+pub mod policy;
+
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -125,6 +127,19 @@ pub struct RawTenant {
     pub access_key_id: String,
     pub secret_access_key_file: PathBuf,
     pub kms_key_id: Option<String>,
+    /// AWS IAM policy JSON documents; a tenant without any is denied everything.
+    #[serde(default)]
+    pub policy_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub mfa_devices: Vec<RawMfaDevice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMfaDevice {
+    pub serial: String,
+    /// Base32 TOTP secret (RFC 6238), permission-checked like every secret.
+    pub secret_file: PathBuf,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,6 +211,57 @@ pub struct Tenant {
     pub secret_access_key: Secret,
     /// Key id for this tenant's data keys (overrides the KMS default).
     pub kms_key_id: Option<String>,
+    /// The tenant's IAM policies (none: everything is denied).
+    pub policies: Vec<policy::Policy>,
+    /// TOTP devices accepted in `x-amz-mfa`.
+    pub mfa_devices: Vec<MfaDevice>,
+}
+
+/// A TOTP device: its serial and decoded secret.
+#[derive(Debug, Clone)]
+pub struct MfaDevice {
+    pub serial: String,
+    pub secret: SecretBytes,
+}
+
+/// Secret bytes: zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    pub fn from_bytes(b: Vec<u8>) -> SecretBytes {
+        SecretBytes(Zeroizing::new(b))
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// RFC 4648 base32 (padding and spaces ignored, case-insensitive).
+pub fn base32_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u64, 0u32);
+    for c in s.chars().filter(|c| !c.is_whitespace() && *c != '=') {
+        let v = match c.to_ascii_uppercase() {
+            c @ 'A'..='Z' => c as u64 - 'A' as u64,
+            c @ '2'..='7' => c as u64 - '2' as u64 + 26,
+            _ => return None,
+        };
+        buf = (buf << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 /// Where data keys come from.
@@ -236,6 +302,8 @@ pub struct Config {
     pub kms: Option<KmsConfig>,
     /// Folder of the config file; relative paths were resolved against it.
     pub base_dir: PathBuf,
+    /// Problems that are not errors (check-config prints them).
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -423,6 +491,7 @@ impl Config {
         }
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
+        let mut warnings = Vec::new();
         let mut tenants = Vec::with_capacity(raw.tenants.len());
         for (i, t) in raw.tenants.into_iter().enumerate() {
             let p = |f: &str| format!("tenants[{i}].{f}");
@@ -456,11 +525,62 @@ impl Config {
                     "the secret must be at least 16 characters",
                 ));
             }
+            let mut policies = Vec::new();
+            for (j, f) in t.policy_files.iter().enumerate() {
+                let path = p(&format!("policy_files[{j}]"));
+                let file = resolve(f);
+                require_file(&path, &file)?;
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| ConfigError::new(&path, format!("{}: {e}", file.display())))?;
+                let parsed = policy::Policy::parse(&f.display().to_string(), &text)
+                    .map_err(|e| ConfigError::new(&path, e.to_string()))?;
+                warnings.extend(
+                    parsed
+                        .warnings()
+                        .into_iter()
+                        .map(|w| format!("{path}: {w}")),
+                );
+                policies.push(parsed);
+            }
+            if policies.is_empty() {
+                warnings.push(format!(
+                    "{}: no policy_files: tenant {name:?} is denied every request",
+                    p("policy_files")
+                ));
+            }
+            let mut mfa_devices = Vec::new();
+            for (j, d) in t.mfa_devices.into_iter().enumerate() {
+                let path = p(&format!("mfa_devices[{j}]"));
+                let serial = non_empty(&format!("{path}.serial"), d.serial)?;
+                if serial.contains(char::is_whitespace)
+                    || mfa_devices.iter().any(|m: &MfaDevice| m.serial == serial)
+                {
+                    return Err(ConfigError::new(
+                        format!("{path}.serial"),
+                        "must be unique within the tenant and contain no spaces",
+                    ));
+                }
+                let text = read_secret(&format!("{path}.secret_file"), &resolve(&d.secret_file))?;
+                let bytes = base32_decode(text.expose())
+                    .filter(|b| b.len() >= 10)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            format!("{path}.secret_file"),
+                            "must hold a base32 TOTP secret of at least 80 bits",
+                        )
+                    })?;
+                mfa_devices.push(MfaDevice {
+                    serial,
+                    secret: SecretBytes(Zeroizing::new(bytes)),
+                });
+            }
             tenants.push(Tenant {
                 name,
                 access_key_id: ak,
                 secret_access_key: secret,
                 kms_key_id: t.kms_key_id,
+                policies,
+                mfa_devices,
             });
         }
         let kms = match (raw.kms, insecure_no_encryption) {
@@ -542,6 +662,7 @@ impl Config {
             tenants,
             kms,
             base_dir: base_dir.to_path_buf(),
+            warnings,
         })
     }
 }
@@ -787,5 +908,16 @@ mod deploy_examples {
         let raw: super::RawConfig = toml::from_str(&text).expect("example parses");
         assert_eq!(raw.tenants.len(), 1);
         assert_eq!(raw.server.min_tls_version.as_deref(), Some("1.2"));
+        assert_eq!(raw.tenants[0].policy_files.len(), 1);
+        assert_eq!(raw.tenants[0].mfa_devices.len(), 1);
+    }
+
+    #[test]
+    fn example_policy_parses_without_warnings() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policies/acme.json");
+        let text = std::fs::read_to_string(path).expect("example policy");
+        let p = crate::policy::Policy::parse("acme.json", &text).expect("parses");
+        assert_eq!(p.statements.len(), 4);
+        assert!(p.warnings().is_empty(), "{:?}", p.warnings());
     }
 }

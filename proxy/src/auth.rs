@@ -633,6 +633,8 @@ mod tests {
             access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
             secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
             kms_key_id: None,
+            policies: vec![],
+            mfa_devices: vec![],
         }])
     }
 
@@ -771,6 +773,8 @@ mod robustness {
                 access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
                 secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
                 kms_key_id: None,
+                policies: vec![],
+                mfa_devices: vec![],
             }]);
             let mut h = http::HeaderMap::new();
             if let Ok(v) = http::HeaderValue::from_str(&auth) {

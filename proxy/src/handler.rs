@@ -13,6 +13,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 
+use crate::access;
 use crate::auth::{self, AuthSettings, PayloadCheck, RequestView};
 use crate::body::{Coalesce, Expectations, FailureSlot, VerifyingBody};
 use crate::checksum::{decode_b64, ChecksumAlgorithm};
@@ -68,6 +69,7 @@ const DROP_REQUEST_HEADERS: &[&str] = &[
     "upgrade",
     "expect",
     "content-length",
+    "x-amz-mfa",
     "date",
     "x-amz-content-sha256",
     "x-amz-date",
@@ -284,8 +286,53 @@ async fn handle_inner(
     ctx.tenant = Some(authed.tenant.name.clone());
     ctx.tls = conn.tls; // Also an input of policy conditions (aws:SecureTransport), issue 5.
 
-    // 3. Policy: every authenticated tenant may do every classified operation until per-tenant
-    //    policies land (issue 5).
+    // 3. Policy: the tenant's IAM policies decide every permission the operation needs (pure,
+    //    access.rs), with the request's condition keys; an MFA code counts only over TLS.
+    let mfa_age = match header_str(&parts.headers, "x-amz-mfa") {
+        Some(_) if !conn.tls => {
+            return Err(S3Error::invalid_request(
+                "x-amz-mfa is accepted only over HTTPS.",
+            ))
+        }
+        Some(h) => Some(state.mfa.verify(
+            &authed.tenant.name,
+            &authed.tenant.mfa_devices,
+            h,
+            now,
+        )?),
+        None => None,
+    };
+    let mut actx = access::Context::new(
+        &authed.tenant.name,
+        conn.peer.ip(),
+        conn.tls,
+        now,
+        mfa_age,
+        op,
+        &query,
+        &parts.headers,
+    );
+    let needed = access::checks(
+        op,
+        addr.bucket.as_deref(),
+        &addr.key,
+        &query,
+        &parts.headers,
+    );
+    if !addr.key.is_empty()
+        && op != Op::CreateMultipartUpload
+        && access::needs_existing_tags(&authed.tenant.policies)
+    {
+        let tags = object_tags(
+            state,
+            addr.bucket.as_deref().unwrap_or_default(),
+            &addr.key,
+            &query,
+        )
+        .await;
+        actx.existing_tags(&tags);
+    }
+    access::authorize(&authed.tenant.policies, &needed, &actx)?;
 
     // 4. Plan the body.
     let (decoder, trailers_mode) = match &authed.payload {
@@ -537,6 +584,7 @@ async fn handle_inner(
         None
     };
     let bucket_name = addr.bucket.as_deref().unwrap_or_default();
+    let mut denied_deletes: Vec<(String, Option<String>)> = Vec::new();
     // A new envelope for a PUT or a new multipart upload: a fresh data key and salt.
     let mut created: Option<(ObjectHeader, Arc<ObjectKey>)> = None;
     if matches!(plan, Plan::Encrypt | Plan::MpCreate) {
@@ -617,6 +665,98 @@ async fn handle_inner(
             EncryptingBody::new(plain, sealer, cipher_len).boxed_unsync(),
             true,
         )
+    } else if op == Op::DeleteObjects {
+        // Every key is its own s3:DeleteObject decision: the denied ones are reported as
+        // AccessDenied in the result, only the allowed ones reach the store.
+        let Some(vb) = verified else {
+            return Err(S3Error::new(
+                "MalformedXML",
+                "The XML you provided was not well-formed or did not validate against our published schema.",
+            ));
+        };
+        let bytes = match collect_capped(vb, MAX_COMPLETE_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(slot.take().unwrap_or_else(|| {
+                    S3Error::new("MalformedXML", "The XML you provided was too large.")
+                        .with_detail(e)
+                }))
+            }
+        };
+        let xml = String::from_utf8_lossy(&bytes).into_owned();
+        let bucket = addr.bucket.as_deref().unwrap_or_default();
+        let mut kept = Vec::new();
+        for obj in multipart::tag_values(&xml, "Object") {
+            let key = multipart::tag_values(obj, "Key")
+                .first()
+                .map(|k| xml_unescape(k))
+                .unwrap_or_default();
+            let version = multipart::tag_values(obj, "VersionId")
+                .first()
+                .map(|v| xml_unescape(v));
+            let check = access::Check {
+                action: if version.is_some() {
+                    "s3:DeleteObjectVersion"
+                } else {
+                    "s3:DeleteObject"
+                },
+                resource: access::object_arn(bucket, &key),
+            };
+            if access::authorize(&authed.tenant.policies, &[check], &actx).is_ok() {
+                kept.push(obj.to_string());
+            } else {
+                denied_deletes.push((key, version));
+            }
+        }
+        if kept.is_empty() && !denied_deletes.is_empty() {
+            let xml = delete_result_errors("", &denied_deletes);
+            let mut r = Response::new(
+                Full::new(Bytes::from(xml))
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
+            );
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+            return Ok(r);
+        }
+        let quiet = multipart::tag_values(&xml, "Quiet")
+            .first()
+            .map(|q| format!("<Quiet>{}</Quiet>", q.trim()))
+            .unwrap_or_default();
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{quiet}{}</Delete>",
+            kept.iter()
+                .map(|o| format!("<Object>{o}</Object>"))
+                .collect::<String>()
+        );
+        let mut md5 = crate::checksum::Hasher::md5();
+        md5.update(body.as_bytes());
+        let h = up
+            .headers_mut()
+            .ok_or_else(|| S3Error::internal("request builder"))?;
+        let stale: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| {
+                k.as_str().starts_with("x-amz-checksum-")
+                    || k.as_str() == "x-amz-sdk-checksum-algorithm"
+            })
+            .cloned()
+            .collect();
+        for n in stale {
+            h.remove(n);
+        }
+        h.insert(
+            "content-md5",
+            HeaderValue::from_str(&crate::checksum::b64(&md5.finish()))
+                .map_err(|_| S3Error::internal("content-md5"))?,
+        );
+        h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        (
+            Full::new(Bytes::from(body))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+            true,
+        )
     } else if plan == Plan::MpComplete {
         let t = token
             .as_ref()
@@ -649,6 +789,21 @@ async fn handle_inner(
         let h = up
             .headers_mut()
             .ok_or_else(|| S3Error::internal("request builder"))?;
+        // x-amz-mp-object-size states the plaintext size; the store would compare it with the
+        // ciphertext, so it is checked here and not forwarded.
+        if let Some(v) = h.remove("x-amz-mp-object-size") {
+            let total: u64 = numbers
+                .iter()
+                .filter_map(|n| listed.iter().find(|(p, _)| p == n))
+                .filter_map(|(_, size)| layout::plaintext_len(*size).ok())
+                .sum();
+            if v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(total) {
+                return Err(S3Error::invalid_request(format!(
+                    "The provided 'x-amz-mp-object-size' header value {} does not match what was computed: {total}",
+                    v.to_str().unwrap_or("")
+                )));
+            }
+        }
         h.insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
         (
@@ -738,12 +893,24 @@ async fn handle_inner(
     for n in DROP_RESPONSE_HEADERS {
         rp.headers.remove(*n);
     }
+    if !denied_deletes.is_empty() && rp.status.is_success() {
+        let xml = read_small_body(rbody).await?;
+        let xml = delete_result_errors(&xml, &denied_deletes);
+        rp.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
+        return Ok(Response::from_parts(
+            rp,
+            Full::new(Bytes::from(xml))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        ));
+    }
     if matches!(plan, Plan::ListSizes) && rp.status.is_success() {
         return list_plaintext_sizes(rp, rbody).await;
     }
     if matches!(
         plan,
-        Plan::MpCreate | Plan::MpComplete | Plan::MpList | Plan::Copy
+        Plan::MpCreate | Plan::MpComplete | Plan::MpList | Plan::Copy | Plan::Attributes
     ) && rp.status.is_success()
     {
         let xml = read_small_body(rbody).await?;
@@ -771,6 +938,25 @@ async fn handle_inner(
                 let xml =
                     multipart::replace_tag(&xml, "UploadId", |_| crate::error::xml_escape(&shown));
                 etag::present_in_xml(&rewrite_sizes(&xml))
+            }
+            Plan::Attributes => {
+                let xml = multipart::replace_tag(&xml, "ObjectSize", |v| {
+                    match v.trim().parse::<u64>().ok().map(layout::plaintext_len) {
+                        Some(Ok(p)) => p.to_string(),
+                        _ => v.to_string(),
+                    }
+                });
+                // GetObjectAttributes lists ETags without quotes.
+                let xml = multipart::replace_tag(&xml, "ETag", |v| {
+                    let quoted = v.contains('"') || v.contains("&quot;");
+                    let p = etag::present(&v.replace("&quot;", "\""));
+                    if quoted {
+                        p.replace('"', "&quot;")
+                    } else {
+                        p.trim_matches('"').to_string()
+                    }
+                });
+                multipart::remove_elements(&rewrite_sizes(&xml), "Checksum")
             }
             _ => etag::present_in_xml(&xml),
         };
@@ -823,6 +1009,8 @@ enum Plan {
     MpAbort,
     /// UploadPartCopy: the source range is decrypted and sealed again as the part.
     PartCopy,
+    /// GetObjectAttributes: plaintext sizes, presented ETag, no ciphertext checksums.
+    Attributes,
     /// CopyObject: the store copies the ciphertext; the data key is re-wrapped for the
     /// destination (FORMAT.md §6), so no body passes through Chmura.
     Copy,
@@ -848,11 +1036,11 @@ fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
         Op::CompleteMultipartUpload => Plan::MpComplete,
         Op::ListParts => Plan::MpList,
         Op::AbortMultipartUpload => Plan::MpAbort,
-        // Copies of encrypted objects come later; refusing them keeps plaintext out of the
-        // store and ciphertext out of the wrong context.
         Op::CopyObject => Plan::Copy,
         Op::UploadPartCopy => Plan::PartCopy,
-        Op::GetObjectAttributes => return Err(not_yet()),
+        Op::GetObjectAttributes => Plan::Attributes,
+        // Any other operation carrying a copy source could write ciphertext under the wrong
+        // context: refused.
         _ if headers.contains_key("x-amz-copy-source") => return Err(not_yet()),
         _ => Plan::Pass,
     })
@@ -1866,6 +2054,83 @@ fn respond(
             .boxed_unsync()
     };
     Response::from_parts(rp, body)
+}
+
+/// The tags of an object (for `s3:ExistingObjectTag/<key>` conditions); none when it has no
+/// tags or cannot be read.
+async fn object_tags(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    query: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut q = vec![("tagging".to_string(), String::new())];
+    if let Some(v) = query.iter().find(|(k, _)| k == "versionId") {
+        q.push(v.clone());
+    }
+    let (uri, host) = state
+        .upstream
+        .uri(Some(bucket), key, &sigv4::canonical_query(&q, None));
+    let Ok(req) = Request::builder()
+        .method(Method::GET)
+        .uri(&uri)
+        .header(HOST, host)
+        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+    else {
+        return Vec::new();
+    };
+    let Ok(resp) = state.upstream.send(req, false).await else {
+        return Vec::new();
+    };
+    let (rp, body) = resp.into_parts();
+    if !rp.status.is_success() {
+        return Vec::new();
+    }
+    let Ok(xml) = read_small_body(body).await else {
+        return Vec::new();
+    };
+    multipart::tag_values(&xml, "Tag")
+        .iter()
+        .filter_map(|t| {
+            let k = multipart::tag_values(t, "Key").first()?.to_string();
+            let v = multipart::tag_values(t, "Value")
+                .first()
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            Some((k, v))
+        })
+        .collect()
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// A DeleteResult with AccessDenied errors for `denied` added (to the store's result, or
+/// alone when `store_xml` is empty).
+fn delete_result_errors(store_xml: &str, denied: &[(String, Option<String>)]) -> String {
+    let errors: String = denied
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<Error><Key>{}</Key>{}<Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+                crate::error::xml_escape(k),
+                v.as_ref()
+                    .map(|v| format!("<VersionId>{}</VersionId>", crate::error::xml_escape(v)))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    match store_xml.rfind("</DeleteResult>") {
+        Some(i) => format!("{}{errors}{}", &store_xml[..i], &store_xml[i..]),
+        None => format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{errors}</DeleteResult>"
+        ),
+    }
 }
 
 /// Checksum elements of multipart XML: the store's describe ciphertext (or nothing).

@@ -3,6 +3,7 @@
 //!
 //! Read [`handler::handle`] top to bottom for the request pipeline; ARCHITECTURE.md has the map.
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod checksum;
@@ -30,6 +31,8 @@ pub struct State {
     pub upstream: upstream::Upstream,
     /// Key provider; `None` only with `server.insecure_no_encryption`.
     pub kms: Option<kms::Kms>,
+    /// MFA codes already used (per process).
+    pub mfa: access::MfaReplay,
 }
 
 impl State {
@@ -48,6 +51,7 @@ impl State {
             upstream: upstream::Upstream::new(&config.upstream).await?,
             kms,
             config,
+            mfa: access::MfaReplay::default(),
         })
     }
 }

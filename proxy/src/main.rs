@@ -10,6 +10,7 @@ const USAGE: &str = "usage:
   chmura serve --config FILE
   chmura check-config FILE
   chmura keygen --output FILE [--id KEY_ID]
+  chmura policy simulate --config FILE --tenant T --action s3:GetObject --resource ARN [--context key=value]...
   chmura rekey --config FILE --bucket B [--prefix P] --to-key KEY_ID [--start-after KEY] [--max-objects N]";
 
 fn main() -> ExitCode {
@@ -34,6 +35,9 @@ fn main() -> ExitCode {
             match Config::load(std::path::Path::new(&path)) {
                 Ok(c) => match chmura_proxy::server::tls_config(&c.server) {
                     Ok(_) => {
+                        for w in &c.warnings {
+                            eprintln!("{path}: warning: {w}");
+                        }
                         println!("{path}: OK ({} tenant(s))", c.tenants.len());
                         ExitCode::SUCCESS
                     }
@@ -64,6 +68,9 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Some("policy") if args.get(1).map(String::as_str) == Some("simulate") => {
+            policy_simulate(&args[2..])
         }
         Some("rekey") => {
             let a = &args[1..];
@@ -128,6 +135,75 @@ fn flag(args: &[String], name: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// `chmura policy simulate`: the decision for one action on one resource, and the statement
+/// that made it.
+fn policy_simulate(a: &[String]) -> ExitCode {
+    let (Some(config), Some(tenant), Some(action), Some(resource)) = (
+        flag(a, "--config"),
+        flag(a, "--tenant"),
+        flag(a, "--action"),
+        flag(a, "--resource"),
+    ) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(std::path::Path::new(&config)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{config}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(t) = config.tenants.iter().find(|t| t.name == tenant) else {
+        eprintln!("no tenant named {tenant:?}");
+        return ExitCode::FAILURE;
+    };
+    let mut context: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    context.insert("aws:username".into(), vec![t.name.clone()]);
+    let mut it = a.iter();
+    while let Some(x) = it.next() {
+        let kv = if x == "--context" {
+            it.next().cloned()
+        } else {
+            x.strip_prefix("--context=").map(str::to_string)
+        };
+        if let Some(kv) = kv {
+            let Some((k, v)) = kv.split_once('=') else {
+                eprintln!("--context wants key=value, got {kv:?}");
+                return ExitCode::from(2);
+            };
+            context
+                .entry(k.to_ascii_lowercase())
+                .or_default()
+                .push(v.to_string());
+        }
+    }
+    let d = chmura_config::policy::decide(
+        &t.policies,
+        &chmura_config::policy::Request {
+            action: &action,
+            resource: &resource,
+            context: &context,
+        },
+    );
+    match d {
+        chmura_config::policy::Decision::Allow { source, statement } => {
+            println!("ALLOW {action} on {resource}: {source} Statement[{statement}]");
+            ExitCode::SUCCESS
+        }
+        chmura_config::policy::Decision::Deny { source, statement } => {
+            println!(
+                "DENY {action} on {resource}: explicit deny by {source} Statement[{statement}]"
+            );
+            ExitCode::from(1)
+        }
+        chmura_config::policy::Decision::ImplicitDeny => {
+            println!("DENY {action} on {resource}: no statement allows it (implicit deny)");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn rekey(path: PathBuf, opts: chmura_proxy::rekey::RekeyOptions) -> ExitCode {

@@ -77,10 +77,11 @@ fn write_config(
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"{listen}\"\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"\n\n[kms]\nprovider = \"local\"\nkey_file = \"chmura.keyring\"\n\n[upstream]\nendpoint = \"{upstream}\"\n{keys}\n[[tenants]]\nname = \"t\"\naccess_key_id = \"{TENANT_AK}\"\nsecret_access_key_file = \"tenant.secret\"\n"
+            "[server]\nlisten = \"{listen}\"\ntls_cert_file = \"cert.pem\"\ntls_key_file = \"key.pem\"\n\n[kms]\nprovider = \"local\"\nkey_file = \"chmura.keyring\"\n\n[upstream]\nendpoint = \"{upstream}\"\n{keys}\n[[tenants]]\nname = \"t\"\naccess_key_id = \"{TENANT_AK}\"\nsecret_access_key_file = \"tenant.secret\"\npolicy_files = [\"policy.json\"]\n"
         ),
     )
     .expect("config");
+    std::fs::write(dir.join("policy.json"), chmura_tests::ALLOW_ALL_POLICY).expect("policy");
     cfg
 }
 
@@ -202,4 +203,102 @@ impl TapMkdir for PathBuf {
         std::fs::create_dir_all(&self).expect("mkdir");
         self
     }
+}
+
+#[test]
+fn check_config_reports_policy_errors_and_warnings_and_simulate_explains() {
+    let Some(bin) = chmura_bin() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), "127.0.0.1:0", "http://127.0.0.1:9", true);
+    // A malformed statement: named by file, index and reason.
+    std::fs::write(
+        dir.path().join("policy.json"),
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"},{"Effect":"Allow","Action":"s3:GetObject"}]}"#,
+    )
+    .expect("policy");
+    let out = Command::new(&bin)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tenants[0].policy_files[0]")
+            && err.contains("policy.json")
+            && err.contains("Statement[1]")
+            && err.contains("Resource"),
+        "{err}"
+    );
+    // A policy that grants nothing: accepted with a warning.
+    std::fs::write(
+        dir.path().join("policy.json"),
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"s3:*","Resource":"*"}]}"#,
+    )
+    .expect("policy");
+    let out = Command::new(&bin)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("grants nothing"));
+    // simulate: the decision and the statement.
+    std::fs::write(
+        dir.path().join("policy.json"),
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::data/${aws:username}/*"},{"Effect":"Deny","Action":"s3:DeleteObject","Resource":"*","Condition":{"BoolIfExists":{"aws:MultiFactorAuthPresent":"false"}}}]}"#,
+    )
+    .expect("policy");
+    let sim = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .args(["policy", "simulate", "--config"])
+            .arg(&cfg)
+            .args(["--tenant", "t"])
+            .args(args)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, text) = sim(&[
+        "--action",
+        "s3:GetObject",
+        "--resource",
+        "arn:aws:s3:::data/t/x",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("ALLOW") && text.contains("Statement[0]"),
+        "{text}"
+    );
+    let (code, text) = sim(&[
+        "--action",
+        "s3:GetObject",
+        "--resource",
+        "arn:aws:s3:::data/u/x",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(text.contains("implicit deny"), "{text}");
+    let (code, text) = sim(&[
+        "--action",
+        "s3:DeleteObject",
+        "--resource",
+        "arn:aws:s3:::data/t/x",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        text.contains("explicit deny") && text.contains("Statement[1]"),
+        "{text}"
+    );
+    let (code, text) = sim(&[
+        "--action",
+        "s3:DeleteObject",
+        "--resource",
+        "arn:aws:s3:::data/t/x",
+        "--context",
+        "aws:MultiFactorAuthPresent=true",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
 }

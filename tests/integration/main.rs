@@ -8,5 +8,6 @@ mod encryption;
 mod kms_aws;
 mod lifecycle;
 mod multipart;
+mod policy;
 mod sdk;
 mod tls;

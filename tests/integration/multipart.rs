@@ -181,12 +181,26 @@ async fn parts_in_any_order_on_two_replicas_read_back_whole_by_range_and_by_part
         assert_eq!((g.0, g.1), (w.0, w.1));
         assert!(g.2.is_empty() || g.2 == *w.2, "part {} ETag {}", g.0, g.2);
     }
+    let all = completed(&[(1, e1), (2, e2), (3, e3), (4, e4)]);
+    // x-amz-mp-object-size is the plaintext size: a wrong one is refused.
+    let err = b
+        .complete_multipart_upload()
+        .bucket("mpx")
+        .key("big.bin")
+        .upload_id(&id)
+        .mpu_object_size(len as i64 + 1)
+        .multipart_upload(all.clone())
+        .send()
+        .await
+        .expect_err("wrong object size");
+    assert!(format!("{err:?}").contains("InvalidRequest"), "{err:?}");
     let done = b
         .complete_multipart_upload()
         .bucket("mpx")
         .key("big.bin")
         .upload_id(&id)
-        .multipart_upload(completed(&[(1, e1), (2, e2), (3, e3), (4, e4)]))
+        .mpu_object_size(len as i64)
+        .multipart_upload(all)
         .send()
         .await
         .expect("complete");
@@ -987,6 +1001,22 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
         .expect("part 2");
     assert_eq!(p2.parts_count(), Some(2));
     assert!(p2.body.collect().await.expect("body").into_bytes().as_ref() == &data[PART..]);
+
+    // GetObjectAttributes: plaintext size, the presented ETag.
+    let attrs = s3
+        .get_object_attributes()
+        .bucket("motomp")
+        .key("obj")
+        .object_attributes(aws_sdk_s3::types::ObjectAttributes::ObjectSize)
+        .object_attributes(aws_sdk_s3::types::ObjectAttributes::Etag)
+        .send()
+        .await
+        .expect("attributes");
+    assert_eq!(attrs.object_size(), Some(data.len() as i64));
+    assert_eq!(
+        attrs.e_tag().map(|e| e.trim_matches('"')),
+        done.e_tag().map(|e| e.trim_matches('"'))
+    );
 
     // Versions: each reads back by versionId; listings show plaintext sizes.
     let old = s3

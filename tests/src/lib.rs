@@ -140,7 +140,15 @@ pub struct ProxyOptions {
     pub kms_section: Option<String>,
     /// The local keyring's text (default: a new keyring), to run replicas with one keyring.
     pub keyring: Option<String>,
+    /// The tenant's IAM policy JSON (default: allow `s3:*` on `*`; empty: no policy at all).
+    pub policy: Option<String>,
+    /// A base32 TOTP secret: the tenant gets MFA device `test-mfa` with it.
+    pub mfa_secret: Option<String>,
 }
+
+/// The policy test tenants get unless a test gives its own: everything in S3.
+pub const ALLOW_ALL_POLICY: &str =
+    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
 
 /// A running Chmura in front of a store.
 pub struct Proxy {
@@ -160,6 +168,14 @@ impl Proxy {
         let certs = TestCerts::generate(dir);
         write_private(&dir.join("tenant.secret"), TENANT_SK);
         write_private(&dir.join("upstream.secret"), UPSTREAM_SK);
+        std::fs::write(
+            dir.join("policy.json"),
+            opts.policy.as_deref().unwrap_or(ALLOW_ALL_POLICY),
+        )
+        .expect("policy");
+        if let Some(m) = &opts.mfa_secret {
+            write_private(&dir.join("mfa.totp"), m);
+        }
         let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tls.local_addr().expect("addr");
@@ -192,7 +208,17 @@ secret_access_key_file = "upstream.secret"
 name = "test"
 access_key_id = "{TENANT_AK}"
 secret_access_key_file = "tenant.secret"
-"#,
+{policy}{mfa}"#,
+            policy = if opts.policy.as_deref() == Some("") {
+                ""
+            } else {
+                "policy_files = [\"policy.json\"]\n"
+            },
+            mfa = if opts.mfa_secret.is_some() {
+                "\n[[tenants.mfa_devices]]\nserial = \"test-mfa\"\nsecret_file = \"mfa.totp\"\n"
+            } else {
+                ""
+            },
             min_tls = opts.min_tls.unwrap_or("1.2"),
             extra = opts.extra_server,
             upstream = opts

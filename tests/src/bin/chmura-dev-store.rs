@@ -28,6 +28,8 @@ async fn main() {
         TestCerts::generate(&dir);
         write_private(&dir.join("tenant.secret"), TENANT_SK);
         write_private(&dir.join("upstream.secret"), UPSTREAM_SK);
+        std::fs::write(dir.join("dev-policy.json"), chmura_tests::ALLOW_ALL_POLICY)
+            .expect("policy");
         write_private(
             &dir.join("chmura.keyring"),
             &chmura_crypto::envelope::Keyring::generate("main").expect("keyring"),
@@ -57,6 +59,7 @@ secret_access_key_file = "upstream.secret"
 name = "dev"
 access_key_id = "{TENANT_AK}"
 secret_access_key_file = "tenant.secret"
+policy_files = ["dev-policy.json"]
 "#
             ),
         )
