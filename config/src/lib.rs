@@ -132,6 +132,17 @@ pub struct RawTenant {
     pub policy_files: Vec<PathBuf>,
     #[serde(default)]
     pub mfa_devices: Vec<RawMfaDevice>,
+    /// The buckets this tenant sees, mapped onto upstream buckets and prefixes. Absent: the
+    /// tenant works on upstream buckets under their own names.
+    pub buckets: Option<Vec<RawBucketMap>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBucketMap {
+    pub name: String,
+    pub upstream_bucket: String,
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +226,43 @@ pub struct Tenant {
     pub policies: Vec<policy::Policy>,
     /// TOTP devices accepted in `x-amz-mfa`.
     pub mfa_devices: Vec<MfaDevice>,
+    /// The buckets the tenant sees; `None`: upstream buckets under their own names.
+    pub buckets: Option<Vec<BucketMap>>,
+}
+
+/// One bucket a tenant sees: where it lives upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketMap {
+    pub name: String,
+    pub upstream_bucket: String,
+    /// Key prefix in the upstream bucket ("" or ending in `/`).
+    pub prefix: String,
+}
+
+/// S3's bucket naming rules (the lowercase, DNS-compatible ones).
+pub fn valid_bucket_name(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
+        && !b.contains("..")
+}
+
+/// Whether a key (or key prefix) stays where it is put: no `.`/`..` or empty segments, no
+/// backslashes or control characters, and none of the characters that look like `/` or `.`
+/// after Unicode normalisation (so no store that normalises paths can move it).
+pub fn contained_key(k: &str) -> bool {
+    const CONFUSABLE: &[char] = &[
+        '\u{2215}', '\u{2044}', '\u{FF0F}', '\u{29F8}', '\u{FE68}', '\u{FF3C}', '\u{FF0E}',
+        '\u{2024}', '\u{FE52}', '\u{3002}', '\u{FF61}',
+    ];
+    !k.starts_with('/')
+        && !k.contains('\\')
+        && !k.chars().any(|c| c.is_control() || CONFUSABLE.contains(&c))
+        && k.split('/').enumerate().all(|(i, seg)| {
+            seg != "." && seg != ".." && (!seg.is_empty() || i == k.split('/').count() - 1)
+        })
 }
 
 /// A TOTP device: its serial and decoded secret.
@@ -574,6 +622,41 @@ impl Config {
                     secret: SecretBytes(Zeroizing::new(bytes)),
                 });
             }
+            let buckets = match t.buckets {
+                None => None,
+                Some(list) => {
+                    let mut out: Vec<BucketMap> = Vec::new();
+                    for (j, b) in list.into_iter().enumerate() {
+                        let path = p(&format!("buckets[{j}]"));
+                        if !valid_bucket_name(&b.name) || out.iter().any(|o| o.name == b.name) {
+                            return Err(ConfigError::new(
+                                format!("{path}.name"),
+                                "must be a valid S3 bucket name, unique within the tenant",
+                            ));
+                        }
+                        if !valid_bucket_name(&b.upstream_bucket) {
+                            return Err(ConfigError::new(
+                                format!("{path}.upstream_bucket"),
+                                "must be a valid S3 bucket name",
+                            ));
+                        }
+                        let prefix = b.prefix.unwrap_or_default();
+                        if !prefix.is_empty() && (!prefix.ends_with('/') || !contained_key(&prefix))
+                        {
+                            return Err(ConfigError::new(
+                                format!("{path}.prefix"),
+                                "must end with '/' and contain no '.', '..' or empty segments",
+                            ));
+                        }
+                        out.push(BucketMap {
+                            name: b.name,
+                            upstream_bucket: b.upstream_bucket,
+                            prefix,
+                        });
+                    }
+                    Some(out)
+                }
+            };
             tenants.push(Tenant {
                 name,
                 access_key_id: ak,
@@ -581,7 +664,39 @@ impl Config {
                 kms_key_id: t.kms_key_id,
                 policies,
                 mfa_devices,
+                buckets,
             });
+        }
+        // No two tenants may share upstream space: one's prefix must not contain the other's.
+        for (i, a) in tenants.iter().enumerate() {
+            for b in tenants.iter().skip(i + 1) {
+                for (bi, ma) in a.buckets.iter().flatten().enumerate() {
+                    for mb in b.buckets.iter().flatten() {
+                        if ma.upstream_bucket == mb.upstream_bucket
+                            && (ma.prefix.starts_with(&mb.prefix)
+                                || mb.prefix.starts_with(&ma.prefix))
+                        {
+                            return Err(ConfigError::new(
+                                format!("tenants[{i}].buckets[{bi}].prefix"),
+                                format!(
+                                    "overlaps tenant {:?}'s space in upstream bucket {:?}",
+                                    b.name, mb.upstream_bucket
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if tenants.iter().any(|t| t.buckets.is_some()) {
+            for (i, t) in tenants.iter().enumerate() {
+                if t.buckets.is_none() {
+                    warnings.push(format!(
+                        "tenants[{i}]: {:?} has no buckets table while other tenants map buckets: it reaches any upstream bucket its policy allows, theirs included",
+                        t.name
+                    ));
+                }
+            }
         }
         let kms = match (raw.kms, insecure_no_encryption) {
             (Some(_), true) => {
@@ -786,6 +901,27 @@ secret_access_key_file = "acme.secret"
 "#;
 
     #[test]
+    fn bucket_tables_are_validated_and_tenants_cannot_overlap() {
+        let d = fixture();
+        let two = |p1: &str, p2: &str| {
+            format!(
+                "{}[[tenants.buckets]]\nname = \"data\"\nupstream_bucket = \"shared\"\nprefix = \"{p1}\"\n\n[[tenants]]\nname = \"globex\"\naccess_key_id = \"CHMURAGLOBEX00000001\"\nsecret_access_key_file = \"acme.secret\"\n[[tenants.buckets]]\nname = \"data\"\nupstream_bucket = \"shared\"\nprefix = \"{p2}\"\n",
+                GOOD
+            )
+        };
+        let c = Config::from_toml(&two("acme/", "globex/"), d.path()).unwrap();
+        assert_eq!(c.tenants[1].buckets.as_ref().unwrap()[0].prefix, "globex/");
+        for (p1, p2) in [("acme/", "acme/sub/"), ("", "globex/"), ("x/", "x/")] {
+            let e = Config::from_toml(&two(p1, p2), d.path()).unwrap_err();
+            assert_eq!(e.path, "tenants[0].buckets[0].prefix", "{p1} {p2}: {e}");
+        }
+        let e = Config::from_toml(&two("acme", "globex/"), d.path()).unwrap_err();
+        assert_eq!(e.path, "tenants[0].buckets[0].prefix");
+        let e = Config::from_toml(&two("../acme/", "globex/"), d.path()).unwrap_err();
+        assert_eq!(e.path, "tenants[0].buckets[0].prefix");
+    }
+
+    #[test]
     fn good_config_loads_with_relative_paths() {
         let d = fixture();
         let c = Config::from_toml(GOOD, d.path()).unwrap();
@@ -895,6 +1031,44 @@ secret_access_key_file = "acme.secret"
             Config::from_toml(&text, d.path()).unwrap_err().path,
             "upstream.endpoint"
         );
+    }
+}
+
+#[cfg(test)]
+mod mapping_tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_leave_their_prefix_are_refused() {
+        for ok in ["a", "a/b", "dir/", "a.b/c..d", "ü/日本", "a b/c"] {
+            assert!(contained_key(ok), "{ok:?}");
+        }
+        for bad in [
+            "../x",
+            "a/../b",
+            "a/./b",
+            "/a",
+            "a//b",
+            "..",
+            ".",
+            "a\\b",
+            "a\u{FF0F}..",
+            "a\u{2215}b",
+            "a/\u{FF0E}\u{FF0E}/b",
+            "a\u{0}b",
+            "a\nb",
+        ] {
+            assert!(!contained_key(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bucket_names() {
+        assert!(valid_bucket_name("acme-data"));
+        assert!(valid_bucket_name("a.b-c"));
+        for bad in ["ab", "Acme", "-ab", "ab-", "a..b", "a_b", &"a".repeat(64)] {
+            assert!(!valid_bucket_name(bad), "{bad:?}");
+        }
     }
 }
 

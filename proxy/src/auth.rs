@@ -635,6 +635,7 @@ mod tests {
             kms_key_id: None,
             policies: vec![],
             mfa_devices: vec![],
+            buckets: None,
         }])
     }
 
@@ -775,6 +776,7 @@ mod robustness {
                 kms_key_id: None,
                 policies: vec![],
                 mfa_devices: vec![],
+                buckets: None,
             }]);
             let mut h = http::HeaderMap::new();
             if let Ok(v) = http::HeaderValue::from_str(&auth) {

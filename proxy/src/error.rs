@@ -86,6 +86,10 @@ impl S3Error {
         )
     }
 
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        S3Error::new("InvalidArgument", message)
+    }
+
     pub fn invalid_request(message: impl Into<String>) -> Self {
         S3Error::new("InvalidRequest", message)
     }

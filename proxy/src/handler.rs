@@ -116,6 +116,14 @@ pub async fn handle(
             error_response(&e, &resource, &request_id, method == Method::HEAD)
         }
     };
+    if let Some(u) = ctx.unmap.as_ref() {
+        let data =
+            matches!(ctx.op, Some(Op::GetObject | Op::HeadObject)) && resp.status().is_success();
+        if !data && method != Method::HEAD {
+            resp = unmap_response(u, resp, &request_id).await;
+        }
+        resp.headers_mut().remove(http::header::LOCATION);
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
@@ -133,8 +141,42 @@ pub async fn handle(
     Ok(resp)
 }
 
+/// Rewrites an XML answer (or a store error) so it shows the tenant's names only.
+async fn unmap_response(
+    u: &crate::mapping::Unmap,
+    resp: Response<ResponseBody>,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = match collect_capped(body, MAX_LIST_BODY).await {
+        Ok(b) => Bytes::from(b),
+        Err(_) => {
+            let e = S3Error::internal("answer could not be read");
+            return error_response(&e, "", request_id, false);
+        }
+    };
+    if bytes.is_empty() {
+        return Response::from_parts(
+            parts,
+            Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
+        );
+    }
+    let xml = crate::mapping::unmap_xml(u, &String::from_utf8_lossy(&bytes), request_id);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
+    Response::from_parts(
+        parts,
+        Full::new(Bytes::from(xml))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    )
+}
+
 #[derive(Default)]
 struct LogCtx {
+    /// The request's bucket mapping (answers are rewritten with it).
+    unmap: Option<crate::mapping::Unmap>,
     tenant: Option<String>,
     op: Option<Op>,
     tls: bool,
@@ -333,6 +375,66 @@ async fn handle_inner(
         actx.existing_tags(&tags);
     }
     access::authorize(&authed.tenant.policies, &needed, &actx)?;
+
+    // 3b. Bucket mapping: the tenant's bucket → upstream bucket and prefix (mapping.rs).
+    let mut addr = addr;
+    let mut query = query;
+    let mut parts = parts;
+    if op == Op::ListBuckets && authed.tenant.buckets.is_some() {
+        let xml = crate::mapping::list_buckets_xml(&authed.tenant);
+        let mut r = Response::new(
+            Full::new(Bytes::from(xml))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        return Ok(r);
+    }
+    if let Some(b) = addr.bucket.clone() {
+        if let Some(u) = crate::mapping::resolve(&authed.tenant, &b)? {
+            let shared_space_change = matches!(
+                op,
+                Op::CreateBucket
+                    | Op::DeleteBucket
+                    | Op::PutBucketVersioning
+                    | Op::PutBucketTagging
+                    | Op::DeleteBucketTagging
+                    | Op::PutBucketPolicy
+                    | Op::DeleteBucketPolicy
+                    | Op::PutBucketCors
+                    | Op::DeleteBucketCors
+                    | Op::PutBucketLifecycleConfiguration
+                    | Op::DeleteBucketLifecycle
+            );
+            if shared_space_change && !u.prefix.is_empty() {
+                return Err(access::access_denied().with_detail(
+                    "bucket-level change on a bucket mapped to a prefix of a shared upstream bucket",
+                ));
+            }
+            if !addr.key.is_empty() {
+                addr.key = crate::mapping::upstream_key(&u, &addr.key)?;
+            }
+            let listing = matches!(
+                op,
+                Op::ListObjects
+                    | Op::ListObjectsV2
+                    | Op::ListObjectVersions
+                    | Op::ListMultipartUploads
+            );
+            crate::mapping::map_query(&u, &mut query, listing)?;
+            addr.bucket = Some(u.upstream_bucket.clone());
+            ctx.unmap = Some(u);
+        }
+    }
+    if let Some(v) = header_str(&parts.headers, "x-amz-copy-source") {
+        if let Some(mapped) = crate::mapping::copy_source(&authed.tenant, v)? {
+            parts.headers.insert(
+                "x-amz-copy-source",
+                HeaderValue::from_str(&mapped).map_err(|_| S3Error::internal("copy source"))?,
+            );
+        }
+    }
 
     // 4. Plan the body.
     let (decoder, trailers_mode) = match &authed.payload {
@@ -684,7 +786,14 @@ async fn handle_inner(
             }
         };
         let xml = String::from_utf8_lossy(&bytes).into_owned();
-        let bucket = addr.bucket.as_deref().unwrap_or_default();
+        // Policies name the tenant's bucket; the store gets mapped keys.
+        let bucket = ctx
+            .unmap
+            .as_ref()
+            .map(|u| u.client_bucket.clone())
+            .or_else(|| addr.bucket.clone())
+            .unwrap_or_default();
+        let bucket = bucket.as_str();
         let mut kept = Vec::new();
         for obj in multipart::tag_values(&xml, "Object") {
             let key = multipart::tag_values(obj, "Key")
@@ -703,7 +812,26 @@ async fn handle_inner(
                 resource: access::object_arn(bucket, &key),
             };
             if access::authorize(&authed.tenant.policies, &[check], &actx).is_ok() {
-                kept.push(obj.to_string());
+                match &ctx.unmap {
+                    None => kept.push(obj.to_string()),
+                    Some(u) => {
+                        let Ok(up_key) = crate::mapping::upstream_key(u, &key) else {
+                            denied_deletes.push((key, version));
+                            continue;
+                        };
+                        kept.push(format!(
+                            "<Key>{}</Key>{}",
+                            crate::error::xml_escape(&up_key),
+                            version
+                                .as_ref()
+                                .map(|v| format!(
+                                    "<VersionId>{}</VersionId>",
+                                    crate::error::xml_escape(v)
+                                ))
+                                .unwrap_or_default()
+                        ));
+                    }
+                }
             } else {
                 denied_deletes.push((key, version));
             }

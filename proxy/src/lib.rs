@@ -12,6 +12,7 @@ pub mod error;
 pub mod etag;
 pub mod handler;
 pub mod kms;
+pub mod mapping;
 pub mod multipart;
 pub mod ops;
 pub mod rekey;

@@ -10,4 +10,5 @@ mod lifecycle;
 mod multipart;
 mod policy;
 mod sdk;
+mod tenants;
 mod tls;

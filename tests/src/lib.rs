@@ -60,6 +60,17 @@ impl TestCerts {
             key_file,
         }
     }
+
+    /// The files `generate` wrote into `dir`.
+    pub fn load(dir: &Path) -> TestCerts {
+        let ca_file = dir.join("ca.pem");
+        TestCerts {
+            ca_pem: std::fs::read_to_string(&ca_file).expect("ca.pem"),
+            ca_file,
+            cert_file: dir.join("cert.pem"),
+            key_file: dir.join("key.pem"),
+        }
+    }
 }
 
 /// Writes a file with mode 0600.
@@ -271,6 +282,41 @@ secret_access_key_file = "tenant.secret"
             stop: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Serves an existing config file (its `listen` is ignored: the harness binds 127.0.0.1
+    /// ports). The directory must hold `cert.pem`/`key.pem` from [`TestCerts::generate`].
+    pub async fn serve_config(dir: &Path, config_path: &Path) -> Proxy {
+        chmura_proxy::install_crypto_provider();
+        let certs = TestCerts::load(dir);
+        let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tls.local_addr().expect("addr");
+        let http_addr = http.local_addr().expect("addr");
+        let config = chmura_config::Config::load(config_path).expect("config loads");
+        let state = Arc::new(chmura_proxy::State::new(config).await.expect("state"));
+        let (tx, rx) = oneshot::channel::<()>();
+        let listeners = chmura_proxy::Listeners {
+            tls,
+            insecure_http: Some(http),
+        };
+        let task = tokio::spawn(chmura_proxy::serve(listeners, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        Proxy {
+            state,
+            addr,
+            http_addr,
+            certs,
+            dir: dir.to_path_buf(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// An SDK client with other credentials (another tenant).
+    pub fn sdk_client_as(&self, ak: &str, sk: &str) -> aws_sdk_s3::Client {
+        sdk_client(&self.endpoint(), Some(&self.certs.ca_pem), ak, sk)
     }
 
     pub fn endpoint(&self) -> String {
