@@ -25,9 +25,13 @@ use crate::checksum::{ChecksumAlgorithm, Hasher};
 use crate::chunked::ChunkedDecoder;
 use crate::error::S3Error;
 
-/// Where the body adapter leaves its failure for the handler.
+/// Where the body adapter leaves its failure for the handler (and, on success, the checksum
+/// it verified, which S3 echoes in the answer).
 #[derive(Clone, Default)]
-pub struct FailureSlot(Arc<Mutex<Option<S3Error>>>);
+pub struct FailureSlot(Arc<Mutex<Option<S3Error>>>, Arc<Mutex<Option<Verified>>>);
+
+/// A checksum the body matched: its algorithm and raw value.
+type Verified = (ChecksumAlgorithm, Vec<u8>);
 
 impl FailureSlot {
     pub fn set(&self, e: S3Error) {
@@ -37,6 +41,15 @@ impl FailureSlot {
     }
     pub fn take(&self) -> Option<S3Error> {
         self.0.lock().ok().and_then(|mut g| g.take())
+    }
+    fn set_checksum(&self, alg: ChecksumAlgorithm, value: Vec<u8>) {
+        if let Ok(mut g) = self.1.lock() {
+            *g = Some((alg, value));
+        }
+    }
+    /// The client's checksum of the body, once every check passed.
+    pub fn verified_checksum(&self) -> Option<(ChecksumAlgorithm, Vec<u8>)> {
+        self.1.lock().ok().and_then(|g| g.clone())
     }
 }
 
@@ -198,6 +211,7 @@ impl VerifyingBody {
                 ))
                 .with_detail("checksum mismatch"));
             }
+            self.slot.set_checksum(alg, want);
         }
         Ok(())
     }

@@ -687,6 +687,8 @@ async fn handle_inner(
     };
     let bucket_name = addr.bucket.as_deref().unwrap_or_default();
     let mut denied_deletes: Vec<(String, Option<String>)> = Vec::new();
+    // The composite of the plaintext part checksums the client stated at Complete.
+    let mut complete_checksum: Option<(String, String)> = None;
     // A new envelope for a PUT or a new multipart upload: a fresh data key and salt.
     let mut created: Option<(ObjectHeader, Arc<ObjectKey>)> = None;
     if matches!(plan, Plan::Encrypt | Plan::MpCreate) {
@@ -904,6 +906,7 @@ async fn handle_inner(
         let client_parts = multipart::parse_complete(&String::from_utf8_lossy(&bytes))?;
         let listed = list_upstream_parts(state, bucket_name, &addr.key, &t.upstream_id).await?;
         let numbers = multipart::check_layout(&client_parts, &listed)?;
+        complete_checksum = multipart::composite_checksum(&client_parts, &numbers);
         let parts: Vec<(u32, String)> = numbers
             .iter()
             .filter_map(|n| {
@@ -1021,6 +1024,16 @@ async fn handle_inner(
     for n in DROP_RESPONSE_HEADERS {
         rp.headers.remove(*n);
     }
+    // S3 echoes the checksum it verified; the store saw none (it checks nothing of the
+    // plaintext), so Chmura adds the one it verified.
+    if rp.status.is_success() && matches!(op, Op::PutObject | Op::UploadPart) {
+        if let Some((alg, v)) = slot.verified_checksum() {
+            if let Ok(hv) = HeaderValue::from_str(&crate::checksum::b64(&v)) {
+                rp.headers
+                    .insert(HeaderName::from_static(alg.header_name()), hv);
+            }
+        }
+    }
     if !denied_deletes.is_empty() && rp.status.is_success() {
         let xml = read_small_body(rbody).await?;
         let xml = delete_result_errors(&xml, &denied_deletes);
@@ -1088,9 +1101,18 @@ async fn handle_inner(
             }
             _ => etag::present_in_xml(&xml),
         };
-        let xml = CHECKSUM_ELEMENTS
+        let mut xml = CHECKSUM_ELEMENTS
             .iter()
             .fold(xml, |x, t| multipart::remove_elements(&x, t));
+        if let (Some((tag, value)), Some(i)) = (
+            complete_checksum.as_ref(),
+            xml.rfind("</CompleteMultipartUploadResult>"),
+        ) {
+            xml.insert_str(
+                i,
+                &format!("<{tag}>{value}</{tag}><ChecksumType>COMPOSITE</ChecksumType>"),
+            );
+        }
         for n in ["x-amz-checksum-algorithm", "x-amz-checksum-type"] {
             rp.headers.remove(n);
         }
@@ -1703,15 +1725,17 @@ async fn upload_part_copy(
         .method(Method::GET)
         .uri(&uri)
         .header(HOST, host);
+    let mut requested_range = None;
     if let Some(r) = header_str(headers, "x-amz-copy-source-range") {
-        let ok = r
+        requested_range = r
             .trim()
             .strip_prefix("bytes=")
             .and_then(|v| v.split_once('-'))
-            .is_some_and(
-                |(a, b)| matches!((a.parse::<u64>(), b.parse::<u64>()), (Ok(a), Ok(b)) if a <= b),
-            );
-        if !ok {
+            .and_then(|(a, b)| match (a.parse::<u64>(), b.parse::<u64>()) {
+                (Ok(a), Ok(b)) if a <= b => Some((a, b)),
+                _ => None,
+            });
+        if requested_range.is_none() {
             return Err(S3Error::new(
                 "InvalidArgument",
                 "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy",
@@ -1759,6 +1783,21 @@ async fn upload_part_copy(
     }
     let len = content_length(src.headers())
         .ok_or_else(|| S3Error::internal("part copy source without length"))?;
+    // A copy range must lie inside the source (a GET would clamp it; S3's copy refuses it).
+    if let Some((a, b)) = requested_range {
+        if b - a + 1 != len {
+            let size = src
+                .headers()
+                .get(http::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit('/').next())
+                .unwrap_or("?")
+                .to_string();
+            return Err(S3Error::invalid_argument(format!(
+                "Range specified is not valid for source object of size: {size}"
+            )));
+        }
+    }
     if len > MAX_PART_BYTES || !part_fits(len) {
         return Err(S3Error::new(
             "EntityTooLarge",

@@ -154,6 +154,31 @@ pub fn remove_elements(xml: &str, tag: &str) -> String {
 pub struct CompletePart {
     pub number: u32,
     pub etag: String,
+    /// Plaintext checksums the client states for the part: (algorithm name, base64 value).
+    pub checksums: Vec<(String, String)>,
+}
+
+const CHECKSUM_NAMES: &[&str] = &["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"];
+
+/// The composite checksum S3 computes at Complete (S3-PROTOCOL-NOTES §3): the algorithm over
+/// the concatenated raw part checksums, base64, `-N`. `None` unless every part states one of
+/// the same algorithm. Returns (element name, value).
+pub fn composite_checksum(parts: &[CompletePart], used: &[u32]) -> Option<(String, String)> {
+    use crate::checksum::{b64, decode_b64, ChecksumAlgorithm, Hasher};
+    let first = parts.iter().find(|p| used.contains(&p.number))?;
+    let (name, _) = first.checksums.first()?;
+    let alg = ChecksumAlgorithm::from_name(name)?;
+    let mut h = Hasher::new(alg);
+    let mut n = 0;
+    for p in parts.iter().filter(|p| used.contains(&p.number)) {
+        let (_, v) = p.checksums.iter().find(|(a, _)| a == name)?;
+        h.update(&decode_b64(v, alg.digest_len())?);
+        n += 1;
+    }
+    Some((
+        format!("Checksum{name}"),
+        format!("{}-{n}", b64(&h.finish())),
+    ))
 }
 
 fn malformed() -> S3Error {
@@ -178,7 +203,19 @@ pub fn parse_complete(xml: &str) -> Result<Vec<CompletePart>, S3Error> {
             .first()
             .map(|v| unescape(v.trim()))
             .ok_or_else(malformed)?;
-        parts.push(CompletePart { number, etag });
+        let checksums = CHECKSUM_NAMES
+            .iter()
+            .filter_map(|n| {
+                tag_values(p, &format!("Checksum{n}"))
+                    .first()
+                    .map(|v| (n.to_string(), v.trim().to_string()))
+            })
+            .collect();
+        parts.push(CompletePart {
+            number,
+            etag,
+            checksums,
+        });
     }
     if parts.is_empty() {
         return Err(malformed());
@@ -375,11 +412,13 @@ mod tests {
             vec![
                 CompletePart {
                     number: 1,
-                    etag: "\"aa-0\"".into()
+                    etag: "\"aa-0\"".into(),
+                    checksums: vec![("CRC32".into(), "AAAA".into())],
                 },
                 CompletePart {
                     number: 2,
-                    etag: "\"bb-0\"".into()
+                    etag: "\"bb-0\"".into(),
+                    checksums: vec![],
                 }
             ]
         );
@@ -401,6 +440,7 @@ mod tests {
             .map(|n| CompletePart {
                 number: *n,
                 etag: String::new(),
+                checksums: vec![],
             })
             .collect()
     }
@@ -451,6 +491,41 @@ mod tests {
             )),
             "InvalidPart"
         );
+    }
+
+    #[test]
+    fn composite_checksums_as_s3_computes_them() {
+        use crate::checksum::{b64, ChecksumAlgorithm, Hasher};
+        let digest = |d: &[u8]| {
+            let mut h = Hasher::new(ChecksumAlgorithm::Sha256);
+            h.update(d);
+            h.finish()
+        };
+        let (a, b) = (digest(b"part one"), digest(b"part two"));
+        let parts = vec![
+            CompletePart {
+                number: 1,
+                etag: String::new(),
+                checksums: vec![("SHA256".into(), b64(&a))],
+            },
+            CompletePart {
+                number: 2,
+                etag: String::new(),
+                checksums: vec![("SHA256".into(), b64(&b))],
+            },
+        ];
+        let want = format!("{}-2", b64(&digest(&[a.clone(), b.clone()].concat())));
+        assert_eq!(
+            composite_checksum(&parts, &[1, 2]),
+            Some(("ChecksumSHA256".into(), want))
+        );
+        assert_eq!(
+            composite_checksum(&parts, &[1]).map(|c| c.1),
+            Some(format!("{}-1", b64(&digest(&a))))
+        );
+        let mut missing = parts.clone();
+        missing[1].checksums.clear();
+        assert_eq!(composite_checksum(&missing, &[1, 2]), None);
     }
 
     #[test]

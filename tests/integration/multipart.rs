@@ -661,6 +661,23 @@ async fn upload_part_copy_reencrypts_source_ranges() {
         .send()
         .await
         .expect("complete");
+    // A source range past the end of the source is refused (not clamped).
+    let e = s3
+        .upload_part_copy()
+        .bucket("upc")
+        .key("joined")
+        .upload_id(&id)
+        .part_number(4)
+        .copy_source("upc/small")
+        .copy_source_range("bytes=0-70000")
+        .send()
+        .await
+        .expect_err("range past the end");
+    let t = format!("{e:?}");
+    assert!(
+        t.contains("InvalidArgument") || t.contains("InvalidRange"),
+        "{t}"
+    );
     let want = [&big[100..PART + 100], &big[PART..2 * PART], &small[..]].concat();
     assert!(get_all(&s3, "upc", "joined").await.expect("get") == want);
     // A source that fails authentication commits no part.
@@ -1132,4 +1149,79 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
         .await
         .expect("uploads");
     assert!(left.uploads().is_empty());
+}
+
+/// Plaintext checksums: each part's verified checksum is echoed, and Complete answers with
+/// the composite of the part checksums, as S3 computes it.
+#[tokio::test]
+async fn part_checksums_are_echoed_and_complete_returns_the_composite() {
+    use aws_sdk_s3::types::ChecksumAlgorithm;
+    use base64::Engine;
+    let sha256 = |d: &[u8]| {
+        let mut h =
+            chmura_proxy::checksum::Hasher::new(chmura_proxy::checksum::ChecksumAlgorithm::Sha256);
+        h.update(d);
+        h.finish()
+    };
+    let env = encrypted_env().await;
+    env.make_bucket("cks");
+    let s3 = env.proxy.sdk_client();
+    let id = s3
+        .create_multipart_upload()
+        .bucket("cks")
+        .key("obj")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let data = pattern(PART + 5, 90);
+    let mut parts = Vec::new();
+    let mut raw = Vec::new();
+    for (i, piece) in data.chunks(PART).enumerate() {
+        let n = i as i32 + 1;
+        let out = s3
+            .upload_part()
+            .bucket("cks")
+            .key("obj")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(ByteStream::from(piece.to_vec()))
+            .send()
+            .await
+            .expect("part");
+        let digest = sha256(piece);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&digest);
+        assert_eq!(out.checksum_sha256(), Some(b64.as_str()), "part {n} echo");
+        raw.extend_from_slice(&digest);
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().expect("etag"))
+                .checksum_sha256(b64)
+                .build(),
+        );
+    }
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("cks")
+        .key("obj")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("complete");
+    let want = format!(
+        "{}-2",
+        base64::engine::general_purpose::STANDARD.encode(sha256(&raw))
+    );
+    assert_eq!(done.checksum_sha256(), Some(want.as_str()));
+    assert!(get_all(&s3, "cks", "obj").await.expect("get") == data);
 }
