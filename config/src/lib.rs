@@ -641,11 +641,17 @@ impl Config {
                             ));
                         }
                         let prefix = b.prefix.unwrap_or_default();
-                        if !prefix.is_empty() && (!prefix.ends_with('/') || !contained_key(&prefix))
+                        if !prefix.is_empty()
+                            && (!prefix.ends_with('/')
+                                || !contained_key(&prefix)
+                                || !prefix.bytes().all(|c| {
+                                    c.is_ascii_alphanumeric()
+                                        || matches!(c, b'/' | b'-' | b'_' | b'.')
+                                }))
                         {
                             return Err(ConfigError::new(
                                 format!("{path}.prefix"),
-                                "must end with '/' and contain no '.', '..' or empty segments",
+                                "must end with '/', use only letters, digits, '/', '-', '_', '.', and contain no '.', '..' or empty segments",
                             ));
                         }
                         out.push(BucketMap {

@@ -350,6 +350,19 @@ impl Policy {
     /// false, when a request carries no MFA).
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        for s in &self.statements {
+            for c in &s.conditions {
+                let k = c.key.to_ascii_lowercase();
+                if !SUPPLIED_KEYS.contains(&k.as_str())
+                    && !SUPPLIED_PREFIXES.iter().any(|p| k.starts_with(p))
+                {
+                    w.push(format!(
+                        "{}: Statement[{}]: condition key {:?} is never set by Chmura: a positive operator on it never matches, a negated one always does",
+                        self.source, s.index, c.key
+                    ));
+                }
+            }
+        }
         if self.statements.iter().all(|s| s.effect == Effect::Deny) {
             w.push(format!(
                 "{}: grants nothing (no Allow statement)",
@@ -374,6 +387,24 @@ impl Policy {
         w
     }
 }
+
+/// Condition keys Chmura sets (lowercase), and key prefixes.
+pub const SUPPLIED_KEYS: &[&str] = &[
+    "aws:username",
+    "aws:userid",
+    "aws:sourceip",
+    "aws:securetransport",
+    "aws:currenttime",
+    "aws:epochtime",
+    "aws:multifactorauthpresent",
+    "aws:multifactorauthage",
+    "s3:prefix",
+    "s3:delimiter",
+    "s3:max-keys",
+    "s3:versionid",
+    "s3:requestobjecttagkeys",
+];
+pub const SUPPLIED_PREFIXES: &[&str] = &["s3:existingobjecttag/", "s3:requestobjecttag/"];
 
 /// What a request asks for, in IAM terms.
 #[derive(Debug, Clone)]

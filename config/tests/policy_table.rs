@@ -548,4 +548,23 @@ fn warnings_for_policies_that_grant_nothing_and_the_mfa_trap() {
     assert!(p.warnings().iter().any(|w| w.contains("BoolIfExists")));
     let ok = Policy::parse("ok.json", &doc(&[allow(r#""s3:*""#, r#""*""#)])).expect("parse");
     assert!(ok.warnings().is_empty());
+    let p = Policy::parse(
+        "k.json",
+        &doc(&[
+            allow(r#""s3:*""#, r#""*""#),
+            deny_if(
+                r#""s3:PutObject""#,
+                r#""*""#,
+                r#"{"StringEquals":{"s3:x-amz-acl":"public-read"}}"#,
+            ),
+        ]),
+    )
+    .expect("parse");
+    assert!(
+        p.warnings()
+            .iter()
+            .any(|w| w.contains("never set by Chmura")),
+        "{:?}",
+        p.warnings()
+    );
 }

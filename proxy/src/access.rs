@@ -147,6 +147,33 @@ pub fn checks(
             out.push(obj("s3:PutObjectAcl"));
         }
     }
+    // Object lock: retention and legal hold set on write, governance bypass on delete.
+    if matches!(
+        op,
+        Op::PutObject | Op::CreateMultipartUpload | Op::CopyObject
+    ) {
+        if headers.contains_key("x-amz-object-lock-mode")
+            || headers.contains_key("x-amz-object-lock-retain-until-date")
+        {
+            out.push(obj("s3:PutObjectRetention"));
+        }
+        if headers.contains_key("x-amz-object-lock-legal-hold") {
+            out.push(obj("s3:PutObjectLegalHold"));
+        }
+    }
+    if matches!(op, Op::DeleteObject | Op::DeleteObjects)
+        && headers
+            .get("x-amz-bypass-governance-retention")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    {
+        out.push(if op == Op::DeleteObject {
+            obj("s3:BypassGovernanceRetention")
+        } else {
+            bkt("s3:BypassGovernanceRetention")
+        });
+    }
+    // The source check stays last (the handler decides it with the source's tags).
     if matches!(op, Op::CopyObject | Op::UploadPartCopy) {
         if let Some((sb, sk, sv)) = headers
             .get("x-amz-copy-source")
@@ -163,6 +190,7 @@ pub fn checks(
 }
 
 /// The request's condition keys (names lowercased).
+#[derive(Clone)]
 pub struct Context {
     pub keys: BTreeMap<String, Vec<String>>,
 }
@@ -311,7 +339,13 @@ pub fn totp(secret: &[u8], step: u64) -> u32 {
 #[derive(Default)]
 pub struct MfaReplay {
     used: Mutex<HashMap<DeviceId, VecDeque<(u64, u32)>>>,
+    /// Times of recent wrong codes per device: guessing is cut off after a few.
+    failures: Mutex<HashMap<DeviceId, VecDeque<i64>>>,
 }
+
+/// Wrong codes tolerated per device in [`MFA_LOCKOUT_SECS`] before every code is refused.
+pub const MFA_MAX_FAILURES: usize = 5;
+pub const MFA_LOCKOUT_SECS: i64 = 300;
 
 /// (tenant, device serial).
 type DeviceId = (String, String);
@@ -341,10 +375,31 @@ impl MfaReplay {
             .iter()
             .find(|d| d.serial.as_bytes() == serial.as_bytes())
             .ok_or_else(invalid)?;
-        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(invalid());
+        let id = (tenant.to_string(), device.serial.clone());
+        {
+            let mut f = self
+                .failures
+                .lock()
+                .map_err(|_| S3Error::internal("mfa lock"))?;
+            let list = f.entry(id.clone()).or_default();
+            list.retain(|t| *t + MFA_LOCKOUT_SECS > now);
+            if list.len() >= MFA_MAX_FAILURES {
+                return Err(S3Error::new(
+                    "AccessDenied",
+                    "Too many wrong MFA codes for this device; try again later.",
+                ));
+            }
         }
-        let code: u32 = code.parse().map_err(|_| invalid())?;
+        let fail = |e: S3Error| {
+            if let Ok(mut f) = self.failures.lock() {
+                f.entry(id.clone()).or_default().push_back(now);
+            }
+            e
+        };
+        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(fail(invalid()));
+        }
+        let code: u32 = code.parse().map_err(|_| fail(invalid()))?;
         let now_step = (now.max(0) as u64) / 30;
         let mut hit = None;
         for step in [now_step.saturating_sub(1), now_step, now_step + 1] {
@@ -357,7 +412,7 @@ impl MfaReplay {
                 hit = Some(step);
             }
         }
-        let step = hit.ok_or_else(invalid)?;
+        let step = hit.ok_or_else(|| fail(invalid()))?;
         let mut used = self
             .used
             .lock()
@@ -484,6 +539,37 @@ mod tests {
                     resource: "arn:aws:s3:::src/a b".into()
                 },
             ]
+        );
+        let mut lock = HeaderMap::new();
+        lock.insert("x-amz-object-lock-mode", "COMPLIANCE".parse().unwrap());
+        lock.insert("x-amz-object-lock-legal-hold", "ON".parse().unwrap());
+        let a: Vec<&str> = checks(Op::PutObject, Some("b"), "k", &[], &lock)
+            .into_iter()
+            .map(|c| c.action)
+            .collect();
+        assert_eq!(
+            a,
+            vec![
+                "s3:PutObject",
+                "s3:PutObjectRetention",
+                "s3:PutObjectLegalHold"
+            ]
+        );
+        let mut bypass = HeaderMap::new();
+        bypass.insert("x-amz-bypass-governance-retention", "true".parse().unwrap());
+        let a: Vec<&str> = checks(
+            Op::DeleteObject,
+            Some("b"),
+            "k",
+            &q(&[("versionId", "v")]),
+            &bypass,
+        )
+        .into_iter()
+        .map(|c| c.action)
+        .collect();
+        assert_eq!(
+            a,
+            vec!["s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"]
         );
         assert_eq!(
             checks(Op::ListBuckets, None, "", &[], &h),

@@ -122,7 +122,13 @@ pub async fn handle(
         if !data && method != Method::HEAD {
             resp = unmap_response(u, resp, &request_id).await;
         }
-        resp.headers_mut().remove(http::header::LOCATION);
+        for h in [
+            "location",
+            "x-amz-expiration",
+            "x-amz-server-side-encryption-aws-kms-key-id",
+        ] {
+            resp.headers_mut().remove(h);
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
@@ -292,6 +298,15 @@ async fn handle_inner(
         return Err(S3Error::new("KeyTooLongError", "Your key is too long."));
     }
     let query = sigv4::parse_query(raw_query);
+    // A parameter given twice could be read one way by a policy and another by the store.
+    {
+        let mut seen = std::collections::HashSet::new();
+        if let Some((k, _)) = query.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+            return Err(S3Error::invalid_argument(format!(
+                "The query parameter {k:?} is given more than once."
+            )));
+        }
+    }
     let op = ops::classify(
         &parts.method,
         addr.bucket.as_deref(),
@@ -344,7 +359,49 @@ async fn handle_inner(
         )?),
         None => None,
     };
-    let mut actx = access::Context::new(
+    // Where the request lands upstream (mapping.rs): needed for tag lookups before the
+    // decision; applied to the request after it (3b). Policies see the tenant's names.
+    let unmap = match addr.bucket.as_deref() {
+        Some(b) => crate::mapping::resolve(&authed.tenant, b)?,
+        None => None,
+    };
+    let up_bucket = unmap
+        .as_ref()
+        .map(|u| u.upstream_bucket.clone())
+        .or_else(|| addr.bucket.clone())
+        .unwrap_or_default();
+    let up_key = match &unmap {
+        Some(u) if !addr.key.is_empty() => crate::mapping::upstream_key(u, &addr.key)?,
+        _ => addr.key.clone(),
+    };
+    let copy_header = header_str(&parts.headers, "x-amz-copy-source").map(str::to_string);
+    let mapped_copy_source = match &copy_header {
+        Some(v) => crate::mapping::copy_source(&authed.tenant, v)?,
+        None => None,
+    };
+    let copy_up = match (&copy_header, &mapped_copy_source) {
+        (Some(client), mapped) => Some(
+            multipart::parse_copy_source(mapped.as_deref().unwrap_or(client)).ok_or_else(|| {
+                S3Error::invalid_request(
+                    "Copy Source must mention the source bucket and key: sourcebucket/sourcekey[?versionId=v].",
+                )
+            })?,
+        ),
+        (None, _) => None,
+    };
+    if let Some(t) = header_str(&parts.headers, "x-amz-tagging") {
+        let mut seen = std::collections::HashSet::new();
+        for (k, _) in sigv4::parse_query(t) {
+            if !seen.insert(k.to_ascii_lowercase()) {
+                return Err(S3Error::new(
+                    "InvalidTag",
+                    "Cannot provide multiple Tags with the same key (keys are compared without case here).",
+                ));
+            }
+        }
+    }
+    // The request's condition keys; object tags are added per object decided.
+    let base_ctx = access::Context::new(
         &authed.tenant.name,
         conn.peer.ip(),
         conn.tls,
@@ -354,27 +411,36 @@ async fn handle_inner(
         &query,
         &parts.headers,
     );
-    let needed = access::checks(
+    let mut actx = base_ctx.clone();
+    let mut needed = access::checks(
         op,
         addr.bucket.as_deref(),
         &addr.key,
         &query,
         &parts.headers,
     );
-    if !addr.key.is_empty()
-        && op != Op::CreateMultipartUpload
-        && access::needs_existing_tags(&authed.tenant.policies)
-    {
-        let tags = object_tags(
-            state,
-            addr.bucket.as_deref().unwrap_or_default(),
-            &addr.key,
-            &query,
-        )
-        .await;
-        actx.existing_tags(&tags);
+    let needs_tags = access::needs_existing_tags(&authed.tenant.policies);
+    if needs_tags && !addr.key.is_empty() && op != Op::CreateMultipartUpload {
+        let version = query
+            .iter()
+            .find(|(k, _)| k == "versionId")
+            .map(|(_, v)| v.clone());
+        actx.existing_tags(&object_tags(state, &up_bucket, &up_key, version.as_deref()).await?);
     }
+    // A copy's source permission is decided with the source's tags.
+    let source_check = if copy_up.is_some() && matches!(op, Op::CopyObject | Op::UploadPartCopy) {
+        needed.pop()
+    } else {
+        None
+    };
     access::authorize(&authed.tenant.policies, &needed, &actx)?;
+    if let (Some(check), Some((sb, sk, sv))) = (source_check, &copy_up) {
+        let mut sctx = base_ctx.clone();
+        if needs_tags {
+            sctx.existing_tags(&object_tags(state, sb, sk, sv.as_deref()).await?);
+        }
+        access::authorize(&authed.tenant.policies, &[check], &sctx)?;
+    }
 
     // 3b. Bucket mapping: the tenant's bucket → upstream bucket and prefix (mapping.rs).
     let mut addr = addr;
@@ -391,49 +457,39 @@ async fn handle_inner(
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
         return Ok(r);
     }
-    if let Some(b) = addr.bucket.clone() {
-        if let Some(u) = crate::mapping::resolve(&authed.tenant, &b)? {
-            let shared_space_change = matches!(
-                op,
-                Op::CreateBucket
-                    | Op::DeleteBucket
-                    | Op::PutBucketVersioning
-                    | Op::PutBucketTagging
-                    | Op::DeleteBucketTagging
-                    | Op::PutBucketPolicy
-                    | Op::DeleteBucketPolicy
-                    | Op::PutBucketCors
-                    | Op::DeleteBucketCors
-                    | Op::PutBucketLifecycleConfiguration
-                    | Op::DeleteBucketLifecycle
-            );
-            if shared_space_change && !u.prefix.is_empty() {
-                return Err(access::access_denied().with_detail(
-                    "bucket-level change on a bucket mapped to a prefix of a shared upstream bucket",
-                ));
-            }
-            if !addr.key.is_empty() {
-                addr.key = crate::mapping::upstream_key(&u, &addr.key)?;
-            }
-            let listing = matches!(
-                op,
-                Op::ListObjects
-                    | Op::ListObjectsV2
-                    | Op::ListObjectVersions
-                    | Op::ListMultipartUploads
-            );
-            crate::mapping::map_query(&u, &mut query, listing)?;
-            addr.bucket = Some(u.upstream_bucket.clone());
-            ctx.unmap = Some(u);
+    if let Some(u) = unmap {
+        // A bucket mapped to a prefix of a shared upstream bucket has no bucket-level
+        // configuration of its own: reading it would show the shared bucket's, changing it
+        // would change everyone's.
+        let bucket_level_ok = matches!(
+            op,
+            Op::HeadBucket
+                | Op::GetBucketLocation
+                | Op::ListObjects
+                | Op::ListObjectsV2
+                | Op::ListObjectVersions
+                | Op::ListMultipartUploads
+                | Op::DeleteObjects
+        ) || !addr.key.is_empty();
+        if !bucket_level_ok && !u.prefix.is_empty() {
+            return Err(access::access_denied().with_detail(
+                "bucket-level operation on a bucket mapped to a prefix of a shared upstream bucket",
+            ));
         }
+        let listing = matches!(
+            op,
+            Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions | Op::ListMultipartUploads
+        );
+        crate::mapping::map_query(&u, &mut query, listing)?;
+        addr.key = up_key.clone();
+        addr.bucket = Some(up_bucket.clone());
+        ctx.unmap = Some(u);
     }
-    if let Some(v) = header_str(&parts.headers, "x-amz-copy-source") {
-        if let Some(mapped) = crate::mapping::copy_source(&authed.tenant, v)? {
-            parts.headers.insert(
-                "x-amz-copy-source",
-                HeaderValue::from_str(&mapped).map_err(|_| S3Error::internal("copy source"))?,
-            );
-        }
+    if let Some(mapped) = &mapped_copy_source {
+        parts.headers.insert(
+            "x-amz-copy-source",
+            HeaderValue::from_str(mapped).map_err(|_| S3Error::internal("copy source"))?,
+        );
     }
 
     // 4. Plan the body.
@@ -813,27 +869,36 @@ async fn handle_inner(
                 },
                 resource: access::object_arn(bucket, &key),
             };
-            if access::authorize(&authed.tenant.policies, &[check], &actx).is_ok() {
-                match &ctx.unmap {
-                    None => kept.push(obj.to_string()),
-                    Some(u) => {
-                        let Ok(up_key) = crate::mapping::upstream_key(u, &key) else {
-                            denied_deletes.push((key, version));
-                            continue;
-                        };
-                        kept.push(format!(
-                            "<Key>{}</Key>{}",
-                            crate::error::xml_escape(&up_key),
-                            version
-                                .as_ref()
-                                .map(|v| format!(
-                                    "<VersionId>{}</VersionId>",
-                                    crate::error::xml_escape(v)
-                                ))
-                                .unwrap_or_default()
-                        ));
+            // The store gets the key and version as parsed here, never the client's markup.
+            let up_key = match &ctx.unmap {
+                None => Ok(key.clone()),
+                Some(u) => crate::mapping::upstream_key(u, &key),
+            };
+            let Ok(up_key) = up_key else {
+                denied_deletes.push((key, version));
+                continue;
+            };
+            let allowed = if needs_tags {
+                let mut kctx = base_ctx.clone();
+                match object_tags(state, &up_bucket, &up_key, version.as_deref()).await {
+                    Ok(tags) => {
+                        kctx.existing_tags(&tags);
+                        access::authorize(&authed.tenant.policies, &[check], &kctx).is_ok()
                     }
+                    Err(_) => false,
                 }
+            } else {
+                access::authorize(&authed.tenant.policies, &[check], &actx).is_ok()
+            };
+            if allowed {
+                kept.push(format!(
+                    "<Key>{}</Key>{}",
+                    crate::error::xml_escape(&up_key),
+                    version
+                        .as_ref()
+                        .map(|v| format!("<VersionId>{}</VersionId>", crate::error::xml_escape(v)))
+                        .unwrap_or_default()
+                ));
             } else {
                 denied_deletes.push((key, version));
             }
@@ -2223,50 +2288,49 @@ fn respond(
     Response::from_parts(rp, body)
 }
 
-/// The tags of an object (for `s3:ExistingObjectTag/<key>` conditions); none when it has no
-/// tags or cannot be read.
+/// The tags of an object (for `s3:ExistingObjectTag/<key>` conditions): none when the object
+/// does not exist; a store that cannot answer refuses the request (a Deny must not be skipped).
 async fn object_tags(
     state: &State,
     bucket: &str,
     key: &str,
-    query: &[(String, String)],
-) -> Vec<(String, String)> {
+    version: Option<&str>,
+) -> Result<Vec<(String, String)>, S3Error> {
     let mut q = vec![("tagging".to_string(), String::new())];
-    if let Some(v) = query.iter().find(|(k, _)| k == "versionId") {
-        q.push(v.clone());
+    if let Some(v) = version {
+        q.push(("versionId".to_string(), v.to_string()));
     }
     let (uri, host) = state
         .upstream
         .uri(Some(bucket), key, &sigv4::canonical_query(&q, None));
-    let Ok(req) = Request::builder()
+    let req = Request::builder()
         .method(Method::GET)
         .uri(&uri)
         .header(HOST, host)
         .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
-    else {
-        return Vec::new();
-    };
-    let Ok(resp) = state.upstream.send(req, false).await else {
-        return Vec::new();
-    };
-    let (rp, body) = resp.into_parts();
-    if !rp.status.is_success() {
-        return Vec::new();
+        .map_err(|e| S3Error::internal(format!("tagging request: {e}")))?;
+    let (rp, body) = state.upstream.send(req, false).await?.into_parts();
+    let xml = read_small_body(body).await?;
+    if rp.status == http::StatusCode::NOT_FOUND {
+        return Ok(Vec::new());
     }
-    let Ok(xml) = read_small_body(body).await else {
-        return Vec::new();
-    };
-    multipart::tag_values(&xml, "Tag")
+    if !rp.status.is_success() {
+        return Err(access::access_denied().with_detail(format!(
+            "object tags unreadable for a policy condition: status {}",
+            rp.status
+        )));
+    }
+    Ok(multipart::tag_values(&xml, "Tag")
         .iter()
         .filter_map(|t| {
-            let k = multipart::tag_values(t, "Key").first()?.to_string();
+            let k = xml_unescape(multipart::tag_values(t, "Key").first()?);
             let v = multipart::tag_values(t, "Value")
                 .first()
-                .map(|v| v.to_string())
+                .map(|v| xml_unescape(v))
                 .unwrap_or_default();
             Some((k, v))
         })
-        .collect()
+        .collect())
 }
 
 fn xml_unescape(s: &str) -> String {

@@ -180,7 +180,10 @@ pub fn unmap_xml(u: &Unmap, xml: &str, request_id: &str) -> String {
     for tag in ["NextContinuationToken", "ContinuationToken"] {
         x = replace_tag(&x, tag, wrap_token);
     }
-    crate::multipart::remove_elements(&x, "Location")
+    // Owners and initiators are the upstream account.
+    ["Location", "Owner", "Initiator"]
+        .iter()
+        .fold(x, |x, t| crate::multipart::remove_elements(&x, t))
 }
 
 fn generic_message(code: &str) -> &'static str {
@@ -236,12 +239,13 @@ mod tests {
 
     #[test]
     fn listings_lose_the_upstream_layout() {
-        let xml = r#"<ListBucketResult><Name>shared-store</Name><Prefix>acme/data/r/</Prefix><Contents><Key>acme/data/r/a.txt</Key></Contents><CommonPrefixes><Prefix>acme/data/r/sub/</Prefix></CommonPrefixes><NextContinuationToken>acme/data/r/a.txt</NextContinuationToken></ListBucketResult>"#;
+        let xml = r#"<ListBucketResult><Name>shared-store</Name><Owner><ID>upstream-account</ID></Owner><Prefix>acme/data/r/</Prefix><Contents><Key>acme/data/r/a.txt</Key></Contents><CommonPrefixes><Prefix>acme/data/r/sub/</Prefix></CommonPrefixes><NextContinuationToken>acme/data/r/a.txt</NextContinuationToken></ListBucketResult>"#;
         let out = unmap_xml(&u(), xml, "RID");
         assert!(
             !out.contains("acme") && !out.contains("shared-store"),
             "{out}"
         );
+        assert!(!out.contains("upstream-account"), "{out}");
         assert!(out.contains("<Name>data</Name>") && out.contains("<Key>r/a.txt</Key>"));
         assert!(out.contains("<Prefix>r/sub/</Prefix>"));
         let token = crate::multipart::tag_values(&out, "NextContinuationToken")[0].to_string();

@@ -383,6 +383,21 @@ async fn two_tenants_are_isolated_by_name_prefix_key_and_policy() {
     assert!(root
         .join("shared-store/globex/data/reports/q1.txt")
         .exists());
+    // The shared upstream bucket's configuration is not the tenant's to read either.
+    let e = acme
+        .get_bucket_versioning()
+        .bucket("data")
+        .send()
+        .await
+        .expect_err("versioning of a shared bucket");
+    assert!(err(&e).contains("AccessDenied"));
+    let e = acme
+        .get_bucket_policy()
+        .bucket("data")
+        .send()
+        .await
+        .expect_err("policy of a shared bucket");
+    assert!(err(&e).contains("AccessDenied"));
     // Bucket-level changes on a shared upstream bucket are refused even when granted.
     let e = acme
         .delete_bucket()
