@@ -68,8 +68,32 @@ pub struct RawConfig {
     pub server: RawServer,
     pub upstream: RawUpstream,
     pub kms: Option<RawKms>,
+    pub audit: Option<RawAudit>,
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub file: Option<PathBuf>,
+    pub stdout: Option<bool>,
+    pub checkpoint_every: Option<u64>,
+    pub queue: Option<usize>,
+    /// "backpressure" (default: a request waits for room) or "fail_closed" (it is refused).
+    pub on_full: Option<String>,
+}
+
+/// The audit log (issue 6).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub file: Option<PathBuf>,
+    pub stdout: bool,
+    /// A checkpoint line (HMAC under a key from the key provider) after this many records.
+    pub checkpoint_every: u64,
+    /// Records waiting for the writer before `on_full` applies.
+    pub queue: usize,
+    pub fail_closed: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,6 +372,8 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     /// Encryption of object bodies; `None` only with `server.insecure_no_encryption = true`.
     pub kms: Option<KmsConfig>,
+    /// Where audit records go (`None`: no audit log).
+    pub audit: Option<AuditConfig>,
     /// Folder of the config file; relative paths were resolved against it.
     pub base_dir: PathBuf,
     /// Problems that are not errors (check-config prints them).
@@ -673,6 +699,40 @@ impl Config {
                 buckets,
             });
         }
+        let audit = match raw.audit {
+            None => None,
+            Some(a) => {
+                let fail_closed = match a.on_full.as_deref() {
+                    None | Some("backpressure") => false,
+                    Some("fail_closed") => true,
+                    Some(_) => {
+                        return Err(ConfigError::new(
+                            "audit.on_full",
+                            "must be \"backpressure\" or \"fail_closed\"",
+                        ))
+                    }
+                };
+                if a.file.is_none() && a.stdout != Some(true) {
+                    return Err(ConfigError::new(
+                        "audit",
+                        "needs file = \"...\" and/or stdout = true",
+                    ));
+                }
+                if raw.kms.is_none() {
+                    return Err(ConfigError::new(
+                        "audit",
+                        "needs a [kms] section: checkpoints are signed with a key from the key provider",
+                    ));
+                }
+                Some(AuditConfig {
+                    file: a.file.map(|f| resolve(&f)),
+                    stdout: a.stdout.unwrap_or(false),
+                    checkpoint_every: a.checkpoint_every.unwrap_or(1000).max(1),
+                    queue: a.queue.unwrap_or(65_536).max(1),
+                    fail_closed,
+                })
+            }
+        };
         // No two tenants may share upstream space: one's prefix must not contain the other's.
         for (i, a) in tenants.iter().enumerate() {
             for b in tenants.iter().skip(i + 1) {
@@ -782,6 +842,7 @@ impl Config {
             upstream,
             tenants,
             kms,
+            audit,
             base_dir: base_dir.to_path_buf(),
             warnings,
         })

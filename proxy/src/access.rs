@@ -291,8 +291,10 @@ fn iso8601(secs: i64) -> String {
     )
 }
 
-/// Decides every check; the first that is not allowed refuses the request.
-pub fn authorize(policies: &[Policy], checks: &[Check], ctx: &Context) -> Result<(), S3Error> {
+/// Decides every check; the first that is not allowed refuses the request. On success, the
+/// statements that allowed them (for the audit log).
+pub fn authorize(policies: &[Policy], checks: &[Check], ctx: &Context) -> Result<String, S3Error> {
+    let mut allowed = Vec::new();
     for c in checks {
         let d = policy::decide(
             policies,
@@ -312,8 +314,11 @@ pub fn authorize(policies: &[Policy], checks: &[Check], ctx: &Context) -> Result
             return Err(access_denied()
                 .with_detail(format!("policy: {} on {}: {why}", c.action, c.resource)));
         }
+        if let Decision::Allow { source, statement } = d {
+            allowed.push(format!("{}: {source} Statement[{statement}]", c.action));
+        }
     }
-    Ok(())
+    Ok(allowed.join("; "))
 }
 
 pub fn access_denied() -> S3Error {

@@ -101,7 +101,22 @@ pub async fn handle(
     let method = req.method().clone();
     let resource = req.uri().path().to_string();
     let mut ctx = LogCtx::default();
+    // The audit record's place is reserved before anything is done (audit.rs).
+    let audit_slot = match state.audit.as_ref() {
+        Some(a) => match a.reserve().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let mut r = error_response(&e, &resource, &request_id, method == Method::HEAD);
+                if let Ok(v) = HeaderValue::from_str(&request_id) {
+                    r.headers_mut().insert("x-amz-request-id", v);
+                }
+                return Ok(r);
+            }
+        },
+        None => None,
+    };
     let result = handle_inner(&state, conn, req, &mut ctx).await;
+    let error_code = result.as_ref().err().map(|e| e.code);
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -133,6 +148,44 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
+    }
+    if let Some(slot) = audit_slot {
+        use serde_json::Value;
+        let mut r = crate::audit::Record::new();
+        let opt = |v: &Option<String>| v.clone().map(Value::from).unwrap_or(Value::Null);
+        r.insert("type".into(), "request".into());
+        r.insert("time".into(), crate::audit::now_iso().into());
+        r.insert("request_id".into(), request_id.clone().into());
+        r.insert("tenant".into(), opt(&ctx.tenant));
+        r.insert("access_key_id".into(), opt(&ctx.access_key));
+        r.insert("source_ip".into(), conn.peer.ip().to_string().into());
+        r.insert("tls".into(), conn.tls.into());
+        r.insert(
+            "operation".into(),
+            ctx.op.map(|o| Value::from(o.name())).unwrap_or(Value::Null),
+        );
+        r.insert("bucket".into(), opt(&ctx.bucket));
+        r.insert("key".into(), opt(&ctx.key));
+        r.insert("version_id".into(), opt(&ctx.version));
+        r.insert("decision".into(), opt(&ctx.decision));
+        r.insert("mfa".into(), ctx.mfa.into());
+        r.insert("status".into(), resp.status().as_u16().into());
+        r.insert(
+            "error".into(),
+            error_code.map(Value::from).unwrap_or(Value::Null),
+        );
+        r.insert("bytes_in".into(), ctx.bytes_in.into());
+        r.insert(
+            "bytes_out".into(),
+            content_length(resp.headers()).unwrap_or(0).into(),
+        );
+        r.insert(
+            "duration_ms".into(),
+            (started.elapsed().as_secs_f64() * 1000.0).into(),
+        );
+        r.insert("upstream_request_id".into(), opt(&ctx.upstream_request_id));
+        r.insert("kms_key_id".into(), opt(&ctx.kms_key));
+        slot.send(r);
     }
     tracing::info!(
         request_id = %request_id,
@@ -183,6 +236,16 @@ async fn unmap_response(
 struct LogCtx {
     /// The request's bucket mapping (answers are rewritten with it).
     unmap: Option<crate::mapping::Unmap>,
+    access_key: Option<String>,
+    bucket: Option<String>,
+    key: Option<String>,
+    version: Option<String>,
+    /// "allow: …statements" or "deny: …why".
+    decision: Option<String>,
+    mfa: bool,
+    bytes_in: u64,
+    kms_key: Option<String>,
+    upstream_request_id: Option<String>,
     tenant: Option<String>,
     op: Option<Op>,
     tls: bool,
@@ -316,6 +379,12 @@ async fn handle_inner(
     )
     .ok_or_else(S3Error::not_implemented)?;
     ctx.op = Some(op);
+    ctx.bucket = addr.bucket.clone();
+    ctx.key = (!addr.key.is_empty()).then(|| addr.key.clone());
+    ctx.version = query
+        .iter()
+        .find(|(k, _)| k == "versionId")
+        .map(|(_, v)| v.clone());
 
     // 2. Authenticate.
     let now = SystemTime::now()
@@ -341,6 +410,7 @@ async fn handle_inner(
     };
     let authed = auth::authenticate(&view, &state.tenants, &settings)?;
     ctx.tenant = Some(authed.tenant.name.clone());
+    ctx.access_key = Some(authed.tenant.access_key_id.clone());
     ctx.tls = conn.tls; // Also an input of policy conditions (aws:SecureTransport), issue 5.
 
     // 3. Policy: the tenant's IAM policies decide every permission the operation needs (pure,
@@ -433,13 +503,30 @@ async fn handle_inner(
     } else {
         None
     };
-    access::authorize(&authed.tenant.policies, &needed, &actx)?;
-    if let (Some(check), Some((sb, sk, sv))) = (source_check, &copy_up) {
-        let mut sctx = base_ctx.clone();
-        if needs_tags {
-            sctx.existing_tags(&object_tags(state, sb, sk, sv.as_deref()).await?);
+    ctx.mfa = mfa_age.is_some();
+    let decided = async {
+        let mut why = access::authorize(&authed.tenant.policies, &needed, &actx)?;
+        if let (Some(check), Some((sb, sk, sv))) = (source_check, &copy_up) {
+            let mut sctx = base_ctx.clone();
+            if needs_tags {
+                sctx.existing_tags(&object_tags(state, sb, sk, sv.as_deref()).await?);
+            }
+            why.push_str("; ");
+            why.push_str(&access::authorize(
+                &authed.tenant.policies,
+                &[check],
+                &sctx,
+            )?);
         }
-        access::authorize(&authed.tenant.policies, &[check], &sctx)?;
+        Ok::<String, S3Error>(why)
+    }
+    .await;
+    match decided {
+        Ok(why) => ctx.decision = Some(format!("allow: {why}")),
+        Err(e) => {
+            ctx.decision = Some(format!("deny: {}", e.detail.as_deref().unwrap_or("")));
+            return Err(e);
+        }
     }
 
     // 3b. Bucket mapping: the tenant's bucket → upstream bucket and prefix (mapping.rs).
@@ -604,6 +691,7 @@ async fn handle_inner(
         ));
     }
     exp.decoded_len = Some(upstream_len);
+    ctx.bytes_in = upstream_len;
 
     // 5. Plan: pass through, or (with a [kms] section) encrypt uploads and decrypt reads.
     let plan = plan(state, op, &parts.headers)?;
@@ -776,6 +864,7 @@ async fn handle_inner(
                 HeaderValue::from_str(&value).map_err(|_| S3Error::internal("metadata value"))?,
             );
         }
+        ctx.kms_key = Some(header.key_id.clone());
         created = Some((header, okey));
     }
     let (up_body, unsigned): (UpstreamBody, bool) = if encrypting {
@@ -1086,6 +1175,11 @@ async fn handle_inner(
         return Err(e);
     }
     let (mut rp, rbody) = resp.into_parts();
+    ctx.upstream_request_id = rp
+        .headers
+        .get("x-amz-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     for n in DROP_RESPONSE_HEADERS {
         rp.headers.remove(*n);
     }

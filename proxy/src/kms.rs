@@ -138,6 +138,11 @@ impl Kms {
         Ok(())
     }
 
+    /// The provider's default key (new data keys of tenants without their own).
+    pub fn default_key_id(&self) -> &str {
+        &self.default_key_id
+    }
+
     pub fn key_id_for<'a>(&'a self, tenant: &'a Tenant) -> &'a str {
         tenant.kms_key_id.as_deref().unwrap_or(&self.default_key_id)
     }

@@ -4,6 +4,7 @@
 //! Read [`handler::handle`] top to bottom for the request pipeline; ARCHITECTURE.md has the map.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod checksum;
@@ -34,6 +35,8 @@ pub struct State {
     pub kms: Option<kms::Kms>,
     /// MFA codes already used (per process).
     pub mfa: access::MfaReplay,
+    /// The audit log, when configured.
+    pub audit: Option<audit::Audit>,
 }
 
 impl State {
@@ -47,12 +50,24 @@ impl State {
             }
             None => None,
         };
+        let audit = match (&config.audit, &kms) {
+            (Some(a), Some(k)) => {
+                let kid = k.default_key_id().to_string();
+                let (dk, wrapped) = k
+                    .generate(&kid, &audit::key_context())
+                    .await
+                    .map_err(|e| format!("audit key: {e}"))?;
+                Some(audit::Audit::start(a, &kid, dk, wrapped)?)
+            }
+            _ => None,
+        };
         Ok(State {
             tenants: auth::TenantIndex::new(&config.tenants),
             upstream: upstream::Upstream::new(&config.upstream).await?,
             kms,
             config,
             mfa: access::MfaReplay::default(),
+            audit,
         })
     }
 }

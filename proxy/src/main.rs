@@ -11,6 +11,7 @@ const USAGE: &str = "usage:
   chmura check-config FILE
   chmura keygen --output FILE [--id KEY_ID]
   chmura policy simulate --config FILE --tenant T --action s3:GetObject --resource ARN [--context key=value]...
+  chmura audit verify --config FILE LOG...
   chmura rekey --config FILE --bucket B [--prefix P] --to-key KEY_ID [--start-after KEY] [--max-objects N]";
 
 fn main() -> ExitCode {
@@ -71,6 +72,9 @@ fn main() -> ExitCode {
         }
         Some("policy") if args.get(1).map(String::as_str) == Some("simulate") => {
             policy_simulate(&args[2..])
+        }
+        Some("audit") if args.get(1).map(String::as_str) == Some("verify") => {
+            audit_verify(&args[2..])
         }
         Some("rekey") => {
             let a = &args[1..];
@@ -204,6 +208,67 @@ fn policy_simulate(a: &[String]) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `chmura audit verify`: 0 for an intact log, 1 naming the first broken line.
+fn audit_verify(a: &[String]) -> ExitCode {
+    let Some(config) = flag(a, "--config") else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let mut files = Vec::new();
+    let mut it = a.iter();
+    while let Some(x) = it.next() {
+        if x == "--config" {
+            it.next();
+        } else if !x.starts_with("--config=") {
+            files.push(PathBuf::from(x));
+        }
+    }
+    if files.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let config = match Config::load(std::path::Path::new(&config)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{config}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(kcfg) = config.kms.as_ref() else {
+        eprintln!("audit verify needs the [kms] section the log was written with");
+        return ExitCode::FAILURE;
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let kms = match chmura_proxy::kms::Kms::from_config(kcfg).await {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match chmura_proxy::audit::verify_paths(&kms, &files).await {
+            Ok(n) => {
+                println!("audit log intact: {n} request records, chain and checkpoints verified");
+                ExitCode::SUCCESS
+            }
+            Err(b) => {
+                println!("audit log BROKEN at {}:{}: {}", b.file, b.line, b.why);
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn rekey(path: PathBuf, opts: chmura_proxy::rekey::RekeyOptions) -> ExitCode {

@@ -155,6 +155,8 @@ pub struct ProxyOptions {
     pub policy: Option<String>,
     /// A base32 TOTP secret: the tenant gets MFA device `test-mfa` with it.
     pub mfa_secret: Option<String>,
+    /// TOML appended to the config (whole sections such as `[audit]`).
+    pub extra_sections: String,
 }
 
 /// The policy test tenants get unless a test gives its own: everything in S3.
@@ -261,6 +263,7 @@ secret_access_key_file = "tenant.secret"
             "insecure_no_encryption = true\n"
         };
         let config = config.replacen("[upstream]", &format!("{insecure}\n{kms}[upstream]"), 1);
+        let config = format!("{config}\n{}", opts.extra_sections);
         let config_path = dir.join("chmura.toml");
         std::fs::write(&config_path, config).expect("write config");
         let config = chmura_config::Config::load(&config_path).expect("config loads");
