@@ -452,7 +452,7 @@ mod tests {
         assert_eq!(check(&join(v)).unwrap_err().line, 4);
         let mut v = lines.clone();
         v.insert(3, lines[2]);
-        assert_eq!(check(&join(v)).unwrap_err().line, 5);
+        assert_eq!(check(&join(v)).unwrap_err().line, 4);
         let mut v = lines.clone();
         v.swap(2, 3);
         assert!(check(&join(v)).is_err());
