@@ -69,8 +69,23 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     pub kms: Option<RawKms>,
     pub audit: Option<RawAudit>,
+    pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+    pub metrics_bearer_token_file: Option<PathBuf>,
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/readyz` (plain HTTP; bind it privately).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub metrics_token: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,6 +389,7 @@ pub struct Config {
     pub kms: Option<KmsConfig>,
     /// Where audit records go (`None`: no audit log).
     pub audit: Option<AuditConfig>,
+    pub admin: Option<AdminConfig>,
     /// Folder of the config file; relative paths were resolved against it.
     pub base_dir: PathBuf,
     /// Problems that are not errors (check-config prints them).
@@ -699,6 +715,21 @@ impl Config {
                 buckets,
             });
         }
+        let admin = match raw.admin {
+            None => None,
+            Some(a) => Some(AdminConfig {
+                listen: a.listen.parse().map_err(|_| {
+                    ConfigError::new("admin.listen", "must be an address like 127.0.0.1:9090")
+                })?,
+                metrics_token: match a.metrics_bearer_token_file {
+                    Some(f) => Some(read_secret(
+                        "admin.metrics_bearer_token_file",
+                        &resolve(&f),
+                    )?),
+                    None => None,
+                },
+            }),
+        };
         let audit = match raw.audit {
             None => None,
             Some(a) => {
@@ -843,6 +874,7 @@ impl Config {
             tenants,
             kms,
             audit,
+            admin,
             base_dir: base_dir.to_path_buf(),
             warnings,
         })

@@ -115,8 +115,39 @@ pub async fn handle(
         },
         None => None,
     };
+    state.metrics.in_flight.inc();
     let result = handle_inner(&state, conn, req, &mut ctx).await;
+    state.metrics.in_flight.dec();
     let error_code = result.as_ref().err().map(|e| e.code);
+    if let Err(e) = &result {
+        if ctx.tenant.is_none() {
+            state
+                .metrics
+                .auth_failures
+                .with_label_values(&[e.code])
+                .inc();
+        }
+        if e.detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with("integrity"))
+        {
+            crate::metrics::INTEGRITY_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    if ctx
+        .decision
+        .as_deref()
+        .is_some_and(|d| d.starts_with("deny"))
+    {
+        state
+            .metrics
+            .policy_denials
+            .with_label_values(&[
+                ctx.tenant.as_deref().unwrap_or("-"),
+                ctx.op.map(Op::name).unwrap_or("-"),
+            ])
+            .inc();
+    }
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -149,6 +180,14 @@ pub async fn handle(
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
     }
+    state.metrics.observe(
+        ctx.tenant.as_deref(),
+        ctx.op.map(Op::name),
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+        ctx.bytes_in,
+        content_length(resp.headers()).unwrap_or(0),
+    );
     if let Some(slot) = audit_slot {
         use serde_json::Value;
         let mut r = crate::audit::Record::new();
@@ -421,12 +460,17 @@ async fn handle_inner(
                 "x-amz-mfa is accepted only over HTTPS.",
             ))
         }
-        Some(h) => Some(state.mfa.verify(
-            &authed.tenant.name,
-            &authed.tenant.mfa_devices,
-            h,
-            now,
-        )?),
+        Some(h) => {
+            let r = state
+                .mfa
+                .verify(&authed.tenant.name, &authed.tenant.mfa_devices, h, now);
+            state
+                .metrics
+                .mfa
+                .with_label_values(&[if r.is_ok() { "valid" } else { "refused" }])
+                .inc();
+            Some(r?)
+        }
         None => None,
     };
     // Where the request lands upstream (mapping.rs): needed for tag lookups before the

@@ -138,6 +138,11 @@ impl Kms {
         Ok(())
     }
 
+    /// Calls and cache behaviour so far.
+    pub fn stats(&self) -> &KmsStats {
+        &self.stats
+    }
+
     /// The provider's default key (new data keys of tenants without their own).
     pub fn default_key_id(&self) -> &str {
         &self.default_key_id

@@ -14,6 +14,7 @@ pub mod etag;
 pub mod handler;
 pub mod kms;
 pub mod mapping;
+pub mod metrics;
 pub mod multipart;
 pub mod ops;
 pub mod rekey;
@@ -37,6 +38,9 @@ pub struct State {
     pub mfa: access::MfaReplay,
     /// The audit log, when configured.
     pub audit: Option<audit::Audit>,
+    /// Prometheus metrics, in this state's own registry.
+    pub metrics: metrics::Metrics,
+    pub metrics_token: Option<chmura_config::Secret>,
 }
 
 impl State {
@@ -61,6 +65,7 @@ impl State {
             }
             _ => None,
         };
+        let config_admin_token = config.admin.as_ref().and_then(|a| a.metrics_token.clone());
         Ok(State {
             tenants: auth::TenantIndex::new(&config.tenants),
             upstream: upstream::Upstream::new(&config.upstream).await?,
@@ -68,6 +73,8 @@ impl State {
             config,
             mfa: access::MfaReplay::default(),
             audit,
+            metrics: metrics::Metrics::new(prometheus::Registry::new()),
+            metrics_token: config_admin_token,
         })
     }
 }

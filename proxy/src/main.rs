@@ -345,6 +345,7 @@ fn serve(path: PathBuf) -> ExitCode {
     };
     init_tracing(config.server.log_format);
     chmura_proxy::install_crypto_provider();
+    let config_admin = config.admin.as_ref().map(|a| a.listen);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -386,7 +387,21 @@ fn serve(path: PathBuf) -> ExitCode {
             upstream = %state.config.upstream.endpoint,
             "chmura listening (TLS)"
         );
-        let listeners = chmura_proxy::Listeners { tls, insecure_http };
+        let admin = match config_admin {
+            Some(a) => match tokio::net::TcpListener::bind(a).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("admin.listen {a}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
+        let listeners = chmura_proxy::Listeners {
+            tls,
+            insecure_http,
+            admin,
+        };
         match chmura_proxy::serve(listeners, state, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

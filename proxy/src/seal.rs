@@ -116,6 +116,9 @@ impl DecryptingBody {
 
     fn fail(&mut self, detail: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
+        if !detail.starts_with("upstream body") {
+            crate::metrics::INTEGRITY_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.out.clear();
         tracing::error!(object = %self.what, detail = %detail, "integrity failure while decrypting; response aborted");
         Poll::Ready(Some(Err(Box::new(S3Error::internal(format!(

@@ -47,6 +47,8 @@ pub fn tls_config(s: &ServerConfig) -> Result<rustls::ServerConfig, String> {
 pub struct Listeners {
     pub tls: TcpListener,
     pub insecure_http: Option<TcpListener>,
+    /// `[admin]`: /metrics, /healthz, /readyz.
+    pub admin: Option<TcpListener>,
 }
 
 /// Serves until `shutdown` completes, then drains in-flight requests (bounded by
@@ -63,6 +65,10 @@ pub async fn serve(
     let limit = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
     let handshake_timeout = Duration::from_secs(server.header_read_timeout_secs);
     tokio::pin!(shutdown);
+    let mut listeners = listeners;
+    if let Some(admin) = listeners.admin.take() {
+        tokio::spawn(crate::metrics::serve_admin(admin, state.clone()));
+    }
 
     loop {
         let accept_plain = async {
@@ -133,6 +139,10 @@ pub async fn serve(
         }
     }
     drop(listeners);
+    state
+        .metrics
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down: draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),

@@ -8,6 +8,7 @@ mod clients;
 mod encryption;
 mod kms_aws;
 mod lifecycle;
+mod metrics;
 mod multipart;
 mod policy;
 mod sdk;

@@ -157,6 +157,8 @@ pub struct ProxyOptions {
     pub mfa_secret: Option<String>,
     /// TOML appended to the config (whole sections such as `[audit]`).
     pub extra_sections: String,
+    /// Files written (mode 0600) into the proxy's folder before the config loads.
+    pub files: Vec<(String, String)>,
 }
 
 /// The policy test tenants get unless a test gives its own: everything in S3.
@@ -168,6 +170,8 @@ pub struct Proxy {
     pub state: Arc<chmura_proxy::State>,
     pub addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The admin listener (/metrics, /healthz, /readyz), always bound in tests.
+    pub admin_addr: SocketAddr,
     pub certs: TestCerts,
     pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -189,10 +193,15 @@ impl Proxy {
         if let Some(m) = &opts.mfa_secret {
             write_private(&dir.join("mfa.totp"), m);
         }
+        for (name, text) in &opts.files {
+            write_private(&dir.join(name), text);
+        }
         let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tls.local_addr().expect("addr");
         let http_addr = http.local_addr().expect("addr");
+        let admin_addr = admin.local_addr().expect("addr");
         let vhost = opts
             .virtual_host_domain
             .as_ref()
@@ -272,6 +281,7 @@ secret_access_key_file = "tenant.secret"
         let listeners = chmura_proxy::Listeners {
             tls,
             insecure_http: Some(http),
+            admin: Some(admin),
         };
         let task = tokio::spawn(chmura_proxy::serve(listeners, state.clone(), async move {
             let _ = rx.await;
@@ -280,6 +290,7 @@ secret_access_key_file = "tenant.secret"
             state,
             addr,
             http_addr,
+            admin_addr,
             certs,
             dir: dir.to_path_buf(),
             stop: Some(tx),
@@ -294,14 +305,17 @@ secret_access_key_file = "tenant.secret"
         let certs = TestCerts::load(dir);
         let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tls.local_addr().expect("addr");
         let http_addr = http.local_addr().expect("addr");
+        let admin_addr = admin.local_addr().expect("addr");
         let config = chmura_config::Config::load(config_path).expect("config loads");
         let state = Arc::new(chmura_proxy::State::new(config).await.expect("state"));
         let (tx, rx) = oneshot::channel::<()>();
         let listeners = chmura_proxy::Listeners {
             tls,
             insecure_http: Some(http),
+            admin: Some(admin),
         };
         let task = tokio::spawn(chmura_proxy::serve(listeners, state.clone(), async move {
             let _ = rx.await;
@@ -310,6 +324,7 @@ secret_access_key_file = "tenant.secret"
             state,
             addr,
             http_addr,
+            admin_addr,
             certs,
             dir: dir.to_path_buf(),
             stop: Some(tx),

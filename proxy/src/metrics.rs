@@ -1,0 +1,308 @@
+//! Prometheus metrics (issue 6) in a registry passed in (tests get a fresh one), and the admin
+//! listener: `/metrics`, `/healthz`, `/readyz`. Labels are bounded: tenant, operation, status
+//! class, reason; never bucket or key names.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::State;
+
+/// Integrity failures seen by response bodies (which do not hold the state).
+pub static INTEGRITY_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub duration: HistogramVec,
+    pub bytes: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub policy_denials: IntCounterVec,
+    pub integrity_failures: IntCounter,
+    pub kms_calls: IntCounterVec,
+    pub kms_cache: IntCounterVec,
+    pub kms_errors: IntCounter,
+    pub audit_records: IntCounter,
+    pub audit_refused: IntCounter,
+    pub mfa: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    /// Not ready while draining.
+    pub draining: AtomicBool,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    // Names are fixed and unique: registration cannot fail.
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> Metrics {
+        let r = &registry;
+        let cv = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                r,
+                IntCounterVec::new(Opts::new(name, help), labels)
+                    .unwrap_or_else(|_| unreachable!("static metric definition")),
+            )
+        };
+        let c = |name: &str, help: &str| {
+            reg(
+                r,
+                IntCounter::new(name, help).unwrap_or_else(|_| unreachable!("static metric")),
+            )
+        };
+        let m = Metrics {
+            requests: cv(
+                "chmura_requests_total",
+                "Requests answered, by tenant, S3 operation and status class.",
+                &["tenant", "operation", "status"],
+            ),
+            in_flight: reg(
+                r,
+                IntGauge::new("chmura_requests_in_flight", "Requests being handled.")
+                    .unwrap_or_else(|_| unreachable!("static metric")),
+            ),
+            duration: reg(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "chmura_request_duration_seconds",
+                        "Time to the response head, by operation.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0,
+                    ]),
+                    &["operation"],
+                )
+                .unwrap_or_else(|_| unreachable!("static metric")),
+            ),
+            bytes: cv(
+                "chmura_bytes_total",
+                "Declared body bytes, by tenant and direction (in: request, out: response).",
+                &["tenant", "direction"],
+            ),
+            auth_failures: cv(
+                "chmura_auth_failures_total",
+                "Requests refused before a tenant was known, by reason (S3 error code).",
+                &["reason"],
+            ),
+            policy_denials: cv(
+                "chmura_policy_denials_total",
+                "Requests refused by a tenant's policies, by tenant and operation.",
+                &["tenant", "operation"],
+            ),
+            integrity_failures: c(
+                "chmura_integrity_failures_total",
+                "Stored objects that failed authentication when read (any is an alert).",
+            ),
+            kms_calls: cv(
+                "chmura_kms_calls_total",
+                "Calls to the key provider, by operation.",
+                &["operation"],
+            ),
+            kms_cache: cv(
+                "chmura_data_key_cache_total",
+                "Data-key cache lookups, by result.",
+                &["result"],
+            ),
+            kms_errors: c("chmura_kms_errors_total", "Key provider calls that failed."),
+            audit_records: c("chmura_audit_records_total", "Audit records written."),
+            audit_refused: c(
+                "chmura_audit_refused_total",
+                "Requests refused because the audit queue was full (on_full = fail_closed).",
+            ),
+            mfa: cv(
+                "chmura_mfa_total",
+                "Requests carrying x-amz-mfa, by result.",
+                &["result"],
+            ),
+            build_info: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("chmura_build_info", "Chmura's version."),
+                    &["version"],
+                )
+                .unwrap_or_else(|_| unreachable!("static metric")),
+            ),
+            draining: AtomicBool::new(false),
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        // Known label values exist from the start (a scrape shows them at 0).
+        for r in ["valid", "refused"] {
+            m.mfa.with_label_values(&[r]);
+        }
+        for op in ["GenerateDataKey", "Decrypt", "Encrypt"] {
+            m.kms_calls.with_label_values(&[op]);
+        }
+        for r in ["hit", "miss"] {
+            m.kms_cache.with_label_values(&[r]);
+        }
+        m
+    }
+
+    /// One answered request.
+    pub fn observe(
+        &self,
+        tenant: Option<&str>,
+        op: Option<&str>,
+        status: u16,
+        secs: f64,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let tenant = tenant.unwrap_or("-");
+        let op = op.unwrap_or("-");
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests.with_label_values(&[tenant, op, class]).inc();
+        self.duration.with_label_values(&[op]).observe(secs);
+        self.bytes
+            .with_label_values(&[tenant, "in"])
+            .inc_by(bytes_in);
+        self.bytes
+            .with_label_values(&[tenant, "out"])
+            .inc_by(bytes_out);
+    }
+
+    /// Brings counters kept elsewhere (KMS stats, audit, integrity) up to date.
+    fn sync(&self, state: &State) {
+        let up = |c: &IntCounter, v: u64| {
+            let cur = c.get();
+            if v > cur {
+                c.inc_by(v - cur);
+            }
+        };
+        let upv = |c: &IntCounterVec, label: &str, v: u64| {
+            let m = c.with_label_values(&[label]);
+            let cur = m.get();
+            if v > cur {
+                m.inc_by(v - cur);
+            }
+        };
+        if let Some(k) = state.kms.as_ref() {
+            let s = k.stats();
+            upv(
+                &self.kms_calls,
+                "GenerateDataKey",
+                s.generate_calls.load(Ordering::Relaxed),
+            );
+            upv(
+                &self.kms_calls,
+                "Decrypt",
+                s.decrypt_calls.load(Ordering::Relaxed),
+            );
+            upv(
+                &self.kms_calls,
+                "Encrypt",
+                s.wrap_calls.load(Ordering::Relaxed),
+            );
+            upv(&self.kms_cache, "hit", s.cache_hits.load(Ordering::Relaxed));
+            upv(
+                &self.kms_cache,
+                "miss",
+                s.decrypt_calls.load(Ordering::Relaxed),
+            );
+            up(&self.kms_errors, s.failures.load(Ordering::Relaxed));
+        }
+        if let Some(a) = state.audit.as_ref() {
+            up(&self.audit_records, a.written.load(Ordering::Relaxed));
+            up(&self.audit_refused, a.refused.load(Ordering::Relaxed));
+        }
+        up(
+            &self.integrity_failures,
+            INTEGRITY_FAILURES.load(Ordering::Relaxed),
+        );
+    }
+
+    pub fn render(&self, state: &State) -> String {
+        self.sync(state);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
+
+async fn admin(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => {
+            if state.metrics.draining.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+            } else {
+                text(StatusCode::OK, "ready\n".into())
+            }
+        }
+        "/metrics" => {
+            let ok = match state.metrics_token.as_ref() {
+                None => true,
+                Some(t) => req
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .is_some_and(|v| {
+                        crate::sigv4::ct_eq(v.trim().as_bytes(), t.expose().as_bytes())
+                    }),
+            };
+            if ok {
+                let mut r = text(StatusCode::OK, state.metrics.render(&state));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            } else {
+                text(StatusCode::UNAUTHORIZED, "bearer token required\n".into())
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    })
+}
+
+/// Serves the admin endpoints (plain HTTP, meant for a private address) until the process ends.
+pub async fn serve_admin(listener: tokio::net::TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let st = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| admin(st.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
