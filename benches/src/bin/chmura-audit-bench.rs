@@ -34,8 +34,13 @@ async fn main() {
         queue: 65_536,
         fail_closed: false,
     };
-    let audit = Audit::start(&cfg, "bench", zeroize::Zeroizing::new([7u8; 32]), vec![1, 2, 3])
-        .expect("audit");
+    let audit = Audit::start(
+        &cfg,
+        "bench",
+        zeroize::Zeroizing::new([7u8; 32]),
+        vec![1, 2, 3],
+    )
+    .expect("audit");
     let mut lat = Vec::with_capacity(n);
     let t = Instant::now();
     for i in 0..n {
@@ -57,7 +62,10 @@ async fn main() {
         r.insert("bucket".into(), "data".into());
         r.insert("key".into(), "reports/2026/q4.csv".into());
         r.insert("status".into(), 200.into());
-        r.insert("decision".into(), "allow: s3:GetObject: acme.json Statement[0]".into());
+        r.insert(
+            "decision".into(),
+            "allow: s3:GetObject: acme.json Statement[0]".into(),
+        );
         slot.send(r);
         lat.push(s.elapsed());
     }
@@ -69,7 +77,9 @@ async fn main() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let drained = t.elapsed();
-    let size = std::fs::metadata(dir.path().join("audit.log")).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(dir.path().join("audit.log"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!(
         "audit: {n} records; added per request p50 {:.2} µs, p99 {:.2} µs, max {:.1} µs; {:.0} records/s offered, writer done after {:.2} s ({:.0} records/s, {} MiB)",
         pct(0.5),
