@@ -40,6 +40,8 @@ pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxErr
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The negotiated TLS version ("1.2", "1.3"), for the audit log.
+    pub tls_version: Option<&'static str>,
 }
 
 /// Response bodies are passed on in frames of about this size (see [`Coalesce`]).
@@ -199,6 +201,10 @@ pub async fn handle(
         r.insert("access_key_id".into(), opt(&ctx.access_key));
         r.insert("source_ip".into(), conn.peer.ip().to_string().into());
         r.insert("tls".into(), conn.tls.into());
+        r.insert(
+            "tls_version".into(),
+            conn.tls_version.map(Value::from).unwrap_or(Value::Null),
+        );
         r.insert(
             "operation".into(),
             ctx.op.map(|o| Value::from(o.name())).unwrap_or(Value::Null),

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub audit_records: IntCounter,
     pub audit_refused: IntCounter,
     pub mfa: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
+    pub tls_handshake_failures: IntCounter,
     pub build_info: IntGaugeVec,
     /// Not ready while draining.
     pub draining: AtomicBool,
@@ -130,6 +132,15 @@ impl Metrics {
                 "Requests carrying x-amz-mfa, by result.",
                 &["result"],
             ),
+            tls_handshakes: cv(
+                "chmura_tls_handshakes_total",
+                "Completed TLS handshakes, by protocol version.",
+                &["version"],
+            ),
+            tls_handshake_failures: c(
+                "chmura_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out (old protocol versions, scanners).",
+            ),
             build_info: reg(
                 r,
                 IntGaugeVec::new(
@@ -153,6 +164,9 @@ impl Metrics {
         }
         for r in ["hit", "miss"] {
             m.kms_cache.with_label_values(&[r]);
+        }
+        for v in ["1.2", "1.3"] {
+            m.tls_handshakes.with_label_values(&[v]);
         }
         m
     }

@@ -43,6 +43,22 @@ pub fn tls_config(s: &ServerConfig) -> Result<rustls::ServerConfig, String> {
     Ok(cfg)
 }
 
+/// A connection that never got to a request (a TLS 1.0 client, a scanner): counted, and
+/// audited as a `connection` line.
+async fn handshake_failed(state: &State, peer: std::net::SocketAddr, why: &str) {
+    state.metrics.tls_handshake_failures.inc();
+    if let Some(a) = state.audit.as_ref() {
+        if let Ok(slot) = a.reserve().await {
+            let mut r = crate::audit::Record::new();
+            r.insert("type".into(), "connection".into());
+            r.insert("time".into(), crate::audit::now_iso().into());
+            r.insert("source_ip".into(), peer.ip().to_string().into());
+            r.insert("error".into(), why.into());
+            slot.send(r);
+        }
+    }
+}
+
 /// Listeners the server accepts on.
 pub struct Listeners {
     pub tls: TcpListener,
@@ -94,9 +110,12 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn_info = ConnInfo { peer, tls: is_tls };
+        let conn_info = ConnInfo {
+            peer,
+            tls: is_tls,
+            tls_version: None,
+        };
         let st = state.clone();
-        let svc = service_fn(move |req| handle(st.clone(), conn_info, req));
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -115,19 +134,36 @@ pub async fn serve(
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+                            handshake_failed(&st, peer, "TLS handshake failed").await;
                             return;
                         }
                         Err(_) => {
                             tracing::info!(peer = %peer, "TLS handshake timed out");
+                            handshake_failed(&st, peer, "TLS handshake timed out").await;
                             return;
                         }
                     };
+                let version = match tls_stream.get_ref().1.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+                    _ => "other",
+                };
+                st.metrics
+                    .tls_handshakes
+                    .with_label_values(&[version])
+                    .inc();
+                let info = ConnInfo {
+                    tls_version: Some(version),
+                    ..conn_info
+                };
+                let svc = service_fn(move |req| handle(st.clone(), info, req));
                 let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with error");
                 }
             });
         } else {
+            let svc = service_fn(move |req| handle(st.clone(), conn_info, req));
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             let fut = graceful.watch(conn);
             tokio::spawn(async move {

@@ -60,6 +60,16 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
     );
     let r = raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &bad).await;
     assert_eq!(r.code().as_deref(), Some("SignatureDoesNotMatch"));
+    // A connection that never gets to a request (not TLS at all) is audited too.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(env.proxy.addr)
+            .await
+            .expect("connect");
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.expect("write");
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut sink)).await;
+    }
     // The writer seals an idle log with a checkpoint within a second.
     let path = env.proxy.dir.join("audit.log");
     let mut text = String::new();
@@ -71,6 +81,7 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
             .last()
             .is_some_and(|l| l.contains("\"checkpoint\""))
             && text.lines().filter(|l| l.contains("\"request\"")).count() >= 4
+            && text.lines().any(|l| l.contains("\"connection\""))
         {
             break;
         }
@@ -90,6 +101,7 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
     assert_eq!(put["status"], 200);
     assert_eq!(put["bytes_in"], 18);
     assert_eq!(put["tls"], true);
+    assert_eq!(put["tls_version"], "1.3");
     assert_eq!(put["source_ip"], "127.0.0.1");
     assert!(put["decision"]
         .as_str()
@@ -105,6 +117,11 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
         .starts_with("deny:"));
     assert_eq!(records[3]["error"], "SignatureDoesNotMatch");
     assert!(records[3]["tenant"].is_null());
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"type\":\"connection\"") && l.contains("TLS handshake failed")),
+        "{text}"
+    );
     for secret in [TENANT_SK, "audited body bytes", "Signature="] {
         assert!(!text.contains(secret), "{secret} in the audit log");
     }
@@ -117,7 +134,7 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
     };
     assert_eq!(
         chmura_proxy::audit::verify_paths(kms, std::slice::from_ref(&path)).await,
-        Ok(4)
+        Ok(5)
     );
     let lines: Vec<&str> = text.lines().collect();
     let join = |v: Vec<&str>| v.join("\n") + "\n";

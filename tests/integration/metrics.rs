@@ -197,6 +197,7 @@ async fn a_scripted_mix_is_counted_under_the_right_labels() {
     );
     assert_eq!(value(&after, "chmura_requests_in_flight", &[]), 0.0);
     assert_eq!(value(&after, "chmura_build_info", &[]), 1.0);
+    assert!(delta("chmura_tls_handshakes_total", &[("version", "1.3")]) >= 3.0);
     // No bucket or key names in labels.
     assert!(!text.contains("met/") && !text.contains("ok/a"), "{text}");
 
