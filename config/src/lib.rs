@@ -97,6 +97,8 @@ pub struct RawAudit {
     pub queue: Option<usize>,
     /// "backpressure" (default: a request waits for room) or "fail_closed" (it is refused).
     pub on_full: Option<String>,
+    /// Rotate the file after this many bytes (renamed to `<file>.1`, `<file>.2`, …).
+    pub max_file_bytes: Option<u64>,
 }
 
 /// The audit log (issue 6).
@@ -109,6 +111,7 @@ pub struct AuditConfig {
     /// Records waiting for the writer before `on_full` applies.
     pub queue: usize,
     pub fail_closed: bool,
+    pub max_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -761,6 +764,7 @@ impl Config {
                     checkpoint_every: a.checkpoint_every.unwrap_or(1000).max(1),
                     queue: a.queue.unwrap_or(65_536).max(1),
                     fail_closed,
+                    max_file_bytes: a.max_file_bytes.map(|b| b.max(4096)),
                 })
             }
         };

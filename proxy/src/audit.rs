@@ -74,13 +74,10 @@ impl Audit {
     ) -> Result<Audit, String> {
         let (tx, rx) = mpsc::channel::<Record>(cfg.queue);
         let mut writer = Writer::open(cfg.file.clone(), cfg.stdout, mac_key)?;
-        let mut header = Map::new();
-        header.insert("type".into(), "header".into());
-        header.insert("format".into(), FORMAT.into());
-        header.insert("time".into(), now_iso().into());
-        header.insert("kid".into(), key_id.into());
-        header.insert("wrapped_key".into(), b64::encode(&wrapped).into());
-        writer.write(header)?;
+        writer.max_bytes = cfg.max_file_bytes;
+        writer.key_id = key_id.to_string();
+        writer.wrapped = wrapped;
+        writer.header()?;
         writer.flush()?;
         let written = std::sync::Arc::new(AtomicU64::new(0));
         let counter = written.clone();
@@ -139,6 +136,12 @@ pub fn now_iso() -> String {
 
 struct Writer {
     file: Option<std::io::BufWriter<std::fs::File>>,
+    path: Option<PathBuf>,
+    /// Bytes in the current file.
+    size: u64,
+    max_bytes: Option<u64>,
+    key_id: String,
+    wrapped: Vec<u8>,
     stdout: bool,
     prev: String,
     key: Zeroizing<[u8; 32]>,
@@ -153,10 +156,12 @@ impl Writer {
         key: Zeroizing<[u8; 32]>,
     ) -> Result<Writer, String> {
         let mut prev = GENESIS.to_string();
-        let file = match path {
+        let mut size = 0;
+        let file = match path.clone() {
             Some(p) => {
                 // Continue the chain of an existing log.
                 if let Ok(text) = std::fs::read_to_string(&p) {
+                    size = text.len() as u64;
                     if let Some(last) = text.lines().rev().find(|l| !l.is_empty()) {
                         prev = sha256_hex(last.as_bytes());
                     }
@@ -172,12 +177,60 @@ impl Writer {
         };
         Ok(Writer {
             file,
+            path,
+            size,
+            max_bytes: None,
+            key_id: String::new(),
+            wrapped: Vec::new(),
             stdout,
             prev,
             key,
             seq: 0,
             since_checkpoint: 0,
         })
+    }
+
+    /// The line that names the MAC key (at each start and at the top of each rotated file).
+    fn header(&mut self) -> Result<(), String> {
+        let mut header = Map::new();
+        header.insert("type".into(), "header".into());
+        header.insert("format".into(), FORMAT.into());
+        header.insert("time".into(), now_iso().into());
+        header.insert("kid".into(), self.key_id.clone().into());
+        header.insert("wrapped_key".into(), b64::encode(&self.wrapped).into());
+        // Checkpoint numbers count from each header.
+        self.seq = 0;
+        self.write(header)
+    }
+
+    /// Seals the current file, renames it to the next free `<file>.N` and starts a new one; the
+    /// chain continues across files.
+    fn rotate(&mut self) -> Result<(), String> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        self.checkpoint()?;
+        let mut n = 1;
+        let rotated = loop {
+            let mut name = path.clone().into_os_string();
+            name.push(format!(".{n}"));
+            let candidate = PathBuf::from(name);
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        self.file = None;
+        std::fs::rename(&path, &rotated).map_err(|e| format!("audit rotate: {e}"))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("audit file {}: {e}", path.display()))?;
+        self.file = Some(std::io::BufWriter::new(f));
+        self.size = 0;
+        self.header()?;
+        self.flush()
     }
 
     fn write(&mut self, mut rec: Record) -> Result<(), String> {
@@ -187,6 +240,7 @@ impl Writer {
             f.write_all(line.as_bytes())
                 .and_then(|()| f.write_all(b"\n"))
                 .map_err(|e| format!("audit write: {e}"))?;
+            self.size += line.len() as u64 + 1;
         }
         if self.stdout {
             println!("{line}");
@@ -234,6 +288,12 @@ impl Writer {
                     self.since_checkpoint += 1;
                     if self.since_checkpoint >= every {
                         let _ = self.checkpoint();
+                        last_checkpoint = Instant::now();
+                    }
+                    if self.max_bytes.is_some_and(|m| self.size >= m) {
+                        if let Err(e) = self.rotate() {
+                            tracing::error!(error = %e, "audit log rotation failed");
+                        }
                         last_checkpoint = Instant::now();
                     }
                 }

@@ -190,6 +190,11 @@ pub async fn handle(
         ctx.bytes_in,
         content_length(resp.headers()).unwrap_or(0),
     );
+    let hist = state
+        .metrics
+        .full_duration
+        .with_label_values(&[ctx.op.map(Op::name).unwrap_or("-")]);
+    let resp = resp.map(|b| crate::metrics::TimedBody::new(b, hist, started).boxed_unsync());
     if let Some(slot) = audit_slot {
         use serde_json::Value;
         let mut r = crate::audit::Record::new();

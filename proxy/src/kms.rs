@@ -29,7 +29,10 @@ pub struct KmsStats {
     /// Encrypt calls: an existing data key wrapped for a new context (copies, rekey).
     pub wrap_calls: AtomicU64,
     pub cache_hits: AtomicU64,
+    pub cache_evictions: AtomicU64,
     pub failures: AtomicU64,
+    /// Provider call latency, by operation (registered by `metrics::Metrics`).
+    pub latency: std::sync::OnceLock<prometheus::HistogramVec>,
 }
 
 struct Cached {
@@ -159,6 +162,7 @@ impl Kms {
         ctx: &EncryptionContext,
     ) -> Result<(DataKey, Vec<u8>), S3Error> {
         self.stats.generate_calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let r = match &self.backend {
             Backend::Local(k) => k
                 .generate_data_key(key_id, ctx)
@@ -195,6 +199,7 @@ impl Kms {
                 Ok((dk, wrapped.into_inner()))
             }
         };
+        self.observe("GenerateDataKey", started);
         if r.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -210,6 +215,7 @@ impl Kms {
         ctx: &EncryptionContext,
     ) -> Result<Vec<u8>, S3Error> {
         self.stats.wrap_calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let r = match &self.backend {
             Backend::Local(k) => k
                 .wrap(key_id, dk, ctx, chmura_crypto::keys::random::<12>())
@@ -233,6 +239,7 @@ impl Kms {
                         .ok_or_else(|| unavailable("kms Encrypt: no ciphertext".into()))
                 }),
         };
+        self.observe("Encrypt", started);
         if r.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -253,6 +260,7 @@ impl Kms {
             return Ok(k);
         }
         self.stats.decrypt_calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let integrity = |detail: String| {
             S3Error::new(
                 "AccessDenied",
@@ -311,6 +319,7 @@ impl Kms {
                 }
             }
         };
+        self.observe("Decrypt", started);
         match &r {
             Ok(k) => self.remember(id, k),
             Err(_) => {
@@ -318,6 +327,13 @@ impl Kms {
             }
         }
         r
+    }
+
+    fn observe(&self, op: &str, started: Instant) {
+        if let Some(h) = self.stats.latency.get() {
+            h.with_label_values(&[op])
+                .observe(started.elapsed().as_secs_f64());
+        }
     }
 
     fn cached(&self, id: &[u8; 32]) -> Option<DataKey> {
@@ -347,6 +363,7 @@ impl Kms {
             if c.len() >= self.cache_entries {
                 if let Some(oldest) = c.iter().min_by_key(|(_, e)| e.at).map(|(k, _)| *k) {
                     c.remove(&oldest);
+                    self.stats.cache_evictions.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -66,14 +66,17 @@ impl State {
             _ => None,
         };
         let config_admin_token = config.admin.as_ref().and_then(|a| a.metrics_token.clone());
+        let upstream = upstream::Upstream::new(&config.upstream).await?;
+        let metrics =
+            metrics::Metrics::new_with(prometheus::Registry::new(), &upstream, kms.as_ref());
         Ok(State {
             tenants: auth::TenantIndex::new(&config.tenants),
-            upstream: upstream::Upstream::new(&config.upstream).await?,
+            upstream,
             kms,
             config,
             mfa: access::MfaReplay::default(),
             audit,
-            metrics: metrics::Metrics::new(prometheus::Registry::new()),
+            metrics,
             metrics_token: config_admin_token,
         })
     }

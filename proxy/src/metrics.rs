@@ -38,6 +38,9 @@ pub struct Metrics {
     pub audit_refused: IntCounter,
     pub mfa: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
+    pub open_connections: IntGauge,
+    /// Time until the response body ended (or was dropped).
+    pub full_duration: HistogramVec,
     pub tls_handshake_failures: IntCounter,
     pub build_info: IntGaugeVec,
     /// Not ready while draining.
@@ -51,6 +54,35 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> 
 }
 
 impl Metrics {
+    /// Registers collectors owned by other parts (upstream, key provider) too.
+    pub fn new_with(
+        registry: Registry,
+        upstream: &crate::upstream::Upstream,
+        kms: Option<&crate::kms::Kms>,
+    ) -> Metrics {
+        let m = Metrics::new(registry);
+        let _ = m.registry.register(Box::new(upstream.duration.clone()));
+        if let Some(k) = kms {
+            if let Ok(h) = HistogramVec::new(
+                HistogramOpts::new(
+                    "chmura_kms_call_duration_seconds",
+                    "Key provider call latency, by operation.",
+                )
+                .buckets(vec![
+                    0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ]),
+                &["operation"],
+            ) {
+                let _ = m.registry.register(Box::new(h.clone()));
+                for op in ["GenerateDataKey", "Decrypt", "Encrypt"] {
+                    h.with_label_values(&[op]);
+                }
+                let _ = k.stats().latency.set(h);
+            }
+        }
+        m
+    }
+
     pub fn new(registry: Registry) -> Metrics {
         let r = &registry;
         let cv = |name: &str, help: &str, labels: &[&str]| {
@@ -82,7 +114,7 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new(
                         "chmura_request_duration_seconds",
-                        "Time to the response head, by operation.",
+                        "Time to the first byte: until the response head, by operation.",
                     )
                     .buckets(vec![
                         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -137,6 +169,25 @@ impl Metrics {
                 "Completed TLS handshakes, by protocol version.",
                 &["version"],
             ),
+            open_connections: reg(
+                r,
+                IntGauge::new("chmura_open_connections", "Client connections open.")
+                    .unwrap_or_else(|_| unreachable!("static metric")),
+            ),
+            full_duration: reg(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "chmura_request_body_duration_seconds",
+                        "Time until the response body was sent completely (or abandoned), by operation.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+                    ]),
+                    &["operation"],
+                )
+                .unwrap_or_else(|_| unreachable!("static metric")),
+            ),
             tls_handshake_failures: c(
                 "chmura_tls_handshake_failures_total",
                 "TLS handshakes that failed or timed out (old protocol versions, scanners).",
@@ -162,7 +213,7 @@ impl Metrics {
         for op in ["GenerateDataKey", "Decrypt", "Encrypt"] {
             m.kms_calls.with_label_values(&[op]);
         }
-        for r in ["hit", "miss"] {
+        for r in ["hit", "miss", "eviction"] {
             m.kms_cache.with_label_values(&[r]);
         }
         for v in ["1.2", "1.3"] {
@@ -255,6 +306,80 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// A response body that reports, once, how long the whole response took.
+pub struct TimedBody<B> {
+    inner: std::pin::Pin<Box<B>>,
+    hist: prometheus::Histogram,
+    started: std::time::Instant,
+    done: bool,
+}
+
+impl<B> TimedBody<B> {
+    pub fn new(inner: B, hist: prometheus::Histogram, started: std::time::Instant) -> Self {
+        TimedBody {
+            inner: Box::pin(inner),
+            hist,
+            started,
+            done: false,
+        }
+    }
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.hist.observe(self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TimedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let r = self.inner.as_mut().poll_frame(cx);
+        if matches!(
+            r,
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))
+        ) {
+            self.finish();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for TimedBody<B> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Counts an open connection for as long as it lives.
+pub struct ConnGuard(IntGauge);
+
+impl ConnGuard {
+    pub fn new(g: &IntGauge) -> ConnGuard {
+        g.inc();
+        ConnGuard(g.clone())
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

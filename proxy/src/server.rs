@@ -110,6 +110,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let open = crate::metrics::ConnGuard::new(&state.metrics.open_connections);
         let conn_info = ConnInfo {
             peer,
             tls: is_tls,
@@ -129,6 +130,7 @@ pub async fn serve(
             let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let _permit = permit;
+                let _open = open;
                 let tls_stream =
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => s,
@@ -168,6 +170,7 @@ pub async fn serve(
             let fut = graceful.watch(conn);
             tokio::spawn(async move {
                 let _permit = permit;
+                let _open = open;
                 if let Err(e) = fut.await {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with error");
                 }

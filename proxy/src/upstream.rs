@@ -75,6 +75,8 @@ pub struct Upstream {
     cfg: UpstreamConfig,
     creds: Creds,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
+    /// Time to the store's response head, by outcome (registered by `metrics::Metrics`).
+    pub duration: prometheus::HistogramVec,
 }
 
 impl Upstream {
@@ -150,6 +152,15 @@ impl Upstream {
             cfg: cfg.clone(),
             creds,
             client,
+            duration: prometheus::HistogramVec::new(
+                prometheus::HistogramOpts::new(
+                    "chmura_upstream_request_duration_seconds",
+                    "Time to the upstream store's response head, by outcome (ok, 4xx, 5xx, unreachable, timeout).",
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["outcome"],
+            )
+            .map_err(|e| format!("metrics: {e}"))?,
         })
     }
 
@@ -221,7 +232,19 @@ impl Upstream {
         } else {
             Duration::from_secs(self.cfg.timeout_secs)
         };
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(timeout, self.client.request(req)).await;
+        let outcome = match &result {
+            Ok(Ok(r)) if r.status().is_server_error() => "5xx",
+            Ok(Ok(r)) if r.status().is_client_error() => "4xx",
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "unreachable",
+            Err(_) => "timeout",
+        };
+        self.duration
+            .with_label_values(&[outcome])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 let mut detail = e.to_string();

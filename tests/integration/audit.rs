@@ -200,3 +200,55 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
         );
     }
 }
+
+/// Rotation by size loses and breaks nothing: the chain continues across files, and a missing
+/// file is noticed.
+#[tokio::test]
+async fn rotated_logs_verify_as_one_chain() {
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        extra_sections:
+            "[audit]\nfile = \"audit.log\"\ncheckpoint_every = 5\nmax_file_bytes = 4096\n".into(),
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("rot");
+    let s3 = env.proxy.sdk_client();
+    for i in 0..40 {
+        s3.put_object()
+            .bucket("rot")
+            .key(format!("k{i}"))
+            .body(ByteStream::from_static(b"r"))
+            .send()
+            .await
+            .expect("put");
+    }
+    let dir = env.proxy.dir.clone();
+    let kms = env.proxy.state.kms.as_ref().expect("kms");
+    let mut files = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        files = (1..100)
+            .map(|n| dir.join(format!("audit.log.{n}")))
+            .take_while(|p| p.exists())
+            .collect::<Vec<_>>();
+        files.push(dir.join("audit.log"));
+        if chmura_proxy::audit::verify_paths(kms, &files).await == Ok(40) {
+            break;
+        }
+    }
+    assert!(files.len() >= 3, "rotated into {} files", files.len());
+    assert_eq!(chmura_proxy::audit::verify_paths(kms, &files).await, Ok(40));
+    // A file left out breaks the chain at the next one.
+    let mut missing = files.clone();
+    missing.remove(1);
+    let e = chmura_proxy::audit::verify_paths(kms, &missing)
+        .await
+        .unwrap_err();
+    assert!(
+        e.file
+            .ends_with(&*files[2].file_name().unwrap().to_string_lossy()),
+        "{e:?}"
+    );
+    assert_eq!(e.line, 1);
+}

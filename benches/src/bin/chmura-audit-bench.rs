@@ -33,6 +33,7 @@ async fn main() {
         checkpoint_every: 1000,
         queue: 65_536,
         fail_closed: false,
+        max_file_bytes: None,
     };
     let audit = Audit::start(
         &cfg,
