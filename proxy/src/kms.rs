@@ -33,6 +33,8 @@ pub struct KmsStats {
     pub failures: AtomicU64,
     /// Provider call latency, by operation (registered by `metrics::Metrics`).
     pub latency: std::sync::OnceLock<prometheus::HistogramVec>,
+    /// Unix seconds of the last successful provider call: readiness.
+    pub last_ok: std::sync::atomic::AtomicI64,
 }
 
 struct Cached {
@@ -141,6 +143,27 @@ impl Kms {
         Ok(())
     }
 
+    /// Checks that the provider answers (readiness), without counting as a data-key call: a
+    /// data key for the context `{chmura:purpose=probe}` is asked for and thrown away.
+    pub async fn probe(&self) {
+        let ok = match &self.backend {
+            Backend::Local(_) => true,
+            Backend::Aws(client) => client
+                .generate_data_key()
+                .key_id(&self.default_key_id)
+                .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+                .encryption_context("chmura:purpose", "probe")
+                .send()
+                .await
+                .is_ok(),
+        };
+        if ok {
+            self.stats
+                .last_ok
+                .store(crate::metrics::unix_now(), Ordering::Relaxed);
+        }
+    }
+
     /// Calls and cache behaviour so far.
     pub fn stats(&self) -> &KmsStats {
         &self.stats
@@ -199,7 +222,7 @@ impl Kms {
                 Ok((dk, wrapped.into_inner()))
             }
         };
-        self.observe("GenerateDataKey", started);
+        self.observe("GenerateDataKey", started, r.is_ok());
         if r.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -239,7 +262,7 @@ impl Kms {
                         .ok_or_else(|| unavailable("kms Encrypt: no ciphertext".into()))
                 }),
         };
-        self.observe("Encrypt", started);
+        self.observe("Encrypt", started, r.is_ok());
         if r.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -319,7 +342,7 @@ impl Kms {
                 }
             }
         };
-        self.observe("Decrypt", started);
+        self.observe("Decrypt", started, r.is_ok());
         match &r {
             Ok(k) => self.remember(id, k),
             Err(_) => {
@@ -329,7 +352,12 @@ impl Kms {
         r
     }
 
-    fn observe(&self, op: &str, started: Instant) {
+    fn observe(&self, op: &str, started: Instant, ok: bool) {
+        if ok {
+            self.stats
+                .last_ok
+                .store(crate::metrics::unix_now(), Ordering::Relaxed);
+        }
         if let Some(h) = self.stats.latency.get() {
             h.with_label_values(&[op])
                 .observe(started.elapsed().as_secs_f64());

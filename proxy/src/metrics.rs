@@ -19,6 +19,62 @@ use prometheus::{
 
 use crate::State;
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// How recent the last answer of the store and the key provider must be for `/readyz`.
+pub const READY_WINDOW_SECS: i64 = 60;
+
+/// Whether Chmura should get traffic: not draining, and the store and the key provider
+/// answered within [`READY_WINDOW_SECS`] (probed every 15 s when idle).
+pub fn ready(state: &State) -> Result<(), String> {
+    if state.metrics.draining.load(Ordering::Relaxed) {
+        return Err("draining".into());
+    }
+    let now = unix_now();
+    if now - state.upstream.last_answer.load(Ordering::Relaxed) > READY_WINDOW_SECS {
+        return Err("the upstream store has not answered recently".into());
+    }
+    if let Some(k) = state.kms.as_ref() {
+        if now - k.stats().last_ok.load(Ordering::Relaxed) > READY_WINDOW_SECS {
+            return Err("the key provider has not answered recently".into());
+        }
+    }
+    Ok(())
+}
+
+/// Probes the store (ListBuckets: any answer counts) and the key provider (a data key for
+/// the context `{chmura:purpose=probe}`) when they have been idle.
+pub async fn probe(state: &State) {
+    let now = unix_now();
+    if now - state.upstream.last_answer.load(Ordering::Relaxed) > 20 {
+        let (uri, host) = state.upstream.uri(None, "", "");
+        if let Ok(req) = http::Request::builder()
+            .method(http::Method::GET)
+            .uri(&uri)
+            .header(http::header::HOST, host)
+            .body(http_body_util::BodyExt::boxed_unsync(
+                http_body_util::BodyExt::map_err(
+                    http_body_util::Empty::<Bytes>::new(),
+                    |e| match e {},
+                ),
+            ))
+        {
+            let _ = state.upstream.send(req, false).await;
+        }
+    }
+    if let Some(k) = state.kms.as_ref() {
+        if now - k.stats().last_ok.load(Ordering::Relaxed) > 20 {
+            k.probe().await;
+        }
+    }
+}
+
 /// Integrity failures seen by response bodies (which do not hold the state).
 pub static INTEGRITY_FAILURES: AtomicU64 = AtomicU64::new(0);
 
@@ -395,13 +451,13 @@ async fn admin(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => {
-            if state.metrics.draining.load(Ordering::Relaxed) {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
-            } else {
-                text(StatusCode::OK, "ready\n".into())
-            }
-        }
+        "/readyz" => match ready(&state) {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
         "/metrics" => {
             let ok = match state.metrics_token.as_ref() {
                 None => true,

@@ -85,6 +85,16 @@ pub async fn serve(
     if let Some(admin) = listeners.admin.take() {
         tokio::spawn(crate::metrics::serve_admin(admin, state.clone()));
     }
+    // Readiness: probe the store and the key provider now, then whenever they are idle.
+    let prober = {
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                crate::metrics::probe(&st).await;
+                tokio::time::sleep(Duration::from_secs(15)).await;
+            }
+        })
+    };
 
     loop {
         let accept_plain = async {
@@ -178,6 +188,7 @@ pub async fn serve(
         }
     }
     drop(listeners);
+    prober.abort();
     state
         .metrics
         .draining

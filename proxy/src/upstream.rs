@@ -77,6 +77,8 @@ pub struct Upstream {
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
     /// Time to the store's response head, by outcome (registered by `metrics::Metrics`).
     pub duration: prometheus::HistogramVec,
+    /// Unix seconds of the last answer from the store (any status): readiness.
+    pub last_answer: std::sync::atomic::AtomicI64,
 }
 
 impl Upstream {
@@ -161,6 +163,7 @@ impl Upstream {
                 &["outcome"],
             )
             .map_err(|e| format!("metrics: {e}"))?,
+            last_answer: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -244,6 +247,12 @@ impl Upstream {
         self.duration
             .with_label_values(&[outcome])
             .observe(started.elapsed().as_secs_f64());
+        if matches!(result, Ok(Ok(_))) {
+            self.last_answer.store(
+                crate::metrics::unix_now(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {

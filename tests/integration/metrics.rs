@@ -75,7 +75,16 @@ async fn a_scripted_mix_is_counted_under_the_right_labels() {
     .await;
     env.make_bucket("met");
     assert_eq!(admin_get(&env, "/healthz", None).await.0, 200);
-    assert_eq!(admin_get(&env, "/readyz", None).await.0, 200);
+    // Ready once the store and the key provider answered the first probe.
+    let mut ready = 0;
+    for _ in 0..50 {
+        ready = admin_get(&env, "/readyz", None).await.0;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready, 200);
     assert_eq!(admin_get(&env, "/metrics", None).await.0, 401);
     assert_eq!(admin_get(&env, "/metrics", Some("wrong")).await.0, 401);
     let before = samples(
@@ -243,4 +252,37 @@ async fn a_scripted_mix_is_counted_under_the_right_labels() {
         }
         assert!(seen >= 5, "{f}");
     }
+}
+
+#[tokio::test]
+async fn not_ready_without_a_store_or_while_draining() {
+    // An upstream that refuses connections: alive, never ready.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        upstream_endpoint: Some(format!("http://127.0.0.1:{port}")),
+        ..Default::default()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(admin_get(&env, "/healthz", None).await.0, 200);
+    let (status, body) = admin_get(&env, "/readyz", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("upstream"), "{body}");
+    // A working one: ready, then draining after shutdown.
+    let mut env = Env::start().await;
+    let mut ready = 0;
+    for _ in 0..50 {
+        ready = admin_get(&env, "/readyz", None).await.0;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready, 200);
+    env.proxy.shutdown().await.expect("shutdown");
+    let (status, body) = admin_get(&env, "/readyz", None).await;
+    assert_eq!((status, body.trim()), (503, "not ready: draining"));
 }
