@@ -35,6 +35,8 @@ pub struct KmsStats {
     pub latency: std::sync::OnceLock<prometheus::HistogramVec>,
     /// Unix seconds of the last successful provider call: readiness.
     pub last_ok: std::sync::atomic::AtomicI64,
+    /// Failed provider calls, by operation (registered by `metrics::Metrics`).
+    pub errors: std::sync::OnceLock<prometheus::IntCounterVec>,
 }
 
 struct Cached {
@@ -357,6 +359,8 @@ impl Kms {
             self.stats
                 .last_ok
                 .store(crate::metrics::unix_now(), Ordering::Relaxed);
+        } else if let Some(e) = self.stats.errors.get() {
+            e.with_label_values(&[op]).inc();
         }
         if let Some(h) = self.stats.latency.get() {
             h.with_label_values(&[op])

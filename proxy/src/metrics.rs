@@ -118,6 +118,10 @@ impl Metrics {
     ) -> Metrics {
         let m = Metrics::new(registry);
         let _ = m.registry.register(Box::new(upstream.duration.clone()));
+        let _ = m.registry.register(Box::new(upstream.bytes.clone()));
+        for d in ["in", "out"] {
+            upstream.bytes.with_label_values(&[d]);
+        }
         if let Some(k) = kms {
             if let Ok(h) = HistogramVec::new(
                 HistogramOpts::new(
@@ -134,6 +138,19 @@ impl Metrics {
                     h.with_label_values(&[op]);
                 }
                 let _ = k.stats().latency.set(h);
+            }
+            if let Ok(e) = IntCounterVec::new(
+                Opts::new(
+                    "chmura_kms_call_errors_total",
+                    "Failed key provider calls, by operation.",
+                ),
+                &["operation"],
+            ) {
+                let _ = m.registry.register(Box::new(e.clone()));
+                for op in ["GenerateDataKey", "Decrypt", "Encrypt"] {
+                    e.with_label_values(&[op]);
+                }
+                let _ = k.stats().errors.set(e);
             }
         }
         m

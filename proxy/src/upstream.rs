@@ -79,6 +79,8 @@ pub struct Upstream {
     pub duration: prometheus::HistogramVec,
     /// Unix seconds of the last answer from the store (any status): readiness.
     pub last_answer: std::sync::atomic::AtomicI64,
+    /// Bytes to and from the store as declared by Content-Length (ciphertext when encrypting).
+    pub bytes: prometheus::IntCounterVec,
 }
 
 impl Upstream {
@@ -164,6 +166,14 @@ impl Upstream {
             )
             .map_err(|e| format!("metrics: {e}"))?,
             last_answer: std::sync::atomic::AtomicI64::new(0),
+            bytes: prometheus::IntCounterVec::new(
+                prometheus::Opts::new(
+                    "chmura_upstream_bytes_total",
+                    "Body bytes sent to and received from the store (Content-Length; ciphertext when encrypting), by direction.",
+                ),
+                &["direction"],
+            )
+            .map_err(|e| format!("metrics: {e}"))?,
         })
     }
 
@@ -236,7 +246,23 @@ impl Upstream {
             Duration::from_secs(self.cfg.timeout_secs)
         };
         let started = std::time::Instant::now();
+        let sent = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        self.bytes.with_label_values(&["out"]).inc_by(sent);
         let result = tokio::time::timeout(timeout, self.client.request(req)).await;
+        if let Ok(Ok(r)) = &result {
+            let got = r
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            self.bytes.with_label_values(&["in"]).inc_by(got);
+        }
         let outcome = match &result {
             Ok(Ok(r)) if r.status().is_server_error() => "5xx",
             Ok(Ok(r)) if r.status().is_client_error() => "4xx",

@@ -207,6 +207,22 @@ async fn a_scripted_mix_is_counted_under_the_right_labels() {
     assert_eq!(value(&after, "chmura_requests_in_flight", &[]), 0.0);
     assert_eq!(value(&after, "chmura_build_info", &[]), 1.0);
     assert!(delta("chmura_tls_handshakes_total", &[("version", "1.3")]) >= 3.0);
+    // Ciphertext to the store: 7 plaintext bytes become 35 per PUT.
+    assert!(delta("chmura_upstream_bytes_total", &[("direction", "out")]) >= 70.0);
+    assert!(
+        value(
+            &after,
+            "chmura_upstream_request_duration_seconds_count",
+            &[("outcome", "ok")]
+        ) >= 3.0
+    );
+    assert!(
+        value(
+            &after,
+            "chmura_kms_call_errors_total",
+            &[("operation", "Decrypt")]
+        ) == 0.0
+    );
     // No bucket or key names in labels.
     assert!(!text.contains("met/") && !text.contains("ok/a"), "{text}");
 
