@@ -50,6 +50,8 @@ pub struct Audit {
     fail_closed: bool,
     /// Requests refused because the queue was full (fail_closed).
     pub refused: AtomicU64,
+    /// Requests that waited for room in a full queue (backpressure).
+    pub waited: AtomicU64,
     /// Records written.
     pub written: std::sync::Arc<AtomicU64>,
 }
@@ -90,6 +92,7 @@ impl Audit {
             tx,
             fail_closed: cfg.fail_closed,
             refused: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
             written,
         })
     }
@@ -111,12 +114,18 @@ impl Audit {
                 }
             }
         } else {
-            self.tx
-                .clone()
-                .reserve_owned()
-                .await
-                .map(Slot)
-                .map_err(|_| unavailable())
+            match self.tx.clone().try_reserve_owned() {
+                Ok(p) => Ok(Slot(p)),
+                Err(_) => {
+                    self.waited.fetch_add(1, Ordering::Relaxed);
+                    self.tx
+                        .clone()
+                        .reserve_owned()
+                        .await
+                        .map(Slot)
+                        .map_err(|_| unavailable())
+                }
+            }
         }
     }
 }

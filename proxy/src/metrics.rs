@@ -92,6 +92,7 @@ pub struct Metrics {
     pub kms_errors: IntCounter,
     pub audit_records: IntCounter,
     pub audit_refused: IntCounter,
+    pub audit_waited: IntCounter,
     pub mfa: IntCounterVec,
     pub tls_handshakes: IntCounterVec,
     pub open_connections: IntGauge,
@@ -232,6 +233,10 @@ impl Metrics {
                 "chmura_audit_refused_total",
                 "Requests refused because the audit queue was full (on_full = fail_closed).",
             ),
+            audit_waited: c(
+                "chmura_audit_backpressure_total",
+                "Requests that waited for room in a full audit queue (on_full = backpressure).",
+            ),
             mfa: cv(
                 "chmura_mfa_total",
                 "Requests carrying x-amz-mfa, by result.",
@@ -367,6 +372,7 @@ impl Metrics {
         if let Some(a) = state.audit.as_ref() {
             up(&self.audit_records, a.written.load(Ordering::Relaxed));
             up(&self.audit_refused, a.refused.load(Ordering::Relaxed));
+            up(&self.audit_waited, a.waited.load(Ordering::Relaxed));
         }
         up(
             &self.integrity_failures,
