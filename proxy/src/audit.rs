@@ -497,6 +497,39 @@ mod tests {
         out.join("\n") + "\n"
     }
 
+    #[tokio::test]
+    async fn a_full_queue_refuses_requests_when_fail_closed() {
+        let dir = tempfile_dir();
+        let cfg = AuditConfig {
+            file: Some(dir.join("a.log")),
+            stdout: false,
+            checkpoint_every: 10,
+            queue: 1,
+            fail_closed: true,
+            max_file_bytes: None,
+        };
+        let a = Audit::start(&cfg, "k", Zeroizing::new([1u8; 32]), vec![1]).expect("start");
+        let held = a.reserve().await.expect("the one slot");
+        let e = a.reserve().await.err().expect("full queue refused");
+        assert_eq!(e.code, "ServiceUnavailable");
+        assert_eq!(a.refused.load(Ordering::Relaxed), 1);
+        held.send(Record::new());
+        // Once the writer took it, there is room again.
+        for _ in 0..100 {
+            if a.reserve().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the queue never drained");
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("chmura-audit-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    }
+
     fn check(text: &str) -> Result<usize, Broken> {
         let key = [7u8; 32];
         verify(&[("a.log".into(), text.into())], &mut |_, _| {
