@@ -46,7 +46,10 @@ pub fn checkpoint_mac(key: &[u8], seq: u64, prev: &str) -> String {
 pub type Record = Map<String, Value>;
 
 pub struct Audit {
-    tx: mpsc::Sender<Record>,
+    tx: std::sync::Mutex<Option<mpsc::Sender<Record>>>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// False once a write failed (reported by /readyz).
+    pub healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     fail_closed: bool,
     /// Requests refused because the queue was full (fail_closed).
     pub refused: AtomicU64,
@@ -54,6 +57,20 @@ pub struct Audit {
     pub waited: AtomicU64,
     /// Records written.
     pub written: std::sync::Arc<AtomicU64>,
+}
+
+impl Audit {
+    /// Closes the queue and waits for the writer to write what is queued and seal the log with
+    /// a last checkpoint (at shutdown, after in-flight requests drained).
+    pub fn shutdown(&self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut g| g.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
 }
 
 /// A reserved place in the queue, filled when the request ends.
@@ -84,12 +101,16 @@ impl Audit {
         let written = std::sync::Arc::new(AtomicU64::new(0));
         let counter = written.clone();
         let every = cfg.checkpoint_every;
-        std::thread::Builder::new()
+        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        writer.healthy = healthy.clone();
+        let handle = std::thread::Builder::new()
             .name("chmura-audit".into())
             .spawn(move || writer.run(rx, every, counter))
             .map_err(|e| format!("audit writer: {e}"))?;
         Ok(Audit {
-            tx,
+            tx: std::sync::Mutex::new(Some(tx)),
+            writer: std::sync::Mutex::new(Some(handle)),
+            healthy,
             fail_closed: cfg.fail_closed,
             refused: AtomicU64::new(0),
             waited: AtomicU64::new(0),
@@ -105,8 +126,11 @@ impl Audit {
                 "The audit log is not keeping up; please retry.",
             )
         };
+        let Some(tx) = self.tx.lock().ok().and_then(|g| g.clone()) else {
+            return Err(unavailable());
+        };
         if self.fail_closed {
-            match self.tx.clone().try_reserve_owned() {
+            match tx.clone().try_reserve_owned() {
                 Ok(p) => Ok(Slot(p)),
                 Err(_) => {
                     self.refused.fetch_add(1, Ordering::Relaxed);
@@ -114,13 +138,11 @@ impl Audit {
                 }
             }
         } else {
-            match self.tx.clone().try_reserve_owned() {
+            match tx.clone().try_reserve_owned() {
                 Ok(p) => Ok(Slot(p)),
                 Err(_) => {
                     self.waited.fetch_add(1, Ordering::Relaxed);
-                    self.tx
-                        .clone()
-                        .reserve_owned()
+                    tx.reserve_owned()
                         .await
                         .map(Slot)
                         .map_err(|_| unavailable())
@@ -144,6 +166,7 @@ pub fn now_iso() -> String {
 }
 
 struct Writer {
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     file: Option<std::io::BufWriter<std::fs::File>>,
     path: Option<PathBuf>,
     /// Bytes in the current file.
@@ -156,6 +179,8 @@ struct Writer {
     key: Zeroizing<[u8; 32]>,
     seq: u64,
     since_checkpoint: u64,
+    /// The file ended in a cut line (a crash): the next header says so.
+    recovered: bool,
 }
 
 impl Writer {
@@ -166,25 +191,42 @@ impl Writer {
     ) -> Result<Writer, String> {
         let mut prev = GENESIS.to_string();
         let mut size = 0;
+        let mut recovered = false;
         let file = match path.clone() {
             Some(p) => {
-                // Continue the chain of an existing log.
-                if let Ok(text) = std::fs::read_to_string(&p) {
-                    size = text.len() as u64;
-                    if let Some(last) = text.lines().rev().find(|l| !l.is_empty()) {
-                        prev = sha256_hex(last.as_bytes());
+                // Continue the chain of an existing log (bytes: a crash may have cut a line,
+                // even inside a character).
+                let mut partial = false;
+                if let Ok(bytes) = std::fs::read(&p) {
+                    size = bytes.len() as u64;
+                    partial = !bytes.is_empty() && !bytes.ends_with(b"\n");
+                    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+                    if !body.is_empty() {
+                        let last = match body.iter().rposition(|b| *b == b'\n') {
+                            Some(i) => &body[i + 1..],
+                            None => body,
+                        };
+                        prev = sha256_hex(last);
                     }
                 }
-                let f = std::fs::OpenOptions::new()
+                let mut f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&p)
                     .map_err(|e| format!("audit file {}: {e}", p.display()))?;
+                if partial {
+                    // End the cut line; the header that follows says so (verify reports it).
+                    f.write_all(b"\n")
+                        .map_err(|e| format!("audit file {}: {e}", p.display()))?;
+                    size += 1;
+                    recovered = true;
+                }
                 Some(std::io::BufWriter::new(f))
             }
             None => None,
         };
         Ok(Writer {
+            healthy: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
             file,
             path,
             size,
@@ -196,6 +238,7 @@ impl Writer {
             key,
             seq: 0,
             since_checkpoint: 0,
+            recovered,
         })
     }
 
@@ -207,6 +250,9 @@ impl Writer {
         header.insert("time".into(), now_iso().into());
         header.insert("kid".into(), self.key_id.clone().into());
         header.insert("wrapped_key".into(), b64::encode(&self.wrapped).into());
+        if std::mem::take(&mut self.recovered) {
+            header.insert("recovered_cut_line".into(), true.into());
+        }
         // Checkpoint numbers count from each header.
         self.seq = 0;
         self.write(header)
@@ -229,8 +275,11 @@ impl Writer {
             }
             n += 1;
         };
+        if let Err(e) = std::fs::rename(&path, &rotated) {
+            // Keep writing to the current file; try again at the next record.
+            return Err(format!("audit rotate: {e}"));
+        }
         self.file = None;
-        std::fs::rename(&path, &rotated).map_err(|e| format!("audit rotate: {e}"))?;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -252,7 +301,8 @@ impl Writer {
             self.size += line.len() as u64 + 1;
         }
         if self.stdout {
-            println!("{line}");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}").map_err(|e| format!("audit stdout: {e}"))?;
         }
         self.prev = sha256_hex(line.as_bytes());
         Ok(())
@@ -291,6 +341,7 @@ impl Writer {
             match rx.try_recv() {
                 Ok(rec) => {
                     if let Err(e) = self.write(rec) {
+                        self.healthy.store(false, Ordering::Relaxed);
                         tracing::error!(error = %e, "audit log write failed");
                     }
                     written.fetch_add(1, Ordering::Relaxed);
@@ -402,8 +453,28 @@ pub fn verify(files: &[(String, String)], unwrap: &mut KeyOpener<'_>) -> Result<
                 why,
             };
             last_pos = (name.clone(), i + 1);
-            let v: Value = serde_json::from_str(line)
-                .map_err(|_| broken("not a JSON line (edited)".into()))?;
+            let v: Value = match serde_json::from_str(line) {
+                Ok(v) => v,
+                Err(_) => {
+                    // A line cut by a crash is accepted only when the restart's header says
+                    // so (and the next checkpoint still binds it into the chain).
+                    let next_is_recovery = text
+                        .lines()
+                        .nth(i + 1)
+                        .and_then(|n| serde_json::from_str::<Value>(n).ok())
+                        .is_some_and(|n| {
+                            n.get("type").and_then(Value::as_str) == Some("header")
+                                && n.get("recovered_cut_line").and_then(Value::as_bool)
+                                    == Some(true)
+                        });
+                    if !next_is_recovery {
+                        return Err(broken("not a JSON line (edited)".into()));
+                    }
+                    prev = sha256_hex(line.as_bytes());
+                    last_kind = "cut".into();
+                    continue;
+                }
+            };
             let got_prev = v.get("prev").and_then(Value::as_str).unwrap_or("");
             if got_prev != prev {
                 return Err(broken(
@@ -522,6 +593,58 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the queue never drained");
+    }
+
+    #[tokio::test]
+    async fn a_restart_after_a_cut_line_recovers_and_shutdown_seals_the_log() {
+        let dir = tempfile_dir().join("recover");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = AuditConfig {
+            file: Some(dir.join("a.log")),
+            stdout: false,
+            checkpoint_every: 100,
+            queue: 16,
+            fail_closed: false,
+            max_file_bytes: None,
+        };
+        let key = [3u8; 32];
+        let a = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("start");
+        for i in 0..3 {
+            let mut r = Record::new();
+            r.insert("type".into(), "request".into());
+            r.insert("n".into(), i.into());
+            a.reserve().await.expect("slot").send(r);
+        }
+        a.shutdown();
+        let text = std::fs::read_to_string(dir.join("a.log")).expect("log");
+        assert!(
+            text.lines().last().unwrap().contains("\"checkpoint\""),
+            "sealed at shutdown"
+        );
+        let open = |_: &str, _: &[u8]| Ok(Zeroizing::new(key));
+        let check = |t: &str| verify(&[("a.log".into(), t.to_string())], &mut open.clone());
+        assert_eq!(check(&text), Ok(3));
+        // A crash cut the next line in the middle; the restart continues and says so.
+        let cut = format!("{text}{{\"type\":\"request\",\"n\":9");
+        std::fs::write(dir.join("a.log"), &cut).expect("cut");
+        let b = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("restart");
+        let mut r = Record::new();
+        r.insert("type".into(), "request".into());
+        b.reserve().await.expect("slot").send(r);
+        b.shutdown();
+        let text = std::fs::read_to_string(dir.join("a.log")).expect("log");
+        assert!(text.contains("recovered_cut_line"));
+        assert_eq!(check(&text), Ok(4));
+        // The same cut without the restart's header is an edit.
+        let lines: Vec<&str> = text.lines().collect();
+        let i = lines
+            .iter()
+            .position(|l| l.contains("recovered_cut_line"))
+            .unwrap();
+        let mut v = lines.clone();
+        v.remove(i);
+        assert!(check(&(v.join("\n") + "\n")).is_err());
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -117,9 +117,18 @@ pub async fn handle(
         },
         None => None,
     };
+    // If this future is dropped (the client went away, the grace period ended), the guard
+    // still ends the request: in-flight count and an "aborted" audit record.
+    let mut guard = RequestGuard {
+        state: state.clone(),
+        slot: audit_slot,
+        request_id: request_id.clone(),
+        peer: conn.peer,
+    };
     state.metrics.in_flight.inc();
     let result = handle_inner(&state, conn, req, &mut ctx).await;
-    state.metrics.in_flight.dec();
+    let audit_slot = guard.slot.take();
+    drop(guard);
     let error_code = result.as_ref().err().map(|e| e.code);
     if let Err(e) = &result {
         if ctx.tenant.is_none() {
@@ -248,6 +257,29 @@ pub async fn handle(
         "request"
     );
     Ok(resp)
+}
+
+/// Ends a request whose handling future is dropped before it answered.
+struct RequestGuard {
+    state: Arc<State>,
+    slot: Option<crate::audit::Slot>,
+    request_id: String,
+    peer: SocketAddr,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.state.metrics.in_flight.dec();
+        if let Some(slot) = self.slot.take() {
+            let mut r = crate::audit::Record::new();
+            r.insert("type".into(), "request".into());
+            r.insert("time".into(), crate::audit::now_iso().into());
+            r.insert("request_id".into(), self.request_id.clone().into());
+            r.insert("source_ip".into(), self.peer.ip().to_string().into());
+            r.insert("error".into(), "aborted before an answer".into());
+            slot.send(r);
+        }
+    }
 }
 
 /// Rewrites an XML answer (or a store error) so it shows the tenant's names only.

@@ -11,7 +11,7 @@ const USAGE: &str = "usage:
   chmura check-config FILE
   chmura keygen --output FILE [--id KEY_ID]
   chmura policy simulate --config FILE --tenant T --action s3:GetObject --resource ARN [--context key=value]...
-  chmura audit verify --config FILE LOG...
+  chmura audit verify --config FILE [--head SHA256] LOG...
   chmura rekey --config FILE --bucket B [--prefix P] --to-key KEY_ID [--start-after KEY] [--max-objects N]";
 
 fn main() -> ExitCode {
@@ -216,12 +216,13 @@ fn audit_verify(a: &[String]) -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    let head = flag(a, "--head");
     let mut files = Vec::new();
     let mut it = a.iter();
     while let Some(x) = it.next() {
-        if x == "--config" {
+        if x == "--config" || x == "--head" {
             it.next();
-        } else if !x.starts_with("--config=") {
+        } else if !x.starts_with("--config=") && !x.starts_with("--head=") {
             files.push(PathBuf::from(x));
         }
     }
@@ -260,6 +261,23 @@ fn audit_verify(a: &[String]) -> ExitCode {
         };
         match chmura_proxy::audit::verify_paths(&kms, &files).await {
             Ok(n) => {
+                // --head: the chain head the service log printed at the last checkpoint; a log
+                // cut back to an earlier checkpoint ends elsewhere.
+                if let Some(want) = head {
+                    let last = files
+                        .last()
+                        .and_then(|f| std::fs::read(f).ok())
+                        .and_then(|b| {
+                            let body = b.strip_suffix(b"\n").unwrap_or(&b).to_vec();
+                            let start = body.iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1);
+                            Some(chmura_proxy::audit::sha256_hex(&body[start..]))
+                        })
+                        .unwrap_or_default();
+                    if last != want.trim() {
+                        println!("audit log BROKEN: it does not end at the expected head {want} (cut back to an earlier checkpoint?)");
+                        return ExitCode::FAILURE;
+                    }
+                }
                 println!("audit log intact: {n} request records, chain and checkpoints verified");
                 ExitCode::SUCCESS
             }

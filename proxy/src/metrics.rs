@@ -45,6 +45,11 @@ pub fn ready(state: &State) -> Result<(), String> {
             return Err("the key provider has not answered recently".into());
         }
     }
+    if let Some(a) = state.audit.as_ref() {
+        if !a.healthy.load(Ordering::Relaxed) {
+            return Err("the audit log cannot be written".into());
+        }
+    }
     Ok(())
 }
 
@@ -102,6 +107,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Not ready while draining.
     pub draining: AtomicBool,
+    /// One scrape brings counters up to date at a time (two at once would both add the gap).
+    sync_lock: std::sync::Mutex<()>,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -279,6 +286,7 @@ impl Metrics {
                 .unwrap_or_else(|_| unreachable!("static metric")),
             ),
             draining: AtomicBool::new(false),
+            sync_lock: std::sync::Mutex::new(()),
             registry,
         };
         m.build_info
@@ -381,7 +389,10 @@ impl Metrics {
     }
 
     pub fn render(&self, state: &State) -> String {
-        self.sync(state);
+        {
+            let _one = self.sync_lock.lock();
+            self.sync(state);
+        }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
@@ -508,19 +519,31 @@ async fn admin(
     })
 }
 
+/// Admin connections served at once (scrapers and probes are few).
+const ADMIN_CONNECTIONS: usize = 64;
+
 /// Serves the admin endpoints (plain HTTP, meant for a private address) until the process ends.
 pub async fn serve_admin(listener: tokio::net::TcpListener, state: Arc<State>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let st = state.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = service_fn(move |req| admin(st.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            // A connection lives at most a minute.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await;
         });
     }
 }

@@ -187,18 +187,28 @@ pub async fn serve(
             });
         }
     }
-    drop(listeners);
-    prober.abort();
     state
         .metrics
         .draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(listeners);
+    prober.abort();
     tracing::info!("shutting down: draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(Duration::from_secs(server.shutdown_grace_secs)) => {
             tracing::warn!("grace period over; closing remaining connections");
         }
+    }
+    // Write what the audit queue holds and seal the log.
+    if state.audit.is_some() {
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(a) = st.audit.as_ref() {
+                a.shutdown();
+            }
+        })
+        .await;
     }
     Ok(())
 }

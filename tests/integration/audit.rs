@@ -189,6 +189,44 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
             "{}",
             String::from_utf8_lossy(&ok.stdout)
         );
+        // Cut back to an earlier checkpoint: the chain verifies, the head does not.
+        let cp = lines
+            .iter()
+            .rposition(|l| l.contains("\"checkpoint\""))
+            .expect("checkpoint");
+        let earlier = lines[..cp]
+            .iter()
+            .rposition(|l| l.contains("\"checkpoint\""));
+        if let Some(e) = earlier {
+            let head = chmura_proxy::audit::sha256_hex(lines[cp].as_bytes());
+            let cut = check(join(lines[..=e].to_vec()));
+            let with_head = |log: std::path::PathBuf, head: String| {
+                let cfg = cfg.clone();
+                let bin = bin.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        std::process::Command::new(bin)
+                            .args(["audit", "verify", "--config"])
+                            .arg(cfg)
+                            .args(["--head", &head])
+                            .arg(log)
+                            .output()
+                            .expect("run")
+                    })
+                    .await
+                    .expect("join")
+                }
+            };
+            assert!(with_head(path.clone(), head.clone()).await.status.success());
+            assert!(
+                run(cut.clone()).await.status.success(),
+                "a cut at a checkpoint verifies alone"
+            );
+            assert!(
+                !with_head(cut, head).await.status.success(),
+                "but not against the head"
+            );
+        }
         let mut v = lines.clone();
         v.remove(2);
         let bad = run(check(join(v))).await;
