@@ -267,10 +267,10 @@ fn audit_verify(a: &[String]) -> ExitCode {
                     let last = files
                         .last()
                         .and_then(|f| std::fs::read(f).ok())
-                        .and_then(|b| {
+                        .map(|b| {
                             let body = b.strip_suffix(b"\n").unwrap_or(&b).to_vec();
                             let start = body.iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1);
-                            Some(chmura_proxy::audit::sha256_hex(&body[start..]))
+                            chmura_proxy::audit::sha256_hex(&body[start..])
                         })
                         .unwrap_or_default();
                     if last != want.trim() {
