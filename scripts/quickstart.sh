@@ -22,7 +22,7 @@ proxying to the local store on http://127.0.0.1:9000. Try, in another shell:
   AWS_SECRET_ACCESS_KEY=\$(cat "$DIR/tenant.secret") AWS_DEFAULT_REGION=us-east-1 \\
   aws --endpoint-url https://localhost:8443 --ca-bundle "$DIR/ca.pem" s3 mb s3://demo
   # then: aws ... s3 cp ./some-file s3://demo/   and   aws ... s3 ls s3://demo/
-  # (objects are encrypted; files over 8 MiB need multipart, not supported with encryption yet)
+  # (objects are encrypted in the store; large files go up as encrypted multipart uploads)
 
 (aws cli: scripts/install-tools.sh puts one in .tools/venv/bin/aws.)
 MSG

@@ -64,6 +64,22 @@ policy_files = ["dev-policy.json"]
             ),
         )
         .expect("write config");
+    } else {
+        // A folder from before tenants needed a policy: give the dev tenant its allow-all one
+        // (the tenant is the config's last table).
+        let text = std::fs::read_to_string(&config).expect("read config");
+        if !text.contains("policy_files") {
+            std::fs::write(dir.join("dev-policy.json"), chmura_tests::ALLOW_ALL_POLICY)
+                .expect("policy");
+            std::fs::write(
+                &config,
+                format!(
+                    "{}\npolicy_files = [\"dev-policy.json\"]\n",
+                    text.trim_end()
+                ),
+            )
+            .expect("write config");
+        }
     }
     let store = Store::start_on(&dir.join("store"), ("127.0.0.1", port)).await;
     eprintln!(
