@@ -203,8 +203,8 @@ pub async fn handle(
         .metrics
         .full_duration
         .with_label_values(&[ctx.op.map(Op::name).unwrap_or("-")]);
-    let resp = resp.map(|b| crate::metrics::TimedBody::new(b, hist, started).boxed_unsync());
-    if let Some(slot) = audit_slot {
+    // The audit record is completed (bytes sent, how the body ended) when the body ends.
+    let audit = audit_slot.map(|slot| {
         use serde_json::Value;
         let mut r = crate::audit::Record::new();
         let opt = |v: &Option<String>| v.clone().map(Value::from).unwrap_or(Value::Null);
@@ -234,25 +234,19 @@ pub async fn handle(
             error_code.map(Value::from).unwrap_or(Value::Null),
         );
         r.insert("bytes_in".into(), ctx.bytes_in.into());
-        r.insert(
-            "bytes_out".into(),
-            content_length(resp.headers()).unwrap_or(0).into(),
-        );
-        r.insert(
-            "duration_ms".into(),
-            (started.elapsed().as_secs_f64() * 1000.0).into(),
-        );
         r.insert("upstream_request_id".into(), opt(&ctx.upstream_request_id));
         r.insert("kms_key_id".into(), opt(&ctx.kms_key));
-        slot.send(r);
-    }
+        (slot, r)
+    });
+    let status = resp.status().as_u16();
+    let resp = resp.map(|b| crate::metrics::TimedBody::new(b, hist, started, audit).boxed_unsync());
     tracing::info!(
         request_id = %request_id,
         peer = %conn.peer,
         tenant = ctx.tenant.as_deref().unwrap_or("-"),
         op = ctx.op.map(Op::name).unwrap_or("-"),
         tls = ctx.tls,
-        status = resp.status().as_u16(),
+        status,
         ms = started.elapsed().as_millis() as u64,
         "request"
     );

@@ -399,27 +399,49 @@ impl Metrics {
     }
 }
 
-/// A response body that reports, once, how long the whole response took.
+/// A response body that reports, once, how long the whole response took and how it ended;
+/// it also carries the request's audit record, sent then with the bytes actually sent.
 pub struct TimedBody<B> {
     inner: std::pin::Pin<Box<B>>,
     hist: prometheus::Histogram,
     started: std::time::Instant,
     done: bool,
+    sent: u64,
+    /// The body's exact length when known (hyper stops polling once it is sent).
+    expected: Option<u64>,
+    audit: Option<(crate::audit::Slot, crate::audit::Record)>,
 }
 
-impl<B> TimedBody<B> {
-    pub fn new(inner: B, hist: prometheus::Histogram, started: std::time::Instant) -> Self {
+impl<B: http_body::Body> TimedBody<B> {
+    pub fn new(
+        inner: B,
+        hist: prometheus::Histogram,
+        started: std::time::Instant,
+        audit: Option<(crate::audit::Slot, crate::audit::Record)>,
+    ) -> Self {
+        let expected = inner.size_hint().exact();
         TimedBody {
             inner: Box::pin(inner),
             hist,
             started,
             done: false,
+            sent: 0,
+            expected,
+            audit,
         }
     }
-    fn finish(&mut self) {
-        if !self.done {
-            self.done = true;
-            self.hist.observe(self.started.elapsed().as_secs_f64());
+    fn finish(&mut self, outcome: &str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let secs = self.started.elapsed().as_secs_f64();
+        self.hist.observe(secs);
+        if let Some((slot, mut r)) = self.audit.take() {
+            r.insert("bytes_out".into(), self.sent.into());
+            r.insert("body".into(), outcome.into());
+            r.insert("duration_ms".into(), (secs * 1000.0).into());
+            slot.send(r);
         }
     }
 }
@@ -433,11 +455,15 @@ impl<B: http_body::Body> http_body::Body for TimedBody<B> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let r = self.inner.as_mut().poll_frame(cx);
-        if matches!(
-            r,
-            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))
-        ) {
-            self.finish();
+        match &r {
+            std::task::Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.sent += bytes::Buf::remaining(d) as u64;
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_))) => self.finish("error"),
+            std::task::Poll::Ready(None) => self.finish("complete"),
+            std::task::Poll::Pending => {}
         }
         r
     }
@@ -453,7 +479,23 @@ impl<B: http_body::Body> http_body::Body for TimedBody<B> {
 
 impl<B> Drop for TimedBody<B> {
     fn drop(&mut self) {
-        self.finish();
+        if !self.done {
+            self.done = true;
+            let secs = self.started.elapsed().as_secs_f64();
+            self.hist.observe(secs);
+            if let Some((slot, mut r)) = self.audit.take() {
+                // Sent in full (hyper stops at the length) or not read to the end.
+                let outcome = if self.expected == Some(self.sent) {
+                    "complete"
+                } else {
+                    "abandoned"
+                };
+                r.insert("bytes_out".into(), self.sent.into());
+                r.insert("body".into(), outcome.into());
+                r.insert("duration_ms".into(), (secs * 1000.0).into());
+                slot.send(r);
+            }
+        }
     }
 }
 

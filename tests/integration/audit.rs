@@ -110,6 +110,7 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
     assert_eq!(put["kms_key_id"], "main");
     assert_eq!(records[1]["operation"], "GetObject");
     assert_eq!(records[1]["bytes_out"], 18);
+    assert_eq!(records[1]["body"], "complete");
     assert_eq!(records[2]["status"], 403);
     assert!(records[2]["decision"]
         .as_str()
