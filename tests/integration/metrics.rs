@@ -206,7 +206,8 @@ async fn a_scripted_mix_is_counted_under_the_right_labels() {
     );
     assert_eq!(value(&after, "chmura_requests_in_flight", &[]), 0.0);
     assert_eq!(value(&after, "chmura_build_info", &[]), 1.0);
-    assert!(delta("chmura_tls_handshakes_total", &[("version", "1.3")]) >= 3.0);
+    // The SDK's pooled connection(s) and the raw request's own.
+    assert!(delta("chmura_tls_handshakes_total", &[("version", "1.3")]) >= 2.0);
     // Ciphertext to the store: 7 plaintext bytes become 35 per PUT.
     assert!(delta("chmura_upstream_bytes_total", &[("direction", "out")]) >= 70.0);
     assert!(
