@@ -277,17 +277,8 @@ pub fn needs_existing_tags(policies: &[Policy]) -> bool {
 }
 
 fn iso8601(secs: i64) -> String {
-    let s = crate::auth::format_amz_date(
+    crate::auth::format_iso8601(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
-    );
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
     )
 }
 

@@ -153,16 +153,7 @@ impl Audit {
 }
 
 pub fn now_iso() -> String {
-    let s = crate::auth::format_amz_date(std::time::SystemTime::now());
-    format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &s[0..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
-    )
+    crate::auth::format_iso8601(std::time::SystemTime::now())
 }
 
 struct Writer {

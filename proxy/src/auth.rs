@@ -609,6 +609,20 @@ pub fn format_amz_date(t: std::time::SystemTime) -> String {
     )
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` (S3's XML timestamps, audit lines, aws:CurrentTime).
+pub fn format_iso8601(t: std::time::SystemTime) -> String {
+    let s = format_amz_date(t);
+    format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &s[0..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15]
+    )
+}
+
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719468;
     let era = if z >= 0 { z } else { z - 146096 } / 146097;

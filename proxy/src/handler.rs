@@ -1026,11 +1026,11 @@ async fn handle_inner(
         for obj in multipart::tag_values(&xml, "Object") {
             let key = multipart::tag_values(obj, "Key")
                 .first()
-                .map(|k| xml_unescape(k))
+                .map(|k| multipart::unescape(k))
                 .unwrap_or_default();
             let version = multipart::tag_values(obj, "VersionId")
                 .first()
-                .map(|v| xml_unescape(v));
+                .map(|v| multipart::unescape(v));
             let check = access::Check {
                 action: if version.is_some() {
                     "s3:DeleteObjectVersion"
@@ -1983,21 +1983,7 @@ async fn upload_part_copy(
         }
         get = get.header(http::header::RANGE, r.trim());
     }
-    for (from, to) in [
-        ("x-amz-copy-source-if-match", http::header::IF_MATCH),
-        (
-            "x-amz-copy-source-if-none-match",
-            http::header::IF_NONE_MATCH,
-        ),
-        (
-            "x-amz-copy-source-if-modified-since",
-            http::header::IF_MODIFIED_SINCE,
-        ),
-        (
-            "x-amz-copy-source-if-unmodified-since",
-            http::header::IF_UNMODIFIED_SINCE,
-        ),
-    ] {
+    for (from, to) in COPY_SOURCE_CONDITIONS {
         if let Some(v) = header_str(headers, from) {
             let v = if from.ends_with("match") {
                 etag::to_store(v)
@@ -2083,16 +2069,7 @@ async fn upload_part_copy(
         .and_then(|v| v.to_str().ok())
         .map(etag::present)
         .unwrap_or_default();
-    let stamp = auth::format_amz_date(SystemTime::now());
-    let modified = format!(
-        "{}-{}-{}T{}:{}:{}.000Z",
-        &stamp[0..4],
-        &stamp[4..6],
-        &stamp[6..8],
-        &stamp[9..11],
-        &stamp[11..13],
-        &stamp[13..15]
-    );
+    let modified = auth::format_iso8601(SystemTime::now()).replace('Z', ".000Z");
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{modified}</LastModified><ETag>{}</ETag></CopyPartResult>",
         crate::error::xml_escape(&etag)
@@ -2111,15 +2088,21 @@ async fn upload_part_copy(
     Ok(resp)
 }
 
-/// Headers a CopyObject with `x-amz-metadata-directive: COPY` takes from its source.
-const COPIED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-encoding",
-    "content-disposition",
-    "content-language",
-    "cache-control",
-    "expires",
-    "x-amz-website-redirect-location",
+/// Copy-source conditions and the read conditions they are evaluated as.
+const COPY_SOURCE_CONDITIONS: [(&str, HeaderName); 4] = [
+    ("x-amz-copy-source-if-match", http::header::IF_MATCH),
+    (
+        "x-amz-copy-source-if-none-match",
+        http::header::IF_NONE_MATCH,
+    ),
+    (
+        "x-amz-copy-source-if-modified-since",
+        http::header::IF_MODIFIED_SINCE,
+    ),
+    (
+        "x-amz-copy-source-if-unmodified-since",
+        http::header::IF_UNMODIFIED_SINCE,
+    ),
 ];
 
 /// CopyObject of an encrypted object: HEAD the source, evaluate the copy-source conditions,
@@ -2175,21 +2158,7 @@ async fn prepare_copy(
     // The copy-source conditions, evaluated on what was just read (then the copy is pinned
     // to that ETag).
     let mut cond = HeaderMap::new();
-    for (from, to) in [
-        ("x-amz-copy-source-if-match", http::header::IF_MATCH),
-        (
-            "x-amz-copy-source-if-none-match",
-            http::header::IF_NONE_MATCH,
-        ),
-        (
-            "x-amz-copy-source-if-modified-since",
-            http::header::IF_MODIFIED_SINCE,
-        ),
-        (
-            "x-amz-copy-source-if-unmodified-since",
-            http::header::IF_UNMODIFIED_SINCE,
-        ),
-    ] {
+    for (from, to) in COPY_SOURCE_CONDITIONS {
         if let Some(v) = up_req.headers_mut().remove(from) {
             cond.insert(to, v);
         }
@@ -2236,13 +2205,8 @@ async fn prepare_copy(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"));
     if !replace {
-        for (n, v) in hp.headers.iter() {
-            let name = n.as_str();
-            if (name.starts_with("x-amz-meta-") && !name.starts_with(CHMURA_META_PREFIX))
-                || COPIED_HEADERS.contains(&name)
-            {
-                h.insert(n.clone(), v.clone());
-            }
+        for (n, v) in multipart::copied_headers(&hp.headers) {
+            h.insert(n, v);
         }
     }
     h.insert(
@@ -2498,22 +2462,14 @@ async fn object_tags(
     Ok(multipart::tag_values(&xml, "Tag")
         .iter()
         .filter_map(|t| {
-            let k = xml_unescape(multipart::tag_values(t, "Key").first()?);
+            let k = multipart::unescape(multipart::tag_values(t, "Key").first()?);
             let v = multipart::tag_values(t, "Value")
                 .first()
-                .map(|v| xml_unescape(v))
+                .map(|v| multipart::unescape(v))
                 .unwrap_or_default();
             Some((k, v))
         })
         .collect())
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
 }
 
 /// A DeleteResult with AccessDenied errors for `denied` added (to the store's result, or

@@ -58,23 +58,12 @@ pub fn copy_source(tenant: &Tenant, value: &str) -> Result<Option<String>, S3Err
     })?;
     let u = resolve(tenant, &b)?.ok_or_else(denied)?;
     let key = upstream_key(&u, &k)?;
-    let enc = percent_encoding::utf8_percent_encode(&key, COPY_SOURCE).to_string();
-    Ok(Some(match v {
-        Some(v) => format!(
-            "/{}/{enc}?versionId={}",
-            u.upstream_bucket,
-            percent_encoding::utf8_percent_encode(&v, COPY_SOURCE)
-        ),
-        None => format!("/{}/{enc}", u.upstream_bucket),
-    }))
+    Ok(Some(crate::multipart::copy_source_value(
+        &u.upstream_bucket,
+        &key,
+        v.as_deref(),
+    )))
 }
-
-const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
 
 /// Rewrites listing parameters: prefix and markers gain the mapping prefix; continuation
 /// tokens are unwrapped.

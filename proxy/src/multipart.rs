@@ -223,7 +223,8 @@ pub fn parse_complete(xml: &str) -> Result<Vec<CompletePart>, S3Error> {
     Ok(parts)
 }
 
-fn unescape(s: &str) -> String {
+/// XML text → string (the five predefined entities and `&#34;`).
+pub fn unescape(s: &str) -> String {
     s.replace("&quot;", "\"")
         .replace("&#34;", "\"")
         .replace("&apos;", "'")
@@ -374,6 +375,47 @@ pub fn parse_copy_source(v: &str) -> Option<(String, String, Option<String>)> {
         None => None,
     };
     Some((bucket, key, version))
+}
+
+/// Headers a copy with `x-amz-metadata-directive: COPY` (or a self-copy) takes from its
+/// source: user metadata other than Chmura's, and the content headers.
+pub fn copied_headers(source: &http::HeaderMap) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    const CONTENT: &[&str] = &[
+        "content-type",
+        "content-encoding",
+        "content-disposition",
+        "content-language",
+        "cache-control",
+        "expires",
+        "x-amz-website-redirect-location",
+    ];
+    source
+        .iter()
+        .filter(|(n, _)| {
+            let name = n.as_str();
+            (name.starts_with("x-amz-meta-") && !name.starts_with("x-amz-meta-chmura-"))
+                || CONTENT.contains(&name)
+        })
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// An `x-amz-copy-source` value naming `bucket`/`key` (and a version).
+pub fn copy_source_value(bucket: &str, key: &str, version: Option<&str>) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    let enc = percent_encoding::utf8_percent_encode(key, SET);
+    match version {
+        Some(v) => format!(
+            "/{bucket}/{enc}?versionId={}",
+            percent_encoding::utf8_percent_encode(v, SET)
+        ),
+        None => format!("/{bucket}/{enc}"),
+    }
 }
 
 /// Byte offset of chunk `g` in the stored object.

@@ -47,19 +47,6 @@ pub struct Summary {
     pub stopped_after: Option<String>,
 }
 
-const META_PREFIX: &str = "x-amz-meta-chmura-";
-
-/// Headers a self-copy keeps (with `x-amz-meta-*` that are not Chmura's).
-const KEPT: &[&str] = &[
-    "content-type",
-    "content-encoding",
-    "content-disposition",
-    "content-language",
-    "cache-control",
-    "expires",
-    "x-amz-website-redirect-location",
-];
-
 async fn send_empty(
     state: &State,
     method: Method,
@@ -131,7 +118,7 @@ pub async fn run(
             .filter_map(|c| {
                 multipart::tag_values(c, "Key")
                     .first()
-                    .map(|k| xml_unescape(k))
+                    .map(|k| multipart::unescape(k))
             })
             .collect();
         for key in keys {
@@ -170,7 +157,7 @@ pub async fn run(
             .is_some_and(|v| v.trim() == "true");
         let next = multipart::tag_values(&xml, "NextContinuationToken")
             .first()
-            .map(|v| xml_unescape(v));
+            .map(|v| multipart::unescape(v));
         match next {
             Some(n) if truncated && !n.is_empty() => token = Some(n),
             _ => break,
@@ -178,14 +165,6 @@ pub async fn run(
     }
     sum.stopped_after = None;
     Ok(sum)
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
 }
 
 enum Outcome {
@@ -244,25 +223,13 @@ async fn rekey_one(
         wrapped_key: wrapped,
         ..env
     };
-    let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
-    for (n, v) in hp.headers.iter() {
-        let name = n.as_str();
-        if (name.starts_with("x-amz-meta-") && !name.starts_with(META_PREFIX))
-            || KEPT.contains(&name)
-        {
-            headers.push((n.clone(), v.clone()));
-        }
-    }
+    let mut headers = multipart::copied_headers(&hp.headers);
     for (name, value) in new_env.to_metadata() {
         let n = HeaderName::from_bytes(format!("x-amz-meta-{name}").as_bytes())
             .map_err(|e| e.to_string())?;
         headers.push((n, HeaderValue::from_str(&value).map_err(|e| e.to_string())?));
     }
-    let source = format!(
-        "/{}/{}",
-        opts.bucket,
-        percent_encoding::utf8_percent_encode(key, COPY_SOURCE)
-    );
+    let source = multipart::copy_source_value(&opts.bucket, key, None);
     headers.push((
         HeaderName::from_static("x-amz-copy-source"),
         HeaderValue::from_str(&source).map_err(|e| e.to_string())?,
@@ -292,11 +259,3 @@ async fn rekey_one(
     }
     Ok(Outcome::Rekeyed)
 }
-
-/// Characters percent-encoded in an `x-amz-copy-source` key (all but unreserved and `/`).
-const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
