@@ -35,12 +35,21 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
         .send()
         .await
         .expect("put");
-    s3.get_object()
+    // Read the body to the end: the record counts the bytes actually sent, and a body the
+    // client drops unread may legitimately be recorded as abandoned.
+    let got = s3
+        .get_object()
         .bucket("aud")
         .key("ok/a.txt")
         .send()
         .await
-        .expect("get");
+        .expect("get")
+        .body
+        .collect()
+        .await
+        .expect("get body")
+        .into_bytes();
+    assert_eq!(&got[..], b"audited body bytes");
     let e = s3
         .put_object()
         .bucket("aud")

@@ -103,12 +103,17 @@ async fn a_scripted_mix_is_counted_under_the_right_labels() {
             .await
             .expect("put");
     }
+    // Read to the end so the request's metrics are recorded before the scrape below.
     s3.get_object()
         .bucket("met")
         .key("ok/a")
         .send()
         .await
-        .expect("get");
+        .expect("get")
+        .body
+        .collect()
+        .await
+        .expect("get body");
     let e = s3
         .put_object()
         .bucket("met")
