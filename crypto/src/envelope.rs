@@ -233,6 +233,8 @@ pub mod meta {
     pub const PLAIN_LENGTH: &str = "chmura-len";
     /// Present (value `1`) on multipart objects instead of `chmura-len` (§13).
     pub const MULTIPART: &str = "chmura-mp";
+    /// The client's plaintext checksum, sealed (§8): `<ALGORITHM> <base64>`.
+    pub const CHECKSUM: &str = "chmura-ck";
 }
 
 /// The per-object envelope as stored in metadata (§8).
@@ -247,12 +249,15 @@ pub struct ObjectHeader {
     pub plain_len: u64,
     /// Written by a multipart upload (§13): no stored length, chunk identities in the nonces.
     pub multipart: bool,
+    /// The client's plaintext checksum sealed under the content key (§8), as stored:
+    /// `<ALGORITHM> <base64 of ObjectKey::seal_value(ALGORITHM, digest)>`.
+    pub checksum: Option<String>,
 }
 
 impl ObjectHeader {
     /// The metadata pairs (name without `x-amz-meta-`, value).
     pub fn to_metadata(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut v = vec![
             (meta::VERSION, crate::FORMAT_VERSION.to_string()),
             (meta::KEY_ID, self.key_id.clone()),
             (meta::WRAPPED_KEY, b64::encode(&self.wrapped_key)),
@@ -263,7 +268,11 @@ impl ObjectHeader {
             } else {
                 (meta::PLAIN_LENGTH, self.plain_len.to_string())
             },
-        ]
+        ];
+        if let Some(c) = &self.checksum {
+            v.push((meta::CHECKSUM, c.clone()));
+        }
+        v
     }
 
     /// Reads the header through `get(name)`. `Ok(None)`: the object carries no Chmura
@@ -298,6 +307,7 @@ impl ObjectHeader {
                     .map_err(|_| CryptoError::Metadata(meta::PLAIN_LENGTH))?,
             },
             multipart: get(meta::MULTIPART).is_some(),
+            checksum: get(meta::CHECKSUM).map(|v| v.trim().to_string()),
         }))
     }
 }
@@ -418,10 +428,12 @@ mod tests {
             commitment: [6; 32],
             plain_len: 77,
             multipart: false,
+            checksum: Some("SHA256 AAAA".into()),
         };
         let mp = ObjectHeader {
             plain_len: 0,
             multipart: true,
+            checksum: None,
             ..h.clone()
         };
         let md = mp.to_metadata();

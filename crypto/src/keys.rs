@@ -14,6 +14,7 @@ pub const COMMITMENT_LEN: usize = 32;
 
 const INFO_CONTENT: &[u8] = b"chmura/v1 content key";
 const INFO_COMMIT: &[u8] = b"chmura/v1 key commitment";
+const VALUE_AAD: &[u8] = b"chmura/v1 value ";
 
 struct Len(usize);
 impl hkdf::KeyType for Len {
@@ -58,6 +59,49 @@ impl ObjectKey {
         &self.commitment
     }
 
+    /// Seals a small value stored beside the object (FORMAT.md §8, the plaintext checksum):
+    /// `nonce(12) || AES-GCM-Seal(CK, nonce, "chmura/v1 value" || label, value) || tag`.
+    pub fn seal_value(&self, label: &str, value: &[u8]) -> Vec<u8> {
+        let nonce = random::<12>();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(value);
+        let aad = [VALUE_AAD, label.as_bytes()].concat();
+        // Sealing fails only for inputs over 2^36 bytes.
+        #[allow(clippy::expect_used)]
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad.as_slice()),
+                &mut out[12..],
+            )
+            .expect("AES-GCM seal of a small value");
+        out.extend_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Opens a value sealed by [`ObjectKey::seal_value`] with the same `label`.
+    pub fn open_value(&self, label: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < 28 {
+            return Err(CryptoError::Metadata("sealed value"));
+        }
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&sealed[..12]);
+        let mut buf = sealed[12..].to_vec();
+        let aad = [VALUE_AAD, label.as_bytes()].concat();
+        let n = self
+            .aead
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad.as_slice()),
+                &mut buf,
+            )
+            .map_err(|_| CryptoError::Metadata("sealed value"))?
+            .len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+
     /// Checks a stored commitment in constant time.
     pub fn verify_commitment(&self, stored: &[u8]) -> Result<(), CryptoError> {
         if stored.len() == COMMITMENT_LEN
@@ -98,6 +142,26 @@ mod tests {
         assert_eq!(
             a.verify_commitment(&[0; 5]),
             Err(CryptoError::CommitmentMismatch)
+        );
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_label() {
+        let a = ObjectKey::derive(&[1; 32], &[2; 32]);
+        let b = ObjectKey::derive(&[1; 32], &[3; 32]);
+        let sealed = a.seal_value("SHA256", b"digest bytes");
+        assert_eq!(sealed.len(), 12 + 12 + 16);
+        assert_eq!(a.open_value("SHA256", &sealed).unwrap(), b"digest bytes");
+        assert!(a.open_value("CRC32", &sealed).is_err(), "label");
+        assert!(b.open_value("SHA256", &sealed).is_err(), "key");
+        let mut flipped = sealed.clone();
+        flipped[13] ^= 1;
+        assert!(a.open_value("SHA256", &flipped).is_err(), "bit flip");
+        assert!(a.open_value("SHA256", &sealed[..20]).is_err(), "short");
+        assert_ne!(
+            sealed,
+            a.seal_value("SHA256", b"digest bytes"),
+            "fresh nonce"
         );
     }
 }

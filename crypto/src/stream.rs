@@ -230,6 +230,9 @@ pub struct Opener<K> {
     /// Multipart object (§13): chunk identities come from the nonces and are checked against
     /// their place; `k` is the chunk count of every part but the last, once known.
     multi: bool,
+    /// Reading exactly part `part` of a multipart object, its length known (§13, irregular
+    /// layouts): every chunk must say it is chunk `next` of `part`.
+    exact: bool,
     k: Option<u64>,
     next: u64,
     end: u64,
@@ -257,6 +260,7 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
             key,
             part,
             multi: false,
+            exact: false,
             k: None,
             next: first_chunk,
             end: first_chunk + chunks,
@@ -296,6 +300,15 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
         o
     }
 
+    /// Opener for the whole of multipart part `part` (1..=10000) of `plain_len` plaintext
+    /// bytes, for reading an object whose part sizes are known (§13, irregular layouts).
+    pub fn part(key: K, part: u32, plain_len: u64) -> Self {
+        let mut o = Opener::whole(key, part, plain_len);
+        o.multi = true;
+        o.exact = true;
+        o
+    }
+
     /// Requires every part but the last to have `k` chunks (a layout learned elsewhere, for
     /// reading one part).
     pub fn with_part_chunks(mut self, k: u64) -> Self {
@@ -308,6 +321,10 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
     /// chunk cannot be at this place.
     fn place(&self, g: u64, p: u32, i: u64, last: bool) -> Option<(u64, Option<u64>)> {
         let total = self.last_index + 1;
+        if self.exact {
+            let ok = p == self.part && i == g && last == (g == self.last_index);
+            return ok.then_some((if p == 1 { 0 } else { total }, None));
+        }
         if p == 0 || p > MAX_PART {
             return None;
         }
@@ -455,6 +472,94 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
             });
         }
         Ok(())
+    }
+}
+
+/// A decryptor fed ciphertext as it streams: [`Opener`] for one run of chunks,
+/// [`PartsOpener`] for a multipart object read part by part.
+pub trait Open: Send {
+    /// Feeds ciphertext; verified plaintext goes to `out`.
+    fn push(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError>;
+    /// Plaintext bytes still to deliver.
+    fn remaining(&self) -> u64;
+    /// Ends the ciphertext: everything expected must have arrived.
+    fn finish(&self) -> Result<(), CryptoError>;
+}
+
+impl<K: std::ops::Deref<Target = ObjectKey> + Send> Open for Opener<K> {
+    fn push(&mut self, data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+        Opener::push(self, data, out)
+    }
+    fn remaining(&self) -> u64 {
+        Opener::remaining(self)
+    }
+    fn finish(&self) -> Result<(), CryptoError> {
+        Opener::finish(self)
+    }
+}
+
+/// Opens a whole multipart object whose parts are known, in order, as `(part number,
+/// plaintext length)` (§13, irregular layouts): each part's ciphertext is exactly
+/// `ciphertext_len(len)` bytes and every chunk must carry its part's identity.
+pub struct PartsOpener<K> {
+    key: K,
+    parts: std::collections::VecDeque<(u32, u64)>,
+    current: Option<(Opener<K>, u64)>,
+    /// Plaintext bytes of the parts not started yet.
+    later: u64,
+}
+
+impl<K: std::ops::Deref<Target = ObjectKey> + Clone> PartsOpener<K> {
+    pub fn new(key: K, parts: &[(u32, u64)]) -> Self {
+        PartsOpener {
+            key,
+            parts: parts.iter().copied().collect(),
+            current: None,
+            later: parts.iter().map(|(_, l)| *l).sum(),
+        }
+    }
+}
+
+impl<K: std::ops::Deref<Target = ObjectKey> + Clone + Send> Open for PartsOpener<K> {
+    fn push(&mut self, mut data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+        while !data.is_empty() {
+            if self.current.as_ref().is_none_or(|(_, left)| *left == 0) {
+                if let Some((o, _)) = &self.current {
+                    o.finish()?;
+                }
+                let Some((part, len)) = self.parts.pop_front() else {
+                    return Err(CryptoError::TooLong);
+                };
+                self.later -= len;
+                self.current = Some((
+                    Opener::part(self.key.clone(), part, len),
+                    crate::layout::ciphertext_len(len),
+                ));
+            }
+            let Some((o, left)) = self.current.as_mut() else {
+                return Err(CryptoError::TooLong);
+            };
+            let n = (*left).min(data.len() as u64) as usize;
+            o.push(&data[..n], out)?;
+            *left -= n as u64;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    fn remaining(&self) -> u64 {
+        self.later + self.current.as_ref().map_or(0, |(o, _)| o.remaining())
+    }
+
+    fn finish(&self) -> Result<(), CryptoError> {
+        match &self.current {
+            Some((o, 0)) if self.parts.is_empty() => o.finish(),
+            None if self.parts.is_empty() => Ok(()),
+            _ => Err(CryptoError::Truncated {
+                got: 0,
+                want: self.parts.len() as u64 + 1,
+            }),
+        }
     }
 }
 
@@ -690,6 +795,76 @@ mod tests {
         let single = seal_all(&k, 0, &data[..2 * c], 10_000);
         let ct = [single.as_slice(), p2, p3, p4].concat();
         assert!(open_mp(&k, data.len() as u64, &ct).is_err());
+    }
+
+    /// Seals `sizes` as parts `numbers` of one upload and opens them with [`PartsOpener`].
+    fn irregular(k: &ObjectKey, numbers: &[u32], sizes: &[usize]) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let data = body(sizes.iter().sum());
+        let mut at = 0;
+        let parts = numbers
+            .iter()
+            .zip(sizes)
+            .map(|(n, len)| {
+                let ct = seal_all(k, *n, &data[at..at + len], 7_000);
+                at += len;
+                ct
+            })
+            .collect();
+        (data, parts)
+    }
+
+    fn open_parts(k: &ObjectKey, table: &[(u32, u64)], ct: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut o = PartsOpener::new(k, table);
+        let mut out = Vec::new();
+        for piece in ct.chunks(4099) {
+            Open::push(&mut o, piece, &mut out)?;
+        }
+        Open::finish(&o)?;
+        Ok(out.concat())
+    }
+
+    #[test]
+    fn irregular_parts_open_with_their_table_and_nothing_else() {
+        let k = key();
+        let c = CHUNK as usize;
+        let numbers = [1, 3, 7, 8];
+        let sizes = [2 * c + 5, c - 1, 3 * c, 0];
+        let (data, parts) = irregular(&k, &numbers, &sizes);
+        let table: Vec<(u32, u64)> = numbers
+            .iter()
+            .zip(sizes)
+            .map(|(n, s)| (*n, s as u64))
+            .collect();
+        let ct = parts.concat();
+        assert_eq!(open_parts(&k, &table, &ct).unwrap(), data);
+        let mut o = PartsOpener::new(&k, &table);
+        assert_eq!(Open::remaining(&o), data.len() as u64);
+        let mut out = Vec::new();
+        Open::push(&mut o, &ct[..100_000], &mut out).unwrap();
+        assert_eq!(
+            Open::remaining(&o) + out.iter().map(|b| b.len() as u64).sum::<u64>(),
+            data.len() as u64
+        );
+        // A wrong table, swapped parts, a missing part or extra bytes all fail.
+        let mut wrong = table.clone();
+        wrong[0].1 += 1;
+        wrong[1].1 -= 1;
+        assert!(open_parts(&k, &wrong, &ct).is_err(), "sizes shifted");
+        let mut renumbered = table.clone();
+        renumbered[1].0 = 2;
+        assert!(open_parts(&k, &renumbered, &ct).is_err(), "part number");
+        let swapped = [parts[1].as_slice(), &parts[0], &parts[2], &parts[3]].concat();
+        assert!(open_parts(&k, &table, &swapped).is_err(), "swapped");
+        assert!(
+            open_parts(&k, &table, &ct[..ct.len() - 28]).is_err(),
+            "last part dropped"
+        );
+        let mut longer = ct.clone();
+        longer.push(0);
+        assert!(open_parts(&k, &table, &longer).is_err(), "appended");
+        // A single-part object does not open as a part.
+        let single = seal_all(&k, 0, &data[..sizes[0]], 7_000);
+        assert!(open_parts(&k, &table[..1], &single).is_err());
     }
 
     proptest! {

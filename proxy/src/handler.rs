@@ -897,6 +897,7 @@ async fn handle_inner(
 
     let slot = FailureSlot::default();
     let idle = Duration::from_secs(server.body_idle_timeout_secs);
+    let header_checksum = exp.checksum.clone();
     let verified: Option<UpstreamBody> = if has_body {
         let vb = VerifyingBody::new(body, decoder, exp, slot.clone(), idle);
         if upstream_len == 0 {
@@ -914,6 +915,9 @@ async fn handle_inner(
     let mut denied_deletes: Vec<(String, Option<String>)> = Vec::new();
     // The composite of the plaintext part checksums the client stated at Complete.
     let mut complete_checksum: Option<(String, String)> = None;
+    // An upload completed off the grid: its parts, rewritten onto the grid after the store
+    // assembled them (FORMAT.md §13).
+    let mut irregular: Option<Vec<(u32, u64)>> = None;
     // A new envelope for a PUT or a new multipart upload: a fresh data key and salt.
     let mut created: Option<(ObjectHeader, Arc<ObjectKey>)> = None;
     if matches!(plan, Plan::Encrypt | Plan::MpCreate) {
@@ -933,6 +937,18 @@ async fn handle_inner(
             commitment: *okey.commitment(),
             plain_len: upstream_len,
             multipart: plan == Plan::MpCreate,
+            // A checksum the client sent as a header is known now and verified before the
+            // body ends; it is kept, sealed, for GET and HEAD with x-amz-checksum-mode.
+            checksum: header_checksum
+                .as_ref()
+                .filter(|_| plan == Plan::Encrypt)
+                .map(|(alg, v)| {
+                    format!(
+                        "{} {}",
+                        alg.name(),
+                        chmura_crypto::envelope::b64::encode(&okey.seal_value(alg.name(), v))
+                    )
+                }),
         };
         let h = up
             .headers_mut()
@@ -1140,7 +1156,21 @@ async fn handle_inner(
         };
         let client_parts = multipart::parse_complete(&String::from_utf8_lossy(&bytes))?;
         let listed = list_upstream_parts(state, bucket_name, &addr.key, &t.upstream_id).await?;
-        let numbers = multipart::check_layout(&client_parts, &listed)?;
+        let layout = multipart::check_layout(&client_parts, &listed)?;
+        let plain_total = layout.plaintext_len(&listed);
+        let numbers: Vec<u32> = match &layout {
+            multipart::Layout::Grid(numbers) => numbers.clone(),
+            multipart::Layout::Irregular(parts) => {
+                if layout::ciphertext_len(plain_total) > MAX_PART_BYTES {
+                    return Err(S3Error::new(
+                        "InvalidPart",
+                        "Chmura stores multipart objects encrypted in 64 KiB chunks; an upload over 5 GiB needs parts numbered 1, 2, 3, … of one size, a multiple of 65536 bytes, except the last, which may be smaller.",
+                    ));
+                }
+                irregular = Some(parts.clone());
+                parts.iter().map(|(n, _)| *n).collect()
+            }
+        };
         complete_checksum = multipart::composite_checksum(&client_parts, &numbers);
         let parts: Vec<(u32, String)> = numbers
             .iter()
@@ -1158,11 +1188,7 @@ async fn handle_inner(
         // x-amz-mp-object-size states the plaintext size; the store would compare it with the
         // ciphertext, so it is checked here and not forwarded.
         if let Some(v) = h.remove("x-amz-mp-object-size") {
-            let total: u64 = numbers
-                .iter()
-                .filter_map(|n| listed.iter().find(|(p, _)| p == n))
-                .filter_map(|(_, size)| layout::plaintext_len(*size).ok())
-                .sum();
+            let total = plain_total;
             if v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(total) {
                 return Err(S3Error::invalid_request(format!(
                     "The provided 'x-amz-mp-object-size' header value {} does not match what was computed: {total}",
@@ -1229,7 +1255,8 @@ async fn handle_inner(
                     return r;
                 }
             }
-            return head_encrypted(state, resp, part_number, &uri).await;
+            let object = (ctx_tenant.name.as_str(), bucket_name, addr.key.as_str());
+            return head_encrypted(state, resp, part_number, &uri, &conditions, object).await;
         }
         _ => {}
     }
@@ -1294,7 +1321,36 @@ async fn handle_inner(
         Plan::MpCreate | Plan::MpComplete | Plan::MpList | Plan::Copy | Plan::Attributes
     ) && rp.status.is_success()
     {
-        let xml = read_small_body(rbody).await?;
+        let mut xml = read_small_body(rbody).await?;
+        if let Some(parts) = irregular
+            .as_ref()
+            .filter(|_| xml.contains("<CompleteMultipartUploadResult"))
+        {
+            let store_etag = multipart::tag_values(&xml, "ETag")
+                .first()
+                .map(|v| multipart::unescape(v))
+                .unwrap_or_default();
+            let version = rp
+                .headers
+                .get("x-amz-version-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let (etag, version) = rewrite_irregular(
+                state,
+                &ctx_tenant.name,
+                bucket_name,
+                &addr.key,
+                parts,
+                &store_etag,
+                version.as_deref(),
+            )
+            .await?;
+            xml = multipart::replace_tag(&xml, "ETag", |_| crate::error::xml_escape(&etag));
+            rp.headers.remove("x-amz-version-id");
+            if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                rp.headers.insert("x-amz-version-id", v);
+            }
+        }
         let xml = match plan {
             Plan::MpCreate => {
                 let (header, _) = created
@@ -1823,10 +1879,16 @@ async fn get_whole(
         .ok_or_else(|| S3Error::internal("upstream GET without length"))?;
     check_length(&mut env, stored)?;
     let okey = open_key(state, &env, tenant, bucket, key).await?;
+    let checksum = if wants_checksum(conditions) {
+        checksum_header(&env, &okey)?
+    } else {
+        None
+    };
     let n = layout::chunk_count(env.plain_len);
     let mut opener = open_chunks(&env, okey, 0, n, 0, env.plain_len);
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
+    add_checksum_header(&mut rp.headers, checksum);
     rp.headers
         .insert(CONTENT_LENGTH, HeaderValue::from(env.plain_len));
     if env.plain_len == 0 {
@@ -2088,6 +2150,175 @@ async fn upload_part_copy(
     Ok(resp)
 }
 
+/// Rewrites an upload the store just assembled off the grid (FORMAT.md §13, irregular
+/// layouts) as a single-part object: reads it back pinned to `etag` (and `version`), opens
+/// each part with its known `(number, plaintext length)`, and seals the plaintext again under
+/// the same data key with a fresh salt, keeping its metadata, headers and tags. The
+/// intermediate object (or version) is removed, also when the rewrite fails, since nothing can
+/// read it. Returns the new object's store ETag and version id.
+async fn rewrite_irregular(
+    state: &State,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+    parts: &[(u32, u64)],
+    etag: &str,
+    version: Option<&str>,
+) -> Result<(String, Option<String>), S3Error> {
+    let result = rewrite_irregular_inner(state, tenant, bucket, key, parts, etag, version).await;
+    let remove = match (&result, version) {
+        (Ok((_, Some(new))), Some(old)) if new != old => Some(Some(old)),
+        (Err(_), v) => Some(v),
+        _ => None,
+    };
+    if let Some(v) = remove {
+        let q = v.map_or(String::new(), |v| {
+            sigv4::canonical_query(&[("versionId".to_string(), v.to_string())], None)
+        });
+        let (uri, host) = state.upstream.uri(Some(bucket), key, &q);
+        let del = Request::builder()
+            .method(Method::DELETE)
+            .uri(&uri)
+            .header(HOST, host)
+            .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+            .map_err(|e| S3Error::internal(format!("rewrite cleanup: {e}")))?;
+        match state.upstream.send(del, false).await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), "could not remove an upload assembled off the grid")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.code, "could not remove an upload assembled off the grid")
+            }
+        }
+    }
+    result
+}
+
+async fn rewrite_irregular_inner(
+    state: &State,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+    parts: &[(u32, u64)],
+    etag: &str,
+    version: Option<&str>,
+) -> Result<(String, Option<String>), S3Error> {
+    let total: u64 = parts.iter().map(|(_, l)| l).sum();
+    let stored: u64 = parts.iter().map(|(_, l)| layout::ciphertext_len(*l)).sum();
+    let q = version.map_or(String::new(), |v| {
+        sigv4::canonical_query(&[("versionId".to_string(), v.to_string())], None)
+    });
+    let (uri, host) = state.upstream.uri(Some(bucket), key, &q);
+    let get = Request::builder()
+        .method(Method::GET)
+        .uri(&uri)
+        .header(HOST, host)
+        .header(http::header::IF_MATCH, etag)
+        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+        .map_err(|e| S3Error::internal(format!("rewrite read: {e}")))?;
+    let (rp, rbody) = state.upstream.send(get, false).await?.into_parts();
+    if !rp.status.is_success() {
+        return Err(S3Error::internal(format!(
+            "rewrite: the store answered {} reading the completed upload",
+            rp.status
+        )));
+    }
+    if content_length(&rp.headers) != Some(stored) {
+        return Err(S3Error::internal(
+            "integrity: the completed upload's size differs from its parts",
+        ));
+    }
+    let env = envelope_of(&rp.headers, false)?
+        .filter(|e| e.multipart)
+        .ok_or_else(|| S3Error::internal("integrity: completed upload without its envelope"))?;
+    let kms = state
+        .kms
+        .as_ref()
+        .ok_or_else(|| S3Error::internal("rewrite without kms"))?;
+    let dk = kms
+        .decrypt(
+            &env.key_id,
+            &env.wrapped_key,
+            &kms::context(tenant, bucket, key),
+        )
+        .await?;
+    let old = ObjectKey::derive(&dk, &env.salt);
+    old.verify_commitment(&env.commitment)
+        .map_err(|e| S3Error::internal(format!("integrity: {e}")))?;
+    // A fresh salt gives a fresh content key, so no nonce of the parts is used again.
+    let salt = chmura_crypto::keys::random::<{ chmura_crypto::keys::SALT_LEN }>();
+    let new = ObjectKey::derive(&dk, &salt);
+    let new_env = ObjectHeader {
+        key_id: env.key_id.clone(),
+        wrapped_key: env.wrapped_key.clone(),
+        salt,
+        commitment: *new.commitment(),
+        plain_len: total,
+        multipart: false,
+        checksum: None,
+    };
+    let tagged = rp
+        .headers
+        .get("x-amz-tagging-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|n| n > 0);
+    let tags = if tagged {
+        object_tags(state, bucket, key, version).await?
+    } else {
+        Vec::new()
+    };
+    let cipher_len = layout::ciphertext_len(total);
+    let (uri, host) = state.upstream.uri(Some(bucket), key, "");
+    let mut put = Request::builder()
+        .method(Method::PUT)
+        .uri(&uri)
+        .header(HOST, host)
+        .header(CONTENT_LENGTH, cipher_len);
+    for (n, v) in multipart::copied_headers(&rp.headers) {
+        put = put.header(n, v);
+    }
+    if let Some(v) = rp.headers.get("x-amz-storage-class") {
+        put = put.header("x-amz-storage-class", v.clone());
+    }
+    for (name, value) in new_env.to_metadata() {
+        put = put.header(format!("x-amz-meta-{name}"), value);
+    }
+    if !tags.is_empty() {
+        put = put.header("x-amz-tagging", multipart::tagging_header(&tags));
+    }
+    let plain = DecryptingBody::new(
+        rbody.map_err(|e| Box::new(e) as BoxError),
+        chmura_crypto::stream::PartsOpener::new(Arc::new(old), parts),
+        format!("{bucket}/{key}"),
+    );
+    let body = EncryptingBody::new(plain, Sealer::new(Arc::new(new), 0, total), cipher_len);
+    let put = put
+        .body(body.boxed_unsync())
+        .map_err(|e| S3Error::internal(format!("rewrite write: {e}")))?;
+    let (pp, pbody) = state.upstream.send(put, true).await?.into_parts();
+    if !pp.status.is_success() {
+        let detail = read_small_body(pbody).await.unwrap_or_default();
+        return Err(S3Error::internal(format!(
+            "rewrite: the store answered {} writing the object: {}",
+            pp.status,
+            detail.chars().take(300).collect::<String>()
+        )));
+    }
+    drop(pbody);
+    let header = |n: &str| {
+        pp.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Ok((
+        header("etag").unwrap_or_default(),
+        header("x-amz-version-id"),
+    ))
+}
+
 /// Copy-source conditions and the read conditions they are evaluated as.
 const COPY_SOURCE_CONDITIONS: [(&str, HeaderName); 4] = [
     ("x-amz-copy-source-if-match", http::header::IF_MATCH),
@@ -2347,6 +2578,8 @@ async fn head_encrypted(
     resp: http::Response<Incoming>,
     part_number: Option<u32>,
     uri: &http::Uri,
+    request: &HeaderMap,
+    (tenant, bucket, key): (&str, &str, &str),
 ) -> Result<Response<ResponseBody>, S3Error> {
     let allow_plain = state.kms.as_ref().is_some_and(|k| k.allow_plaintext_reads);
     let (mut rp, rbody) = resp.into_parts();
@@ -2390,13 +2623,68 @@ async fn head_encrypted(
             return Err(invalid_part_number());
         }
     }
+    // The plaintext checksum needs the object's key: one KMS call, only when asked for.
+    let checksum = if part_number.is_none() && env.checksum.is_some() && wants_checksum(request) {
+        let okey = open_key(state, &env, tenant, bucket, key).await?;
+        checksum_header(&env, &okey)?
+    } else {
+        None
+    };
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
+    add_checksum_header(&mut rp.headers, checksum);
     rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     Ok(Response::from_parts(
         rp,
         Empty::new().map_err(|e| match e {}).boxed_unsync(),
     ))
+}
+
+/// Whether a GET or HEAD asks for the object's checksum (`x-amz-checksum-mode: ENABLED`).
+fn wants_checksum(request: &HeaderMap) -> bool {
+    header_str(request, "x-amz-checksum-mode").is_some_and(|v| v.eq_ignore_ascii_case("ENABLED"))
+}
+
+/// The client's plaintext checksum stored sealed with the object (FORMAT.md §8), as the
+/// response header S3 would send; `None` when the object has none. A sealed value that does
+/// not open is an integrity failure.
+fn checksum_header(
+    env: &ObjectHeader,
+    okey: &ObjectKey,
+) -> Result<Option<(HeaderName, HeaderValue)>, S3Error> {
+    let Some(stored) = env.checksum.as_deref() else {
+        return Ok(None);
+    };
+    let integrity = |why: &str| {
+        S3Error::new(
+            "InvalidObjectState",
+            "The object's stored checksum does not open; it was altered in the store.",
+        )
+        .with_detail(format!("integrity: checksum {why}"))
+    };
+    let (name, sealed) = stored.split_once(' ').ok_or_else(|| integrity("format"))?;
+    let alg = ChecksumAlgorithm::from_name(name).ok_or_else(|| integrity("algorithm"))?;
+    let sealed =
+        chmura_crypto::envelope::b64::decode(sealed.trim()).ok_or_else(|| integrity("encoding"))?;
+    let digest = okey
+        .open_value(alg.name(), &sealed)
+        .map_err(|_| integrity("seal"))?;
+    if digest.len() != alg.digest_len() {
+        return Err(integrity("length"));
+    }
+    let value = HeaderValue::from_str(&crate::checksum::b64(&digest))
+        .map_err(|_| S3Error::internal("checksum header"))?;
+    Ok(Some((HeaderName::from_static(alg.header_name()), value)))
+}
+
+fn add_checksum_header(h: &mut HeaderMap, checksum: Option<(HeaderName, HeaderValue)>) {
+    if let Some((name, value)) = checksum {
+        h.insert(name, value);
+        h.insert(
+            "x-amz-checksum-type",
+            HeaderValue::from_static("FULL_OBJECT"),
+        );
+    }
 }
 
 /// A store response returned as is on the encrypted paths (errors, plaintext objects).

@@ -261,12 +261,36 @@ pub const MAX_PARTS: u32 = 10_000;
 /// S3's smallest part (all but the last).
 pub const MIN_PART: u64 = 5 * 1024 * 1024;
 
-/// Checks that the parts a client completes with form a layout Chmura can read (FORMAT.md
-/// §13): consecutive numbers from 1, every part but the last the same whole number of chunks,
-/// the last no larger. `listed` are the store's (part number, stored size) pairs. Returns the
-/// parts to complete with: an empty last part (a 28-byte sealed empty chunk) is left out, as it
-/// holds no data and would break the grid.
-pub fn check_layout(client: &[CompletePart], listed: &[(u32, u64)]) -> Result<Vec<u32>, S3Error> {
+/// How a completed upload lies in the store (FORMAT.md §13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// On the single-part grid (parts 1..N, every part but the last the same whole number of
+    /// chunks, the last no larger): complete with these part numbers as is.
+    Grid(Vec<u32>),
+    /// Any other numbering or sizes: `(part number, plaintext length)` in order. The store
+    /// completes these parts, then Chmura rewrites the object onto the grid.
+    Irregular(Vec<(u32, u64)>),
+}
+
+impl Layout {
+    /// Plaintext length of the completed object.
+    pub fn plaintext_len(&self, listed: &[(u32, u64)]) -> u64 {
+        match self {
+            Layout::Grid(numbers) => numbers
+                .iter()
+                .filter_map(|n| listed.iter().find(|(p, _)| p == n))
+                .filter_map(|(_, size)| layout::plaintext_len(*size).ok())
+                .sum(),
+            Layout::Irregular(parts) => parts.iter().map(|(_, l)| l).sum(),
+        }
+    }
+}
+
+/// Checks the parts a client completes with: ascending numbers, each uploaded, every part
+/// but the last at least 5 MiB. `listed` are the store's (part number, stored size) pairs.
+/// A layout on the grid completes as is (an empty last part, a 28-byte sealed empty chunk,
+/// is left out: it holds no data and would break the grid); any other is `Irregular`.
+pub fn check_layout(client: &[CompletePart], listed: &[(u32, u64)]) -> Result<Layout, S3Error> {
     let size_of = |n: u32| listed.iter().find(|(p, _)| *p == n).map(|(_, s)| *s);
     let mut sizes = Vec::with_capacity(client.len());
     for (i, p) in client.iter().enumerate() {
@@ -300,36 +324,25 @@ pub fn check_layout(client: &[CompletePart], listed: &[(u32, u64)]) -> Result<Ve
             ));
         }
     }
-    let mut numbers: Vec<u32> = client.iter().map(|p| p.number).collect();
-    if n >= 2 && sizes[n - 1] == 0 {
-        numbers.pop();
-        sizes.pop();
+    let all: Vec<(u32, u64)> = client.iter().map(|p| p.number).zip(sizes).collect();
+    let mut grid = all.clone();
+    if grid.len() >= 2 && grid[grid.len() - 1].1 == 0 {
+        grid.pop();
     }
-    let n = numbers.len();
-    let layout_error = |why: &str| {
-        S3Error::new(
-            "InvalidPart",
-            format!("Chmura stores multipart objects encrypted in 64 KiB chunks and needs parts numbered 1, 2, 3, … that all have the same size, a multiple of 65536 bytes, except the last, which may be smaller: {why}."),
-        )
+    let n = grid.len();
+    let consecutive = grid
+        .iter()
+        .enumerate()
+        .all(|(i, (num, _))| *num as usize == i + 1);
+    let regular = n < 2 || {
+        let p = grid[0].1;
+        p.is_multiple_of(CHUNK) && grid[..n - 1].iter().all(|(_, s)| *s == p) && grid[n - 1].1 <= p
     };
-    for (i, num) in numbers.iter().enumerate() {
-        if *num as usize != i + 1 {
-            return Err(layout_error("the part numbers are not consecutive from 1"));
-        }
-    }
-    if n >= 2 {
-        let p = sizes[0];
-        if !p.is_multiple_of(CHUNK) {
-            return Err(layout_error("a part is not a multiple of 65536 bytes"));
-        }
-        if sizes[..n - 1].iter().any(|s| *s != p) {
-            return Err(layout_error("the parts differ in size"));
-        }
-        if sizes[n - 1] > p {
-            return Err(layout_error("the last part is larger than the others"));
-        }
-    }
-    Ok(numbers)
+    Ok(if consecutive && regular {
+        Layout::Grid(grid.iter().map(|(n, _)| *n).collect())
+    } else {
+        Layout::Irregular(all)
+    })
 }
 
 /// Chunks per part of a multipart object of `total` chunks whose last chunk's nonce says it is
@@ -398,6 +411,20 @@ pub fn copied_headers(source: &http::HeaderMap) -> Vec<(http::HeaderName, http::
         })
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect()
+}
+
+/// An `x-amz-tagging` header value (URL query form) for `tags`.
+pub fn tagging_header(tags: &[(String, String)]) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let enc = |v: &str| percent_encoding::utf8_percent_encode(v, SET).to_string();
+    tags.iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// An `x-amz-copy-source` value naming `bucket`/`key` (and a version).
@@ -488,50 +515,62 @@ mod tests {
     }
 
     #[test]
-    fn layouts_chmura_can_read() {
+    fn tagging_header_is_query_encoded() {
+        let tags = [
+            ("a b".to_string(), "x&y=z".to_string()),
+            ("k".to_string(), String::new()),
+        ];
+        assert_eq!(tagging_header(&tags), "a%20b=x%26y%3Dz&k=");
+    }
+
+    #[test]
+    fn layouts_on_the_grid_and_off_it() {
         let c = layout::ciphertext_len;
         let mib8 = 8 << 20;
         let ok = [(1, c(mib8)), (2, c(mib8)), (3, c(100))];
-        assert_eq!(
-            check_layout(&parts(&[1, 2, 3]), &ok).ok(),
-            Some(vec![1, 2, 3])
-        );
-        assert_eq!(check_layout(&parts(&[1]), &[(1, c(7))]).ok(), Some(vec![1]));
+        let grid = |v: &[u32]| Some(Layout::Grid(v.to_vec()));
+        assert_eq!(check_layout(&parts(&[1, 2, 3]), &ok).ok(), grid(&[1, 2, 3]));
+        assert_eq!(check_layout(&parts(&[1]), &[(1, c(7))]).ok(), grid(&[1]));
         // An empty last part is dropped.
         let empty_last = [(1, c(mib8)), (2, c(0))];
-        assert_eq!(
-            check_layout(&parts(&[1, 2]), &empty_last).ok(),
-            Some(vec![1])
-        );
-        let code = |r: Result<Vec<u32>, S3Error>| r.unwrap_err().code;
-        assert_eq!(
-            code(check_layout(&parts(&[1, 3]), &[(1, c(mib8)), (3, c(1))])),
-            "InvalidPart"
-        );
+        assert_eq!(check_layout(&parts(&[1, 2]), &empty_last).ok(), grid(&[1]));
+        let code = |r: Result<Layout, S3Error>| r.unwrap_err().code;
         assert_eq!(code(check_layout(&parts(&[2, 1]), &ok)), "InvalidPartOrder");
         assert_eq!(code(check_layout(&parts(&[1, 4]), &ok)), "InvalidPart");
         assert_eq!(
             code(check_layout(&parts(&[1, 2]), &[(1, c(1 << 20)), (2, c(1))])),
             "EntityTooSmall"
         );
-        let odd = 5_000_000 + 1;
         assert_eq!(
-            code(check_layout(&parts(&[1, 2]), &[(1, c(odd * 2)), (2, c(1))])),
+            code(check_layout(&parts(&[1, 2]), &[(1, 5), (2, c(1))])),
             "InvalidPart"
         );
+        // Off the grid: gaps in the numbering, unaligned, unequal or a larger last part.
+        let irregular = |v: &[(u32, u64)]| Some(Layout::Irregular(v.to_vec()));
+        let odd = 5_000_001;
+        for (numbers, sizes) in [
+            (vec![1, 3], vec![mib8, 1]),
+            (vec![1, 2], vec![odd * 2, 1]),
+            (vec![1, 2, 3], vec![mib8, 2 * mib8, 1]),
+            (vec![1, 2], vec![mib8, mib8 + 1]),
+            (vec![2, 3], vec![mib8, mib8]),
+        ] {
+            let listed: Vec<(u32, u64)> = numbers
+                .iter()
+                .zip(&sizes)
+                .map(|(n, s)| (*n, c(*s)))
+                .collect();
+            let want: Vec<(u32, u64)> = numbers.iter().copied().zip(sizes.clone()).collect();
+            let got = check_layout(&parts(&numbers), &listed).ok();
+            assert_eq!(got, irregular(&want), "{numbers:?} {sizes:?}");
+            assert_eq!(
+                got.unwrap().plaintext_len(&listed),
+                sizes.iter().sum::<u64>()
+            );
+        }
         assert_eq!(
-            code(check_layout(
-                &parts(&[1, 2, 3]),
-                &[(1, c(mib8)), (2, c(2 * mib8)), (3, c(1))]
-            )),
-            "InvalidPart"
-        );
-        assert_eq!(
-            code(check_layout(
-                &parts(&[1, 2]),
-                &[(1, c(mib8)), (2, c(mib8 + 1))]
-            )),
-            "InvalidPart"
+            Layout::Grid(vec![1, 2, 3]).plaintext_len(&ok),
+            2 * mib8 + 100
         );
     }
 

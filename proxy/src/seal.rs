@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use chmura_crypto::keys::ObjectKey;
-use chmura_crypto::stream::{Opener, Sealer};
+use chmura_crypto::stream::{Open, Sealer};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::error::S3Error;
@@ -91,7 +91,7 @@ impl Body for EncryptingBody {
 /// Opens the ciphertext of an upstream response as it streams.
 pub struct DecryptingBody {
     inner: Inner,
-    opener: Opener<Arc<ObjectKey>>,
+    opener: Box<dyn Open>,
     out: VecDeque<Bytes>,
     scratch: Vec<Vec<u8>>,
     done: bool,
@@ -100,13 +100,14 @@ pub struct DecryptingBody {
 }
 
 impl DecryptingBody {
-    pub fn new<B>(inner: B, opener: Opener<Arc<ObjectKey>>, what: String) -> Self
+    pub fn new<B, O>(inner: B, opener: O, what: String) -> Self
     where
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+        O: Open + 'static,
     {
         DecryptingBody {
             inner: Box::pin(inner),
-            opener,
+            opener: Box::new(opener),
             out: VecDeque::new(),
             scratch: Vec::new(),
             done: false,

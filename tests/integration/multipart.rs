@@ -338,7 +338,7 @@ async fn whole_part_tampering_in_the_store_is_refused() {
 }
 
 #[tokio::test]
-async fn layouts_chmura_cannot_read_are_refused_at_complete_and_ids_are_checked() {
+async fn layouts_off_the_grid_are_rewritten_at_complete_and_ids_are_checked() {
     let env = encrypted_env().await;
     env.make_bucket("mpl");
     let s3 = env.proxy.sdk_client();
@@ -356,19 +356,33 @@ async fn layouts_chmura_cannot_read_are_refused_at_complete_and_ids_are_checked(
                 .to_string()
         }
     };
-    let big = pattern(PART + 65_536, 1);
-    for (key, sizes, code) in [
-        ("unequal", vec![PART, PART + 65_536, 10], "InvalidPart"),
-        ("unaligned", vec![PART + 1, 10], "InvalidPart"),
-        ("too-small", vec![1 << 20, 10], "EntityTooSmall"),
+    // Parts that are not all one multiple of 64 KiB, a larger last part, an empty last part
+    // (numbers with gaps, which s3s-fs refuses, are tested on moto):
+    // the store assembles them, then Chmura rewrites the object onto the grid (FORMAT.md §13).
+    for (key, numbers, sizes) in [
+        ("unequal", vec![1, 2, 3], vec![PART, PART + 65_536, 10]),
+        ("unaligned", vec![1, 2, 3], vec![PART + 1, PART + 3, 70_000]),
+        ("last-larger", vec![1, 2], vec![PART, PART + 100_000]),
+        ("empty-last", vec![1, 2], vec![PART + 11, 0]),
     ] {
+        let total: usize = sizes.iter().sum();
+        let data = pattern(total, key.len() as u64);
         let id = create(key).await;
-        let mut parts = Vec::new();
-        for (i, sz) in sizes.iter().enumerate() {
-            let n = i as i32 + 1;
-            parts.push((n, upload_part(&s3, "mpl", key, &id, n, &big[..*sz]).await));
+        // Uploaded concurrently, last part first.
+        let mut at = 0;
+        let mut pieces = Vec::new();
+        for (n, sz) in numbers.iter().zip(&sizes) {
+            pieces.push((*n, data[at..at + sz].to_vec()));
+            at += sz;
         }
-        let err = s3
+        let mut uploads = tokio::task::JoinSet::new();
+        for (n, piece) in pieces.into_iter().rev() {
+            let (s3, id) = (s3.clone(), id.clone());
+            uploads.spawn(async move { (n, upload_part(&s3, "mpl", key, &id, n, &piece).await) });
+        }
+        let mut parts = uploads.join_all().await;
+        parts.sort();
+        let done = s3
             .complete_multipart_upload()
             .bucket("mpl")
             .key(key)
@@ -376,23 +390,67 @@ async fn layouts_chmura_cannot_read_are_refused_at_complete_and_ids_are_checked(
             .multipart_upload(completed(&parts))
             .send()
             .await
-            .expect_err(key);
-        assert!(format!("{err:?}").contains(code), "{key}: {err:?}");
-        assert!(env.store.stored("mpl", key).is_none(), "{key} was created");
+            .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        let stored = env.store.stored("mpl", key).expect("stored");
+        assert_eq!(stored.len() as u64, ciphertext_len(total as u64), "{key}");
+        let head = s3
+            .head_object()
+            .bucket("mpl")
+            .key(key)
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(head.content_length(), Some(total as i64), "{key}");
+        assert_eq!(head.e_tag(), done.e_tag(), "{key}");
+        assert!(
+            get_all(&s3, "mpl", key).await.expect("get") == data,
+            "{key}"
+        );
+        for (a, b) in [(0, 99), (PART - 3, PART + 70_000), (total - 5, total - 1)] {
+            let b = b.min(total - 1);
+            let r = get_range(&s3, "mpl", key, &format!("bytes={a}-{b}"))
+                .await
+                .expect("range");
+            assert!(r == data[a..=b], "{key} {a}-{b}");
+        }
+        let listed = s3
+            .list_objects_v2()
+            .bucket("mpl")
+            .prefix(key)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(listed.contents()[0].size(), Some(total as i64), "{key}");
     }
-    // Part numbers with a gap.
+    // Parts too small are the store's EntityTooSmall, and nothing is created.
+    let big = pattern(PART + 65_536, 1);
+    let id = create("too-small").await;
+    let e1 = upload_part(&s3, "mpl", "too-small", &id, 1, &big[..1 << 20]).await;
+    let e2 = upload_part(&s3, "mpl", "too-small", &id, 2, &big[..10]).await;
+    let err = s3
+        .complete_multipart_upload()
+        .bucket("mpl")
+        .key("too-small")
+        .upload_id(&id)
+        .multipart_upload(completed(&[(1, e1), (2, e2)]))
+        .send()
+        .await
+        .expect_err("too small");
+    assert!(format!("{err:?}").contains("EntityTooSmall"), "{err:?}");
+    assert!(env.store.stored("mpl", "too-small").is_none());
     let id = create("gap").await;
     let e1 = upload_part(&s3, "mpl", "gap", &id, 1, &big[..PART]).await;
-    let e3 = upload_part(&s3, "mpl", "gap", &id, 3, &big[..10]).await;
+    let _e3 = upload_part(&s3, "mpl", "gap", &id, 3, &big[..10]).await;
+    // Completing with a part that was never uploaded is InvalidPart.
     let err = s3
         .complete_multipart_upload()
         .bucket("mpl")
         .key("gap")
         .upload_id(&id)
-        .multipart_upload(completed(&[(1, e1.clone()), (3, e3)]))
+        .multipart_upload(completed(&[(1, e1.clone()), (2, e1.clone())]))
         .send()
         .await
-        .expect_err("gap");
+        .expect_err("missing part");
     assert!(format!("{err:?}").contains("InvalidPart"), "{err:?}");
     // The token only works for its own key (the data key is bound to bucket and key).
     let err = s3
@@ -1121,6 +1179,80 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
         .expect("get tagging");
     assert_eq!(tags.tag_set().len(), 1);
 
+    // An upload off the grid on a versioned bucket: rewritten at Complete with its headers,
+    // metadata and tags, leaving one version (the rewritten one).
+    let data = pattern(PART + 70_000, 81);
+    let id = s3
+        .create_multipart_upload()
+        .bucket("motomp")
+        .key("irregular")
+        .content_type("text/x-chmura")
+        .metadata("colour", "blue")
+        .tagging("team=b&stage=two%20words")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let e1 = upload_part(&s3, "motomp", "irregular", &id, 1, &data[..PART + 1]).await;
+    let e4 = upload_part(&s3, "motomp", "irregular", &id, 4, &data[PART + 1..]).await;
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("motomp")
+        .key("irregular")
+        .upload_id(&id)
+        .multipart_upload(completed(&[(1, e1), (4, e4)]))
+        .send()
+        .await
+        .expect("complete off the grid");
+    assert!(get_all(&s3, "motomp", "irregular").await.expect("get") == data);
+    let h = s3
+        .head_object()
+        .bucket("motomp")
+        .key("irregular")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(h.content_length(), Some(data.len() as i64));
+    assert_eq!(h.content_type(), Some("text/x-chmura"));
+    assert_eq!(
+        h.metadata()
+            .and_then(|m| m.get("colour"))
+            .map(String::as_str),
+        Some("blue")
+    );
+    assert_eq!(h.version_id(), done.version_id());
+    let tags = s3
+        .get_object_tagging()
+        .bucket("motomp")
+        .key("irregular")
+        .send()
+        .await
+        .expect("tags");
+    let mut got: Vec<(String, String)> = tags
+        .tag_set()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("stage".to_string(), "two words".to_string()),
+            ("team".to_string(), "b".to_string())
+        ]
+    );
+    let versions = s3
+        .list_object_versions()
+        .bucket("motomp")
+        .prefix("irregular")
+        .send()
+        .await
+        .expect("versions");
+    assert_eq!(versions.versions().len(), 1, "{versions:?}");
+    assert_eq!(versions.versions()[0].size(), Some(data.len() as i64));
+
     // An upload listed by its store id can be aborted with that id.
     let id = s3
         .create_multipart_upload()
@@ -1224,4 +1356,98 @@ async fn part_checksums_are_echoed_and_complete_returns_the_composite() {
     );
     assert_eq!(done.checksum_sha256(), Some(want.as_str()));
     assert!(get_all(&s3, "cks", "obj").await.expect("get") == data);
+}
+
+/// A plaintext checksum sent as a header with PutObject is kept sealed with the object and
+/// returned by GET and HEAD with `x-amz-checksum-mode: ENABLED` (the SDK then validates the
+/// body against it); it survives CopyObject; without the mode nothing is returned.
+#[tokio::test]
+async fn put_checksums_are_returned_by_get_and_head_when_asked() {
+    use aws_sdk_s3::types::ChecksumMode;
+    use base64::Engine;
+    let env = encrypted_env().await;
+    env.make_bucket("ckm");
+    let s3 = env.proxy.sdk_client();
+    let data = pattern(200_000, 91);
+    let digest = {
+        let mut h =
+            chmura_proxy::checksum::Hasher::new(chmura_proxy::checksum::ChecksumAlgorithm::Sha256);
+        h.update(&data);
+        base64::engine::general_purpose::STANDARD.encode(h.finish())
+    };
+    let put = s3
+        .put_object()
+        .bucket("ckm")
+        .key("obj")
+        .checksum_sha256(&digest)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.checksum_sha256(), Some(digest.as_str()));
+    // The store holds it sealed, never in the clear.
+    let raw = env.store.stored("ckm", "obj").expect("stored");
+    assert_eq!(raw.len() as u64, ciphertext_len(data.len() as u64));
+    let head = s3
+        .head_object()
+        .bucket("ckm")
+        .key("obj")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.checksum_sha256(), Some(digest.as_str()));
+    let plain_head = s3
+        .head_object()
+        .bucket("ckm")
+        .key("obj")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(plain_head.checksum_sha256(), None);
+    let get = s3
+        .get_object()
+        .bucket("ckm")
+        .key("obj")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(get.checksum_sha256(), Some(digest.as_str()));
+    let body = get
+        .body
+        .collect()
+        .await
+        .expect("validated body")
+        .into_bytes();
+    assert!(body.as_ref() == data.as_slice());
+    // CopyObject keeps the sealed checksum (same salt, same content key).
+    s3.copy_object()
+        .bucket("ckm")
+        .key("copy")
+        .copy_source("ckm/obj")
+        .send()
+        .await
+        .expect("copy");
+    let head = s3
+        .head_object()
+        .bucket("ckm")
+        .key("copy")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("head copy");
+    assert_eq!(head.checksum_sha256(), Some(digest.as_str()));
+    // A wrong header checksum is refused and nothing is stored.
+    let err = s3
+        .put_object()
+        .bucket("ckm")
+        .key("bad")
+        .checksum_sha256(&digest)
+        .body(ByteStream::from(data[1..].to_vec()))
+        .send()
+        .await
+        .expect_err("bad checksum");
+    assert!(format!("{err:?}").contains("BadDigest"), "{err:?}");
+    assert!(env.store.stored("ckm", "bad").is_none());
 }
