@@ -82,6 +82,20 @@ pub fn checks(
         }
         Op::GetBucketEncryption => vec![bkt("s3:GetEncryptionConfiguration")],
         Op::GetObjectLockConfiguration => vec![bkt("s3:GetBucketObjectLockConfiguration")],
+        Op::PutObjectLockConfiguration => vec![bkt("s3:PutBucketObjectLockConfiguration")],
+        Op::PutBucketAcl => vec![bkt("s3:PutBucketAcl")],
+        Op::PutBucketEncryption | Op::DeleteBucketEncryption => {
+            vec![bkt("s3:PutEncryptionConfiguration")]
+        }
+        Op::GetBucketOwnershipControls => vec![bkt("s3:GetBucketOwnershipControls")],
+        Op::PutBucketOwnershipControls | Op::DeleteBucketOwnershipControls => {
+            vec![bkt("s3:PutBucketOwnershipControls")]
+        }
+        Op::GetPublicAccessBlock => vec![bkt("s3:GetBucketPublicAccessBlock")],
+        Op::PutPublicAccessBlock | Op::DeletePublicAccessBlock => {
+            vec![bkt("s3:PutBucketPublicAccessBlock")]
+        }
+        Op::GetBucketPolicyStatus => vec![bkt("s3:GetBucketPolicyStatus")],
         // Per key, by the caller (the keys are in the body).
         Op::DeleteObjects => vec![],
         Op::GetObject | Op::HeadObject => {
@@ -124,6 +138,15 @@ pub fn checks(
             "s3:GetObjectAcl",
             "s3:GetObjectVersionAcl",
         ))],
+        Op::PutObjectAcl => vec![obj(versioned(
+            version,
+            "s3:PutObjectAcl",
+            "s3:PutObjectVersionAcl",
+        ))],
+        Op::GetObjectRetention => vec![obj("s3:GetObjectRetention")],
+        Op::PutObjectRetention => vec![obj("s3:PutObjectRetention")],
+        Op::GetObjectLegalHold => vec![obj("s3:GetObjectLegalHold")],
+        Op::PutObjectLegalHold => vec![obj("s3:PutObjectLegalHold")],
         Op::GetObjectAttributes => vec![
             obj(versioned(
                 version,
@@ -161,13 +184,15 @@ pub fn checks(
             out.push(obj("s3:PutObjectLegalHold"));
         }
     }
-    if matches!(op, Op::DeleteObject | Op::DeleteObjects)
-        && headers
-            .get("x-amz-bypass-governance-retention")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    if matches!(
+        op,
+        Op::DeleteObject | Op::DeleteObjects | Op::PutObjectRetention
+    ) && headers
+        .get("x-amz-bypass-governance-retention")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     {
-        out.push(if op == Op::DeleteObject {
+        out.push(if op != Op::DeleteObjects {
             obj("s3:BypassGovernanceRetention")
         } else {
             bkt("s3:BypassGovernanceRetention")
@@ -519,6 +544,22 @@ mod tests {
             vec!["s3:DeleteObjectVersion"]
         );
         assert_eq!(a(Op::ListParts, &[]), vec!["s3:ListMultipartUploadParts"]);
+        assert_eq!(
+            a(Op::PutObjectAcl, &[("versionId", "1")]),
+            vec!["s3:PutObjectVersionAcl"]
+        );
+        assert_eq!(
+            a(Op::GetObjectLegalHold, &[]),
+            vec!["s3:GetObjectLegalHold"]
+        );
+        assert_eq!(
+            a(Op::PutObjectLockConfiguration, &[]),
+            vec!["s3:PutBucketObjectLockConfiguration"]
+        );
+        assert_eq!(
+            a(Op::DeletePublicAccessBlock, &[]),
+            vec!["s3:PutBucketPublicAccessBlock"]
+        );
         assert_eq!(a(Op::DeleteBucketCors, &[]), vec!["s3:PutBucketCORS"]);
         let mut ch = HeaderMap::new();
         ch.insert("x-amz-copy-source", "/src/a%20b".parse().unwrap());

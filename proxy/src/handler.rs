@@ -1427,6 +1427,22 @@ async fn handle_inner(
     if encrypting {
         mark_encrypted(&mut rp.headers);
     }
+    // A store that does not know a sub-resource (GET ?retention on some) answers with the
+    // object itself: never hand its ciphertext and envelope out as the operation's result.
+    if state.kms.is_some()
+        && !matches!(op, Op::GetObject | Op::HeadObject)
+        && rp.headers.contains_key("x-amz-meta-chmura-v")
+    {
+        drop(rbody);
+        return Err(S3Error::new(
+            "NotImplemented",
+            "A header you provided implies functionality that is not implemented.",
+        )
+        .with_detail(format!(
+            "the upstream store answered {} with the object itself",
+            op.name()
+        )));
+    }
     Ok(respond(rp, rbody, state.kms.is_some()))
 }
 
