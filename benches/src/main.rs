@@ -551,13 +551,14 @@ async fn main() {
     );
     wait_port(store_port).await;
     let config = dir.path().join("chmura.toml");
-    let chmura = Proc(
-        Command::new(bin("chmura"))
-            .args(["serve", "--config", &config.display().to_string()])
-            .env("CHMURA_LOG", "warn")
-            .spawn()
-            .expect("chmura"),
-    );
+    let mut cmd = Command::new(bin("chmura"));
+    cmd.args(["serve", "--config", &config.display().to_string()])
+        .env("CHMURA_LOG", "warn");
+    // Chmura's runtime threads (tokio reads TOKIO_WORKER_THREADS), for comparing settings.
+    if let Ok(n) = std::env::var("CHMURA_BENCH_WORKERS") {
+        cmd.env("TOKIO_WORKER_THREADS", n);
+    }
+    let chmura = Proc(cmd.spawn().expect("chmura"));
     wait_port(proxy_port).await;
     let pid = chmura.0.id();
     let ca = std::fs::read_to_string(dir.path().join("ca.pem")).expect("ca");

@@ -123,7 +123,9 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
             next: 0,
             chunks: chunk_count(plain_len),
             remaining: plain_len,
-            buf: Vec::with_capacity(CHUNK as usize),
+            // A small body never needs a whole chunk's buffer (allocations are a visible
+            // share of the CPU a small request costs).
+            buf: Vec::with_capacity(plain_len.min(CHUNK) as usize),
             nonce_source: None,
         }
     }
@@ -266,7 +268,8 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
             end: first_chunk + chunks,
             last_index: count - 1,
             last_len: plain_len - (count - 1) * CHUNK,
-            buf: Vec::with_capacity(SEALED_CHUNK as usize),
+            // Filled only when a chunk arrives split across pushes; sized then.
+            buf: Vec::new(),
             skip,
             take,
         }
@@ -366,6 +369,8 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
     /// Feeds ciphertext; the plaintext of the chunks it completes (each verified before it is
     /// kept) goes to `out` as one buffer per call.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+        // Allocated when the first chunk completes, for all the plaintext this call can
+        // yield (never more than the ciphertext it comes from): one allocation per call.
         let mut plain = Vec::new();
         let res = (|| {
             while !data.is_empty() {
@@ -375,15 +380,22 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Opener<K> {
                 let want = self.expected();
                 if self.buf.is_empty() && data.len() >= want {
                     // A whole chunk in the input: decrypt straight into the output buffer.
+                    if plain.capacity() == 0 {
+                        plain.reserve_exact(data.len());
+                    }
                     let (chunk, rest) = data.split_at(want);
                     self.open_into(chunk, &mut plain)?;
                     data = rest;
                     continue;
                 }
                 let n = (want - self.buf.len()).min(data.len());
+                self.buf.reserve_exact(want - self.buf.len());
                 self.buf.extend_from_slice(&data[..n]);
                 data = &data[n..];
                 if self.buf.len() == want {
+                    if plain.capacity() == 0 {
+                        plain.reserve_exact(want + data.len());
+                    }
                     let chunk = std::mem::take(&mut self.buf);
                     let r = self.open_into(&chunk, &mut plain);
                     self.buf = chunk;

@@ -415,7 +415,7 @@ async fn unknown_operations_are_not_forwarded() {
     let t = T::new().await;
     for target in [
         "/bkt?website",
-        "/bkt/k?retention",
+        "/bkt/k?torrent",
         "/bkt/k?select&select-type=2",
         "/bkt?notification",
     ] {

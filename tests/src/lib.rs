@@ -87,6 +87,85 @@ pub struct Store {
     _stop: oneshot::Sender<()>,
 }
 
+/// A response body sent in frames of `target` bytes (the last one shorter): it waits for the
+/// inner body to fill each frame. For the test store only (it adds latency to a trickling
+/// body, which a proxy must not).
+struct FillBody<B> {
+    inner: std::pin::Pin<Box<B>>,
+    buf: bytes::BytesMut,
+    trailers: Option<hyper::body::Frame<bytes::Bytes>>,
+    target: usize,
+    done: bool,
+}
+
+impl<B> FillBody<B> {
+    fn new(inner: B, target: usize) -> Self {
+        FillBody {
+            inner: Box::pin(inner),
+            buf: bytes::BytesMut::new(),
+            trailers: None,
+            target,
+            done: false,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for FillBody<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes>,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, B::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        while !this.done && this.buf.len() < this.target {
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => this.done = true,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) if this.buf.is_empty() && d.len() >= this.target => {
+                        return Poll::Ready(Some(Ok(hyper::body::Frame::data(d))));
+                    }
+                    Ok(d) => this.buf.extend_from_slice(&d),
+                    // Trailers end the data: send what is held first, then them.
+                    Err(f) => {
+                        this.trailers = Some(f);
+                        this.done = true;
+                    }
+                },
+            }
+        }
+        if this.buf.is_empty() {
+            return Poll::Ready(this.trailers.take().map(Ok));
+        }
+        let n = this.buf.len().min(this.target);
+        Poll::Ready(Some(Ok(hyper::body::Frame::data(
+            this.buf.split_to(n).freeze(),
+        ))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.buf.is_empty() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let inner = self.inner.size_hint();
+        let held = self.buf.len() as u64;
+        let mut h = hyper::body::SizeHint::new();
+        h.set_lower(inner.lower() + held);
+        if let Some(u) = inner.upper() {
+            h.set_upper(u + held);
+        }
+        h
+    }
+}
+
 impl Store {
     pub async fn start(root: &Path) -> Store {
         Store::start_on(root, ("127.0.0.1", 0)).await
@@ -110,8 +189,22 @@ impl Store {
                     _ = &mut rx => break,
                 };
                 let _ = sock.set_nodelay(true);
+                // s3s-fs reads files in 4 KiB pieces (each a blocking-pool round trip) and hands
+                // each to the connection as its own frame; production stores (S3, MinIO) send
+                // large writes. Bodies are sent in 256 KiB frames, so the store's peers see a
+                // store that writes like theirs.
+                let service = service.clone();
+                let coalesced =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let service = service.clone();
+                        async move {
+                            hyper::service::Service::call(&service, req)
+                                .await
+                                .map(|resp| resp.map(|b| FillBody::new(b, 64 * 1024)))
+                        }
+                    });
                 let conn = http
-                    .serve_connection(TokioIo::new(sock), service.clone())
+                    .serve_connection(TokioIo::new(sock), coalesced)
                     .into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
