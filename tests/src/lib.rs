@@ -88,24 +88,28 @@ pub struct Store {
 }
 
 /// A response body sent in frames of `target` bytes (the last one shorter): it waits for the
-/// inner body to fill each frame. For the test store only (it adds latency to a trickling
-/// body, which a proxy must not).
+/// inner body to fill each frame, and stops at the response's Content-Length (s3s-fs's ranged
+/// body goes on reading to the end of the file, relying on the connection to stop polling).
+/// For the test store only (it adds latency to a trickling body, which a proxy must not).
 struct FillBody<B> {
     inner: std::pin::Pin<Box<B>>,
     buf: bytes::BytesMut,
     trailers: Option<hyper::body::Frame<bytes::Bytes>>,
     target: usize,
+    /// Bytes still to take from the inner body (its Content-Length), when known.
+    left: Option<u64>,
     done: bool,
 }
 
 impl<B> FillBody<B> {
-    fn new(inner: B, target: usize) -> Self {
+    fn new(inner: B, target: usize, len: Option<u64>) -> Self {
         FillBody {
             inner: Box::pin(inner),
             buf: bytes::BytesMut::new(),
             trailers: None,
             target,
-            done: false,
+            left: len,
+            done: len == Some(0),
         }
     }
 }
@@ -129,10 +133,17 @@ where
                 Poll::Ready(None) => this.done = true,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(f))) => match f.into_data() {
-                    Ok(d) if this.buf.is_empty() && d.len() >= this.target => {
-                        return Poll::Ready(Some(Ok(hyper::body::Frame::data(d))));
+                    Ok(mut d) => {
+                        if let Some(left) = this.left.as_mut() {
+                            d.truncate((*left).min(d.len() as u64) as usize);
+                            *left -= d.len() as u64;
+                            this.done = *left == 0;
+                        }
+                        if this.buf.is_empty() && d.len() >= this.target {
+                            return Poll::Ready(Some(Ok(hyper::body::Frame::data(d))));
+                        }
+                        this.buf.extend_from_slice(&d);
                     }
-                    Ok(d) => this.buf.extend_from_slice(&d),
                     // Trailers end the data: send what is held first, then them.
                     Err(f) => {
                         this.trailers = Some(f);
@@ -200,7 +211,14 @@ impl Store {
                         async move {
                             hyper::service::Service::call(&service, req)
                                 .await
-                                .map(|resp| resp.map(|b| FillBody::new(b, 64 * 1024)))
+                                .map(|resp| {
+                                    let len = resp
+                                        .headers()
+                                        .get(http::header::CONTENT_LENGTH)
+                                        .and_then(|v| v.to_str().ok())
+                                        .and_then(|v| v.parse::<u64>().ok());
+                                    resp.map(|b| FillBody::new(b, 64 * 1024, len))
+                                })
                         }
                     });
                 let conn = http
