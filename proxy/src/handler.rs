@@ -913,6 +913,9 @@ async fn handle_inner(
     };
     let bucket_name = addr.bucket.as_deref().unwrap_or_default();
     let mut denied_deletes: Vec<(String, Option<String>)> = Vec::new();
+    // DeleteObjects with <Quiet>true</Quiet>: the result lists only errors (S3), whatever the
+    // store answers (s3s-fs and moto list every deleted key).
+    let mut quiet_delete = false;
     // The composite of the plaintext part checksums the client stated at Complete.
     let mut complete_checksum: Option<(String, String)> = None;
     // An upload completed off the grid: its parts, rewritten onto the grid after the store
@@ -1104,6 +1107,7 @@ async fn handle_inner(
             .first()
             .map(|q| format!("<Quiet>{}</Quiet>", q.trim()))
             .unwrap_or_default();
+        quiet_delete = quiet.eq_ignore_ascii_case("<Quiet>true</Quiet>");
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{quiet}{}</Delete>",
             kept.iter()
@@ -1301,9 +1305,14 @@ async fn handle_inner(
             }
         }
     }
-    if !denied_deletes.is_empty() && rp.status.is_success() {
-        let xml = read_small_body(rbody).await?;
-        let xml = delete_result_errors(&xml, &denied_deletes);
+    if (!denied_deletes.is_empty() || quiet_delete) && rp.status.is_success() {
+        let mut xml = read_small_body(rbody).await?;
+        if quiet_delete {
+            xml = multipart::remove_elements(&xml, "Deleted");
+        }
+        if !denied_deletes.is_empty() {
+            xml = delete_result_errors(&xml, &denied_deletes);
+        }
         rp.headers
             .insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
         return Ok(Response::from_parts(
@@ -2376,6 +2385,25 @@ async fn prepare_copy(
             )
         })?;
     let (src_bucket, src_key, version) = source;
+    // Chmura always rewrites the envelope, so the store would accept a copy onto itself that
+    // S3 refuses: one that changes nothing.
+    let h = up_req.headers();
+    let changes_something = header_str(h, "x-amz-metadata-directive")
+        .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"))
+        || [
+            "x-amz-storage-class",
+            "x-amz-website-redirect-location",
+            "x-amz-server-side-encryption",
+            "x-amz-server-side-encryption-aws-kms-key-id",
+            "x-amz-server-side-encryption-customer-algorithm",
+        ]
+        .iter()
+        .any(|n| h.contains_key(*n));
+    if src_bucket == dst_bucket && src_key == dst_key && version.is_none() && !changes_something {
+        return Err(S3Error::invalid_request(
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+        ));
+    }
     let q = match &version {
         Some(v) => sigv4::canonical_query(&[("versionId".to_string(), v.clone())], None),
         None => String::new(),

@@ -1608,3 +1608,75 @@ async fn object_lock_and_acl_operations_pass_through_on_moto() {
         .expect("get object acl");
     assert!(!acl.grants().is_empty());
 }
+
+/// S3 details Chmura enforces itself because it rewrites the request: a copy of an encrypted
+/// object onto itself that changes nothing is refused (Chmura's new envelope would otherwise
+/// let the store accept it), and DeleteObjects in quiet mode lists only errors (s3s-fs and moto
+/// list every key).
+#[tokio::test]
+async fn self_copy_without_change_is_refused_and_quiet_delete_lists_only_errors() {
+    use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
+    let env = encrypted_env().await;
+    env.make_bucket("sem");
+    let s3 = env.proxy.sdk_client();
+    s3.put_object()
+        .bucket("sem")
+        .key("self")
+        .metadata("v", "1")
+        .body(ByteStream::from_static(b"same body"))
+        .send()
+        .await
+        .expect("put");
+    let err = s3
+        .copy_object()
+        .bucket("sem")
+        .key("self")
+        .copy_source("sem/self")
+        .send()
+        .await
+        .expect_err("copy onto itself without a change");
+    assert!(format!("{err:?}").contains("InvalidRequest"), "{err:?}");
+    s3.copy_object()
+        .bucket("sem")
+        .key("self")
+        .copy_source("sem/self")
+        .metadata_directive(MetadataDirective::Replace)
+        .metadata("v", "2")
+        .send()
+        .await
+        .expect("copy onto itself with new metadata");
+    let h = s3
+        .head_object()
+        .bucket("sem")
+        .key("self")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        h.metadata().and_then(|m| m.get("v")).map(String::as_str),
+        Some("2")
+    );
+    assert!(get_all(&s3, "sem", "self").await.expect("get") == b"same body");
+
+    let ids = |keys: &[&str]| {
+        Delete::builder()
+            .set_objects(Some(
+                keys.iter()
+                    .map(|k| ObjectIdentifier::builder().key(*k).build().expect("id"))
+                    .collect(),
+            ))
+            .quiet(true)
+            .build()
+            .expect("delete")
+    };
+    let r = s3
+        .delete_objects()
+        .bucket("sem")
+        .delete(ids(&["self", "never-existed"]))
+        .send()
+        .await
+        .expect("quiet delete");
+    assert!(r.deleted().is_empty(), "{:?}", r.deleted());
+    assert!(r.errors().is_empty(), "{:?}", r.errors());
+    assert!(env.store.stored("sem", "self").is_none());
+}
