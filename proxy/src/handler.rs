@@ -54,6 +54,8 @@ const MAX_OTHER_BODY: u64 = 64 << 20;
 
 /// Longest accepted object key in bytes (S3's limit).
 const MAX_KEY_BYTES: usize = 1024;
+/// S3's limit on user-defined metadata: 2 KB of names and values.
+const MAX_USER_METADATA: usize = 2048;
 /// Longest accepted request target.
 const MAX_URI_BYTES: usize = 16 * 1024;
 
@@ -454,6 +456,29 @@ async fn handle_inner(
         &parts.headers,
     )
     .ok_or_else(S3Error::not_implemented)?;
+    if matches!(
+        op,
+        Op::PutObject | Op::CreateMultipartUpload | Op::CopyObject
+    ) {
+        // S3's limit on user metadata (names without the prefix, plus values). Chmura's own
+        // envelope comes on top of it, so a store that enforces the limit on what it receives
+        // may refuse a little less (README).
+        let meta: usize = parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                n.as_str()
+                    .strip_prefix("x-amz-meta-")
+                    .map(|k| k.len() + v.as_bytes().len())
+            })
+            .sum();
+        if meta > MAX_USER_METADATA {
+            return Err(S3Error::new(
+                "MetadataTooLarge",
+                "Your metadata headers exceed the maximum allowed metadata size.",
+            ));
+        }
+    }
     ctx.op = Some(op);
     ctx.bucket = addr.bucket.clone();
     ctx.key = (!addr.key.is_empty()).then(|| addr.key.clone());

@@ -1611,8 +1611,8 @@ async fn object_lock_and_acl_operations_pass_through_on_moto() {
 
 /// S3 details Chmura enforces itself because it rewrites the request: a copy of an encrypted
 /// object onto itself that changes nothing is refused (Chmura's new envelope would otherwise
-/// let the store accept it), and DeleteObjects in quiet mode lists only errors (s3s-fs and moto
-/// list every key).
+/// let the store accept it), user metadata is limited to 2 KB, and DeleteObjects in quiet mode
+/// lists only errors (s3s-fs and moto list every key).
 #[tokio::test]
 async fn self_copy_without_change_is_refused_and_quiet_delete_lists_only_errors() {
     use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
@@ -1658,6 +1658,26 @@ async fn self_copy_without_change_is_refused_and_quiet_delete_lists_only_errors(
     );
     assert!(get_all(&s3, "sem", "self").await.expect("get") == b"same body");
 
+    // S3's 2 KB limit on user metadata, Chmura's envelope not counted.
+    let err = s3
+        .put_object()
+        .bucket("sem")
+        .key("meta")
+        .metadata("big", "x".repeat(2_046))
+        .body(ByteStream::from_static(b"m"))
+        .send()
+        .await
+        .expect_err("metadata over 2 KB");
+    assert!(format!("{err:?}").contains("MetadataTooLarge"), "{err:?}");
+    assert!(env.store.stored("sem", "meta").is_none());
+    s3.put_object()
+        .bucket("sem")
+        .key("meta")
+        .metadata("big", "x".repeat(2_045))
+        .body(ByteStream::from_static(b"m"))
+        .send()
+        .await
+        .expect("metadata of exactly 2 KB");
     let ids = |keys: &[&str]| {
         Delete::builder()
             .set_objects(Some(
