@@ -701,7 +701,12 @@ async fn handle_inner(
         let v = v.to_str().map_err(|_| invalid_digest())?;
         exp.md5 = Some(decode_b64(v, 16).ok_or_else(invalid_digest)?);
     }
-    for alg in ChecksumAlgorithm::ALL {
+    // On CompleteMultipartUpload an x-amz-checksum-* header states the whole object's
+    // checksum (checked against the parts at Complete), not the request body's.
+    for alg in ChecksumAlgorithm::ALL
+        .into_iter()
+        .filter(|_| op != Op::CompleteMultipartUpload)
+    {
         if let Some(v) = parts.headers.get(alg.header_name()) {
             if exp.checksum.is_some() {
                 return Err(S3Error::invalid_request("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."));
@@ -942,7 +947,7 @@ async fn handle_inner(
     // store answers (s3s-fs and moto list every deleted key).
     let mut quiet_delete = false;
     // The composite of the plaintext part checksums the client stated at Complete.
-    let mut complete_checksum: Option<(String, String)> = None;
+    let mut complete_checksum: Option<(String, String, &'static str)> = None;
     // An upload completed off the grid: its parts, rewritten onto the grid after the store
     // assembled them (FORMAT.md §13).
     let mut irregular: Option<Vec<(u32, u64)>> = None;
@@ -1200,7 +1205,53 @@ async fn handle_inner(
                 parts.iter().map(|(n, _)| *n).collect()
             }
         };
-        complete_checksum = multipart::composite_checksum(&client_parts, &numbers);
+        // Full-object CRC (asked for at Create, or at Complete): the part CRCs combined over
+        // the plaintext; a full-object value the client states is checked before anything
+        // is completed. Otherwise the composite of the part checksums.
+        let full_alg = t.full_object.or_else(|| {
+            header_str(&parts.headers, "x-amz-checksum-type")
+                .filter(|v| v.eq_ignore_ascii_case("FULL_OBJECT"))
+                .and_then(|_| {
+                    client_parts
+                        .first()
+                        .and_then(|p| p.checksums.first())
+                        .and_then(|(name, _)| ChecksumAlgorithm::from_name(name))
+                })
+        });
+        complete_checksum = match full_alg {
+            Some(alg) => {
+                let sizes: Vec<(u32, u64)> = numbers
+                    .iter()
+                    .filter_map(|n| {
+                        let (_, size) = listed.iter().find(|(p, _)| p == n)?;
+                        Some((*n, layout::plaintext_len(*size).ok()?))
+                    })
+                    .collect();
+                let full = multipart::full_object_crc(alg, &client_parts, &sizes);
+                if let (Some(full), Some(stated)) =
+                    (full.as_ref(), header_str(&parts.headers, alg.header_name()))
+                {
+                    if decode_b64(stated.trim(), alg.digest_len()).as_ref() != Some(full) {
+                        return Err(S3Error::new(
+                            "BadDigest",
+                            format!(
+                                "The {} you specified did not match the calculated checksum.",
+                                alg.name()
+                            ),
+                        ));
+                    }
+                }
+                full.map(|v| {
+                    (
+                        format!("Checksum{}", alg.name()),
+                        crate::checksum::b64(&v),
+                        "FULL_OBJECT",
+                    )
+                })
+            }
+            None => multipart::composite_checksum(&client_parts, &numbers)
+                .map(|(tag, value)| (tag, value, "COMPOSITE")),
+        };
         let parts: Vec<(u32, String)> = numbers
             .iter()
             .filter_map(|n| {
@@ -1396,6 +1447,7 @@ async fn handle_inner(
                         key_id: header.key_id.clone(),
                         wrapped_key: header.wrapped_key.clone(),
                         salt: header.salt,
+                        full_object: full_object_requested(&parts.headers),
                     }
                     .encode()
                 })
@@ -1434,13 +1486,13 @@ async fn handle_inner(
         let mut xml = CHECKSUM_ELEMENTS
             .iter()
             .fold(xml, |x, t| multipart::remove_elements(&x, t));
-        if let (Some((tag, value)), Some(i)) = (
+        if let (Some((tag, value, kind)), Some(i)) = (
             complete_checksum.as_ref(),
             xml.rfind("</CompleteMultipartUploadResult>"),
         ) {
             xml.insert_str(
                 i,
-                &format!("<{tag}>{value}</{tag}><ChecksumType>COMPOSITE</ChecksumType>"),
+                &format!("<{tag}>{value}</{tag}><ChecksumType>{kind}</ChecksumType>"),
             );
         }
         for n in ["x-amz-checksum-algorithm", "x-amz-checksum-type"] {
@@ -2707,6 +2759,16 @@ async fn head_encrypted(
         rp,
         Empty::new().map_err(|e| match e {}).boxed_unsync(),
     ))
+}
+
+/// The full-object CRC a CreateMultipartUpload asks for: `x-amz-checksum-type: FULL_OBJECT`
+/// with a CRC algorithm, or CRC64NVME, which S3 has only as a full-object checksum.
+fn full_object_requested(h: &HeaderMap) -> Option<ChecksumAlgorithm> {
+    let alg = header_str(h, "x-amz-checksum-algorithm").and_then(ChecksumAlgorithm::from_name)?;
+    let full = alg == ChecksumAlgorithm::Crc64Nvme
+        || header_str(h, "x-amz-checksum-type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("FULL_OBJECT"));
+    (full && !matches!(alg, ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256)).then_some(alg)
 }
 
 /// Whether a GET or HEAD asks for the object's checksum (`x-amz-checksum-mode: ENABLED`).

@@ -24,6 +24,21 @@ pub struct UploadToken {
     pub key_id: String,
     pub wrapped_key: Vec<u8>,
     pub salt: [u8; 32],
+    /// A full-object CRC asked for at CreateMultipartUpload (`x-amz-checksum-type:
+    /// FULL_OBJECT`, or CRC64NVME, which S3 only has as full-object): Complete answers with
+    /// the CRC of the whole plaintext. Encoded as one optional trailing byte.
+    pub full_object: Option<crate::checksum::ChecksumAlgorithm>,
+}
+
+/// The token byte for a full-object CRC algorithm.
+fn full_object_code(a: crate::checksum::ChecksumAlgorithm) -> Option<u8> {
+    use crate::checksum::ChecksumAlgorithm as A;
+    match a {
+        A::Crc32 => Some(1),
+        A::Crc32c => Some(2),
+        A::Crc64Nvme => Some(3),
+        A::Sha1 | A::Sha256 => None,
+    }
 }
 
 /// URL- and XML-safe base64 (RFC 4648 §5, no padding).
@@ -56,6 +71,9 @@ impl UploadToken {
         b.extend_from_slice(&(self.wrapped_key.len() as u16).to_be_bytes());
         b.extend_from_slice(&self.wrapped_key);
         b.extend_from_slice(&self.salt);
+        if let Some(c) = self.full_object.and_then(full_object_code) {
+            b.push(c);
+        }
         format!("{TOKEN_PREFIX}{}", b64url(&b))
     }
 
@@ -79,7 +97,17 @@ impl UploadToken {
         let n = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
         let wrapped_key = take(n)?.to_vec();
         let salt: [u8; 32] = take(32)?.try_into().ok()?;
-        if !r.is_empty() || upstream_id.is_empty() {
+        use crate::checksum::ChecksumAlgorithm as A;
+        let full_object = match r {
+            [] => None,
+            [c] => Some(
+                [A::Crc32, A::Crc32c, A::Crc64Nvme]
+                    .into_iter()
+                    .find(|a| full_object_code(*a) == Some(*c))?,
+            ),
+            _ => return None,
+        };
+        if upstream_id.is_empty() {
             return None;
         }
         Some(UploadToken {
@@ -87,6 +115,7 @@ impl UploadToken {
             key_id,
             wrapped_key,
             salt,
+            full_object,
         })
     }
 
@@ -179,6 +208,38 @@ pub fn composite_checksum(parts: &[CompletePart], used: &[u32]) -> Option<(Strin
         format!("Checksum{name}"),
         format!("{}-{n}", b64(&h.finish())),
     ))
+}
+
+/// The full-object CRC S3 computes at Complete for an upload created with `FULL_OBJECT`: the
+/// part CRCs the client lists, combined in order with each part's plaintext length (`sizes`,
+/// the parts used). `None` unless every used part states a CRC of `alg`. Returns the raw
+/// big-endian value.
+pub fn full_object_crc(
+    alg: crate::checksum::ChecksumAlgorithm,
+    parts: &[CompletePart],
+    sizes: &[(u32, u64)],
+) -> Option<Vec<u8>> {
+    use crate::checksum::{decode_b64, ChecksumAlgorithm as A};
+    use crc_fast::CrcAlgorithm as C;
+    let (calg, width) = match alg {
+        A::Crc32 => (C::Crc32IsoHdlc, 4),
+        A::Crc32c => (C::Crc32Iscsi, 4),
+        A::Crc64Nvme => (C::Crc64Nvme, 8),
+        A::Sha1 | A::Sha256 => return None,
+    };
+    let mut crc: Option<u64> = None;
+    for (number, len) in sizes {
+        let p = parts.iter().find(|p| p.number == *number)?;
+        let (_, v) = p.checksums.iter().find(|(a, _)| a == alg.name())?;
+        let raw = decode_b64(v, width)?;
+        let value = raw.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        crc = Some(match crc {
+            None => value,
+            Some(c) => crc_fast::checksum_combine(calg, c, value, *len),
+        });
+    }
+    let c = crc?;
+    Some(c.to_be_bytes()[8 - width..].to_vec())
 }
 
 fn malformed() -> S3Error {
@@ -457,6 +518,7 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_junk() {
         let t = UploadToken {
+            full_object: None,
             upstream_id: "2~abc.DEF_-x".into(),
             key_id: "arn:aws:kms:us-east-1:1:key/x".into(),
             wrapped_key: (0..=255).collect(),
@@ -466,10 +528,52 @@ mod tests {
         assert!(s
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
-        assert_eq!(UploadToken::decode(&s), Some(t));
+        assert_eq!(UploadToken::decode(&s), Some(t.clone()));
         assert_eq!(UploadToken::decode("2~abc"), None);
         assert_eq!(UploadToken::decode("c1.AAAA"), None);
         assert_eq!(UploadToken::decode(&format!("{s}A")), None);
+        let full = UploadToken {
+            full_object: Some(crate::checksum::ChecksumAlgorithm::Crc64Nvme),
+            ..t.clone()
+        };
+        assert_eq!(UploadToken::decode(&full.encode()), Some(full));
+    }
+
+    #[test]
+    fn full_object_crcs_combine_the_part_crcs() {
+        use crate::checksum::{b64, ChecksumAlgorithm as A, Hasher};
+        let data: Vec<u8> = (0..5_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let cuts = [0, 100_000, 100_001, 5_242_880 + 100_001, 5_500_000];
+        for alg in [A::Crc32, A::Crc32c, A::Crc64Nvme] {
+            let digest = |d: &[u8]| {
+                let mut h = Hasher::new(alg);
+                h.update(d);
+                h.finish()
+            };
+            let mut parts = Vec::new();
+            let mut sizes = Vec::new();
+            for (i, w) in cuts.windows(2).enumerate() {
+                let n = i as u32 + 1;
+                parts.push(CompletePart {
+                    number: n,
+                    etag: String::new(),
+                    checksums: vec![(alg.name().to_string(), b64(&digest(&data[w[0]..w[1]])))],
+                });
+                sizes.push((n, (w[1] - w[0]) as u64));
+            }
+            assert_eq!(
+                full_object_crc(alg, &parts, &sizes),
+                Some(digest(&data)),
+                "{alg:?}"
+            );
+            // A wrong size gives another value; a part without the checksum gives none.
+            let mut wrong = sizes.clone();
+            wrong[1].1 += 1;
+            assert_ne!(full_object_crc(alg, &parts, &wrong), Some(digest(&data)));
+            parts[2].checksums.clear();
+            assert_eq!(full_object_crc(alg, &parts, &sizes), None);
+        }
+        assert_eq!(full_object_crc(A::Sha256, &[], &[]), None);
     }
 
     #[test]

@@ -1700,3 +1700,90 @@ async fn self_copy_without_change_is_refused_and_quiet_delete_lists_only_errors(
     assert!(r.errors().is_empty(), "{:?}", r.errors());
     assert!(env.store.stored("sem", "self").is_none());
 }
+
+/// Full-object CRCs (CRC64NVME, the SDKs' default, exists only as full-object): Complete
+/// combines the part CRCs over the plaintext and answers with the whole object's CRC; a
+/// full-object value the client states that does not match is BadDigest and nothing is
+/// completed.
+#[tokio::test]
+async fn full_object_crc64nvme_at_complete() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
+    use base64::Engine;
+    let crc = |d: &[u8]| {
+        let mut h = chmura_proxy::checksum::Hasher::new(
+            chmura_proxy::checksum::ChecksumAlgorithm::Crc64Nvme,
+        );
+        h.update(d);
+        base64::engine::general_purpose::STANDARD.encode(h.finish())
+    };
+    let env = encrypted_env().await;
+    env.make_bucket("fob");
+    let s3 = env.proxy.sdk_client();
+    let data = pattern(PART + 77_777, 93);
+    for (key, stated_ok) in [("good", true), ("bad", false)] {
+        let id = s3
+            .create_multipart_upload()
+            .bucket("fob")
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_type(ChecksumType::FullObject)
+            .send()
+            .await
+            .expect("create")
+            .upload_id()
+            .expect("id")
+            .to_string();
+        let mut parts = Vec::new();
+        for (i, piece) in data.chunks(PART).enumerate() {
+            let n = i as i32 + 1;
+            let out = s3
+                .upload_part()
+                .bucket("fob")
+                .key(key)
+                .upload_id(&id)
+                .part_number(n)
+                .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+                .body(ByteStream::from(piece.to_vec()))
+                .send()
+                .await
+                .expect("part");
+            assert_eq!(out.checksum_crc64_nvme(), Some(crc(piece).as_str()));
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(out.e_tag().expect("etag"))
+                    .checksum_crc64_nvme(crc(piece))
+                    .build(),
+            );
+        }
+        let stated = if stated_ok {
+            crc(&data)
+        } else {
+            crc(&data[1..])
+        };
+        let done = s3
+            .complete_multipart_upload()
+            .bucket("fob")
+            .key(key)
+            .upload_id(&id)
+            .checksum_crc64_nvme(stated)
+            .checksum_type(ChecksumType::FullObject)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        if stated_ok {
+            let done = done.expect("complete");
+            assert_eq!(done.checksum_crc64_nvme(), Some(crc(&data).as_str()));
+            assert_eq!(done.checksum_type(), Some(&ChecksumType::FullObject));
+            assert!(get_all(&s3, "fob", key).await.expect("get") == data);
+        } else {
+            let err = done.expect_err("wrong full-object CRC");
+            assert!(format!("{err:?}").contains("BadDigest"), "{err:?}");
+            assert!(env.store.stored("fob", key).is_none());
+        }
+    }
+}
