@@ -43,6 +43,29 @@ struct Opts {
     mp_conc: usize,
     /// Only the multipart phase.
     mp_only: bool,
+    /// Chmura without `[kms]` (`server.insecure_no_encryption`): the pass-through stage.
+    pass_through: bool,
+}
+
+/// The dev config without its `[kms]` table, with `insecure_no_encryption` set.
+fn pass_through_config(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_kms = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_kms = t == "[kms]";
+        }
+        if in_kms {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if t == "[server]" {
+            out.push_str("insecure_no_encryption = true\n");
+        }
+    }
+    out
 }
 
 fn opts() -> Opts {
@@ -64,6 +87,7 @@ fn opts() -> Opts {
         part_mib: get("--part-mib", 8),
         mp_conc: get("--mp-conc", 10) as usize,
         mp_only: args.iter().any(|a| a == "--mp-only"),
+        pass_through: args.iter().any(|a| a == "--pass-through"),
     }
 }
 
@@ -550,7 +574,12 @@ async fn main() {
             .expect("store"),
     );
     wait_port(store_port).await;
-    let config = dir.path().join("chmura.toml");
+    let mut config = dir.path().join("chmura.toml");
+    if o.pass_through {
+        let text = std::fs::read_to_string(&config).expect("config");
+        config = dir.path().join("chmura-pass-through.toml");
+        std::fs::write(&config, pass_through_config(&text)).expect("write config");
+    }
     let mut cmd = Command::new(bin("chmura"));
     cmd.args(["serve", "--config", &config.display().to_string()])
         .env("CHMURA_LOG", "warn");
