@@ -2848,7 +2848,7 @@ fn respond(
 
 /// The tags of an object (for `s3:ExistingObjectTag/<key>` conditions): none when the object
 /// does not exist; a store that cannot answer refuses the request (a Deny must not be skipped).
-async fn object_tags(
+pub(crate) async fn object_tags(
     state: &State,
     bucket: &str,
     key: &str,

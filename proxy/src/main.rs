@@ -100,6 +100,7 @@ fn main() -> ExitCode {
                 to_key,
                 start_after: flag(a, "--start-after"),
                 max_objects,
+                copy_limit: chmura_proxy::rekey::COPY_LIMIT,
             };
             rekey(PathBuf::from(config), opts)
         }

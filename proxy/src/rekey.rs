@@ -7,7 +7,9 @@
 //! (trying each configured tenant, since the tenant is part of the context), wrapped again
 //! under the target key for the same context, and written back by a metadata-only CopyObject
 //! of the object onto itself, pinned to the ETag just read (a concurrent write wins; the object
-//! is reported, not overwritten). Bodies, salts and commitments are unchanged.
+//! is reported, not overwritten). Objects over 5 GiB are copied onto themselves as a multipart
+//! upload of UploadPartCopy ranges (`multipart_self_copy`). Bodies, salts and commitments are
+//! unchanged.
 
 use std::io::Write;
 
@@ -31,7 +33,14 @@ pub struct RekeyOptions {
     pub start_after: Option<String>,
     /// Stop after this many objects (for batches; a rerun continues).
     pub max_objects: Option<u64>,
+    /// Objects whose stored size exceeds this are rewritten as a multipart copy of themselves
+    /// (UploadPartCopy of their ciphertext ranges, still without passing through Chmura):
+    /// S3's CopyObject stops at 5 GiB.
+    pub copy_limit: u64,
 }
+
+/// S3's largest CopyObject.
+pub const COPY_LIMIT: u64 = 5 << 30;
 
 /// What a run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -244,6 +253,15 @@ async fn rekey_one(
             etag.clone(),
         ));
     }
+    let stored = hp
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if stored > opts.copy_limit {
+        return multipart_self_copy(state, opts, key, &hp.headers, headers, stored).await;
+    }
     headers.push((http::header::CONTENT_LENGTH, HeaderValue::from(0)));
     let (rp, body) = send_empty(state, Method::PUT, &opts.bucket, key, &[], headers)
         .await
@@ -251,11 +269,174 @@ async fn rekey_one(
     let text = String::from_utf8_lossy(&body);
     // S3 can answer a copy with 200 and an error document.
     if !rp.status.is_success() || text.contains("<Error>") {
-        let code = multipart::tag_values(&text, "Code")
-            .first()
-            .map(|c| c.to_string())
-            .unwrap_or_default();
-        return Err(format!("self-copy: status {} {code}", rp.status));
+        return Err(format!(
+            "self-copy: status {} {}",
+            rp.status,
+            first_tag(&text, "Code").unwrap_or_default()
+        ));
     }
     Ok(Outcome::Rekeyed)
+}
+
+/// The self-copy of an object larger than one CopyObject: a multipart upload with the new
+/// envelope whose parts are UploadPartCopy ranges of the object's own ciphertext (pinned to the
+/// ETag read), tags carried over. The bytes are unchanged, so the object reads as before; the
+/// upload is aborted if any step fails.
+async fn multipart_self_copy(
+    state: &State,
+    opts: &RekeyOptions,
+    key: &str,
+    source: &http::HeaderMap,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    stored: u64,
+) -> Result<Outcome, String> {
+    let bucket = opts.bucket.as_str();
+    // Up to 10,000 parts of at least 5 MiB; no larger than the copy limit (at most 1 GiB).
+    let part = (multipart::MIN_PART)
+        .max(stored.div_ceil(u64::from(multipart::MAX_PARTS)))
+        .max(opts.copy_limit.min(1 << 30));
+    let mut create: Vec<(HeaderName, HeaderValue)> = headers
+        .into_iter()
+        .filter(|(n, _)| {
+            !n.as_str().starts_with("x-amz-copy-source") && n != "x-amz-metadata-directive"
+        })
+        .collect();
+    let tagged = source
+        .get("x-amz-tagging-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|n| n > 0);
+    if tagged {
+        let tags = crate::handler::object_tags(state, bucket, key, None)
+            .await
+            .map_err(|e| format!("reading tags: {e}"))?;
+        let v =
+            HeaderValue::from_str(&multipart::tagging_header(&tags)).map_err(|e| e.to_string())?;
+        create.push((HeaderName::from_static("x-amz-tagging"), v));
+    }
+    create.push((http::header::CONTENT_LENGTH, HeaderValue::from(0)));
+    let (rp, body) = send_empty(
+        state,
+        Method::POST,
+        bucket,
+        key,
+        &[("uploads".to_string(), String::new())],
+        create,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&body);
+    let upload = first_tag(&text, "UploadId")
+        .filter(|_| rp.status.is_success())
+        .ok_or_else(|| format!("multipart self-copy: create: status {}", rp.status))?;
+    let result = copy_parts(state, bucket, key, source, &upload, stored, part).await;
+    if result.is_err() {
+        let _ = send_empty(
+            state,
+            Method::DELETE,
+            bucket,
+            key,
+            &[("uploadId".to_string(), upload.clone())],
+            vec![],
+        )
+        .await;
+    }
+    result.map(|()| Outcome::Rekeyed)
+}
+
+async fn copy_parts(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    source: &http::HeaderMap,
+    upload: &str,
+    stored: u64,
+    part: u64,
+) -> Result<(), String> {
+    let copy_source = multipart::copy_source_value(bucket, key, None);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut number = 1u32;
+    while start < stored {
+        let end = (start + part).min(stored) - 1;
+        let mut h = vec![
+            (
+                HeaderName::from_static("x-amz-copy-source"),
+                HeaderValue::from_str(&copy_source).map_err(|e| e.to_string())?,
+            ),
+            (
+                HeaderName::from_static("x-amz-copy-source-range"),
+                HeaderValue::from_str(&format!("bytes={start}-{end}"))
+                    .map_err(|e| e.to_string())?,
+            ),
+            (http::header::CONTENT_LENGTH, HeaderValue::from(0)),
+        ];
+        if let Some(etag) = source.get(http::header::ETAG) {
+            h.push((
+                HeaderName::from_static("x-amz-copy-source-if-match"),
+                etag.clone(),
+            ));
+        }
+        let q = [
+            ("partNumber".to_string(), number.to_string()),
+            ("uploadId".to_string(), upload.to_string()),
+        ];
+        let (rp, body) = send_empty(state, Method::PUT, bucket, key, &q, h)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&body);
+        let etag = first_tag(&text, "ETag")
+            .filter(|_| rp.status.is_success() && !text.contains("<Error>"))
+            .ok_or_else(|| format!("multipart self-copy: part {number}: status {}", rp.status))?;
+        parts.push((number, etag));
+        start = end + 1;
+        number += 1;
+    }
+    let xml = multipart::complete_body(&parts);
+    let (uri, host) = state.upstream.uri(
+        Some(bucket),
+        key,
+        &sigv4::canonical_query(&[("uploadId".to_string(), upload.to_string())], None),
+    );
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(&uri)
+        .header(HOST, host)
+        .header(http::header::CONTENT_LENGTH, xml.len())
+        .header(http::header::CONTENT_TYPE, "application/xml")
+        .body(
+            http_body_util::Full::new(Bytes::from(xml))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        )
+        .map_err(|e| e.to_string())?;
+    // The body is not part of the signature (UNSIGNED-PAYLOAD), as on Chmura's own Complete.
+    let (rp, body) = state
+        .upstream
+        .send(req, true)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    let bytes = http_body_util::Limited::new(body, 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    if !rp.status.is_success() || text.contains("<Error>") {
+        return Err(format!(
+            "multipart self-copy: complete: status {} {} {}",
+            rp.status,
+            first_tag(&text, "Code").unwrap_or_default(),
+            first_tag(&text, "Message").unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The first `tag` of a store answer, unescaped.
+fn first_tag(xml: &str, tag: &str) -> Option<String> {
+    multipart::tag_values(xml, tag)
+        .first()
+        .map(|v| multipart::unescape(v.trim()))
 }

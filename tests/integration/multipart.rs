@@ -858,10 +858,13 @@ async fn rekey_rewraps_under_a_new_key_without_rewriting_bodies() {
         to_key: "new".into(),
         start_after: None,
         max_objects: Some(2),
+        // Small enough that p/big is rewritten as a multipart copy of itself in two parts
+        // (in production: S3's 5 GiB CopyObject limit).
+        copy_limit: PART as u64 + 1,
     };
     let mut log = Vec::new();
     let first = run(&env.proxy.state, &opts, &mut log).await.expect("rekey");
-    assert_eq!((first.listed, first.rekeyed), (2, 2));
+    assert_eq!((first.listed, first.rekeyed), (2, 2), "{first:?}");
     let resume = first.stopped_after.clone().expect("stopped early");
     assert!(String::from_utf8_lossy(&log).contains("--start-after"));
     // Resume where it stopped; then a full rerun finds everything done.
