@@ -951,6 +951,8 @@ async fn handle_inner(
     // An upload completed off the grid: its parts, rewritten onto the grid after the store
     // assembled them (FORMAT.md §13).
     let mut irregular: Option<Vec<(u32, u64)>> = None;
+    // GetObjectAttributes asked for the checksum Chmura keeps sealed with the object.
+    let mut attributes_checksum: Option<String> = None;
     // A new envelope for a PUT or a new multipart upload: a fresh data key and salt.
     let mut created: Option<(ObjectHeader, Arc<ObjectKey>)> = None;
     if matches!(plan, Plan::Encrypt | Plan::MpCreate) {
@@ -1479,6 +1481,25 @@ async fn handle_inner(
                         p.trim_matches('"').to_string()
                     }
                 });
+                let wants = header_str(&parts.headers, "x-amz-object-attributes")
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("checksum"));
+                if wants {
+                    let version = query
+                        .iter()
+                        .find(|(k, _)| k == "versionId")
+                        .map(|(_, v)| v.as_str());
+                    let object = (ctx_tenant.name.as_str(), bucket_name, addr.key.as_str());
+                    attributes_checksum = stored_checksum(state, object, version)
+                        .await?
+                        .and_then(|(name, value)| {
+                            let a = ChecksumAlgorithm::from_header_name(name.as_str())?;
+                            Some(format!(
+                                "<Checksum><Checksum{n}>{v}</Checksum{n}><ChecksumType>FULL_OBJECT</ChecksumType></Checksum>",
+                                n = a.name(),
+                                v = value.to_str().ok()?
+                            ))
+                        });
+                }
                 multipart::remove_elements(&rewrite_sizes(&xml), "Checksum")
             }
             _ => etag::present_in_xml(&xml),
@@ -1486,6 +1507,9 @@ async fn handle_inner(
         let mut xml = CHECKSUM_ELEMENTS
             .iter()
             .fold(xml, |x, t| multipart::remove_elements(&x, t));
+        if let (Some(c), Some(i)) = (attributes_checksum.as_ref(), xml.rfind("</")) {
+            xml.insert_str(i, c);
+        }
         if let (Some((tag, value, kind)), Some(i)) = (
             complete_checksum.as_ref(),
             xml.rfind("</CompleteMultipartUploadResult>"),
@@ -2769,6 +2793,34 @@ fn full_object_requested(h: &HeaderMap) -> Option<ChecksumAlgorithm> {
         || header_str(h, "x-amz-checksum-type")
             .is_some_and(|t| t.eq_ignore_ascii_case("FULL_OBJECT"));
     (full && !matches!(alg, ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256)).then_some(alg)
+}
+
+/// The plaintext checksum kept with an object (FORMAT.md §8), for GetObjectAttributes: one
+/// HEAD and the data key's unwrap, only when the attribute is asked for.
+async fn stored_checksum(
+    state: &State,
+    (tenant, bucket, key): (&str, &str, &str),
+    version: Option<&str>,
+) -> Result<Option<(HeaderName, HeaderValue)>, S3Error> {
+    let q = version.map_or(String::new(), |v| {
+        sigv4::canonical_query(&[("versionId".to_string(), v.to_string())], None)
+    });
+    let (uri, host) = state.upstream.uri(Some(bucket), key, &q);
+    let head = Request::builder()
+        .method(Method::HEAD)
+        .uri(&uri)
+        .header(HOST, host)
+        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+        .map_err(|e| S3Error::internal(format!("attributes head: {e}")))?;
+    let (hp, _) = state.upstream.send(head, false).await?.into_parts();
+    if !hp.status.is_success() {
+        return Ok(None);
+    }
+    let Some(env) = envelope_of(&hp.headers, true)?.filter(|e| e.checksum.is_some()) else {
+        return Ok(None);
+    };
+    let okey = open_key(state, &env, tenant, bucket, key).await?;
+    checksum_header(&env, &okey)
 }
 
 /// Whether a GET or HEAD asks for the object's checksum (`x-amz-checksum-mode: ENABLED`).

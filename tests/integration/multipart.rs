@@ -1096,6 +1096,44 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
         done.e_tag().map(|e| e.trim_matches('"'))
     );
 
+    // A checksum sent with PutObject is an attribute too.
+    {
+        use base64::Engine;
+        let body = b"attributes with a checksum";
+        let mut h =
+            chmura_proxy::checksum::Hasher::new(chmura_proxy::checksum::ChecksumAlgorithm::Sha256);
+        h.update(body);
+        let digest = base64::engine::general_purpose::STANDARD.encode(h.finish());
+        s3.create_bucket()
+            .bucket("motock")
+            .send()
+            .await
+            .expect("bucket");
+        s3.put_object()
+            .bucket("motock")
+            .key("ck")
+            .checksum_sha256(&digest)
+            .body(ByteStream::from_static(body))
+            .send()
+            .await
+            .expect("put with checksum");
+        let attrs = s3
+            .get_object_attributes()
+            .bucket("motock")
+            .key("ck")
+            .object_attributes(aws_sdk_s3::types::ObjectAttributes::Checksum)
+            .object_attributes(aws_sdk_s3::types::ObjectAttributes::ObjectSize)
+            .send()
+            .await
+            .expect("attributes");
+        assert_eq!(attrs.object_size(), Some(body.len() as i64));
+        assert_eq!(
+            attrs.checksum().and_then(|c| c.checksum_sha256()),
+            Some(digest.as_str()),
+            "{attrs:?}"
+        );
+    }
+
     // Versions: each reads back by versionId; listings show plaintext sizes.
     let old = s3
         .get_object()
