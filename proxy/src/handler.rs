@@ -2144,15 +2144,13 @@ async fn upload_part_copy(
                 "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.",
             )
         })?;
-    let q = match &version {
-        Some(v) => sigv4::canonical_query(&[("versionId".to_string(), v.clone())], None),
-        None => String::new(),
-    };
-    let (uri, host) = state.upstream.uri(Some(&src_bucket), &src_key, &q);
-    let mut get = Request::builder()
-        .method(Method::GET)
-        .uri(&uri)
-        .header(HOST, host);
+    let mut get = store_request(
+        state,
+        Method::GET,
+        &src_bucket,
+        &src_key,
+        version.as_deref(),
+    );
     let mut requested_range = None;
     if let Some(r) = header_str(headers, "x-amz-copy-source-range") {
         requested_range = r
@@ -2298,15 +2296,8 @@ async fn rewrite_irregular(
         _ => None,
     };
     if let Some(v) = remove {
-        let q = v.map_or(String::new(), |v| {
-            sigv4::canonical_query(&[("versionId".to_string(), v.to_string())], None)
-        });
-        let (uri, host) = state.upstream.uri(Some(bucket), key, &q);
-        let del = Request::builder()
-            .method(Method::DELETE)
-            .uri(&uri)
-            .header(HOST, host)
-            .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+        let del = store_request(state, Method::DELETE, bucket, key, v)
+            .body(empty_body())
             .map_err(|e| S3Error::internal(format!("rewrite cleanup: {e}")))?;
         match state.upstream.send(del, false).await {
             Ok(r) if r.status().is_success() => {}
@@ -2332,16 +2323,9 @@ async fn rewrite_irregular_inner(
 ) -> Result<(String, Option<String>), S3Error> {
     let total: u64 = parts.iter().map(|(_, l)| l).sum();
     let stored: u64 = parts.iter().map(|(_, l)| layout::ciphertext_len(*l)).sum();
-    let q = version.map_or(String::new(), |v| {
-        sigv4::canonical_query(&[("versionId".to_string(), v.to_string())], None)
-    });
-    let (uri, host) = state.upstream.uri(Some(bucket), key, &q);
-    let get = Request::builder()
-        .method(Method::GET)
-        .uri(&uri)
-        .header(HOST, host)
+    let get = store_request(state, Method::GET, bucket, key, version)
         .header(http::header::IF_MATCH, etag)
-        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+        .body(empty_body())
         .map_err(|e| S3Error::internal(format!("rewrite read: {e}")))?;
     let (rp, rbody) = state.upstream.send(get, false).await?.into_parts();
     if !rp.status.is_success() {
@@ -2505,17 +2489,15 @@ async fn prepare_copy(
             "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
         ));
     }
-    let q = match &version {
-        Some(v) => sigv4::canonical_query(&[("versionId".to_string(), v.clone())], None),
-        None => String::new(),
-    };
-    let (uri, host) = state.upstream.uri(Some(&src_bucket), &src_key, &q);
-    let head = Request::builder()
-        .method(Method::HEAD)
-        .uri(&uri)
-        .header(HOST, host)
-        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
-        .map_err(|e| S3Error::internal(format!("copy head: {e}")))?;
+    let head = store_request(
+        state,
+        Method::HEAD,
+        &src_bucket,
+        &src_key,
+        version.as_deref(),
+    )
+    .body(empty_body())
+    .map_err(|e| S3Error::internal(format!("copy head: {e}")))?;
     let (hp, hbody) = state.upstream.send(head, false).await?.into_parts();
     drop(hbody);
     if !hp.status.is_success() {
@@ -2795,6 +2777,28 @@ fn full_object_requested(h: &HeaderMap) -> Option<ChecksumAlgorithm> {
     (full && !matches!(alg, ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256)).then_some(alg)
 }
 
+/// A request to the store for `bucket`/`key` (a version of it, if given), signed when sent.
+fn store_request(
+    state: &State,
+    method: Method,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+) -> http::request::Builder {
+    let q = version.map_or(String::new(), |v| {
+        sigv4::canonical_query(&[("versionId".to_string(), v.to_string())], None)
+    });
+    let (uri, host) = state.upstream.uri(Some(bucket), key, &q);
+    Request::builder()
+        .method(method)
+        .uri(&uri)
+        .header(HOST, host)
+}
+
+fn empty_body() -> UpstreamBody {
+    Empty::new().map_err(|e| match e {}).boxed_unsync()
+}
+
 /// The plaintext checksum kept with an object (FORMAT.md §8), for GetObjectAttributes: one
 /// HEAD and the data key's unwrap, only when the attribute is asked for.
 async fn stored_checksum(
@@ -2802,15 +2806,8 @@ async fn stored_checksum(
     (tenant, bucket, key): (&str, &str, &str),
     version: Option<&str>,
 ) -> Result<Option<(HeaderName, HeaderValue)>, S3Error> {
-    let q = version.map_or(String::new(), |v| {
-        sigv4::canonical_query(&[("versionId".to_string(), v.to_string())], None)
-    });
-    let (uri, host) = state.upstream.uri(Some(bucket), key, &q);
-    let head = Request::builder()
-        .method(Method::HEAD)
-        .uri(&uri)
-        .header(HOST, host)
-        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+    let head = store_request(state, Method::HEAD, bucket, key, version)
+        .body(empty_body())
         .map_err(|e| S3Error::internal(format!("attributes head: {e}")))?;
     let (hp, _) = state.upstream.send(head, false).await?.into_parts();
     if !hp.status.is_success() {
