@@ -160,6 +160,7 @@ pub struct RawUpstream {
     pub secret_access_key_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub timeout_secs: Option<u64>,
+    pub max_put_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,6 +256,9 @@ pub struct UpstreamConfig {
     pub credentials: UpstreamCredentials,
     pub ca_file: Option<PathBuf>,
     pub timeout_secs: u64,
+    /// Largest body Chmura itself writes to the store in one PUT (S3: 5 GiB); larger ones
+    /// (uploads rewritten onto the grid) go up as multipart uploads.
+    pub max_put_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -574,6 +578,16 @@ impl Config {
             credentials,
             ca_file,
             timeout_secs: positive("upstream.timeout_secs", u.timeout_secs, 300)?,
+            max_put_bytes: match u.max_put_bytes {
+                Some(v) if v < 1 << 20 => {
+                    return Err(ConfigError::new(
+                        "upstream.max_put_bytes",
+                        "must be at least 1048576 (1 MiB)",
+                    ))
+                }
+                Some(v) => v,
+                None => 5 << 30,
+            },
         };
 
         if raw.tenants.is_empty() {
@@ -1031,6 +1045,12 @@ secret_access_key_file = "acme.secret"
         assert_eq!(c.server.tls_cert_file, d.path().join("cert.pem"));
         assert_eq!(c.server.min_tls_version, TlsVersion::V1_2);
         assert_eq!(c.upstream.authority, "127.0.0.1:9000");
+        assert_eq!(c.upstream.max_put_bytes, 5 << 30);
+        let small = GOOD.replacen("[upstream]\n", "[upstream]\nmax_put_bytes = 1000\n", 1);
+        assert_eq!(
+            Config::from_toml(&small, d.path()).unwrap_err().path,
+            "upstream.max_put_bytes"
+        );
         assert_eq!(
             c.tenants[0].secret_access_key.expose(),
             "0123456789abcdefXYZ"

@@ -1197,12 +1197,6 @@ async fn handle_inner(
         let numbers: Vec<u32> = match &layout {
             multipart::Layout::Grid(numbers) => numbers.clone(),
             multipart::Layout::Irregular(parts) => {
-                if layout::ciphertext_len(plain_total) > MAX_PART_BYTES {
-                    return Err(S3Error::new(
-                        "InvalidPart",
-                        "Chmura stores multipart objects encrypted in 64 KiB chunks; an upload over 5 GiB needs parts numbered 1, 2, 3, … of one size, a multiple of 65536 bytes, except the last, which may be smaller.",
-                    ));
-                }
                 irregular = Some(parts.clone());
                 parts.iter().map(|(n, _)| *n).collect()
             }
@@ -2359,13 +2353,16 @@ async fn rewrite_irregular_inner(
     // A fresh salt gives a fresh content key, so no nonce of the parts is used again.
     let salt = chmura_crypto::keys::random::<{ chmura_crypto::keys::SALT_LEN }>();
     let new = ObjectKey::derive(&dk, &salt);
+    let cipher_len = layout::ciphertext_len(total);
+    // One PUT when the store takes it whole; otherwise a multipart upload on the grid.
+    let whole = cipher_len <= state.config.upstream.max_put_bytes;
     let new_env = ObjectHeader {
         key_id: env.key_id.clone(),
         wrapped_key: env.wrapped_key.clone(),
         salt,
         commitment: *new.commitment(),
-        plain_len: total,
-        multipart: false,
+        plain_len: if whole { total } else { 0 },
+        multipart: !whole,
         checksum: None,
     };
     let tagged = rp
@@ -2379,31 +2376,39 @@ async fn rewrite_irregular_inner(
     } else {
         Vec::new()
     };
-    let cipher_len = layout::ciphertext_len(total);
-    let (uri, host) = state.upstream.uri(Some(bucket), key, "");
-    let mut put = Request::builder()
-        .method(Method::PUT)
-        .uri(&uri)
-        .header(HOST, host)
-        .header(CONTENT_LENGTH, cipher_len);
-    for (n, v) in multipart::copied_headers(&rp.headers) {
-        put = put.header(n, v);
-    }
+    let mut object_headers = multipart::copied_headers(&rp.headers);
     if let Some(v) = rp.headers.get("x-amz-storage-class") {
-        put = put.header("x-amz-storage-class", v.clone());
+        object_headers.push((HeaderName::from_static("x-amz-storage-class"), v.clone()));
     }
     for (name, value) in new_env.to_metadata() {
-        put = put.header(format!("x-amz-meta-{name}"), value);
+        object_headers.push((
+            HeaderName::from_bytes(format!("x-amz-meta-{name}").as_bytes())
+                .map_err(|_| S3Error::internal("metadata name"))?,
+            HeaderValue::from_str(&value).map_err(|_| S3Error::internal("metadata value"))?,
+        ));
     }
     if !tags.is_empty() {
-        put = put.header("x-amz-tagging", multipart::tagging_header(&tags));
+        object_headers.push((
+            HeaderName::from_static("x-amz-tagging"),
+            HeaderValue::from_str(&multipart::tagging_header(&tags))
+                .map_err(|_| S3Error::internal("tagging"))?,
+        ));
     }
     let plain = DecryptingBody::new(
         rbody.map_err(|e| Box::new(e) as BoxError),
         chmura_crypto::stream::PartsOpener::new(Arc::new(old), parts),
         format!("{bucket}/{key}"),
     );
-    let body = EncryptingBody::new(plain, Sealer::new(Arc::new(new), 0, total), cipher_len);
+    let new = Arc::new(new);
+    if !whole {
+        return write_multipart(state, bucket, key, object_headers, plain, new, total).await;
+    }
+    let mut put =
+        store_request(state, Method::PUT, bucket, key, None).header(CONTENT_LENGTH, cipher_len);
+    for (n, v) in object_headers {
+        put = put.header(n, v);
+    }
+    let body = EncryptingBody::new(plain, Sealer::new(new, 0, total), cipher_len);
     let put = put
         .body(body.boxed_unsync())
         .map_err(|e| S3Error::internal(format!("rewrite write: {e}")))?;
@@ -2427,6 +2432,152 @@ async fn rewrite_irregular_inner(
         header("etag").unwrap_or_default(),
         header("x-amz-version-id"),
     ))
+}
+
+/// Plaintext bytes per part of a multipart upload Chmura writes itself: whole chunks (so the
+/// object lies on the grid, FORMAT.md §13), at least S3's 5 MiB, 64 MiB when the store takes
+/// that in one request, and few enough parts for S3's 10,000.
+fn own_part_len(total: u64, max_put: u64) -> u64 {
+    let min = multipart::MIN_PART.div_ceil(layout::CHUNK);
+    let fit = (max_put / layout::SEALED_CHUNK).max(min);
+    let preferred = ((64 << 20) / layout::CHUNK).min(fit);
+    let needed = total.div_ceil(u64::from(multipart::MAX_PARTS) * layout::CHUNK);
+    needed.max(min).max(preferred) * layout::CHUNK
+}
+
+/// Writes `plain` (`total` bytes) to `bucket`/`key` as a multipart upload sealed under `okey`
+/// (FORMAT.md §13): parts of whole chunks, one after the other from the one stream, each
+/// sealed as it streams. The upload is aborted if any step fails. Returns the store's ETag and
+/// version id.
+async fn write_multipart(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    object_headers: Vec<(HeaderName, HeaderValue)>,
+    plain: DecryptingBody,
+    okey: Arc<ObjectKey>,
+    total: u64,
+) -> Result<(String, Option<String>), S3Error> {
+    let (uri, host) = state.upstream.uri(
+        Some(bucket),
+        key,
+        &sigv4::canonical_query(&[("uploads".to_string(), String::new())], None),
+    );
+    let mut create = Request::builder()
+        .method(Method::POST)
+        .uri(&uri)
+        .header(HOST, host)
+        .header(CONTENT_LENGTH, 0);
+    for (n, v) in object_headers {
+        create = create.header(n, v);
+    }
+    let create = create
+        .body(empty_body())
+        .map_err(|e| S3Error::internal(format!("rewrite create: {e}")))?;
+    let (cp, cbody) = state.upstream.send(create, false).await?.into_parts();
+    let xml = read_small_body(cbody).await?;
+    let upload = multipart::tag_values(&xml, "UploadId")
+        .first()
+        .map(|v| multipart::unescape(v.trim()))
+        .filter(|_| cp.status.is_success())
+        .ok_or_else(|| {
+            S3Error::internal(format!(
+                "rewrite: the store answered {} to create",
+                cp.status
+            ))
+        })?;
+    let upload_query = |extra: &[(String, String)]| {
+        let mut q = extra.to_vec();
+        q.push(("uploadId".to_string(), upload.clone()));
+        state
+            .upstream
+            .uri(Some(bucket), key, &sigv4::canonical_query(&q, None))
+    };
+    let result = async {
+        let part_len = own_part_len(total, state.config.upstream.max_put_bytes);
+        let src = crate::seal::PieceSource::new(plain);
+        let mut parts = Vec::new();
+        let mut done = 0u64;
+        let mut number = 1u32;
+        while done < total {
+            let len = part_len.min(total - done);
+            let cipher = layout::ciphertext_len(len);
+            let body = EncryptingBody::new(
+                crate::seal::Piece::new(src.clone(), len),
+                Sealer::new(okey.clone(), number, len),
+                cipher,
+            );
+            let (uri, host) = upload_query(&[("partNumber".to_string(), number.to_string())]);
+            let req = Request::builder()
+                .method(Method::PUT)
+                .uri(&uri)
+                .header(HOST, host)
+                .header(CONTENT_LENGTH, cipher)
+                .body(body.boxed_unsync())
+                .map_err(|e| S3Error::internal(format!("rewrite part: {e}")))?;
+            let (rp, rbody) = state.upstream.send(req, true).await?.into_parts();
+            drop(rbody);
+            let etag = rp
+                .headers
+                .get(http::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .filter(|_| rp.status.is_success())
+                .ok_or_else(|| {
+                    S3Error::internal(format!(
+                        "rewrite: the store answered {} to part {number}",
+                        rp.status
+                    ))
+                })?;
+            parts.push((number, etag.to_string()));
+            done += len;
+            number += 1;
+        }
+        let xml = multipart::complete_body(&parts);
+        let (uri, host) = upload_query(&[]);
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(&uri)
+            .header(HOST, host)
+            .header(CONTENT_LENGTH, xml.len())
+            .header(CONTENT_TYPE, "application/xml")
+            .body(
+                Full::new(Bytes::from(xml))
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
+            )
+            .map_err(|e| S3Error::internal(format!("rewrite complete: {e}")))?;
+        let (rp, rbody) = state.upstream.send(req, true).await?.into_parts();
+        let xml = read_small_body(rbody).await?;
+        let etag = multipart::tag_values(&xml, "ETag")
+            .first()
+            .map(|v| multipart::unescape(v.trim()))
+            .filter(|_| rp.status.is_success() && !xml.contains("<Error>"))
+            .ok_or_else(|| {
+                S3Error::internal(format!(
+                    "rewrite: the store answered {} to complete",
+                    rp.status
+                ))
+            })?;
+        let version = rp
+            .headers
+            .get("x-amz-version-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((etag, version))
+    }
+    .await;
+    if result.is_err() {
+        let (uri, host) = upload_query(&[]);
+        if let Ok(req) = Request::builder()
+            .method(Method::DELETE)
+            .uri(&uri)
+            .header(HOST, host)
+            .body(empty_body())
+        {
+            let _ = state.upstream.send(req, false).await;
+        }
+    }
+    result
 }
 
 /// Copy-source conditions and the read conditions they are evaluated as.
@@ -3187,6 +3338,28 @@ pub fn new_request_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn own_parts_are_whole_chunks_within_the_limits() {
+        use super::own_part_len;
+        use chmura_crypto::layout::{ciphertext_len, CHUNK};
+        let mib = 1u64 << 20;
+        for (total, max_put) in [
+            (11 * mib, 6 * mib),
+            (100 * mib, 5 << 30),
+            (60 << 30, 5 << 30),
+            (4 << 40, 5 << 30),
+        ] {
+            let p = own_part_len(total, max_put);
+            assert!(p.is_multiple_of(CHUNK), "{total} {max_put}");
+            assert!(p >= 5 * mib, "{total} {max_put}");
+            assert!(total.div_ceil(p) <= 10_000, "{total} {max_put}");
+            if total <= 10_000 * (max_put / (CHUNK + 28)) * CHUNK {
+                assert!(ciphertext_len(p) <= max_put.max(ciphertext_len(5 * mib)));
+            }
+        }
+        assert_eq!(own_part_len(100 * mib, 5 << 30), 64 * mib);
+    }
+
     use super::*;
 
     #[test]

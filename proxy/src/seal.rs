@@ -171,3 +171,83 @@ impl Body for DecryptingBody {
         )
     }
 }
+
+/// One body read as consecutive pieces of given lengths, each its own request body (the parts
+/// of a multipart upload Chmura writes from one stream). The pieces are read one after the
+/// other, never at the same time, so the source sits behind a plain mutex.
+pub struct Piece {
+    src: Arc<std::sync::Mutex<PieceSource>>,
+    left: u64,
+}
+
+pub struct PieceSource {
+    inner: Inner,
+    carry: Option<Bytes>,
+}
+
+impl PieceSource {
+    pub fn new<B>(inner: B) -> Arc<std::sync::Mutex<PieceSource>>
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        Arc::new(std::sync::Mutex::new(PieceSource {
+            inner: Box::pin(inner),
+            carry: None,
+        }))
+    }
+}
+
+impl Piece {
+    pub fn new(src: Arc<std::sync::Mutex<PieceSource>>, len: u64) -> Self {
+        Piece { src, left: len }
+    }
+}
+
+impl Body for Piece {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let Ok(mut src) = this.src.lock() else {
+            return Poll::Ready(Some(Err(Box::new(S3Error::internal("piece source")))));
+        };
+        let data = loop {
+            if let Some(c) = src.carry.take() {
+                break c;
+            }
+            match src.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Some(Err(Box::new(S3Error::internal(
+                        "integrity: the body ended before its last piece",
+                    )))))
+                }
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Ok(d) = f.into_data() {
+                        if !d.is_empty() {
+                            break d;
+                        }
+                    }
+                }
+            }
+        };
+        let mut data = data;
+        if data.len() as u64 > this.left {
+            src.carry = Some(data.split_off(this.left as usize));
+        }
+        this.left -= data.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}

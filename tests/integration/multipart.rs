@@ -66,6 +66,31 @@ fn completed(parts: &[(i32, String)]) -> CompletedMultipartUpload {
         .build()
 }
 
+async fn complete_upload(s3: &Client, bucket: &str, key: &str, id: &str, parts: &[(i32, String)]) {
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(completed(parts))
+        .send()
+        .await
+        .expect("complete");
+}
+
+/// The object reads back whole and by each inclusive range.
+async fn reads_back(s3: &Client, bucket: &str, key: &str, data: &[u8], ranges: &[(usize, usize)]) {
+    assert!(
+        get_all(s3, bucket, key).await.expect("get") == data,
+        "{key}"
+    );
+    for (a, b) in ranges {
+        let r = get_range(s3, bucket, key, &format!("bytes={a}-{b}"))
+            .await
+            .expect("range");
+        assert!(r == data[*a..=*b], "{key} {a}-{b}");
+    }
+}
+
 async fn get_range(s3: &Client, bucket: &str, key: &str, range: &str) -> Result<Vec<u8>, String> {
     let r = s3
         .get_object()
@@ -114,14 +139,7 @@ async fn put_multipart(s3: &Client, bucket: &str, key: &str, data: &[u8]) {
         let n = i as i32 + 1;
         parts.push((n, upload_part(s3, bucket, key, &id, n, piece).await));
     }
-    s3.complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(&id)
-        .multipart_upload(completed(&parts))
-        .send()
-        .await
-        .expect("complete");
+    complete_upload(s3, bucket, key, &id, &parts).await;
 }
 
 #[tokio::test]
@@ -402,17 +420,13 @@ async fn layouts_off_the_grid_are_rewritten_at_complete_and_ids_are_checked() {
             .expect("head");
         assert_eq!(head.content_length(), Some(total as i64), "{key}");
         assert_eq!(head.e_tag(), done.e_tag(), "{key}");
-        assert!(
-            get_all(&s3, "mpl", key).await.expect("get") == data,
-            "{key}"
-        );
-        for (a, b) in [(0, 99), (PART - 3, PART + 70_000), (total - 5, total - 1)] {
-            let b = b.min(total - 1);
-            let r = get_range(&s3, "mpl", key, &format!("bytes={a}-{b}"))
-                .await
-                .expect("range");
-            assert!(r == data[a..=b], "{key} {a}-{b}");
-        }
+        let last = total - 1;
+        let ranges = [
+            (0, 99),
+            (PART - 3, (PART + 70_000).min(last)),
+            (total - 5, last),
+        ];
+        reads_back(&s3, "mpl", key, &data, &ranges).await;
         let listed = s3
             .list_objects_v2()
             .bucket("mpl")
@@ -711,14 +725,7 @@ async fn upload_part_copy_reencrypts_source_ranges() {
             .to_string();
         parts.push((n, etag));
     }
-    s3.complete_multipart_upload()
-        .bucket("upc")
-        .key("joined")
-        .upload_id(&id)
-        .multipart_upload(completed(&parts))
-        .send()
-        .await
-        .expect("complete");
+    complete_upload(&s3, "upc", "joined", &id, &parts).await;
     // A source range past the end of the source is refused (not clamped).
     let e = s3
         .upload_part_copy()
@@ -1827,4 +1834,72 @@ async fn full_object_crc64nvme_at_complete() {
             assert!(env.store.stored("fob", key).is_none());
         }
     }
+}
+
+/// An upload off the grid larger than the store takes in one PUT (`upstream.max_put_bytes`,
+/// 5 GiB on S3; lowered here) is rewritten as a multipart upload of whole chunks, one part
+/// after the other from one decrypting stream.
+#[tokio::test]
+async fn large_uploads_off_the_grid_are_rewritten_as_multipart() {
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        extra_upstream: "max_put_bytes = 6291456\n".into(),
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("big");
+    let s3 = env.proxy.sdk_client();
+    let sizes = [PART + 1, PART + 3, 70_000];
+    let total: usize = sizes.iter().sum();
+    let data = pattern(total, 94);
+    let id = s3
+        .create_multipart_upload()
+        .bucket("big")
+        .key("obj")
+        .metadata("kept", "yes")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for (i, sz) in sizes.iter().enumerate() {
+        let n = i as i32 + 1;
+        parts.push((
+            n,
+            upload_part(&s3, "big", "obj", &id, n, &data[at..at + sz]).await,
+        ));
+        at += sz;
+    }
+    complete_upload(&s3, "big", "obj", &id, &parts).await;
+    let stored = env.store.stored("big", "obj").expect("stored");
+    assert_eq!(stored.len() as u64, ciphertext_len(total as u64));
+    let ranges = [(0, 10), (6_225_900, 6_226_000), (total - 3, total - 1)];
+    reads_back(&s3, "big", "obj", &data, &ranges).await;
+    let h = s3
+        .head_object()
+        .bucket("big")
+        .key("obj")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(h.content_length(), Some(total as i64));
+    assert_eq!(
+        h.metadata().and_then(|m| m.get("kept")).map(String::as_str),
+        Some("yes")
+    );
+    // Chmura's own parts: 95 chunks each (what fits in 6 MiB), on the grid.
+    let p2 = s3
+        .get_object()
+        .bucket("big")
+        .key("obj")
+        .part_number(2)
+        .send()
+        .await
+        .expect("part 2");
+    assert_eq!(p2.parts_count(), Some(2));
+    let body = p2.body.collect().await.expect("body").into_bytes();
+    assert!(body.as_ref() == &data[95 * 65_536..]);
 }

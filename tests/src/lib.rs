@@ -268,6 +268,8 @@ pub struct ProxyOptions {
     pub mfa_secret: Option<String>,
     /// TOML appended to the config (whole sections such as `[audit]`).
     pub extra_sections: String,
+    /// Lines added to `[upstream]`.
+    pub extra_upstream: String,
     /// Files written (mode 0600) into the proxy's folder before the config loads.
     pub files: Vec<(String, String)>,
 }
@@ -383,6 +385,11 @@ secret_access_key_file = "tenant.secret"
             "insecure_no_encryption = true\n"
         };
         let config = config.replacen("[upstream]", &format!("{insecure}\n{kms}[upstream]"), 1);
+        let config = config.replacen(
+            "[upstream]\n",
+            &format!("[upstream]\n{}", opts.extra_upstream),
+            1,
+        );
         let config = format!("{config}\n{}", opts.extra_sections);
         let config_path = dir.join("chmura.toml");
         std::fs::write(&config_path, config).expect("write config");
