@@ -24,6 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use crate::checksum::{ChecksumAlgorithm, Hasher};
 use crate::chunked::ChunkedDecoder;
 use crate::error::S3Error;
+use crate::upstream::BoxError;
 
 /// Where the body adapter leaves its failure for the handler (and, on success, the checksum
 /// it verified, which S3 echoes in the answer).
@@ -546,5 +547,107 @@ mod tests {
         .await;
         assert_eq!(err.as_deref(), Some("BadDigest"));
         assert!(got.concat().len() < 11);
+    }
+}
+
+/// A response that starts at once and ends when `task` does, as S3 answers long
+/// CompleteMultipartUploads: the XML declaration first, then a space every `every` while the
+/// task runs (so clients' read timeouts do not fire), then the task's document without its
+/// own declaration (a result, or an Error document: the status is already 200).
+pub struct KeepAlive {
+    task: tokio::task::JoinHandle<String>,
+    tick: tokio::time::Interval,
+    started: bool,
+    done: bool,
+}
+
+impl KeepAlive {
+    pub fn new(task: tokio::task::JoinHandle<String>, every: Duration) -> Self {
+        KeepAlive {
+            task,
+            tick: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            started: false,
+            done: false,
+        }
+    }
+}
+
+const XML_DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+
+impl Body for KeepAlive {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.started {
+            this.started = true;
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                XML_DECLARATION.as_bytes(),
+            )))));
+        }
+        match Pin::new(&mut this.task).poll(cx) {
+            Poll::Ready(Ok(doc)) => {
+                this.done = true;
+                let body = match doc.find("?>") {
+                    Some(i) if doc.starts_with("<?xml") => doc[i + 2..].trim_start().to_string(),
+                    _ => doc,
+                };
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(body)))))
+            }
+            Poll::Ready(Err(e)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(Box::new(S3Error::internal(format!(
+                    "background task: {e}"
+                ))))))
+            }
+            Poll::Pending => match this.tick.poll_tick(cx) {
+                Poll::Ready(_) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b" "))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod keepalive_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn spaces_until_the_task_ends_then_its_document() {
+        let task = tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            format!("{XML_DECLARATION}<Result>done</Result>")
+        });
+        let mut body = KeepAlive::new(task, Duration::from_millis(20));
+        let mut text = String::new();
+        while let Some(f) = body.frame().await {
+            let data = f.expect("frame").into_data().expect("data");
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+        let middle = text
+            .strip_prefix(XML_DECLARATION)
+            .and_then(|t| t.strip_suffix("<Result>done</Result>"))
+            .expect("declaration, then the document without its own");
+        assert!(
+            !middle.is_empty() && middle.chars().all(|c| c == ' '),
+            "{text:?}"
+        );
+        // A task that fails ends the body with an error.
+        let task = tokio::spawn(async { panic!("rewrite task") });
+        let mut body = KeepAlive::new(task, Duration::from_secs(10));
+        assert!(body.frame().await.expect("declaration").is_ok());
+        assert!(body.frame().await.expect("end").is_err());
     }
 }

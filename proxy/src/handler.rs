@@ -104,7 +104,10 @@ pub async fn handle(
     let request_id = new_request_id();
     let method = req.method().clone();
     let resource = req.uri().path().to_string();
-    let mut ctx = LogCtx::default();
+    let mut ctx = LogCtx {
+        request_id: request_id.clone(),
+        ..LogCtx::default()
+    };
     // The audit record's place is reserved before anything is done (audit.rs).
     let audit_slot = match state.audit.as_ref() {
         Some(a) => match a.reserve().await {
@@ -312,6 +315,8 @@ async fn unmap_response(
 
 #[derive(Default)]
 struct LogCtx {
+    /// S3's request id of this request (error documents written late carry it).
+    request_id: String,
     /// The request's bucket mapping (answers are rewritten with it).
     unmap: Option<crate::mapping::Unmap>,
     access_key: Option<String>,
@@ -397,7 +402,7 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 async fn handle_inner(
-    state: &State,
+    state: &Arc<State>,
     conn: ConnInfo,
     req: Request<Incoming>,
     ctx: &mut LogCtx,
@@ -1416,6 +1421,58 @@ async fn handle_inner(
                 .get("x-amz-version-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let total: u64 = parts.iter().map(|(_, l)| l).sum();
+            if layout::ciphertext_len(total)
+                > KEEPALIVE_REWRITE_BYTES.min(state.config.upstream.max_put_bytes)
+            {
+                // A long rewrite: answer 200 now and keep the connection alive with
+                // whitespace while it runs, then send the result or an Error document, as S3
+                // does for long Completes (clients' read timeouts are about a minute).
+                let (st, tenant, bucket, key) = (
+                    state.clone(),
+                    ctx_tenant.name.clone(),
+                    bucket_name.to_string(),
+                    addr.key.clone(),
+                );
+                let (parts, checksum) = (parts.clone(), complete_checksum.clone());
+                let (resource, request_id) = (format!("/{bucket}/{key}"), ctx.request_id.clone());
+                let task = tokio::spawn(async move {
+                    let rewritten = rewrite_irregular(
+                        &st,
+                        &tenant,
+                        &bucket,
+                        &key,
+                        &parts,
+                        &store_etag,
+                        version.as_deref(),
+                    )
+                    .await;
+                    match rewritten {
+                        Ok((etag, _)) => {
+                            let xml = multipart::replace_tag(&xml, "ETag", |_| {
+                                crate::error::xml_escape(&etag)
+                            });
+                            complete_result(&etag::present_in_xml(&xml), checksum.as_ref())
+                        }
+                        Err(e) => e.to_xml(&resource, &request_id),
+                    }
+                });
+                for n in [
+                    CONTENT_LENGTH.as_str(),
+                    "x-amz-version-id",
+                    "x-amz-checksum-algorithm",
+                    "x-amz-checksum-type",
+                ] {
+                    rp.headers.remove(n);
+                }
+                mark_encrypted(&mut rp.headers);
+                rp.headers
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+                return Ok(Response::from_parts(
+                    rp,
+                    crate::body::KeepAlive::new(task, Duration::from_secs(10)).boxed_unsync(),
+                ));
+            }
             let (etag, version) = rewrite_irregular(
                 state,
                 &ctx_tenant.name,
@@ -1498,20 +1555,9 @@ async fn handle_inner(
             }
             _ => etag::present_in_xml(&xml),
         };
-        let mut xml = CHECKSUM_ELEMENTS
-            .iter()
-            .fold(xml, |x, t| multipart::remove_elements(&x, t));
+        let mut xml = complete_result(&xml, complete_checksum.as_ref());
         if let (Some(c), Some(i)) = (attributes_checksum.as_ref(), xml.rfind("</")) {
             xml.insert_str(i, c);
-        }
-        if let (Some((tag, value, kind)), Some(i)) = (
-            complete_checksum.as_ref(),
-            xml.rfind("</CompleteMultipartUploadResult>"),
-        ) {
-            xml.insert_str(
-                i,
-                &format!("<{tag}>{value}</{tag}><ChecksumType>{kind}</ChecksumType>"),
-            );
         }
         for n in ["x-amz-checksum-algorithm", "x-amz-checksum-type"] {
             rp.headers.remove(n);
@@ -3112,6 +3158,28 @@ fn delete_result_errors(store_xml: &str, denied: &[(String, Option<String>)]) ->
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{errors}</DeleteResult>"
         ),
     }
+}
+
+/// An upload rewritten onto the grid larger than this (or than one PUT to the store) answers
+/// Complete with whitespace keep-alives first (`body::KeepAlive`); smaller ones answer when
+/// done, with all headers (the new version id among them).
+const KEEPALIVE_REWRITE_BYTES: u64 = 256 << 20;
+
+/// Multipart and copy XML as the client gets it: the store's checksum elements (they describe
+/// ciphertext) dropped, the composite or full-object checksum of Complete added.
+fn complete_result(xml: &str, checksum: Option<&(String, String, &'static str)>) -> String {
+    let mut xml = CHECKSUM_ELEMENTS
+        .iter()
+        .fold(xml.to_string(), |x, t| multipart::remove_elements(&x, t));
+    if let (Some((tag, value, kind)), Some(i)) =
+        (checksum, xml.rfind("</CompleteMultipartUploadResult>"))
+    {
+        xml.insert_str(
+            i,
+            &format!("<{tag}>{value}</{tag}><ChecksumType>{kind}</ChecksumType>"),
+        );
+    }
+    xml
 }
 
 /// Checksum elements of multipart XML: the store's describe ciphertext (or nothing).
