@@ -1832,6 +1832,24 @@ async fn get_encrypted(
     if range.is_none() && part_number.is_none() {
         return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
     }
+    // `bytes=a-b`: the ciphertext to fetch follows from a and b alone (the chunk grid), so one
+    // GET does, with no HEAD first; anything unexpected falls back to the HEAD path below.
+    if let (None, None, Some((Some(a), Some(b)))) = (part_number, &if_range, range) {
+        let retry = clone_request(&up_req)?;
+        if let Some(r) = get_range_at_once(
+            state,
+            up_req,
+            &conditions,
+            (a, b),
+            (tenant, bucket, key),
+            &what,
+        )
+        .await?
+        {
+            return Ok(r);
+        }
+        up_req = retry;
+    }
 
     // Ranged: learn the length and envelope first.
     let mut head = Request::builder()
@@ -2016,6 +2034,97 @@ async fn get_encrypted(
     }
     let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
     Ok(Response::from_parts(rp, body.boxed_unsync()))
+}
+
+/// A copy of a bodiless request (to send it again).
+fn clone_request(req: &Request<UpstreamBody>) -> Result<Request<UpstreamBody>, S3Error> {
+    let mut b = Request::builder()
+        .method(req.method().clone())
+        .uri(req.uri().clone());
+    if let Some(h) = b.headers_mut() {
+        *h = req.headers().clone();
+    }
+    b.body(empty_body())
+        .map_err(|e| S3Error::internal(format!("request copy: {e}")))
+}
+
+/// Plaintext bytes `a..=b` of an encrypted object in one upstream GET: the ciphertext range is
+/// that of chunks `a / CHUNK ..= b / CHUNK` (the store cuts it at the object's end); the
+/// answer's Content-Range gives the stored length, so the plaintext length, and its headers
+/// the envelope. `None` when the answer is not what this needs (not a Chmura object, range not
+/// honoured, nothing of it satisfiable): the caller then takes the HEAD-first path.
+async fn get_range_at_once(
+    state: &State,
+    mut up_req: Request<UpstreamBody>,
+    conditions: &HeaderMap,
+    (a, b): (u64, u64),
+    (tenant, bucket, key): (&str, &str, &str),
+    what: &str,
+) -> Result<Option<Response<ResponseBody>>, S3Error> {
+    if a > b {
+        return Ok(None);
+    }
+    let start = a / layout::CHUNK * layout::SEALED_CHUNK;
+    let end = (b / layout::CHUNK + 1).saturating_mul(layout::SEALED_CHUNK) - 1;
+    up_req.headers_mut().insert(
+        http::header::RANGE,
+        HeaderValue::from_str(&format!("bytes={start}-{end}"))
+            .map_err(|_| S3Error::internal("range header"))?,
+    );
+    let (mut rp, rbody) = state.upstream.send(up_req, false).await?.into_parts();
+    if rp.status != http::StatusCode::PARTIAL_CONTENT {
+        return Ok(None);
+    }
+    if let Some(r) = preconditions(conditions, &rp.headers) {
+        return r.map(Some);
+    }
+    // `bytes s-e/total` from the store.
+    let Some((s, e, total)) = rp
+        .headers
+        .get(http::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| {
+            let (span, total) = v.split_once('/')?;
+            let (s, e) = span.split_once('-')?;
+            Some((
+                s.parse::<u64>().ok()?,
+                e.parse::<u64>().ok()?,
+                total.parse::<u64>().ok()?,
+            ))
+        })
+    else {
+        return Ok(None);
+    };
+    let Ok(Some(mut env)) = envelope_of(&rp.headers, false) else {
+        return Ok(None);
+    };
+    check_length(&mut env, total)?;
+    if a >= env.plain_len {
+        return Ok(None);
+    }
+    let b = b.min(env.plain_len - 1);
+    let p = layout::range_plan(env.plain_len, a, b);
+    // Only exactly the planned ciphertext bytes may be decrypted as this range.
+    if (s, e) != (p.cipher_start, p.cipher_end) {
+        return Ok(None);
+    }
+    let okey = open_key(state, &env, tenant, bucket, key).await?;
+    let opener = open_chunks(&env, okey, p.first_chunk, p.chunks, p.skip, p.take);
+    strip_ciphertext_headers(&mut rp.headers);
+    mark_encrypted(&mut rp.headers);
+    rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(p.take));
+    rp.headers.insert(
+        http::header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes {a}-{b}/{}", env.plain_len))
+            .map_err(|_| S3Error::internal("content-range"))?,
+    );
+    let body = DecryptingBody::new(
+        rbody.map_err(|e| Box::new(e) as BoxError),
+        opener,
+        what.to_string(),
+    );
+    Ok(Some(Response::from_parts(rp, body.boxed_unsync())))
 }
 
 /// The whole object, decrypted as it streams. An empty object's single chunk is verified

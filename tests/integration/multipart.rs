@@ -1914,3 +1914,54 @@ async fn large_uploads_off_the_grid_are_rewritten_as_multipart() {
     let body = p2.body.collect().await.expect("body").into_bytes();
     assert!(body.as_ref() == &data[95 * 65_536..]);
 }
+
+/// A `bytes=a-b` GET of an encrypted object costs one upstream request (the ciphertext range
+/// follows from a and b; the answer's Content-Range gives the length): counted with Chmura's
+/// upstream request histogram. Ranges past the end and suffix ranges still answer as S3 does.
+#[tokio::test]
+async fn explicit_ranges_cost_one_upstream_request() {
+    let env = encrypted_env().await;
+    env.make_bucket("one");
+    let s3 = env.proxy.sdk_client();
+    let data = pattern(300_000, 95);
+    s3.put_object()
+        .bucket("one")
+        .key("obj")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put");
+    let upstream_requests = || {
+        env.proxy
+            .state
+            .metrics
+            .registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "chmura_upstream_request_duration_seconds")
+            .flat_map(|f| f.get_metric().iter())
+            .map(|m| m.get_histogram().get_sample_count())
+            .sum::<u64>()
+    };
+    for (a, b) in [(0usize, 0usize), (65_530, 140_000), (299_990, 299_999)] {
+        let before = upstream_requests();
+        let r = get_range(&s3, "one", "obj", &format!("bytes={a}-{b}"))
+            .await
+            .expect("range");
+        assert!(r == data[a..=b], "{a}-{b}");
+        assert_eq!(upstream_requests() - before, 1, "{a}-{b}");
+    }
+    // Past the end: clamped like S3; wholly past it: InvalidRange; suffix: the HEAD path.
+    let r = get_range(&s3, "one", "obj", "bytes=299000-999999")
+        .await
+        .expect("clamped");
+    assert!(r == data[299_000..]);
+    let e = get_range(&s3, "one", "obj", "bytes=300000-300010")
+        .await
+        .expect_err("past the end");
+    assert!(e.contains("InvalidRange"), "{e}");
+    let r = get_range(&s3, "one", "obj", "bytes=-7")
+        .await
+        .expect("suffix");
+    assert!(r == data[data.len() - 7..]);
+}
