@@ -1269,10 +1269,9 @@ async fn handle_inner(
         // x-amz-mp-object-size states the plaintext size; the store would compare it with the
         // ciphertext, so it is checked here and not forwarded.
         if let Some(v) = h.remove("x-amz-mp-object-size") {
-            let total = plain_total;
-            if v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(total) {
+            if v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(plain_total) {
                 return Err(S3Error::invalid_request(format!(
-                    "The provided 'x-amz-mp-object-size' header value {} does not match what was computed: {total}",
+                    "The provided 'x-amz-mp-object-size' header value {} does not match what was computed: {plain_total}",
                     v.to_str().unwrap_or("")
                 )));
             }
@@ -1730,6 +1729,17 @@ async fn open_key(
     bucket: &str,
     key: &str,
 ) -> Result<Arc<ObjectKey>, S3Error> {
+    Ok(open_data_key(state, env, tenant, bucket, key).await?.1)
+}
+
+/// The object's data key, unwrapped for its context, and its content key, commitment checked.
+async fn open_data_key(
+    state: &State,
+    env: &ObjectHeader,
+    tenant: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<(chmura_crypto::envelope::DataKey, Arc<ObjectKey>), S3Error> {
     let kms = state
         .kms
         .as_ref()
@@ -1749,7 +1759,7 @@ async fn open_key(
         )
         .with_detail(format!("integrity: {e}"))
     })?;
-    Ok(Arc::new(okey))
+    Ok((dk, Arc::new(okey)))
 }
 
 /// A single byte range from a `Range` header; `None` for absent, multiple or unparsable ranges
@@ -2491,20 +2501,7 @@ async fn rewrite_irregular_inner(
     let env = envelope_of(&rp.headers, false)?
         .filter(|e| e.multipart)
         .ok_or_else(|| S3Error::internal("integrity: completed upload without its envelope"))?;
-    let kms = state
-        .kms
-        .as_ref()
-        .ok_or_else(|| S3Error::internal("rewrite without kms"))?;
-    let dk = kms
-        .decrypt(
-            &env.key_id,
-            &env.wrapped_key,
-            &kms::context(tenant, bucket, key),
-        )
-        .await?;
-    let old = ObjectKey::derive(&dk, &env.salt);
-    old.verify_commitment(&env.commitment)
-        .map_err(|e| S3Error::internal(format!("integrity: {e}")))?;
+    let (dk, old) = open_data_key(state, &env, tenant, bucket, key).await?;
     // A fresh salt gives a fresh content key, so no nonce of the parts is used again.
     let salt = chmura_crypto::keys::random::<{ chmura_crypto::keys::SALT_LEN }>();
     let new = ObjectKey::derive(&dk, &salt);
@@ -2551,7 +2548,7 @@ async fn rewrite_irregular_inner(
     }
     let plain = DecryptingBody::new(
         rbody.map_err(|e| Box::new(e) as BoxError),
-        chmura_crypto::stream::PartsOpener::new(Arc::new(old), parts),
+        chmura_crypto::stream::PartsOpener::new(old, parts),
         format!("{bucket}/{key}"),
     );
     let new = Arc::new(new);

@@ -18,6 +18,20 @@ async fn encrypted_env() -> Env {
     .await
 }
 
+/// Chmura with encryption on in front of moto_server (for what s3s-fs lacks); `None` (the
+/// test skips) when moto is not installed and not required.
+async fn encrypted_env_on_moto(test: &str) -> Option<(chmura_tests::Moto, Env)> {
+    let program = chmura_tests::tools::require("moto_server", test)?;
+    let moto = chmura_tests::Moto::start(&program).await;
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        upstream_endpoint: Some(moto.endpoint.clone()),
+        ..Default::default()
+    })
+    .await;
+    Some((moto, env))
+}
+
 /// A second Chmura over the same store with the same keyring.
 async fn replica(env: &Env) -> Proxy {
     let ring = std::fs::read_to_string(env.proxy.dir.join("chmura.keyring")).expect("keyring");
@@ -956,19 +970,11 @@ async fn rekey_rewraps_under_a_new_key_without_rewriting_bodies() {
 #[tokio::test]
 async fn encrypted_uploads_versions_and_tagging_on_moto() {
     use aws_sdk_s3::types::{BucketVersioningStatus, Tag, Tagging, VersioningConfiguration};
-    let Some(moto) = chmura_tests::tools::require(
-        "moto_server",
-        "encrypted_uploads_versions_and_tagging_on_moto",
-    ) else {
+    let Some((_moto, env)) =
+        encrypted_env_on_moto("encrypted_uploads_versions_and_tagging_on_moto").await
+    else {
         return;
     };
-    let moto = chmura_tests::Moto::start(&moto).await;
-    let env = Env::start_with(ProxyOptions {
-        encrypt: true,
-        upstream_endpoint: Some(moto.endpoint.clone()),
-        ..Default::default()
-    })
-    .await;
     let s3 = env.proxy.sdk_client();
     s3.create_bucket()
         .bucket("motomp")
@@ -1509,19 +1515,11 @@ async fn object_lock_and_acl_operations_pass_through_on_moto() {
         ObjectCannedAcl, ObjectLockLegalHold, ObjectLockLegalHoldStatus, ObjectLockRetention,
         ObjectLockRetentionMode,
     };
-    let Some(moto) = chmura_tests::tools::require(
-        "moto_server",
-        "object_lock_and_acl_operations_pass_through_on_moto",
-    ) else {
+    let Some((_moto, env)) =
+        encrypted_env_on_moto("object_lock_and_acl_operations_pass_through_on_moto").await
+    else {
         return;
     };
-    let moto = chmura_tests::Moto::start(&moto).await;
-    let env = Env::start_with(ProxyOptions {
-        encrypt: true,
-        upstream_endpoint: Some(moto.endpoint.clone()),
-        ..Default::default()
-    })
-    .await;
     let s3 = env.proxy.sdk_client();
     s3.create_bucket()
         .bucket("locked")

@@ -314,7 +314,6 @@ impl Proxy {
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tls.local_addr().expect("addr");
         let http_addr = http.local_addr().expect("addr");
-        let admin_addr = admin.local_addr().expect("addr");
         let vhost = opts
             .virtual_host_domain
             .as_ref()
@@ -393,27 +392,7 @@ secret_access_key_file = "tenant.secret"
         let config = format!("{config}\n{}", opts.extra_sections);
         let config_path = dir.join("chmura.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let config = chmura_config::Config::load(&config_path).expect("config loads");
-        let state = Arc::new(chmura_proxy::State::new(config).await.expect("state"));
-        let (tx, rx) = oneshot::channel::<()>();
-        let listeners = chmura_proxy::Listeners {
-            tls,
-            insecure_http: Some(http),
-            admin: Some(admin),
-        };
-        let task = tokio::spawn(chmura_proxy::serve(listeners, state.clone(), async move {
-            let _ = rx.await;
-        }));
-        Proxy {
-            state,
-            addr,
-            http_addr,
-            admin_addr,
-            certs,
-            dir: dir.to_path_buf(),
-            stop: Some(tx),
-            task: Some(task),
-        }
+        Proxy::launch(dir, certs, (tls, http, admin), &config_path).await
     }
 
     /// Serves an existing config file (its `listen` is ignored: the harness binds 127.0.0.1
@@ -424,6 +403,16 @@ secret_access_key_file = "tenant.secret"
         let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Proxy::launch(dir, certs, (tls, http, admin), config_path).await
+    }
+
+    /// Loads `config_path` and serves it on the given listeners until the proxy is dropped.
+    async fn launch(
+        dir: &Path,
+        certs: TestCerts,
+        (tls, http, admin): (TcpListener, TcpListener, TcpListener),
+        config_path: &Path,
+    ) -> Proxy {
         let addr = tls.local_addr().expect("addr");
         let http_addr = http.local_addr().expect("addr");
         let admin_addr = admin.local_addr().expect("addr");
