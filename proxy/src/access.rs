@@ -106,6 +106,7 @@ pub fn checks(
             ))]
         }
         Op::PutObject
+        | Op::PostObject
         | Op::CreateMultipartUpload
         | Op::UploadPart
         | Op::CompleteMultipartUpload

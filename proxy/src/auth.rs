@@ -33,7 +33,7 @@ impl TenantIndex {
         }
     }
 
-    fn get(&self, access_key_id: &str) -> Result<&Arc<Tenant>, S3Error> {
+    pub(crate) fn get(&self, access_key_id: &str) -> Result<&Arc<Tenant>, S3Error> {
         self.by_key.get(access_key_id).ok_or_else(|| {
             S3Error::new(
                 "InvalidAccessKeyId",
@@ -64,6 +64,9 @@ pub enum AuthKind {
     V4Query,
     V2Header,
     V2Query,
+    /// POST Object: the form's policy signed with SigV4 or SigV2 (post.rs).
+    PostV4,
+    PostV2,
 }
 
 pub struct Authenticated {
@@ -144,13 +147,13 @@ pub fn authenticate(
     }
 }
 
-struct Credential<'a> {
-    access_key_id: &'a str,
-    date: &'a str,
-    region: &'a str,
+pub(crate) struct Credential<'a> {
+    pub access_key_id: &'a str,
+    pub date: &'a str,
+    pub region: &'a str,
 }
 
-fn parse_credential<'a>(
+pub(crate) fn parse_credential<'a>(
     c: &'a str,
     s: &AuthSettings<'_>,
     query: bool,

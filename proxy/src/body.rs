@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
 
 use crate::checksum::{ChecksumAlgorithm, Hasher};
 use crate::chunked::ChunkedDecoder;
@@ -67,7 +68,7 @@ pub struct Expectations {
     pub decoded_len: Option<u64>,
 }
 
-type Inner = Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>;
+type Inner = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
 
 pub struct VerifyingBody {
     inner: Inner,
@@ -95,7 +96,8 @@ impl VerifyingBody {
         idle: Duration,
     ) -> Self
     where
-        B: Body<Data = Bytes, Error = hyper::Error> + Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
     {
         let checksum_alg = exp
             .checksum
@@ -103,7 +105,7 @@ impl VerifyingBody {
             .map(|(a, _)| *a)
             .or(exp.trailer_checksum);
         VerifyingBody {
-            inner: Box::pin(inner),
+            inner: Box::pin(inner.map_err(Into::into)),
             decoder,
             sha256: exp.sha256.map(|_| Hasher::new(ChecksumAlgorithm::Sha256)),
             md5: exp.md5.as_ref().map(|_| Hasher::md5()),
@@ -282,8 +284,14 @@ impl Body for VerifyingBody {
                     }
                 }
                 Some(Err(e)) => {
-                    return this
-                        .fail(S3Error::incomplete_body().with_detail(format!("client body: {e}")));
+                    // An S3 error from an adapter under this one (post.rs) is the answer.
+                    let e = match e.downcast::<S3Error>() {
+                        Ok(s3) => *s3,
+                        Err(e) => {
+                            S3Error::incomplete_body().with_detail(format!("client body: {e}"))
+                        }
+                    };
+                    return this.fail(e);
                 }
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else {

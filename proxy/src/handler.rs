@@ -80,6 +80,10 @@ const DROP_REQUEST_HEADERS: &[&str] = &[
     "x-amz-security-token",
     "x-amz-decoded-content-length",
     "x-amz-trailer",
+    // CORS is decided here (cors.rs), not by the store.
+    "origin",
+    "access-control-request-method",
+    "access-control-request-headers",
 ];
 
 const DROP_RESPONSE_HEADERS: &[&str] = &[
@@ -103,6 +107,11 @@ pub async fn handle(
     let started = Instant::now();
     let request_id = new_request_id();
     let method = req.method().clone();
+    let origin = req
+        .headers()
+        .get("origin")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let resource = req.uri().path().to_string();
     let mut ctx = LogCtx {
         request_id: request_id.clone(),
@@ -165,7 +174,10 @@ pub async fn handle(
             .inc();
     }
     let mut resp = match result {
-        Ok(r) => r,
+        Ok(r) => match ctx.post.take() {
+            Some(reply) if r.status().is_success() => reply.respond(r),
+            _ => r,
+        },
         Err(e) => {
             match e.source {
                 crate::error::ErrorSource::Client => tracing::info!(
@@ -195,6 +207,33 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
+    }
+    // CORS (cors.rs): a changed configuration is read again; a request from a browser origin
+    // gets the Access-Control-* headers its bucket's rules allow, and only those.
+    if method != Method::OPTIONS {
+        let stale: Vec<HeaderName> = resp
+            .headers()
+            .keys()
+            .filter(|k| k.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for k in stale {
+            resp.headers_mut().remove(k);
+        }
+    }
+    if let Some(b) = ctx.bucket.as_deref() {
+        if matches!(ctx.op, Some(Op::PutBucketCors | Op::DeleteBucketCors)) {
+            let ub = ctx.unmap.as_ref().map_or(b, |u| u.upstream_bucket.as_str());
+            state.cors.forget(ub);
+        } else if let Some(origin) = origin.as_deref().filter(|_| method != Method::OPTIONS) {
+            if let Some(ub) = crate::cors::upstream_bucket(&state.config.tenants, b) {
+                if let Ok(Some(rules)) = bucket_cors(&state, &ub).await {
+                    if let Some(h) = crate::cors::actual(&rules, origin, &method) {
+                        resp.headers_mut().extend(h);
+                    }
+                }
+            }
+        }
     }
     state.metrics.observe(
         ctx.tenant.as_deref(),
@@ -332,6 +371,8 @@ struct LogCtx {
     tenant: Option<String>,
     op: Option<Op>,
     tls: bool,
+    /// A POST Object's answer, made from the PutObject's (post.rs).
+    post: Option<crate::post::Reply>,
 }
 
 /// Bucket and key from the request target (path-style or virtual-hosted-style).
@@ -408,7 +449,8 @@ async fn handle_inner(
     ctx: &mut LogCtx,
 ) -> Result<Response<ResponseBody>, S3Error> {
     let server = &state.config.server;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let mut body: UpstreamBody = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
     if raw_path.len() + raw_query.len() > MAX_URI_BYTES {
@@ -443,6 +485,24 @@ async fn handle_inner(
     if addr.key.len() > MAX_KEY_BYTES {
         return Err(S3Error::new("KeyTooLongError", "Your key is too long."));
     }
+    // A CORS preflight: no credentials, answered from the bucket's CORS rules (cors.rs).
+    if parts.method == Method::OPTIONS {
+        let Some(bucket) = addr.bucket.as_deref() else {
+            return Err(S3Error::new(
+                "BadRequest",
+                "Insufficient information. Origin request header needed.",
+            ));
+        };
+        ctx.bucket = Some(bucket.to_string());
+        let rules = match crate::cors::upstream_bucket(&state.config.tenants, bucket) {
+            Some(ub) => bucket_cors(state, &ub).await?,
+            None => None,
+        };
+        let h = crate::cors::preflight(rules.as_deref().map(Vec::as_slice), &parts.headers)?;
+        let mut r = Response::new(empty_body());
+        *r.headers_mut() = h;
+        return Ok(r);
+    }
     let query = sigv4::parse_query(raw_query);
     // A parameter given twice could be read one way by a policy and another by the store.
     {
@@ -453,7 +513,7 @@ async fn handle_inner(
             )));
         }
     }
-    let op = ops::classify(
+    let mut op = ops::classify(
         &parts.method,
         addr.bucket.as_deref(),
         &addr.key,
@@ -461,6 +521,44 @@ async fn handle_inner(
         &parts.headers,
     )
     .ok_or_else(S3Error::not_implemented)?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let settings = AuthSettings {
+        region: &server.region,
+        max_skew_secs: server.max_clock_skew_secs as i64,
+        now,
+    };
+    // POST Object: the form is read up to its file and its policy checked (post.rs); from
+    // here on it is the PutObject of the file, with the form's fields as headers.
+    let mut mut_addr = addr;
+    let mut post_auth = None;
+    if op == Op::PostObject {
+        let bucket = mut_addr.bucket.clone().unwrap_or_default();
+        let idle = Duration::from_secs(server.body_idle_timeout_secs);
+        let form = crate::post::read_form(&parts.headers, body, idle).await?;
+        post_auth = Some(crate::post::authenticate(
+            &form,
+            &state.tenants,
+            &settings,
+            &bucket,
+        )?);
+        let key = form.key()?;
+        if key.len() > MAX_KEY_BYTES {
+            return Err(S3Error::new("KeyTooLongError", "Your key is too long."));
+        }
+        let scheme = if conn.tls { "https" } else { "http" };
+        let (headers, reply) =
+            crate::post::put_headers(&form, &parts.headers, &bucket, &key, scheme)?;
+        parts.headers = headers;
+        parts.method = Method::PUT;
+        mut_addr.key = key;
+        body = form.body.boxed_unsync();
+        ctx.post = Some(reply);
+        op = Op::PutObject;
+    }
+    let addr = mut_addr;
     if matches!(
         op,
         Op::PutObject | Op::CreateMultipartUpload | Op::CopyObject
@@ -484,7 +582,11 @@ async fn handle_inner(
             ));
         }
     }
-    ctx.op = Some(op);
+    ctx.op = Some(if ctx.post.is_some() {
+        Op::PostObject
+    } else {
+        op
+    });
     ctx.bucket = addr.bucket.clone();
     ctx.key = (!addr.key.is_empty()).then(|| addr.key.clone());
     ctx.version = query
@@ -492,11 +594,7 @@ async fn handle_inner(
         .find(|(k, _)| k == "versionId")
         .map(|(_, v)| v.clone());
 
-    // 2. Authenticate.
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    // 2. Authenticate (a POST form was authenticated by its policy above).
     let view = RequestView {
         method: parts.method.as_str(),
         raw_path,
@@ -509,12 +607,10 @@ async fn handle_inner(
             None
         },
     };
-    let settings = AuthSettings {
-        region: &server.region,
-        max_skew_secs: server.max_clock_skew_secs as i64,
-        now,
+    let authed = match post_auth {
+        Some(a) => a,
+        None => auth::authenticate(&view, &state.tenants, &settings)?,
     };
-    let authed = auth::authenticate(&view, &state.tenants, &settings)?;
     ctx.tenant = Some(authed.tenant.name.clone());
     ctx.access_key = Some(authed.tenant.access_key_id.clone());
     ctx.tls = conn.tls; // Also an input of policy conditions (aws:SecureTransport), issue 5.
@@ -3096,6 +3192,42 @@ fn store_request(
         .method(method)
         .uri(&uri)
         .header(HOST, host)
+}
+
+/// A bucket's CORS rules (`None`: no configuration), from the cache or the store.
+async fn bucket_cors(
+    state: &State,
+    upstream_bucket: &str,
+) -> Result<crate::cors::Rules, S3Error> {
+    if let Some(r) = state.cors.get(upstream_bucket) {
+        return Ok(r);
+    }
+    let q = sigv4::canonical_query(&[("cors".to_string(), String::new())], None);
+    let (uri, host) = state.upstream.uri(Some(upstream_bucket), "", &q);
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(&uri)
+        .header(HOST, host)
+        .body(empty_body())
+        .map_err(|e| S3Error::internal(format!("cors request: {e}")))?;
+    let (rp, body) = state.upstream.send(req, false).await?.into_parts();
+    let xml = read_small_body(body).await?;
+    let rules = if rp.status.is_success() {
+        Some(Arc::new(crate::cors::parse(&xml)))
+    } else if rp.status.is_client_error() {
+        None // NoSuchCORSConfiguration, or no such bucket
+    } else {
+        return Err(S3Error::upstream(
+            "ServiceUnavailable",
+            "Please reduce your request rate.",
+            format!(
+                "reading the bucket's CORS configuration: status {}",
+                rp.status
+            ),
+        ));
+    };
+    state.cors.put(upstream_bucket, rules.clone());
+    Ok(rules)
 }
 
 fn empty_body() -> UpstreamBody {

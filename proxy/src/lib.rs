@@ -9,6 +9,7 @@ pub mod auth;
 pub mod body;
 pub mod checksum;
 pub mod chunked;
+pub mod cors;
 pub mod error;
 pub mod etag;
 pub mod handler;
@@ -17,6 +18,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod multipart;
 pub mod ops;
+pub mod post;
 pub mod rekey;
 pub mod seal;
 pub mod server;
@@ -41,6 +43,8 @@ pub struct State {
     /// Prometheus metrics, in this state's own registry.
     pub metrics: metrics::Metrics,
     pub metrics_token: Option<chmura_config::Secret>,
+    /// Buckets' CORS configurations, read from the store (cors.rs).
+    pub cors: cors::Cache,
 }
 
 impl State {
@@ -78,6 +82,7 @@ impl State {
             audit,
             metrics,
             metrics_token: config_admin_token,
+            cors: cors::Cache::default(),
         })
     }
 }

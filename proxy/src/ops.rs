@@ -52,6 +52,8 @@ pub enum Op {
     GetObject,
     HeadObject,
     PutObject,
+    /// POST Object: an upload from an HTML form (post.rs); becomes a PutObject once read.
+    PostObject,
     CopyObject,
     DeleteObject,
     CreateMultipartUpload,
@@ -117,6 +119,7 @@ impl Op {
             Op::GetObject => "GetObject",
             Op::HeadObject => "HeadObject",
             Op::PutObject => "PutObject",
+            Op::PostObject => "PostObject",
             Op::CopyObject => "CopyObject",
             Op::DeleteObject => "DeleteObject",
             Op::CreateMultipartUpload => "CreateMultipartUpload",
@@ -284,6 +287,7 @@ pub fn classify(
             ("DELETE", Some("publicAccessBlock")) => Op::DeletePublicAccessBlock,
             ("GET", Some("policyStatus")) => Op::GetBucketPolicyStatus,
             ("POST", Some("delete")) => Op::DeleteObjects,
+            ("POST", None) => Op::PostObject,
             _ => return None,
         };
         return Some(op);
@@ -401,6 +405,8 @@ mod tests {
                 Some(Op::GetObject),
             ),
             (M::PUT, Some("b"), "k", "", false, Some(Op::PutObject)),
+            (M::POST, Some("b"), "", "", false, Some(Op::PostObject)),
+            (M::POST, Some("b"), "k", "", false, None),
             (M::PUT, Some("b"), "k", "", true, Some(Op::CopyObject)),
             (
                 M::PUT,

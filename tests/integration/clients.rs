@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use chmura_tests::tools::require;
-use chmura_tests::{pattern, Env, TENANT_AK, TENANT_SK};
+use chmura_tests::{pattern, Env, ProxyOptions, TENANT_AK, TENANT_SK};
 
 /// A command with an environment that names our CA and credentials explicitly and nothing
 /// from the machine's AWS or CA settings.
@@ -121,6 +121,34 @@ async fn boto3_default_settings() {
             .map(|v| v.len()),
         Some(20 * 1024 * 1024 + 123)
     );
+}
+
+/// POST Object: forms whose policies boto3 signed (SigV4 and SigV2), sent as browsers send
+/// them, are stored encrypted; forged, oversized, over-broad and expired forms store nothing.
+#[tokio::test]
+async fn post_object_forms_signed_by_boto3() {
+    let Some(python) = require("python", "post_object_forms_signed_by_boto3") else {
+        return;
+    };
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    let mut c = isolated(&python, &env);
+    c.arg(suite_file("post_suite.py"))
+        .arg(env.proxy.endpoint())
+        .arg(&env.proxy.certs.ca_file)
+        .arg("post-bucket");
+    let out = run(c).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("post suite OK"));
+    // The 3 MiB form went through the streamed path; the store holds ciphertext only.
+    let stored = env
+        .store
+        .stored("post-bucket", "post/s3v4/big.bin")
+        .expect("stored");
+    assert!(stored.len() > 3 * 1024 * 1024 - 32);
+    assert!(!stored.windows(22).any(|w| w == b"chmura-post-plaintext."));
 }
 
 #[tokio::test]

@@ -1963,3 +1963,139 @@ async fn explicit_ranges_cost_one_upstream_request() {
         .expect("suffix");
     assert!(r == data[data.len() - 7..]);
 }
+
+/// CORS: the bucket's rules (PutBucketCors through Chmura, kept by the store) answer
+/// preflights without credentials and add Access-Control-* headers to signed requests from an
+/// allowed origin; a changed configuration applies at once.
+#[tokio::test]
+async fn cors_preflights_and_origin_headers_follow_the_buckets_rules() {
+    use aws_sdk_s3::types::{CorsConfiguration, CorsRule};
+    use chmura_tests::raw::{self, RawRequest};
+    use std::time::SystemTime;
+    let Some((_moto, env)) =
+        encrypted_env_on_moto("cors_preflights_and_origin_headers_follow_the_buckets_rules").await
+    else {
+        return;
+    };
+    let s3 = env.proxy.sdk_client();
+    s3.create_bucket()
+        .bucket("web")
+        .send()
+        .await
+        .expect("bucket");
+    s3.put_object()
+        .bucket("web")
+        .key("page.txt")
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .expect("put");
+    let port = env.proxy.addr.port();
+    let ca = env.proxy.certs.ca_pem.clone();
+    let host = format!("localhost:{port}");
+    let preflight = |origin: &str, method: &str, headers: Option<&str>| {
+        let mut r = RawRequest::new("OPTIONS", "/web/page.txt")
+            .header("host", &host)
+            .header("origin", origin)
+            .header("access-control-request-method", method);
+        if let Some(h) = headers {
+            r = r.header("access-control-request-headers", h);
+        }
+        r
+    };
+    // No configuration yet: refused.
+    let r = raw::send(port, &ca, &preflight("https://app.example", "GET", None)).await;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (403, Some("AccessForbidden"))
+    );
+    let rule = |origin: &str, methods: &[&str]| {
+        let mut b = CorsRule::builder()
+            .allowed_origins(origin)
+            .allowed_headers("x-amz-meta-*")
+            .expose_headers("ETag")
+            .max_age_seconds(600);
+        for m in methods {
+            b = b.allowed_methods(*m);
+        }
+        b.build().expect("rule")
+    };
+    s3.put_bucket_cors()
+        .bucket("web")
+        .cors_configuration(
+            CorsConfiguration::builder()
+                .cors_rules(rule("https://*.example", &["GET", "PUT"]))
+                .build()
+                .expect("cors"),
+        )
+        .send()
+        .await
+        .expect("put cors");
+    let r = raw::send(
+        port,
+        &ca,
+        &preflight("https://app.example", "PUT", Some("X-Amz-Meta-A")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET, PUT"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("X-Amz-Meta-A")
+    );
+    assert_eq!(r.header("access-control-max-age"), Some("600"));
+    for (origin, method, headers) in [
+        ("https://app.other", "GET", None),
+        ("https://app.example", "DELETE", None),
+        ("https://app.example", "PUT", Some("content-type")),
+    ] {
+        let r = raw::send(port, &ca, &preflight(origin, method, headers)).await;
+        assert_eq!(
+            (r.status, r.code().as_deref()),
+            (403, Some("AccessForbidden")),
+            "{origin} {method}"
+        );
+    }
+    let r = raw::send(
+        port,
+        &ca,
+        &RawRequest::new("OPTIONS", "/web/page.txt").header("host", &host),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    // A signed GET from an allowed origin gets the headers; from another origin, none.
+    let get = |origin: &str| {
+        RawRequest::new("GET", "/web/page.txt")
+            .header("origin", origin)
+            .sign_v4(
+                &host,
+                chmura_tests::TENANT_AK,
+                chmura_tests::TENANT_SK,
+                "UNSIGNED-PAYLOAD",
+                SystemTime::now(),
+            )
+    };
+    let r = raw::send(port, &ca, &get("https://app.example")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"hello");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(r.header("access-control-expose-headers"), Some("ETag"));
+    let r = raw::send(port, &ca, &get("https://app.other")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    // Changed through Chmura: the next preflight sees it.
+    s3.delete_bucket_cors()
+        .bucket("web")
+        .send()
+        .await
+        .expect("delete cors");
+    let r = raw::send(port, &ca, &preflight("https://app.example", "GET", None)).await;
+    assert_eq!(r.status, 403);
+}
