@@ -18,9 +18,12 @@ use crate::sigv4::{self, SigningKey};
 /// Longest validity of a presigned URL (7 days).
 pub const MAX_PRESIGN_EXPIRES: i64 = 604_800;
 
-/// Tenants by access key id.
+/// Tenants by access key id, with each tenant's signing key of the day.
 pub struct TenantIndex {
     by_key: HashMap<String, Arc<Tenant>>,
+    /// Access key id → (date, region, key): four HMACs saved on every request after the
+    /// first of the day. Bounded by the number of tenants.
+    day_keys: std::sync::Mutex<HashMap<String, (String, String, SigningKey)>>,
 }
 
 impl TenantIndex {
@@ -30,7 +33,27 @@ impl TenantIndex {
                 .iter()
                 .map(|t| (t.access_key_id.clone(), Arc::new(t.clone())))
                 .collect(),
+            day_keys: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The tenant's SigV4 signing key for `date` and `region` (derived once per day).
+    pub(crate) fn signing_key(&self, tenant: &Tenant, date: &str, region: &str) -> SigningKey {
+        let mut keys = self.day_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((d, r, k)) = keys.get(&tenant.access_key_id) {
+            if d == date && r == region {
+                return k.clone();
+            }
+        }
+        let k = SigningKey::derive(tenant.secret_access_key.expose(), date, region, "s3");
+        // Only a tenant of this index is kept (the map stays bounded).
+        if self.by_key.contains_key(&tenant.access_key_id) {
+            keys.insert(
+                tenant.access_key_id.clone(),
+                (date.to_string(), region.to_string(), k.clone()),
+            );
+        }
+        k
     }
 
     pub(crate) fn get(&self, access_key_id: &str) -> Result<&Arc<Tenant>, S3Error> {
@@ -235,7 +258,11 @@ struct V4Claim<'a> {
 /// `x-amz-*` headers that may be present without being signed (informational only).
 const UNSIGNED_AMZ_ALLOWED: &[&str] = &["x-amz-user-agent"];
 
-fn verify_v4(req: &RequestView<'_>, secret: &str, c: &V4Claim<'_>) -> Result<SigningKey, S3Error> {
+fn verify_v4(
+    req: &RequestView<'_>,
+    key: SigningKey,
+    c: &V4Claim<'_>,
+) -> Result<SigningKey, S3Error> {
     let (cred, amz_date, signed) = (c.cred, c.amz_date, c.signed);
     // Every x-amz-* header changes what S3 does, so each must be covered by the signature
     // (S3 refuses unsigned ones the same way).
@@ -262,7 +289,6 @@ fn verify_v4(req: &RequestView<'_>, secret: &str, c: &V4Claim<'_>) -> Result<Sig
     );
     let scope = format!("{}/{}/s3/aws4_request", cred.date, cred.region);
     let sts = sigv4::string_to_sign(amz_date, &scope, &cr);
-    let key = SigningKey::derive(secret, cred.date, cred.region, "s3");
     let expected = key.sign(&sts);
     if !sigv4::ct_eq(expected.as_bytes(), c.provided.as_bytes()) {
         return Err(S3Error::signature_mismatch().with_detail("v4 signature mismatch"));
@@ -352,7 +378,7 @@ fn v4_header(
     let canonical_query = sigv4::canonical_query(req.query, None);
     let key = verify_v4(
         req,
-        tenant.secret_access_key.expose(),
+        tenants.signing_key(tenant, cred.date, cred.region),
         &V4Claim {
             cred: &cred,
             amz_date: &amz_date,
@@ -458,7 +484,7 @@ fn v4_query(
     let canonical_query = sigv4::canonical_query(req.query, Some("X-Amz-Signature"));
     verify_v4(
         req,
-        tenant.secret_access_key.expose(),
+        tenants.signing_key(tenant, cred.date, cred.region),
         &V4Claim {
             cred: &cred,
             amz_date,

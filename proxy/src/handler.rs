@@ -3195,10 +3195,7 @@ fn store_request(
 }
 
 /// A bucket's CORS rules (`None`: no configuration), from the cache or the store.
-async fn bucket_cors(
-    state: &State,
-    upstream_bucket: &str,
-) -> Result<crate::cors::Rules, S3Error> {
+async fn bucket_cors(state: &State, upstream_bucket: &str) -> Result<crate::cors::Rules, S3Error> {
     if let Some(r) = state.cors.get(upstream_bucket) {
         return Ok(r);
     }

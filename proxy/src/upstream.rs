@@ -1,19 +1,19 @@
-//! The upstream store: re-signing with `aws-sigv4` and sending over a pooled hyper client.
+//! The upstream store: re-signing (SigV4) and sending over a pooled hyper client.
 //!
 //! The client's own authentication never reaches the store: the handler strips it, and this
 //! module signs the request afresh with the upstream credentials. Bodies are sent as
 //! `UNSIGNED-PAYLOAD` with an exact Content-Length (the decoded length), so the store never
 //! sees aws-chunked framing and the body is never buffered to hash it.
+//!
+//! Signing uses `sigv4.rs` (the same canonical forms the client side verifies) with the day's
+//! signing key kept between requests; a unit test checks every signature against the
+//! `aws-sigv4` crate's for the same request. (`aws-sigv4` cost ~13 % of Chmura's CPU on small
+//! GETs: a fresh signing key and several allocations per request.)
 
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use chmura_config::{UpstreamConfig, UpstreamCredentials};
@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject;
 
 use crate::error::S3Error;
-use crate::sigv4::uri_encode_string;
+use crate::sigv4::{self, uri_encode_string, SigningKey};
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -71,9 +71,115 @@ impl Creds {
     }
 }
 
+/// The signing key of one day, for one access key and secret.
+struct DayKey {
+    access_key_id: String,
+    secret: zeroize::Zeroizing<String>,
+    date: String,
+    key: SigningKey,
+}
+
+/// Headers never signed (as the `aws-sigv4` crate: they may change on the way).
+const UNSIGNED_HEADERS: &[&str] = &[
+    "authorization",
+    "user-agent",
+    "x-amzn-trace-id",
+    "transfer-encoding",
+];
+
+/// Signs `req` for S3 with SigV4 at `now`: sets `x-amz-date`, `x-amz-content-sha256` (and
+/// `x-amz-security-token` for temporary credentials) and `Authorization`. Every header present
+/// but [`UNSIGNED_HEADERS`] is signed. The URI's path and query are already in canonical form
+/// (`Upstream::uri`), the query is canonicalised again all the same.
+fn sign_v4<B>(
+    req: &mut http::Request<B>,
+    creds: &Credentials,
+    region: &str,
+    unsigned_body: bool,
+    now: SystemTime,
+    cache: &std::sync::Mutex<Option<DayKey>>,
+) -> Result<(), S3Error> {
+    let amz_date = crate::auth::format_amz_date(now);
+    let date = &amz_date[..8];
+    let payload = if unsigned_body {
+        "UNSIGNED-PAYLOAD"
+    } else {
+        sigv4::EMPTY_SHA256
+    };
+    let hv = |v: &str| {
+        http::HeaderValue::from_str(v).map_err(|_| S3Error::internal("signing header value"))
+    };
+    let h = req.headers_mut();
+    h.insert("x-amz-date", hv(&amz_date)?);
+    h.insert(
+        "x-amz-content-sha256",
+        http::HeaderValue::from_static(payload),
+    );
+    if let Some(token) = creds.session_token() {
+        h.insert("x-amz-security-token", hv(token)?);
+    }
+    let mut signed: Vec<String> = h
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| !UNSIGNED_HEADERS.contains(k))
+        .map(str::to_string)
+        .collect();
+    signed.sort();
+    signed.dedup();
+    let signed_list = signed.join(";");
+    let query = req.uri().query().unwrap_or("");
+    let canonical_query = if query.is_empty() {
+        String::new()
+    } else {
+        sigv4::canonical_query(&sigv4::parse_query(query), None)
+    };
+    let path = match req.uri().path() {
+        "" => "/",
+        p => p,
+    };
+    let cr = sigv4::canonical_request(
+        req.method().as_str(),
+        path,
+        &canonical_query,
+        &sigv4::canonical_headers(req.headers(), &signed),
+        &signed_list,
+        payload,
+    );
+    let scope = format!("{date}/{region}/s3/aws4_request");
+    let sts = sigv4::string_to_sign(&amz_date, &scope, &cr);
+    let akid = creds.access_key_id();
+    let secret = creds.secret_access_key();
+    let signature = {
+        let mut slot = cache.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = slot
+            .as_ref()
+            .is_some_and(|k| k.date == date && k.access_key_id == akid && *k.secret == secret);
+        if !fresh {
+            *slot = Some(DayKey {
+                access_key_id: akid.to_string(),
+                secret: zeroize::Zeroizing::new(secret.to_string()),
+                date: date.to_string(),
+                key: SigningKey::derive(secret, date, region, "s3"),
+            });
+        }
+        match slot.as_ref() {
+            Some(k) => k.key.sign(&sts),
+            None => return Err(S3Error::internal("signing key")),
+        }
+    };
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={akid}/{scope}, SignedHeaders={signed_list}, Signature={signature}"
+    );
+    req.headers_mut()
+        .insert(http::header::AUTHORIZATION, hv(&auth)?);
+    Ok(())
+}
+
 pub struct Upstream {
     cfg: UpstreamConfig,
     creds: Creds,
+    /// Today's signing key (derived once a day, or when the credentials change).
+    day_key: std::sync::Mutex<Option<DayKey>>,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
     /// Time to the store's response head, by outcome (registered by `metrics::Metrics`).
     pub duration: prometheus::HistogramVec,
@@ -155,6 +261,7 @@ impl Upstream {
         Ok(Upstream {
             cfg: cfg.clone(),
             creds,
+            day_key: std::sync::Mutex::new(None),
             client,
             duration: prometheus::HistogramVec::new(
                 prometheus::HistogramOpts::new(
@@ -208,36 +315,17 @@ impl Upstream {
         unsigned_body: bool,
     ) -> Result<http::Response<hyper::body::Incoming>, S3Error> {
         let identity = self.creds.identity().await?;
-        let mut settings = SigningSettings::default();
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.cfg.region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| S3Error::internal(format!("signing params: {e}")))?
-            .into();
-        let uri = req.uri().to_string();
-        let headers: Vec<(&str, &str)> = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)))
-            .collect();
-        let body = if unsigned_body {
-            SignableBody::UnsignedPayload
-        } else {
-            SignableBody::Bytes(&[])
-        };
-        let signable = SignableRequest::new(req.method().as_str(), &uri, headers.into_iter(), body)
-            .map_err(|e| S3Error::internal(format!("signable request: {e}")))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| S3Error::internal(format!("signing: {e}")))?
-            .into_parts();
-        instructions.apply_to_request_http1x(&mut req);
+        let creds = identity
+            .data::<Credentials>()
+            .ok_or_else(|| S3Error::internal("upstream identity without credentials"))?;
+        sign_v4(
+            &mut req,
+            creds,
+            &self.cfg.region,
+            unsigned_body,
+            SystemTime::now(),
+            &self.day_key,
+        )?;
         // Without a body the response must come within the timeout. With a body, the upload
         // itself may take long; client stalls are bounded by the body idle timeout instead.
         let timeout = if unsigned_body {
@@ -312,5 +400,126 @@ fn rustls_native_roots() -> Vec<rustls_pki_types::CertificateDer<'static>> {
     match rustls_pki_types::CertificateDer::pem_file_iter(&path) {
         Ok(it) => it.filter_map(Result::ok).collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sigv4::http_request::{
+        sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+        SigningSettings, UriPathNormalizationMode,
+    };
+
+    /// The signature `aws-sigv4` computes for the same request (what Chmura used before).
+    fn reference(
+        req: &http::Request<()>,
+        creds: &Credentials,
+        unsigned: bool,
+        now: SystemTime,
+    ) -> String {
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let identity: Identity = creds.clone().into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("eu-central-1")
+            .name("s3")
+            .time(now)
+            .settings(settings)
+            .build()
+            .unwrap()
+            .into();
+        let uri = req.uri().to_string();
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        let body = if unsigned {
+            SignableBody::UnsignedPayload
+        } else {
+            SignableBody::Bytes(&[])
+        };
+        let signable =
+            SignableRequest::new(req.method().as_str(), &uri, headers.into_iter(), body).unwrap();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        let mut r = req.clone();
+        instructions.apply_to_request_http1x(&mut r);
+        r.headers()["authorization"].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn signatures_match_aws_sigv4() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_123);
+        let cases = [
+            (
+                "GET",
+                "http://127.0.0.1:9000/bucket/a%20b/%C3%A9t%C3%A9.txt",
+                vec![],
+                false,
+            ),
+            (
+                "PUT",
+                "http://127.0.0.1:9000/bucket/k",
+                vec![
+                    ("content-length", "12"),
+                    ("content-type", "text/plain"),
+                    ("x-amz-meta-a", "  two   spaces "),
+                    ("user-agent", "x"),
+                ],
+                true,
+            ),
+            (
+                "GET",
+                "http://b.s3.example:9000/?list-type=2&prefix=a%2Fb&max-keys=5&delimiter=%2F",
+                vec![],
+                false,
+            ),
+            (
+                "POST",
+                "http://127.0.0.1:9000/bucket/k?uploads=",
+                vec![("x-amz-tagging", "a=1&b=2")],
+                false,
+            ),
+            (
+                "PUT",
+                "http://127.0.0.1:9000/bucket/k?partNumber=3&uploadId=x%2By",
+                vec![("content-length", "5"), ("x-amz-copy-source", "/src/k%20x")],
+                true,
+            ),
+        ];
+        for with_token in [false, true] {
+            let creds = Credentials::new(
+                "AKIDEXAMPLE",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                with_token.then(|| "session-token".to_string()),
+                None,
+                "test",
+            );
+            for (method, uri, headers, unsigned) in &cases {
+                let mut b = http::Request::builder().method(*method).uri(*uri);
+                let host = uri.split('/').nth(2).unwrap();
+                b = b.header("host", host);
+                for (k, v) in headers {
+                    b = b.header(*k, *v);
+                }
+                let req = b.body(()).unwrap();
+                let want = reference(&req, &creds, *unsigned, now);
+                let mut mine = req.clone();
+                let cache = std::sync::Mutex::new(None);
+                // Twice: the second one from the cached day key.
+                for _ in 0..2 {
+                    sign_v4(&mut mine, &creds, "eu-central-1", *unsigned, now, &cache).unwrap();
+                    assert_eq!(
+                        mine.headers()["authorization"],
+                        want.as_str(),
+                        "{method} {uri}"
+                    );
+                }
+            }
+        }
     }
 }
