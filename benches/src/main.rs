@@ -48,6 +48,8 @@ struct Opts {
     pass_through: bool,
     /// Run the phases through Chmura before the direct ones (the order's own effect).
     proxy_first: bool,
+    /// Each small object is read this many times in the small GET phase (for profiling).
+    get_rounds: usize,
 }
 
 /// The dev config without its `[kms]` table, with `insecure_no_encryption` set.
@@ -92,6 +94,7 @@ fn opts() -> Opts {
         mp_only: args.iter().any(|a| a == "--mp-only"),
         pass_through: args.iter().any(|a| a == "--pass-through"),
         proxy_first: args.iter().any(|a| a == "--proxy-first"),
+        get_rounds: get("--get-rounds", 1).max(1) as usize,
     }
 }
 
@@ -468,14 +471,19 @@ async fn small(t: Arc<Target>, bucket: &str, o: &Opts, chmura: Option<u32>) -> V
             let (t, next, body, bucket) =
                 (t.clone(), next.clone(), body.clone(), bucket.to_string());
             let count = o.small_count;
+            let total = if method == "GET" {
+                count * o.get_rounds
+            } else {
+                count
+            };
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= count {
+                    if i >= total {
                         break lat;
                     }
-                    let path = format!("/{bucket}/small/{i:06}");
+                    let path = format!("/{bucket}/small/{:06}", i % count);
                     let s = Instant::now();
                     let req = if method == "PUT" {
                         t.request(
@@ -497,14 +505,16 @@ async fn small(t: Arc<Target>, bucket: &str, o: &Opts, chmura: Option<u32>) -> V
             lat.extend(task.await.expect("task"));
         }
         let secs = start.elapsed().as_secs_f64();
+        let ops = if method == "GET" {
+            o.small_count * o.get_rounds
+        } else {
+            o.small_count
+        };
         rows.push(Row {
             target: t.name,
-            phase: format!(
-                "{method} {} KiB x{} c{}",
-                o.small_kib, o.small_count, o.conc
-            ),
-            bytes: (o.small_count * body.len()) as u64,
-            ops: o.small_count,
+            phase: format!("{method} {} KiB x{ops} c{}", o.small_kib, o.conc),
+            bytes: (ops * body.len()) as u64,
+            ops,
             secs,
             lat,
             chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
