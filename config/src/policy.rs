@@ -706,7 +706,7 @@ pub fn parse_date(s: &str) -> Option<i64> {
     secs += hh * 3600 + mm * 60 + ss;
     match rest {
         "Z" | "" => Some(secs),
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) => {
+        tz if tz.len() == 6 && tz.is_ascii() && (tz.starts_with('+') || tz.starts_with('-')) => {
             let off = tz[1..3].parse::<i64>().ok()? * 3600 + tz[4..6].parse::<i64>().ok()? * 60;
             Some(if tz.starts_with('+') {
                 secs - off

@@ -191,8 +191,16 @@ impl Cache {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_ENTRIES {
             map.retain(|_, (at, _)| at.elapsed() < TTL);
+            // Still full (many names within the TTL): the oldest entry makes room, so a flood
+            // of names never evicts everything at once.
             if map.len() >= MAX_ENTRIES {
-                map.clear();
+                if let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone())
+                {
+                    map.remove(&oldest);
+                }
             }
         }
         map.insert(bucket.to_string(), (Instant::now(), rules));

@@ -174,10 +174,7 @@ pub async fn handle(
             .inc();
     }
     let mut resp = match result {
-        Ok(r) => match ctx.post.take() {
-            Some(reply) if r.status().is_success() => reply.respond(r),
-            _ => r,
-        },
+        Ok(r) => r,
         Err(e) => {
             match e.source {
                 crate::error::ErrorSource::Client => tracing::info!(
@@ -202,6 +199,13 @@ pub async fn handle(
             "x-amz-server-side-encryption-aws-kms-key-id",
         ] {
             resp.headers_mut().remove(h);
+        }
+    }
+    // A POST Object's answer is made from the PutObject's, after the mapping step: it names
+    // the tenant's bucket and key already (post.rs).
+    if let Some(reply) = ctx.post.take() {
+        if resp.status().is_success() {
+            resp = reply.respond(resp);
         }
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -537,20 +541,22 @@ async fn handle_inner(
     if op == Op::PostObject {
         let bucket = mut_addr.bucket.clone().unwrap_or_default();
         let idle = Duration::from_secs(server.body_idle_timeout_secs);
-        let form = crate::post::read_form(&parts.headers, body, idle).await?;
+        let pending = crate::post::read_form(&parts.headers, body, idle).await?;
         post_auth = Some(crate::post::authenticate(
-            &form,
+            &pending,
             &state.tenants,
             &settings,
             &bucket,
         )?);
+        let form = pending.file().await?;
+        crate::post::check_size(&form, &bucket, now)?;
         let key = form.key()?;
         if key.len() > MAX_KEY_BYTES {
             return Err(S3Error::new("KeyTooLongError", "Your key is too long."));
         }
         let scheme = if conn.tls { "https" } else { "http" };
         let (headers, reply) =
-            crate::post::put_headers(&form, &parts.headers, &bucket, &key, scheme)?;
+            crate::post::put_headers(&form, &parts.headers, &bucket, &key, scheme, mut_addr.vhost)?;
         parts.headers = headers;
         parts.method = Method::PUT;
         mut_addr.key = key;

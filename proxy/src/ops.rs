@@ -287,7 +287,9 @@ pub fn classify(
             ("DELETE", Some("publicAccessBlock")) => Op::DeletePublicAccessBlock,
             ("GET", Some("policyStatus")) => Op::GetBucketPolicyStatus,
             ("POST", Some("delete")) => Op::DeleteObjects,
-            ("POST", None) => Op::PostObject,
+            // A form upload carries everything in its body: any query parameter (an
+            // uploadId, say) would make the store do something else than the form says.
+            ("POST", None) if query.iter().all(|(k, _)| k == "x-id") => Op::PostObject,
             _ => return None,
         };
         return Some(op);
@@ -406,6 +408,15 @@ mod tests {
             ),
             (M::PUT, Some("b"), "k", "", false, Some(Op::PutObject)),
             (M::POST, Some("b"), "", "", false, Some(Op::PostObject)),
+            (
+                M::POST,
+                Some("b"),
+                "",
+                "uploadId=u&partNumber=1",
+                false,
+                None,
+            ),
+            (M::POST, Some("b"), "", "versionId=v", false, None),
             (M::POST, Some("b"), "k", "", false, None),
             (M::PUT, Some("b"), "k", "", true, Some(Op::CopyObject)),
             (

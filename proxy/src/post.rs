@@ -35,17 +35,74 @@ pub const MAX_PRE_FILE: usize = 64 * 1024;
 /// A form whose rest (file and anything after it) is at most this long is read whole.
 pub const LOOKAHEAD: usize = 1024 * 1024;
 
-/// A parsed form: its fields before the file, and the file as a body of known length.
-pub struct Form {
-    /// Field names as sent (matched without case), values as sent.
+/// The form's fields before the file, and the file part's name and type.
+pub struct Fields {
+    /// Field names as sent (matched without case, each at most once), values as sent.
     pub fields: Vec<(String, String)>,
     pub file_name: String,
     pub file_type: Option<String>,
+}
+
+/// A form read up to the start of its file: authenticate it before reading on.
+pub struct Pending {
+    pub head: Fields,
+    reader: FileReader,
+}
+
+struct FileReader {
+    body: UpstreamBody,
+    buf: BytesMut,
+    data_start: u64,
+    declared: Option<u64>,
+    delim: Vec<u8>,
+    finder: memmem::Finder<'static>,
+    idle: Duration,
+}
+
+impl Pending {
+    /// Reads on: the file as a body of known length (the rest read whole when small).
+    pub async fn file(self) -> Result<Form, S3Error> {
+        let r = self.reader;
+        let (file_len, body) = file_part(
+            r.body,
+            r.buf,
+            r.data_start,
+            r.declared,
+            r.delim,
+            r.finder,
+            r.idle,
+        )
+        .await?;
+        Ok(Form {
+            head: self.head,
+            file_len,
+            body,
+        })
+    }
+}
+
+impl std::ops::Deref for Pending {
+    type Target = Fields;
+    fn deref(&self) -> &Fields {
+        &self.head
+    }
+}
+
+/// A parsed form: its fields, and the file as a body of known length.
+pub struct Form {
+    pub head: Fields,
     pub file_len: u64,
     pub body: FileBody,
 }
 
-impl Form {
+impl std::ops::Deref for Form {
+    type Target = Fields;
+    fn deref(&self) -> &Fields {
+        &self.head
+    }
+}
+
+impl Fields {
     /// A field's value; names are matched without case.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields
@@ -146,6 +203,61 @@ async fn fill(
     }
 }
 
+/// `form-data; name="a"; filename="x;y.txt"` as (name, value) pairs, the first being the
+/// disposition type; quoted values may hold `;` and backslash escapes.
+fn disposition_params(v: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = v.chars().peekable();
+    loop {
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c == ';' {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'=') {
+            chars.next();
+            while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+                chars.next();
+            }
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                value.push(n);
+                            }
+                        }
+                        c => value.push(c),
+                    }
+                }
+                while chars.peek().is_some_and(|c| *c != ';') {
+                    chars.next();
+                }
+            } else {
+                while let Some(&c) = chars.peek() {
+                    if c == ';' {
+                        break;
+                    }
+                    value.push(c);
+                    chars.next();
+                }
+                value = value.trim().to_string();
+            }
+        }
+        out.push((key.trim().to_string(), value));
+        if chars.next().is_none() {
+            break;
+        }
+    }
+    out
+}
+
 /// A part's headers: the field name, the file name (file parts), the part's Content-Type.
 fn part_headers(block: &[u8]) -> Result<(String, Option<String>, Option<String>), S3Error> {
     let text = std::str::from_utf8(block).map_err(|_| malformed("part headers not UTF-8"))?;
@@ -158,28 +270,18 @@ fn part_headers(block: &[u8]) -> Result<(String, Option<String>, Option<String>)
         };
         let h = h.trim();
         if h.eq_ignore_ascii_case("content-disposition") {
-            let mut params = v.split(';');
+            let mut params = disposition_params(v).into_iter();
             if !params
                 .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("form-data")
+                .is_some_and(|(k, _)| k.eq_ignore_ascii_case("form-data"))
             {
                 return Err(malformed("part is not form-data"));
             }
-            for p in params {
-                if let Some((k, val)) = p.split_once('=') {
-                    let val = val.trim();
-                    let val = val
-                        .strip_prefix('"')
-                        .and_then(|s| s.strip_suffix('"'))
-                        .unwrap_or(val)
-                        .to_string();
-                    match k.trim().to_ascii_lowercase().as_str() {
-                        "name" => name = Some(val),
-                        "filename" => filename = Some(val),
-                        _ => {}
-                    }
+            for (k, val) in params {
+                match k.to_ascii_lowercase().as_str() {
+                    "name" => name = Some(val),
+                    "filename" => filename = Some(val),
+                    _ => {}
                 }
             }
         } else if h.eq_ignore_ascii_case("content-type") {
@@ -195,7 +297,7 @@ pub async fn read_form(
     headers: &HeaderMap,
     mut body: UpstreamBody,
     idle: Duration,
-) -> Result<Form, S3Error> {
+) -> Result<Pending, S3Error> {
     let boundary = boundary(headers)?;
     let declared: Option<u64> = match headers.get(http::header::CONTENT_LENGTH) {
         Some(v) => Some(
@@ -218,12 +320,14 @@ pub async fn read_form(
         )
     };
     // The first boundary (anything before it is a preamble).
+    let mut searched = 0;
     loop {
-        if let Some(i) = finder.find(&buf) {
+        if let Some(i) = find_from(&finder, &buf, searched) {
             consumed += (i + delim.len()) as u64;
             buf.advance(i + delim.len());
             break;
         }
+        searched = buf.len();
         if consumed + buf.len() as u64 > MAX_PRE_FILE as u64 {
             return Err(too_big());
         }
@@ -259,24 +363,38 @@ pub async fn read_form(
         consumed += skip as u64;
         buf.advance(skip);
         if name.eq_ignore_ascii_case("file") {
-            return file_part(
-                body,
-                buf,
-                consumed - 2,
-                declared,
-                delim,
-                finder,
-                fields,
-                filename.unwrap_or_default(),
-                ctype,
-                idle,
-            )
-            .await;
+            return Ok(Pending {
+                head: Fields {
+                    fields,
+                    file_name: filename.unwrap_or_default(),
+                    file_type: ctype,
+                },
+                reader: FileReader {
+                    body,
+                    buf,
+                    data_start: consumed - 2,
+                    declared,
+                    delim,
+                    finder,
+                    idle,
+                },
+            });
         }
+        // A field given twice could be checked by the policy in one form and stored in the
+        // other: refused.
+        if !name.to_ascii_lowercase().starts_with("x-ignore-")
+            && fields.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name))
+        {
+            return Err(S3Error::invalid_argument(format!(
+                "POST form fields must not repeat: {name}"
+            )));
+        }
+        let mut searched = 0;
         let end = loop {
-            if let Some(i) = finder.find(&buf) {
+            if let Some(i) = find_from(&finder, &buf, searched) {
                 break i;
             }
+            searched = buf.len();
             if consumed + buf.len() as u64 > MAX_PRE_FILE as u64 {
                 return Err(too_big());
             }
@@ -293,7 +411,13 @@ pub async fn read_form(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Finds `finder`'s needle in `buf`, searching again only what a match could still touch
+/// after `searched` bytes were searched before.
+fn find_from(finder: &memmem::Finder<'_>, buf: &[u8], searched: usize) -> Option<usize> {
+    let from = searched.saturating_sub(finder.needle().len().saturating_sub(1));
+    finder.find(&buf[from.min(buf.len())..]).map(|i| i + from)
+}
+
 async fn file_part(
     mut body: UpstreamBody,
     mut buf: BytesMut,
@@ -301,11 +425,8 @@ async fn file_part(
     declared: Option<u64>,
     delim: Vec<u8>,
     finder: memmem::Finder<'static>,
-    fields: Vec<(String, String)>,
-    file_name: String,
-    file_type: Option<String>,
     idle: Duration,
-) -> Result<Form, S3Error> {
+) -> Result<(u64, FileBody), S3Error> {
     let remaining = match declared {
         Some(cl) => Some(
             cl.checked_sub(data_start)
@@ -330,14 +451,19 @@ async fn file_part(
         let end = finder
             .find(&buf)
             .ok_or_else(|| malformed("the file part is not closed by a boundary"))?;
+        // A boundary is followed by "--" (the end) or by optional white space and CRLF
+        // (another part); anything else means the boundary occurs inside the file.
+        let after = &buf[end + delim.len()..];
+        let pad = after
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t'))
+            .count();
+        let closed = after.starts_with(b"--") || after[pad..].starts_with(b"\r\n");
+        if !closed {
+            return Err(malformed("the file's boundary is followed by other text"));
+        }
         let file = buf.split_to(end).freeze();
-        return Ok(Form {
-            fields,
-            file_name,
-            file_type,
-            file_len: file.len() as u64,
-            body: FileBody::Whole(Some(file)),
-        });
+        return Ok((file.len() as u64, FileBody::Whole(Some(file))));
     }
     let remaining = remaining.unwrap_or_default();
     let mut tail = delim.clone();
@@ -345,12 +471,9 @@ async fn file_part(
     let file_len = remaining
         .checked_sub(tail.len() as u64)
         .ok_or_else(|| malformed("too short"))?;
-    Ok(Form {
-        fields,
-        file_name,
-        file_type,
+    Ok((
         file_len,
-        body: FileBody::Stream(Box::new(Streamed {
+        FileBody::Stream(Box::new(Streamed {
             head: (!buf.is_empty()).then(|| buf.freeze()),
             inner: body,
             file_len,
@@ -362,7 +485,7 @@ async fn file_part(
             tail_got: Vec::new(),
             done: false,
         })),
-    })
+    ))
 }
 
 /// The file's bytes: read whole, or streamed from the client with its end checked.
@@ -500,7 +623,7 @@ fn exempt(name: &str) -> bool {
 /// Checks the form's signature (SigV4 or SigV2 over the base64 policy) and its policy: not
 /// expired, every condition holds, every field is covered by one. Pure.
 pub fn authenticate(
-    form: &Form,
+    form: &Fields,
     tenants: &TenantIndex,
     s: &AuthSettings<'_>,
     bucket: &str,
@@ -555,7 +678,8 @@ pub fn authenticate(
             "Bucket POST must contain a field named 'X-Amz-Signature'.  If it is specified, please check the order of the fields.",
         ));
     };
-    check_policy(policy, form, bucket, s.now)?;
+    // The size range is checked once the file's length is known (`check_size`).
+    check_policy(policy, form, bucket, s.now, None)?;
     Ok(Authenticated {
         tenant: tenant.clone(),
         kind,
@@ -578,7 +702,22 @@ fn denied_by_policy(why: impl Into<String>) -> S3Error {
 }
 
 /// The POST policy's expiration and conditions against the form (S3's "Creating a POST policy").
-pub fn check_policy(policy_b64: &str, form: &Form, bucket: &str, now: i64) -> Result<(), S3Error> {
+/// The policy's `content-length-range` against the file (after `authenticate`).
+pub fn check_size(form: &Form, bucket: &str, now: i64) -> Result<(), S3Error> {
+    match form.get("policy") {
+        Some(p) => check_policy(p, form, bucket, now, Some(form.file_len)),
+        None => Err(S3Error::access_denied()),
+    }
+}
+
+/// `file_len`: `None` before the file is read (`content-length-range` is then not checked).
+pub fn check_policy(
+    policy_b64: &str,
+    form: &Fields,
+    bucket: &str,
+    now: i64,
+    file_len: Option<u64>,
+) -> Result<(), S3Error> {
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(policy_b64.trim().as_bytes())
@@ -647,13 +786,16 @@ pub fn check_policy(policy_b64: &str, form: &Form, bucket: &str, now: i64) -> Re
                     else {
                         return Err(policy_error(format!("Invalid condition {}", text(c))));
                     };
-                    if form.file_len < min {
+                    let Some(len) = file_len else {
+                        continue;
+                    };
+                    if len < min {
                         return Err(S3Error::new(
                             "EntityTooSmall",
                             "Your proposed upload is smaller than the minimum allowed size",
                         ));
                     }
-                    if form.file_len > max {
+                    if len > max {
                         return Err(S3Error::new(
                             "EntityTooLarge",
                             "Your proposed upload exceeds the maximum allowed size",
@@ -721,6 +863,7 @@ pub fn put_headers(
     bucket: &str,
     key: &str,
     scheme: &str,
+    vhost: bool,
 ) -> Result<(HeaderMap, Reply), S3Error> {
     let mut h = HeaderMap::new();
     for n in ["host", "user-agent"] {
@@ -792,10 +935,12 @@ pub fn put_headers(
         .get("host")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    let location = format!(
-        "{scheme}://{host}/{bucket}/{}",
-        sigv4::uri_encode_string(key.as_bytes(), true)
-    );
+    let key_path = sigv4::uri_encode_string(key.as_bytes(), true);
+    let location = if vhost {
+        format!("{scheme}://{host}/{key_path}")
+    } else {
+        format!("{scheme}://{host}/{bucket}/{key_path}")
+    };
     Ok((
         h,
         Reply {
@@ -945,7 +1090,8 @@ mod tests {
     async fn parse(raw: Vec<u8>, split: usize) -> Result<(Form, Result<Vec<u8>, String>), S3Error> {
         let len = raw.len();
         let chunks: Vec<Vec<u8>> = raw.chunks(split).map(<[u8]>::to_vec).collect();
-        let mut form = read_form(&headers(len), body_of(chunks), Duration::from_secs(5)).await?;
+        let pending = read_form(&headers(len), body_of(chunks), Duration::from_secs(5)).await?;
+        let mut form = pending.file().await?;
         let mut got = Vec::new();
         let mut res = Ok(());
         while let Some(f) = form.body.frame().await {
@@ -1023,6 +1169,22 @@ mod tests {
             parse(raw, 4096).await.err().unwrap().code,
             "MaxPostPreDataLengthExceeded"
         );
+        // A field given twice (names without case): the policy would check one, the store
+        // get both.
+        let raw = form_bytes(
+            &[("acl", "private"), ("ACL", "public-read")],
+            b"a",
+            "--\r\n",
+        );
+        assert_eq!(parse(raw, 7).await.err().unwrap().code, "InvalidArgument");
+        let raw = form_bytes(&[("x-ignore-a", "1"), ("x-ignore-a", "2")], b"a", "--\r\n");
+        assert!(parse(raw, 7).await.is_ok(), "x-ignore-* fields may repeat");
+        // The boundary inside a small file (followed by other text): refused, not cut short.
+        let raw = form_bytes(&[("key", "k")], b"abc\r\n--XyZjunk", "--\r\n");
+        assert_eq!(
+            parse(raw, 7).await.err().unwrap().code,
+            "MalformedPOSTRequest"
+        );
         // Not multipart.
         let mut h = headers(3);
         h.insert("content-type", HeaderValue::from_static("text/plain"));
@@ -1035,12 +1197,14 @@ mod tests {
 
     fn form_with(fields: &[(&str, &str)], len: u64) -> Form {
         Form {
-            fields: fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            file_name: "f.txt".into(),
-            file_type: None,
+            head: Fields {
+                fields: fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                file_name: "f.txt".into(),
+                file_type: None,
+            },
             file_len: len,
             body: FileBody::Whole(None),
         }
@@ -1067,9 +1231,9 @@ mod tests {
             ("AWSAccessKeyId", "A"),
             ("signature", "s"),
         ];
-        check_policy(&p, &form_with(&ok, 5), "b", now).unwrap();
+        check_policy(&p, &form_with(&ok, 5), "b", now, Some(5)).unwrap();
         let code = |fields: &[(&str, &str)], len: u64, bucket: &str, now: i64| {
-            check_policy(&p, &form_with(fields, len), bucket, now)
+            check_policy(&p, &form_with(fields, len), bucket, now, Some(len))
                 .err()
                 .map(|e| (e.code, e.message))
         };
@@ -1109,9 +1273,20 @@ mod tests {
             ),
         ] {
             let bad = bad.as_str();
-            let e = check_policy(bad, &form_with(&ok, 5), "b", now).unwrap_err();
+            let e = check_policy(bad, &form_with(&ok, 5), "b", now, Some(5)).unwrap_err();
             assert_eq!(e.code, "InvalidPolicyDocument");
         }
+    }
+
+    #[test]
+    fn disposition_parameters_keep_quoted_text() {
+        let p = disposition_params(r#"form-data; name="file"; filename="a;b \"c\".txt""#);
+        assert_eq!(p[0].0, "form-data");
+        assert_eq!(p[1], ("name".to_string(), "file".to_string()));
+        assert_eq!(p[2], ("filename".to_string(), r#"a;b "c".txt"#.to_string()));
+        let p = disposition_params("form-data; name=plain ; x");
+        assert_eq!(p[1], ("name".to_string(), "plain".to_string()));
+        assert_eq!(p[2], ("x".to_string(), String::new()));
     }
 
     #[test]

@@ -539,3 +539,119 @@ async fn mfa_protected_delete_with_real_clients() {
         .join("shared-store/acme/data/docs/again.txt")
         .exists());
 }
+
+/// A form POST of a tenant with a bucket table: stored under the tenant's prefix, encrypted;
+/// the answers (201 document, 303 redirect) name the tenant's bucket and key, never the
+/// upstream ones; a POST carrying an upload id is not a form upload.
+#[tokio::test]
+async fn post_forms_of_a_mapped_tenant() {
+    use base64::Engine;
+    use chmura_tests::raw::{self, RawRequest};
+    let s = start().await;
+    let port = s.proxy.addr.port();
+    let ca = s.proxy.certs.ca_pem.clone();
+    let host = format!("localhost:{port}");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let form = |extra: &[(&str, &str)], file: &[u8]| {
+        let conditions: String = extra
+            .iter()
+            .map(|(k, v)| format!(r#",{{"{k}":"{v}"}}"#))
+            .collect();
+        let policy = b64(format!(r#"{{"expiration":"2099-01-01T00:00:00Z","conditions":[{{"bucket":"data"}},["starts-with","$key","forms/"]{conditions}]}}"#).as_bytes());
+        let signature = chmura_proxy::sigv4::sigv2_sign(ACME.1, &policy);
+        let mut b = Vec::new();
+        let mut fields = vec![
+            ("key", "forms/${filename}"),
+            ("AWSAccessKeyId", ACME.0),
+            ("policy", policy.as_str()),
+            ("signature", signature.as_str()),
+        ];
+        fields.extend_from_slice(extra);
+        for (k, v) in fields {
+            b.extend_from_slice(
+                format!(
+                    "--B0undary\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        b.extend_from_slice(b"--B0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r.txt\"\r\n\r\n");
+        b.extend_from_slice(file);
+        b.extend_from_slice(b"\r\n--B0undary--\r\n");
+        b
+    };
+    let post = |target: &str, body: Vec<u8>| {
+        RawRequest::new("POST", target)
+            .header("host", &host)
+            .header("content-type", "multipart/form-data; boundary=B0undary")
+            .header("content-length", &body.len().to_string())
+            .body(body)
+    };
+    let r = raw::send(
+        port,
+        &ca,
+        &post(
+            "/data",
+            form(&[("success_action_status", "201")], b"form body 1"),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let xml = r.text();
+    assert!(xml.contains("<Bucket>data</Bucket>"), "{xml}");
+    assert!(xml.contains("<Key>forms/r.txt</Key>"), "{xml}");
+    assert!(xml.contains("/data/forms/r.txt</Location>"), "{xml}");
+    assert!(
+        !xml.contains("shared-store") && !xml.contains("acme/"),
+        "{xml}"
+    );
+    let stored =
+        std::fs::read(s.store.root.join("shared-store/acme/data/forms/r.txt")).expect("stored");
+    assert!(!stored.windows(11).any(|w| w == b"form body 1"));
+    let got = s
+        .proxy
+        .sdk_client_as(ACME.0, ACME.1)
+        .get_object()
+        .bucket("data")
+        .key("forms/r.txt")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        got.body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref(),
+        b"form body 1"
+    );
+    let r = raw::send(
+        port,
+        &ca,
+        &post(
+            "/data",
+            form(
+                &[("success_action_redirect", "https://app.example/done")],
+                b"2",
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text());
+    let loc = r.header("location").unwrap_or("");
+    assert!(
+        loc.starts_with("https://app.example/done?bucket=data&key=forms%2Fr.txt&etag=%22"),
+        "{loc}"
+    );
+    let r = raw::send(
+        port,
+        &ca,
+        &post("/data?uploadId=x&partNumber=1", form(&[], b"3")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (501, Some("NotImplemented"))
+    );
+}
