@@ -333,6 +333,24 @@ pub mod b64 {
         out
     }
 
+    /// The 6-bit value of an alphabet character (a table, not a search: every GET decodes
+    /// the envelope).
+    fn value(ch: u8) -> Option<u32> {
+        const TABLE: [u8; 256] = {
+            let mut t = [0xffu8; 256];
+            let mut i = 0;
+            while i < 64 {
+                t[ALPHABET[i] as usize] = i as u8;
+                i += 1;
+            }
+            t
+        };
+        match TABLE[ch as usize] {
+            0xff => None,
+            v => Some(u32::from(v)),
+        }
+    }
+
     pub fn decode(s: &str) -> Option<Vec<u8>> {
         let b = s.as_bytes();
         if !b.len().is_multiple_of(4) {
@@ -350,7 +368,7 @@ pub mod b64 {
                         0
                     }
                     _ if pad > 0 => return None,
-                    _ => ALPHABET.iter().position(|&a| a == ch)? as u32,
+                    _ => value(ch)?,
                 };
                 n = (n << 6) | v;
             }
