@@ -912,7 +912,13 @@ async fn handle_inner(
     ctx.bytes_in = upstream_len;
 
     // 5. Plan: pass through, or (with a [kms] section) encrypt uploads and decrypt reads.
-    let plan = plan(state, op, &parts.headers)?;
+    let plan = match plan(state, op, &parts.headers)? {
+        // An empty object whose key ends in "/" is a folder marker (s3fs, consoles, rclone):
+        // there is nothing to encrypt, and stores such as s3s-fs and MinIO take such keys
+        // only empty. It is stored empty and served as such (`folder_marker`).
+        Plan::Encrypt if upstream_len == 0 && addr.key.ends_with('/') => Plan::Pass,
+        p => p,
+    };
     let ctx_tenant = &authed.tenant;
 
     // A multipart upload's UploadId is Chmura's token (multipart.rs); the store gets its own id.
@@ -1820,6 +1826,12 @@ fn envelope_of(h: &HeaderMap, allow_plaintext: bool) -> Result<Option<ObjectHead
     }
 }
 
+/// An empty object under a key ending in "/": a folder marker, stored without an envelope
+/// (it holds no data) and served as it is.
+fn folder_marker(key: &str, h: &HeaderMap) -> bool {
+    key.ends_with('/') && content_length(h) == Some(0)
+}
+
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
@@ -2020,7 +2032,8 @@ async fn get_encrypted(
             return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
         }
     }
-    let Some(mut env) = envelope_of(&hp.headers, allow_plain)? else {
+    let Some(mut env) = envelope_of(&hp.headers, allow_plain || folder_marker(key, &hp.headers))?
+    else {
         if let Some((a, b)) = range {
             let spec = format!(
                 "bytes={}-{}",
@@ -2259,7 +2272,8 @@ async fn get_whole(
     if let Some(r) = preconditions(conditions, &rp.headers) {
         return r;
     }
-    let Some(mut env) = envelope_of(&rp.headers, allow_plain)? else {
+    let Some(mut env) = envelope_of(&rp.headers, allow_plain || folder_marker(key, &rp.headers))?
+    else {
         return Ok(passthrough(rp, rbody));
     };
     let stored = content_length(&rp.headers)
@@ -2932,8 +2946,16 @@ async fn prepare_copy(
             "At least one of the pre-conditions you specified did not hold",
         ));
     }
-    let Some(mut env) = envelope_of(&hp.headers, false)? else {
-        return Err(S3Error::internal("copy of a plaintext object"));
+    let Some(mut env) = envelope_of(&hp.headers, folder_marker(&src_key, &hp.headers))? else {
+        // A folder marker copied to another folder marker (s3fs changes a directory's
+        // metadata this way) stays a plain empty object; anywhere else it would be an
+        // unencrypted object under a data key.
+        if dst_key.ends_with('/') {
+            return Ok(());
+        }
+        return Err(S3Error::invalid_request(
+            "An empty folder object (a key ending in \"/\") can only be copied to another key ending in \"/\".",
+        ));
     };
     let stored = content_length(&hp.headers)
         .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
@@ -3118,7 +3140,8 @@ async fn head_encrypted(
     if !rp.status.is_success() {
         return Ok(passthrough(rp, rbody));
     }
-    let Some(mut env) = envelope_of(&rp.headers, allow_plain)? else {
+    let Some(mut env) = envelope_of(&rp.headers, allow_plain || folder_marker(key, &rp.headers))?
+    else {
         return Ok(passthrough(rp, rbody));
     };
     let stored = content_length(&rp.headers)

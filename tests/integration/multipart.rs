@@ -2099,3 +2099,130 @@ async fn cors_preflights_and_origin_headers_follow_the_buckets_rules() {
     let r = raw::send(port, &ca, &preflight("https://app.example", "GET", None)).await;
     assert_eq!(r.status, 403);
 }
+
+/// Folder markers (an empty object under a key ending in "/", what s3fs's mkdir, consoles and
+/// rclone write): stored empty (stores such as MinIO and s3s-fs take such keys only empty),
+/// served empty, listed at size 0, and their metadata can be replaced by a copy onto
+/// themselves (s3fs's chmod); a marker cannot be copied to a data key.
+#[tokio::test]
+async fn folder_markers_are_stored_empty() {
+    let Some((moto, env)) = encrypted_env_on_moto("folder_markers_are_stored_empty").await else {
+        return;
+    };
+    let s3 = env.proxy.sdk_client();
+    s3.create_bucket()
+        .bucket("fsm")
+        .send()
+        .await
+        .expect("bucket");
+    s3.put_object()
+        .bucket("fsm")
+        .key("dir/")
+        .content_type("application/x-directory")
+        .metadata("mode", "493")
+        .send()
+        .await
+        .expect("put marker");
+    let store = chmura_tests::sdk_client(
+        &moto.endpoint,
+        None,
+        chmura_tests::UPSTREAM_AK,
+        chmura_tests::UPSTREAM_SK,
+    );
+    let stored = store
+        .head_object()
+        .bucket("fsm")
+        .key("dir/")
+        .send()
+        .await
+        .expect("stored");
+    assert_eq!(stored.content_length(), Some(0));
+    let head = s3
+        .head_object()
+        .bucket("fsm")
+        .key("dir/")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.content_length(), Some(0));
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("mode"))
+            .map(String::as_str),
+        Some("493")
+    );
+    let got = s3
+        .get_object()
+        .bucket("fsm")
+        .key("dir/")
+        .send()
+        .await
+        .expect("get");
+    assert!(got
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .is_empty());
+    s3.copy_object()
+        .bucket("fsm")
+        .key("dir/")
+        .copy_source("fsm/dir/")
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .metadata("mode", "448")
+        .send()
+        .await
+        .expect("chmod-style copy");
+    let head = s3
+        .head_object()
+        .bucket("fsm")
+        .key("dir/")
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        head.metadata()
+            .and_then(|m| m.get("mode"))
+            .map(String::as_str),
+        Some("448")
+    );
+    let e = s3
+        .copy_object()
+        .bucket("fsm")
+        .key("data.bin")
+        .copy_source("fsm/dir/")
+        .send()
+        .await
+        .expect_err("a marker copied to a data key");
+    assert!(format!("{e:?}").contains("InvalidRequest"), "{e:?}");
+    // A non-empty object under such a key is encrypted as any other.
+    s3.put_object()
+        .bucket("fsm")
+        .key("odd/")
+        .body(ByteStream::from_static(b"not empty"))
+        .send()
+        .await
+        .expect("put");
+    let stored = store
+        .head_object()
+        .bucket("fsm")
+        .key("odd/")
+        .send()
+        .await
+        .expect("stored");
+    assert_eq!(stored.content_length(), Some(ciphertext_len(9) as i64));
+    let listed = s3
+        .list_objects_v2()
+        .bucket("fsm")
+        .send()
+        .await
+        .expect("list");
+    let sizes: Vec<(String, i64)> = listed
+        .contents()
+        .iter()
+        .map(|o| (o.key().unwrap_or("").to_string(), o.size().unwrap_or(-1)))
+        .collect();
+    assert!(sizes.contains(&("dir/".to_string(), 0)), "{sizes:?}");
+    assert!(sizes.contains(&("odd/".to_string(), 9)), "{sizes:?}");
+}
