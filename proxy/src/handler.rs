@@ -97,6 +97,13 @@ const DROP_RESPONSE_HEADERS: &[&str] = &[
     "x-amz-request-id",
     "x-amz-id-2",
     "server",
+    // CORS answers are Chmura's (cors.rs), never the store's.
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+    "access-control-max-age",
 ];
 
 pub async fn handle(
@@ -213,18 +220,8 @@ pub async fn handle(
         resp.headers_mut().insert("x-amz-id-2", v);
     }
     // CORS (cors.rs): a changed configuration is read again; a request from a browser origin
-    // gets the Access-Control-* headers its bucket's rules allow, and only those.
-    if method != Method::OPTIONS {
-        let stale: Vec<HeaderName> = resp
-            .headers()
-            .keys()
-            .filter(|k| k.as_str().starts_with("access-control-"))
-            .cloned()
-            .collect();
-        for k in stale {
-            resp.headers_mut().remove(k);
-        }
-    }
+    // gets the Access-Control-* headers its bucket's rules allow (the store's are dropped with
+    // DROP_RESPONSE_HEADERS).
     if let Some(b) = ctx.bucket.as_deref() {
         if matches!(ctx.op, Some(Op::PutBucketCors | Op::DeleteBucketCors)) {
             let ub = ctx.unmap.as_ref().map_or(b, |u| u.upstream_bucket.as_str());
@@ -473,7 +470,7 @@ async fn handle_inner(
     }
 
     // 1. Address and classify.
-    let addr = address(
+    let mut addr = address(
         &parts.headers,
         raw_path,
         server.virtual_host_domain.as_deref(),
@@ -536,10 +533,9 @@ async fn handle_inner(
     };
     // POST Object: the form is read up to its file and its policy checked (post.rs); from
     // here on it is the PutObject of the file, with the form's fields as headers.
-    let mut mut_addr = addr;
     let mut post_auth = None;
     if op == Op::PostObject {
-        let bucket = mut_addr.bucket.clone().unwrap_or_default();
+        let bucket = addr.bucket.clone().unwrap_or_default();
         let idle = Duration::from_secs(server.body_idle_timeout_secs);
         let pending = crate::post::read_form(&parts.headers, body, idle).await?;
         post_auth = Some(crate::post::authenticate(
@@ -556,15 +552,14 @@ async fn handle_inner(
         }
         let scheme = if conn.tls { "https" } else { "http" };
         let (headers, reply) =
-            crate::post::put_headers(&form, &parts.headers, &bucket, &key, scheme, mut_addr.vhost)?;
+            crate::post::put_headers(&form, &parts.headers, &bucket, &key, scheme, addr.vhost)?;
         parts.headers = headers;
         parts.method = Method::PUT;
-        mut_addr.key = key;
+        addr.key = key;
         body = form.body.boxed_unsync();
         ctx.post = Some(reply);
         op = Op::PutObject;
     }
-    let addr = mut_addr;
     if matches!(
         op,
         Op::PutObject | Op::CreateMultipartUpload | Op::CopyObject
@@ -743,7 +738,6 @@ async fn handle_inner(
     }
 
     // 3b. Bucket mapping: the tenant's bucket → upstream bucket and prefix (mapping.rs).
-    let mut addr = addr;
     let mut query = query;
     let mut parts = parts;
     if op == Op::ListBuckets && authed.tenant.buckets.is_some() {
@@ -3388,17 +3382,7 @@ pub(crate) async fn object_tags(
             rp.status
         )));
     }
-    Ok(multipart::tag_values(&xml, "Tag")
-        .iter()
-        .filter_map(|t| {
-            let k = multipart::unescape(multipart::tag_values(t, "Key").first()?);
-            let v = multipart::tag_values(t, "Value")
-                .first()
-                .map(|v| multipart::unescape(v))
-                .unwrap_or_default();
-            Some((k, v))
-        })
-        .collect())
+    Ok(multipart::parse_tags(&xml))
 }
 
 /// A DeleteResult with AccessDenied errors for `denied` added (to the store's result, or

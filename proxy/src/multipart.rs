@@ -475,6 +475,21 @@ pub fn copied_headers(source: &http::HeaderMap) -> Vec<(http::HeaderName, http::
 }
 
 /// An `x-amz-tagging` header value (URL query form) for `tags`.
+/// The (key, value) pairs of a `Tagging` document (a `Tag` without a `Key` is left out).
+pub fn parse_tags(xml: &str) -> Vec<(String, String)> {
+    tag_values(xml, "Tag")
+        .iter()
+        .filter_map(|t| {
+            let k = unescape(tag_values(t, "Key").first()?);
+            let v = tag_values(t, "Value")
+                .first()
+                .map(|v| unescape(v))
+                .unwrap_or_default();
+            Some((k, v))
+        })
+        .collect()
+}
+
 pub fn tagging_header(tags: &[(String, String)]) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')

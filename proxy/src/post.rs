@@ -62,17 +62,7 @@ struct FileReader {
 impl Pending {
     /// Reads on: the file as a body of known length (the rest read whole when small).
     pub async fn file(self) -> Result<Form, S3Error> {
-        let r = self.reader;
-        let (file_len, body) = file_part(
-            r.body,
-            r.buf,
-            r.data_start,
-            r.declared,
-            r.delim,
-            r.finder,
-            r.idle,
-        )
-        .await?;
+        let (file_len, body) = self.reader.read().await?;
         Ok(Form {
             head: self.head,
             file_len,
@@ -313,28 +303,19 @@ pub async fn read_form(
     // The body is read as if it began with CRLF, so the first boundary needs no special case.
     let mut buf = BytesMut::from(&b"\r\n"[..]);
     let mut consumed: u64 = 0; // bytes of `buf` already parsed, counting the 2 added
-    let too_big = || {
-        S3Error::new(
-            "MaxPostPreDataLengthExceeded",
-            "Your POST request fields preceding the upload file were too large.",
-        )
-    };
+
     // The first boundary (anything before it is a preamble).
-    let mut searched = 0;
-    loop {
-        if let Some(i) = find_from(&finder, &buf, searched) {
-            consumed += (i + delim.len()) as u64;
-            buf.advance(i + delim.len());
-            break;
-        }
-        searched = buf.len();
-        if consumed + buf.len() as u64 > MAX_PRE_FILE as u64 {
-            return Err(too_big());
-        }
-        if !fill(&mut body, &mut buf, idle).await? {
-            return Err(malformed("no boundary in the body"));
-        }
-    }
+    let i = read_to(
+        &finder,
+        &mut body,
+        &mut buf,
+        consumed,
+        idle,
+        "no boundary in the body",
+    )
+    .await?;
+    consumed += (i + delim.len()) as u64;
+    buf.advance(i + delim.len());
     let mut fields: Vec<(String, String)> = Vec::new();
     loop {
         // After a boundary: "--" ends the form; otherwise the line ends, then the part's
@@ -389,19 +370,15 @@ pub async fn read_form(
                 "POST form fields must not repeat: {name}"
             )));
         }
-        let mut searched = 0;
-        let end = loop {
-            if let Some(i) = find_from(&finder, &buf, searched) {
-                break i;
-            }
-            searched = buf.len();
-            if consumed + buf.len() as u64 > MAX_PRE_FILE as u64 {
-                return Err(too_big());
-            }
-            if !fill(&mut body, &mut buf, idle).await? {
-                return Err(malformed("the body ended inside a field"));
-            }
-        };
+        let end = read_to(
+            &finder,
+            &mut body,
+            &mut buf,
+            consumed,
+            idle,
+            "the body ended inside a field",
+        )
+        .await?;
         let value = String::from_utf8(buf[..end].to_vec()).map_err(|_| {
             S3Error::invalid_argument(format!("The value of field {name} is not UTF-8."))
         })?;
@@ -411,81 +388,112 @@ pub async fn read_form(
     }
 }
 
-/// Finds `finder`'s needle in `buf`, searching again only what a match could still touch
-/// after `searched` bytes were searched before.
-fn find_from(finder: &memmem::Finder<'_>, buf: &[u8], searched: usize) -> Option<usize> {
-    let from = searched.saturating_sub(finder.needle().len().saturating_sub(1));
-    finder.find(&buf[from.min(buf.len())..]).map(|i| i + from)
+fn too_big() -> S3Error {
+    S3Error::new(
+        "MaxPostPreDataLengthExceeded",
+        "Your POST request fields preceding the upload file were too large.",
+    )
 }
 
-async fn file_part(
-    mut body: UpstreamBody,
-    mut buf: BytesMut,
-    data_start: u64,
-    declared: Option<u64>,
-    delim: Vec<u8>,
-    finder: memmem::Finder<'static>,
+/// Reads on until `finder`'s needle is in `buf` (within the fields' limit, `consumed` bytes
+/// already parsed before `buf`) and returns its offset; each byte is searched about once.
+async fn read_to(
+    finder: &memmem::Finder<'_>,
+    body: &mut UpstreamBody,
+    buf: &mut BytesMut,
+    consumed: u64,
     idle: Duration,
-) -> Result<(u64, FileBody), S3Error> {
-    let remaining = match declared {
-        Some(cl) => Some(
-            cl.checked_sub(data_start)
-                .ok_or_else(|| malformed("the body is longer than its Content-Length"))?,
-        ),
-        None => None,
-    };
-    let whole = remaining.is_none_or(|r| r <= LOOKAHEAD as u64);
-    if whole {
-        // Small: read to the end, the file ends at the next boundary.
-        loop {
-            if buf.len() > LOOKAHEAD + delim.len() + 8 {
-                return Err(S3Error::new(
-                    "MissingContentLength",
-                    "You must provide the Content-Length HTTP header.",
-                ));
-            }
-            if !fill(&mut body, &mut buf, idle).await? {
-                break;
-            }
+    ended: &str,
+) -> Result<usize, S3Error> {
+    let overlap = finder.needle().len().saturating_sub(1);
+    let mut searched: usize = 0;
+    loop {
+        let from = searched.saturating_sub(overlap).min(buf.len());
+        if let Some(i) = finder.find(&buf[from..]) {
+            return Ok(from + i);
         }
-        let end = finder
-            .find(&buf)
-            .ok_or_else(|| malformed("the file part is not closed by a boundary"))?;
-        // A boundary is followed by "--" (the end) or by optional white space and CRLF
-        // (another part); anything else means the boundary occurs inside the file.
-        let after = &buf[end + delim.len()..];
-        let pad = after
-            .iter()
-            .take_while(|b| matches!(b, b' ' | b'\t'))
-            .count();
-        let closed = after.starts_with(b"--") || after[pad..].starts_with(b"\r\n");
-        if !closed {
-            return Err(malformed("the file's boundary is followed by other text"));
+        searched = buf.len();
+        if consumed + buf.len() as u64 > MAX_PRE_FILE as u64 {
+            return Err(too_big());
         }
-        let file = buf.split_to(end).freeze();
-        return Ok((file.len() as u64, FileBody::Whole(Some(file))));
+        if !fill(body, buf, idle).await? {
+            return Err(malformed(ended));
+        }
     }
-    let remaining = remaining.unwrap_or_default();
-    let mut tail = delim.clone();
-    tail.extend_from_slice(b"--\r\n");
-    let file_len = remaining
-        .checked_sub(tail.len() as u64)
-        .ok_or_else(|| malformed("too short"))?;
-    Ok((
-        file_len,
-        FileBody::Stream(Box::new(Streamed {
-            head: (!buf.is_empty()).then(|| buf.freeze()),
-            inner: body,
-            file_len,
-            pos: 0,
-            carry: Vec::new(),
-            delim_len: delim.len(),
+}
+
+impl FileReader {
+    /// The file's length and bytes: the rest read whole when small, otherwise streamed.
+    async fn read(self) -> Result<(u64, FileBody), S3Error> {
+        let FileReader {
+            mut body,
+            mut buf,
+            data_start,
+            declared,
+            delim,
             finder,
-            tail_want: tail,
-            tail_got: Vec::new(),
-            done: false,
-        })),
-    ))
+            idle,
+        } = self;
+        let remaining = match declared {
+            Some(cl) => Some(
+                cl.checked_sub(data_start)
+                    .ok_or_else(|| malformed("the body is longer than its Content-Length"))?,
+            ),
+            None => None,
+        };
+        let whole = remaining.is_none_or(|r| r <= LOOKAHEAD as u64);
+        if whole {
+            // Small: read to the end, the file ends at the next boundary.
+            loop {
+                if buf.len() > LOOKAHEAD + delim.len() + 8 {
+                    return Err(S3Error::new(
+                        "MissingContentLength",
+                        "You must provide the Content-Length HTTP header.",
+                    ));
+                }
+                if !fill(&mut body, &mut buf, idle).await? {
+                    break;
+                }
+            }
+            let end = finder
+                .find(&buf)
+                .ok_or_else(|| malformed("the file part is not closed by a boundary"))?;
+            // A boundary is followed by "--" (the end) or by optional white space and CRLF
+            // (another part); anything else means the boundary occurs inside the file.
+            let after = &buf[end + delim.len()..];
+            let pad = after
+                .iter()
+                .take_while(|b| matches!(b, b' ' | b'\t'))
+                .count();
+            let closed = after.starts_with(b"--") || after[pad..].starts_with(b"\r\n");
+            if !closed {
+                return Err(malformed("the file's boundary is followed by other text"));
+            }
+            let file = buf.split_to(end).freeze();
+            return Ok((file.len() as u64, FileBody::Whole(Some(file))));
+        }
+        let remaining = remaining.unwrap_or_default();
+        let mut tail = delim.clone();
+        tail.extend_from_slice(b"--\r\n");
+        let file_len = remaining
+            .checked_sub(tail.len() as u64)
+            .ok_or_else(|| malformed("too short"))?;
+        Ok((
+            file_len,
+            FileBody::Stream(Box::new(Streamed {
+                head: (!buf.is_empty()).then(|| buf.freeze()),
+                inner: body,
+                file_len,
+                pos: 0,
+                carry: Vec::new(),
+                delim_len: delim.len(),
+                finder,
+                tail_want: tail,
+                tail_got: Vec::new(),
+                done: false,
+            })),
+        ))
+    }
 }
 
 /// The file's bytes: read whole, or streamed from the client with its end checked.
@@ -649,12 +657,7 @@ pub fn authenticate(
         }
         let cred = crate::auth::parse_credential(cred, s, false)?;
         let tenant = tenants.get(cred.access_key_id)?;
-        let key = sigv4::SigningKey::derive(
-            tenant.secret_access_key.expose(),
-            cred.date,
-            cred.region,
-            "s3",
-        );
+        let key = tenants.signing_key(tenant, cred.date, cred.region);
         if !sigv4::ct_eq(
             key.sign(policy).as_bytes(),
             sig.trim().to_ascii_lowercase().as_bytes(),
@@ -955,23 +958,14 @@ pub fn put_headers(
 
 /// `<Tagging><TagSet><Tag><Key>k</Key><Value>v</Value></Tag>…` as `k=v&…` (x-amz-tagging).
 fn tagging_query(xml: &str) -> Result<String, S3Error> {
-    let mut out = Vec::new();
-    for tag in crate::multipart::tag_values(xml, "Tag") {
-        let k = crate::multipart::tag_values(tag, "Key")
-            .first()
-            .map(|k| crate::multipart::unescape(k))
-            .ok_or_else(|| S3Error::new("MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema."))?;
-        let v = crate::multipart::tag_values(tag, "Value")
-            .first()
-            .map(|v| crate::multipart::unescape(v))
-            .unwrap_or_default();
-        out.push(format!(
-            "{}={}",
-            sigv4::uri_encode_string(k.as_bytes(), false),
-            sigv4::uri_encode_string(v.as_bytes(), false)
+    let tags = crate::multipart::parse_tags(xml);
+    if tags.len() != crate::multipart::tag_values(xml, "Tag").len() {
+        return Err(S3Error::new(
+            "MalformedXML",
+            "The XML you provided was not well-formed or did not validate against our published schema.",
         ));
     }
-    Ok(out.join("&"))
+    Ok(crate::multipart::tagging_header(&tags))
 }
 
 impl Reply {

@@ -608,24 +608,13 @@ async fn post_forms_of_a_mapped_tenant() {
     let stored =
         std::fs::read(s.store.root.join("shared-store/acme/data/forms/r.txt")).expect("stored");
     assert!(!stored.windows(11).any(|w| w == b"form body 1"));
-    let got = s
-        .proxy
-        .sdk_client_as(ACME.0, ACME.1)
-        .get_object()
-        .bucket("data")
-        .key("forms/r.txt")
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(
-        got.body
-            .collect()
-            .await
-            .expect("body")
-            .into_bytes()
-            .as_ref(),
-        b"form body 1"
-    );
+    let got = get(
+        &s.proxy.sdk_client_as(ACME.0, ACME.1),
+        "data",
+        "forms/r.txt",
+    )
+    .await;
+    assert_eq!(got.as_deref(), Ok(&b"form body 1"[..]));
     let r = raw::send(
         port,
         &ca,
