@@ -50,6 +50,9 @@ struct Opts {
     proxy_first: bool,
     /// Each small object is read this many times in the small GET phase (for profiling).
     get_rounds: usize,
+    /// Large-object rounds; the order of the paths alternates from round to round, and
+    /// the medians are printed.
+    big_rounds: usize,
 }
 
 /// The dev config without its `[kms]` table, with `insecure_no_encryption` set.
@@ -95,6 +98,7 @@ fn opts() -> Opts {
         pass_through: args.iter().any(|a| a == "--pass-through"),
         proxy_first: args.iter().any(|a| a == "--proxy-first"),
         get_rounds: get("--get-rounds", 1).max(1) as usize,
+        big_rounds: get("--big-rounds", 1).max(1) as usize,
     }
 }
 
@@ -680,14 +684,67 @@ async fn main() {
             return;
         }
     }
-    for (t, bucket, p) in order.iter().cloned() {
-        rows.extend(big(t, bucket, o.big_mib, o.streams, p).await);
+    let mut big_rows = Vec::new();
+    for round in 0..o.big_rounds {
+        let mut this = order.clone();
+        if round % 2 == 1 {
+            this.reverse();
+        }
+        for (t, bucket, p) in this {
+            big_rows.extend(big(t, bucket, o.big_mib, o.streams, p).await);
+        }
     }
+    let medians = (o.big_rounds > 1).then(|| medians(&big_rows));
+    rows.extend(big_rows);
     for (t, bucket, p) in order {
         rows.extend(small(t, bucket, &o, p).await);
     }
     for r in &rows {
         r.print();
     }
+    if let Some(m) = medians {
+        println!("{m}");
+    }
     println!("chmura peak RSS: {} MiB", rss_kib(pid) / 1024);
+}
+
+/// Per large-object phase: the median throughput of each path over the rounds, their ratio,
+/// and the median of Chmura's CPU per GB.
+fn medians(rows: &[Row]) -> String {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+    let mut out = String::new();
+    let mut phases: Vec<&str> = rows.iter().map(|r| r.phase.as_str()).collect();
+    phases.dedup();
+    phases.sort();
+    phases.dedup();
+    for phase in phases {
+        let of = |target: &str| -> Vec<&Row> {
+            rows.iter()
+                .filter(|r| r.phase == phase && r.target == target)
+                .collect()
+        };
+        let (d, c) = (of("direct"), of("chmura"));
+        let rate = |rs: &[&Row]| median(rs.iter().map(|r| r.bytes as f64 / 1e6 / r.secs).collect());
+        let cpu = median(
+            c.iter()
+                .filter_map(|r| Some(r.chmura_cpu? / (r.bytes as f64 / 1e9)))
+                .collect(),
+        );
+        let (dr, cr) = (rate(&d), rate(&c));
+        out += &format!(
+            "median of {} rounds  {phase:<22} direct {dr:>7.1} MB/s  chmura {cr:>7.1} MB/s  ratio {:>4.0} %  chmura {cpu:.2} CPU-s/GB (min {:.2}, max {:.2})\n",
+            c.len(),
+            100.0 * cr / dr,
+            c.iter().filter_map(|r| Some(r.chmura_cpu? / (r.bytes as f64 / 1e9))).fold(f64::INFINITY, f64::min),
+            c.iter().filter_map(|r| Some(r.chmura_cpu? / (r.bytes as f64 / 1e9))).fold(0.0, f64::max),
+        );
+    }
+    out.trim_end().to_string()
 }

@@ -10,6 +10,7 @@
 pub mod envelope;
 pub mod keys;
 pub mod layout;
+pub mod pool;
 pub mod stream;
 
 /// Format version written by this implementation (FORMAT.md §1).

@@ -7,6 +7,7 @@ use aws_lc_rs::aead::{Aad, Nonce};
 
 use crate::keys::{random, ObjectKey};
 use crate::layout::{chunk_count, CHUNK, NONCE, OVERHEAD, SEALED_CHUNK, TAG};
+use crate::pool::Buf;
 use crate::CryptoError;
 
 const AAD_PREFIX: &[u8; 9] = b"chmura/v1";
@@ -78,23 +79,28 @@ impl AadBuf {
     }
 }
 
-/// Appends one sealed chunk (`nonce || ciphertext || tag`) of `parts` (concatenated) to `out`.
-fn seal_into(key: &ObjectKey, nonce: [u8; 12], aad: AadBuf, parts: [&[u8]; 2], out: &mut Vec<u8>) {
-    out.extend_from_slice(&nonce);
-    let start = out.len();
-    out.extend_from_slice(parts[0]);
-    out.extend_from_slice(parts[1]);
-    // Sealing fails only for inputs over 2^36 bytes; a chunk is 64 KiB.
+/// Appends one sealed chunk (`nonce || ciphertext || tag`) of `parts` (concatenated) to `out`,
+/// encrypting from the plaintext straight into `out`.
+fn seal_into(key: &ObjectKey, nonce: [u8; 12], aad: AadBuf, parts: [&[u8]; 2], out: &mut Buf) {
+    let n = NONCE as usize + parts[0].len() + parts[1].len() + TAG as usize;
+    let dst = out.room(n);
+    let (head, rest) = dst.split_at_mut(NONCE as usize);
+    head.copy_from_slice(&nonce);
+    let (first, second_and_tag) = rest.split_at_mut(parts[0].len());
+    // Sealing fails only for inputs over 2^36 bytes or mis-sized outputs; a chunk is 64 KiB
+    // and the outputs are cut to size above.
     #[allow(clippy::expect_used)]
-    let tag = key
-        .aead
-        .seal_in_place_separate_tag(
+    key.aead
+        .seal_out_of_place_scatter(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad),
-            &mut out[start..],
+            parts[0],
+            first,
+            parts[1],
+            second_and_tag,
         )
         .expect("AES-GCM seal of one chunk");
-    out.extend_from_slice(tag.as_ref());
+    out.commit(n);
 }
 
 /// Encrypts a body of known plaintext length as it streams.
@@ -149,7 +155,7 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
     }
 
     /// Seals the pending tail plus `more` as chunk `self.next` into `out`.
-    fn emit(&mut self, more: &[u8], out: &mut Vec<u8>) {
+    fn emit(&mut self, more: &[u8], out: &mut Buf) {
         let index = self.next;
         let last = index + 1 == self.chunks;
         let nonce = self.nonce(index, last);
@@ -165,8 +171,8 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
     }
 
     /// Feeds plaintext; the chunks it completes are sealed, back to back, into one buffer
-    /// pushed to `out` (one allocation per call, not per chunk).
-    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+    /// pushed to `out` (from [`crate::pool`]: drop it once written and it is reused).
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Buf>) -> Result<(), CryptoError> {
         if data.len() as u64 > self.remaining {
             return Err(CryptoError::TooLong);
         }
@@ -180,7 +186,7 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
             self.buf.extend_from_slice(data);
             return Ok(());
         }
-        let mut sealed = Vec::with_capacity(completes * (chunk + OVERHEAD as usize));
+        let mut sealed = Buf::with_room(completes * (chunk + OVERHEAD as usize));
         if !self.buf.is_empty() {
             let need = (chunk - self.buf.len()).min(data.len());
             if self.buf.len() + need == chunk || (self.remaining == 0 && need == data.len()) {
@@ -207,7 +213,7 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
 
     /// Ends the body: every declared byte must have been pushed. Emits the final chunk when it
     /// is still pending (an empty body has one empty chunk).
-    pub fn finish(&mut self, out: &mut Vec<Vec<u8>>) -> Result<(), CryptoError> {
+    pub fn finish(&mut self, out: &mut Vec<Buf>) -> Result<(), CryptoError> {
         if self.remaining != 0 {
             let want = self.chunks.saturating_mul(CHUNK);
             return Err(CryptoError::Truncated {
@@ -216,7 +222,7 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
             });
         }
         if self.next < self.chunks {
-            let mut sealed = Vec::with_capacity(self.buf.len() + OVERHEAD as usize);
+            let mut sealed = Buf::with_room(self.buf.len() + OVERHEAD as usize);
             self.emit(&[], &mut sealed);
             out.push(sealed);
         }
@@ -575,7 +581,7 @@ impl<K: std::ops::Deref<Target = ObjectKey> + Clone + Send> Open for PartsOpener
     }
 }
 
-/// Sealed size of a chunk holding `plain` bytes (for callers that frame chunks themselves).
+/// Buf size of a chunk holding `plain` bytes (for callers that frame chunks themselves).
 pub const fn sealed_len(plain: u64) -> u64 {
     plain + NONCE + TAG
 }

@@ -1388,7 +1388,7 @@ async fn handle_inner(
         )
     } else {
         match verified {
-            Some(b) => (b, true),
+            Some(b) => (crate::seal::CopyingBody::new(b).boxed_unsync(), true),
             None => (Empty::new().map_err(|e| match e {}).boxed_unsync(), false),
         }
     };

@@ -22,7 +22,7 @@ pub struct EncryptingBody {
     inner: Inner,
     sealer: Sealer<Arc<ObjectKey>>,
     out: VecDeque<Bytes>,
-    scratch: Vec<Vec<u8>>,
+    scratch: Vec<chmura_crypto::pool::Buf>,
     /// Ciphertext bytes not yet handed out.
     remaining: u64,
     done: bool,
@@ -79,12 +79,116 @@ impl Body for EncryptingBody {
                     S3Error::incomplete_body().with_detail(format!("seal: {e}")),
                 ))));
             }
-            this.out.extend(this.scratch.drain(..).map(Bytes::from));
+            // Each buffer goes back to `chmura_crypto::pool` once hyper has written it.
+            this.out
+                .extend(this.scratch.drain(..).map(Bytes::from_owner));
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// How much of a pass-through body [`CopyingBody`] gathers into one buffer at most.
+const COPY_BLOCK: usize = 256 * 1024;
+
+/// Copies a pass-through body into pooled buffers ([`chmura_crypto::pool`]) so that the
+/// frames hyper read it into are released at once. Held until the store took them, those
+/// frames kept hyper's read buffer shared, so hyper allocated a fresh one for every read:
+/// new pages each time, ~16 % of the proxy's CPU in page faults on a single-stream upload.
+/// Frames are gathered up to [`COPY_BLOCK`] bytes; whatever is gathered goes out as soon as
+/// the client's side has nothing more ready, so nothing waits on a full buffer.
+pub struct CopyingBody {
+    inner: Inner,
+    gathered: Option<chmura_crypto::pool::Buf>,
+    trailers: Option<Frame<Bytes>>,
+    done: bool,
+}
+
+impl CopyingBody {
+    pub fn new<B>(inner: B) -> Self
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        CopyingBody {
+            inner: Box::pin(inner),
+            gathered: None,
+            trailers: None,
+            done: false,
+        }
+    }
+
+    fn flush(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let b = self.gathered.take().filter(|b| !b.is_empty())?;
+        Some(Ok(Frame::data(Bytes::from_owner(b))))
+    }
+}
+
+impl Body for CopyingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                if let Some(f) = this.flush() {
+                    return Poll::Ready(Some(f));
+                }
+                return Poll::Ready(this.trailers.take().map(Ok));
+            }
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => {
+                    return match this.flush() {
+                        Some(f) => Poll::Ready(Some(f)),
+                        None => Poll::Pending,
+                    }
+                }
+                Poll::Ready(None) => this.done = true,
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    this.gathered = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => {
+                        let b = this
+                            .gathered
+                            .get_or_insert_with(|| chmura_crypto::pool::Buf::with_room(COPY_BLOCK));
+                        b.extend_from_slice(&d);
+                        if b.len() >= COPY_BLOCK {
+                            if let Some(f) = this.flush() {
+                                return Poll::Ready(Some(f));
+                            }
+                        }
+                    }
+                    // Trailers (none reach the store today) end the body, after the data.
+                    Err(f) => {
+                        this.trailers = Some(f);
+                        this.done = true;
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.trailers.is_none() && self.gathered.as_ref().is_none_or(|b| b.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let held = self.gathered.as_ref().map_or(0, |b| b.len() as u64);
+        let mut h = SizeHint::new();
+        if let Some(u) = inner.upper() {
+            h.set_upper(u + held);
+        }
+        h.set_lower(inner.lower() + held);
+        h
     }
 }
 
@@ -249,5 +353,113 @@ impl Body for Piece {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.left)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that yields a script: `None` entries are one `Pending`.
+    struct Script(VecDeque<Option<Result<Frame<Bytes>, BoxError>>>);
+
+    impl Body for Script {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match self.0.pop_front() {
+                Some(None) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Some(f)) => Poll::Ready(Some(f)),
+                None => Poll::Ready(None),
+            }
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Event {
+        Data(usize),
+        Trailers,
+        Error,
+        Pending,
+        End,
+    }
+
+    fn run(script: Vec<Option<Result<Frame<Bytes>, BoxError>>>) -> (Vec<Event>, Vec<u8>) {
+        let mut body = CopyingBody::new(Script(script.into()));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let (mut events, mut bytes) = (Vec::new(), Vec::new());
+        for _ in 0..100 {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Pending => events.push(Event::Pending),
+                Poll::Ready(None) => {
+                    events.push(Event::End);
+                    assert!(body.is_end_stream());
+                    return (events, bytes);
+                }
+                Poll::Ready(Some(Err(_))) => events.push(Event::Error),
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => {
+                        events.push(Event::Data(d.len()));
+                        bytes.extend_from_slice(&d);
+                    }
+                    Err(_) => events.push(Event::Trailers),
+                },
+            }
+        }
+        panic!("the body never ended: {events:?}");
+    }
+
+    fn data(len: usize, seed: u8) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let v: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        Some(Ok(Frame::data(Bytes::from(v))))
+    }
+
+    #[test]
+    fn copying_body_gathers_frames_and_sends_what_it_has_when_the_client_pauses() {
+        let script = vec![
+            None,
+            data(100_000, 3),
+            data(100_000, 5),
+            None,
+            data(300_000, 7),
+            data(10, 11),
+            Some(Ok(Frame::trailers(http::HeaderMap::new()))),
+        ];
+        let expected: Vec<u8> = script
+            .iter()
+            .filter_map(|f| f.as_ref()?.as_ref().ok()?.data_ref().cloned())
+            .flat_map(|b| b.to_vec())
+            .collect();
+        let (events, bytes) = run(script);
+        assert_eq!(
+            events,
+            [
+                // Nothing gathered yet: the pause is passed on.
+                Event::Pending,
+                // Something gathered: it goes out instead of the pause.
+                Event::Data(200_000),
+                Event::Data(300_000),
+                Event::Data(10),
+                Event::Trailers,
+                Event::End
+            ]
+        );
+        assert!(bytes == expected, "bytes differ");
+    }
+
+    #[test]
+    fn copying_body_passes_errors_without_the_data_gathered_before() {
+        let script = vec![data(1000, 3), Some(Err("refused".into()))];
+        let (events, bytes) = run(script);
+        assert_eq!(events, [Event::Error, Event::End]);
+        assert!(bytes.is_empty());
+        let (events, _) = run(vec![]);
+        assert_eq!(events, [Event::End]);
     }
 }

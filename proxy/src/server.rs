@@ -141,20 +141,24 @@ pub async fn serve(
             tokio::spawn(async move {
                 let _permit = permit;
                 let _open = open;
-                let tls_stream =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
-                            handshake_failed(&st, peer, "TLS handshake failed").await;
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(peer = %peer, "TLS handshake timed out");
-                            handshake_failed(&st, peer, "TLS handshake timed out").await;
-                            return;
-                        }
-                    };
+                let tls_stream = match tokio::time::timeout(
+                    handshake_timeout,
+                    acceptor.accept(BlockReader::new(stream)),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+                        handshake_failed(&st, peer, "TLS handshake failed").await;
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(peer = %peer, "TLS handshake timed out");
+                        handshake_failed(&st, peer, "TLS handshake timed out").await;
+                        return;
+                    }
+                };
                 let version = match tls_stream.get_ref().1.protocol_version() {
                     Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
                     Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
@@ -211,4 +215,140 @@ pub async fn serve(
         .await;
     }
     Ok(())
+}
+
+/// Size of the block [`BlockReader`] reads from the client's socket.
+const READ_BLOCK: usize = 256 * 1024;
+
+/// Reads the client's TCP stream in 64 KiB blocks under rustls, which asks for at most 4 KiB
+/// per read: without it a 1 GiB upload costs ~260,000 `recvmsg` calls instead of ~16,000.
+/// The block is released whenever the socket has nothing to read, so idle keep-alive
+/// connections hold no buffer. Writes pass straight through.
+pub(crate) struct BlockReader<S> {
+    inner: S,
+    buf: bytes::BytesMut,
+}
+
+impl<S> BlockReader<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        BlockReader {
+            inner,
+            buf: bytes::BytesMut::new(),
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for BlockReader<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.buf.is_empty() {
+            if out.remaining() >= READ_BLOCK {
+                return std::pin::Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            // Reuses the block's allocation once it has been read out.
+            this.buf.reserve(READ_BLOCK);
+            match tokio_util::io::poll_read_buf(
+                std::pin::Pin::new(&mut this.inner),
+                cx,
+                &mut this.buf,
+            ) {
+                Poll::Pending => {
+                    this.buf = bytes::BytesMut::new();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => {
+                    this.buf = bytes::BytesMut::new();
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        let n = out.remaining().min(this.buf.len());
+        out.put_slice(&this.buf[..n]);
+        bytes::Buf::advance(&mut this.buf, n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for BlockReader<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn block_reader_delivers_every_byte_and_holds_no_block_while_idle() {
+        let (mut w, r) = tokio::io::duplex(1 << 20);
+        let mut br = BlockReader::new(r);
+        // Nothing to read yet: the read waits, and no block is held meanwhile.
+        let mut small = [0u8; 4096];
+        let waited = tokio::time::timeout(Duration::from_millis(20), br.read(&mut small)).await;
+        assert!(waited.is_err());
+        assert_eq!(br.buf.capacity(), 0);
+
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            for piece in sent.chunks(90_001) {
+                w.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut got = Vec::new();
+        // Small reads (as rustls makes), odd sizes, and reads larger than a block (which
+        // bypass it).
+        let sizes = [4096, 17, READ_BLOCK + 1, 5, 65_536];
+        for i in 0.. {
+            let mut buf = vec![0u8; sizes[i % sizes.len()]];
+            let n = br.read(&mut buf).await.unwrap();
+            assert!(n > 0, "early end after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+            assert!(br.buf.len() <= READ_BLOCK);
+            if got.len() == data.len() {
+                break;
+            }
+        }
+        writer.await.unwrap();
+        assert!(got == data, "bytes differ");
+        // The writer is gone: end of stream, and the block is released.
+        assert_eq!(br.read(&mut small).await.unwrap(), 0);
+        assert_eq!(br.buf.capacity(), 0);
+    }
 }
