@@ -17,25 +17,29 @@ pub const MAX_BUFFERS: usize = 16;
 pub const MAX_CAPACITY: usize = 1 << 20;
 
 /// Idle buffers; every byte of each (`len()`) is initialized.
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+struct Pool(Mutex<Vec<Vec<u8>>>);
 
-/// An initialized buffer of at least `size` bytes: a kept one when one is large enough.
-fn take(size: usize) -> Vec<u8> {
-    let kept = POOL.lock().ok().and_then(|mut pool| {
-        let i = pool.iter().rposition(|b| b.len() >= size)?;
-        Some(pool.swap_remove(i))
-    });
-    kept.unwrap_or_else(|| vec![0; size])
-}
+static POOL: Pool = Pool(Mutex::new(Vec::new()));
 
-/// Keeps `buf` for reuse unless the pool is full or the buffer is too large.
-fn give(buf: Vec<u8>) {
-    if buf.is_empty() || buf.len() > MAX_CAPACITY {
-        return;
+impl Pool {
+    /// An initialized buffer of at least `size` bytes: a kept one when one is large enough.
+    fn take(&self, size: usize) -> Vec<u8> {
+        let kept = self.0.lock().ok().and_then(|mut pool| {
+            let i = pool.iter().rposition(|b| b.len() >= size)?;
+            Some(pool.swap_remove(i))
+        });
+        kept.unwrap_or_else(|| vec![0; size])
     }
-    if let Ok(mut pool) = POOL.lock() {
-        if pool.len() < MAX_BUFFERS {
-            pool.push(buf);
+
+    /// Keeps `buf` for reuse unless the pool is full or the buffer is too large.
+    fn give(&self, buf: Vec<u8>) {
+        if buf.is_empty() || buf.len() > MAX_CAPACITY {
+            return;
+        }
+        if let Ok(mut pool) = self.0.lock() {
+            if pool.len() < MAX_BUFFERS {
+                pool.push(buf);
+            }
         }
     }
 }
@@ -51,7 +55,7 @@ impl Buf {
     /// An empty buffer with room for `size` bytes before it has to grow.
     pub fn with_room(size: usize) -> Self {
         Buf {
-            buf: take(size),
+            buf: POOL.take(size),
             len: 0,
         }
     }
@@ -105,7 +109,7 @@ impl std::fmt::Debug for Buf {
 
 impl Drop for Buf {
     fn drop(&mut self) {
-        give(std::mem::take(&mut self.buf));
+        POOL.give(std::mem::take(&mut self.buf));
     }
 }
 
@@ -115,29 +119,39 @@ mod tests {
 
     #[test]
     fn buffers_are_reused_and_bounded() {
-        let mut s = Buf::with_room(300_000);
-        s.room(1000).fill(7);
-        s.commit(1000);
-        assert_eq!(&s[..], &[7; 1000][..]);
-        let ptr = s.buf.as_ptr();
-        drop(s);
-        // Other tests share the pool: look for ours among what comes back.
-        let mut got = Vec::new();
-        let mut found = false;
-        for _ in 0..=MAX_BUFFERS {
-            let s = Buf::with_room(300_000);
-            assert!(s.is_empty());
-            assert!(s.buf.len() >= 300_000);
-            found |= s.buf.as_ptr() == ptr;
-            got.push(s);
+        // A pool of its own: other tests seal through the shared one concurrently.
+        let pool = Pool(Mutex::new(Vec::new()));
+        let b = pool.take(300_000);
+        assert!(b.len() >= 300_000);
+        let ptr = b.as_ptr();
+        pool.give(b);
+        let again = pool.take(200_000);
+        assert_eq!(again.as_ptr(), ptr, "a kept buffer large enough is reused");
+        // Too small for the request: a new one.
+        pool.give(again);
+        let bigger = pool.take(400_000);
+        assert_ne!(bigger.as_ptr(), ptr);
+        assert_eq!(pool.0.lock().unwrap().len(), 1, "the smaller one stays kept");
+        for _ in 0..2 * MAX_BUFFERS {
+            pool.give(vec![1; 4096]);
         }
-        assert!(found, "the buffer handed back was not reused");
-        drop(got);
-        assert!(POOL.lock().map(|p| p.len()).unwrap_or(0) <= MAX_BUFFERS);
-        give(vec![0; MAX_CAPACITY + 1]);
-        assert!(POOL
-            .lock()
-            .map(|p| p.iter().all(|b| b.len() <= MAX_CAPACITY))
-            .unwrap_or(false));
+        pool.give(vec![0; MAX_CAPACITY + 1]);
+        let kept = pool.0.lock().unwrap();
+        assert_eq!(kept.len(), MAX_BUFFERS);
+        assert!(kept.iter().all(|b| b.len() <= MAX_CAPACITY));
+    }
+
+    #[test]
+    fn a_buf_holds_exactly_what_was_written() {
+        let mut s = Buf::with_room(100);
+        assert!(s.is_empty());
+        s.extend_from_slice(b"abc");
+        s.room(5).copy_from_slice(b"defgh");
+        s.commit(5);
+        // Past its room: it grows.
+        s.extend_from_slice(&[9; 200]);
+        assert_eq!(&s[..8], b"abcdefgh");
+        assert_eq!(s.len(), 208);
+        assert!(s[8..].iter().all(|&b| b == 9));
     }
 }

@@ -218,23 +218,36 @@ pub async fn serve(
 }
 
 /// Size of the block [`BlockReader`] reads from the client's socket.
-const READ_BLOCK: usize = 256 * 1024;
+const READ_BLOCK: usize = 64 * 1024;
 
-/// Reads the client's TCP stream in 64 KiB blocks under rustls, which asks for at most 4 KiB
-/// per read: without it a 1 GiB upload costs ~260,000 `recvmsg` calls instead of ~16,000.
+/// Reads a TCP stream in 64 KiB blocks under rustls, which asks for at most 4 KiB per read:
+/// without it a 1 GiB upload costs ~260,000 `recvmsg` calls instead of ~16,000. Used for
+/// clients' connections and for https connections to the store.
 /// The block is released whenever the socket has nothing to read, so idle keep-alive
 /// connections hold no buffer. Writes pass straight through.
 pub(crate) struct BlockReader<S> {
     inner: S,
     buf: bytes::BytesMut,
+    /// Off: reads go straight to `inner` (plain-HTTP upstream connections, read by hyper
+    /// in large buffers of its own).
+    enabled: bool,
 }
 
 impl<S> BlockReader<S> {
     pub(crate) fn new(inner: S) -> Self {
+        BlockReader::with(inner, true)
+    }
+
+    pub(crate) fn with(inner: S, enabled: bool) -> Self {
         BlockReader {
             inner,
             buf: bytes::BytesMut::new(),
+            enabled,
         }
+    }
+
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 
@@ -247,7 +260,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for BlockReader<S> {
         use std::task::Poll;
         let this = self.get_mut();
         if this.buf.is_empty() {
-            if out.remaining() >= READ_BLOCK {
+            if !this.enabled || out.remaining() >= READ_BLOCK {
                 return std::pin::Pin::new(&mut this.inner).poll_read(cx, out);
             }
             // Reuses the block's allocation once it has been read out.

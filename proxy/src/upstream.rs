@@ -180,7 +180,7 @@ pub struct Upstream {
     creds: Creds,
     /// Today's signing key (derived once a day, or when the credentials change).
     day_key: std::sync::Mutex<Option<DayKey>>,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
+    client: Client<hyper_rustls::HttpsConnector<BlockConnector>, UpstreamBody>,
     /// Time to the store's response head, by outcome (registered by `metrics::Metrics`).
     pub duration: prometheus::HistogramVec,
     /// Unix seconds of the last answer from the store (any status): readiness.
@@ -253,7 +253,7 @@ impl Upstream {
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(BlockConnector(http));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
@@ -521,5 +521,87 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+/// The store's connections: TCP from `HttpConnector`, read through
+/// [`crate::server::BlockReader`] when rustls runs on top (https endpoints), so a download
+/// from the store is not read 4 KiB per system call.
+#[derive(Clone)]
+pub struct BlockConnector(HttpConnector);
+
+/// A connection made by [`BlockConnector`].
+pub struct BlockConn(hyper_util::rt::TokioIo<crate::server::BlockReader<tokio::net::TcpStream>>);
+
+impl tower_service::Service<http::Uri> for BlockConnector {
+    type Response = BlockConn;
+    type Error = <HttpConnector as tower_service::Service<http::Uri>>::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<BlockConn, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            let tcp = connecting.await?.into_inner();
+            Ok(BlockConn(hyper_util::rt::TokioIo::new(
+                crate::server::BlockReader::with(tcp, tls),
+            )))
+        })
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for BlockConn {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.0.inner().get_ref().connected()
+    }
+}
+
+impl hyper::rt::Read for BlockConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for BlockConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

@@ -107,3 +107,97 @@ async fn tls10_and_tls11_are_refused() {
         );
     }
 }
+
+/// A store reached over https (as AWS S3 is): objects go up encrypted and come back whole
+/// and by range, through rustls on Chmura's client side; a store whose certificate Chmura
+/// does not trust gets nothing.
+#[tokio::test]
+async fn an_https_store_is_verified_and_used() {
+    use chmura_tests::{Proxy, Store, TestCerts};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_certs_dir = dir.path().join("store-certs");
+    std::fs::create_dir_all(&store_certs_dir).expect("dir");
+    let store_certs = TestCerts::generate(&store_certs_dir);
+    let store = Store::start_tls(&dir.path().join("store"), &store_certs).await;
+    assert!(store.endpoint().starts_with("https://"));
+    std::fs::create_dir_all(store.root.join("secure")).expect("bucket");
+
+    let trusting = Proxy::start(
+        &dir.path().join("proxy"),
+        &store.endpoint(),
+        ProxyOptions {
+            encrypt: true,
+            extra_upstream: format!(
+                "ca_file = {:?}\n",
+                store_certs.ca_file.display().to_string()
+            ),
+            ..Default::default()
+        },
+    )
+    .await;
+    let s3 = trusting.sdk_client();
+    // Several blocks' worth, and not a multiple of any buffer size.
+    let body = chmura_tests::pattern(3 * 1024 * 1024 + 12_345, 77);
+    s3.put_object()
+        .bucket("secure")
+        .key("obj")
+        .body(body.clone().into())
+        .send()
+        .await
+        .expect("put over an https store");
+    let stored = store.stored("secure", "obj").expect("stored");
+    assert_ne!(stored.len(), 0);
+    assert!(
+        !stored.windows(64).any(|w| w == &body[1000..1064]),
+        "the store holds plaintext"
+    );
+    let got = s3
+        .get_object()
+        .bucket("secure")
+        .key("obj")
+        .send()
+        .await
+        .expect("get")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    assert!(got[..] == body[..], "whole object differs");
+    let part = s3
+        .get_object()
+        .bucket("secure")
+        .key("obj")
+        .range("bytes=65000-2200000")
+        .send()
+        .await
+        .expect("ranged get")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    assert!(part[..] == body[65000..=2_200_000], "range differs");
+
+    // The same store, but Chmura trusts only the system's roots: the handshake fails and
+    // the client gets an error; nothing new is stored.
+    let distrusting = Proxy::start(
+        &dir.path().join("proxy2"),
+        &store.endpoint(),
+        ProxyOptions {
+            encrypt: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = distrusting
+        .sdk_client()
+        .put_object()
+        .bucket("secure")
+        .key("other")
+        .body(b"not to be stored".to_vec().into())
+        .send()
+        .await;
+    assert!(r.is_err(), "a store with an untrusted certificate was used");
+    assert!(store.stored("secure", "other").is_none());
+}

@@ -84,6 +84,8 @@ pub fn write_private(path: &Path, text: &str) {
 pub struct Store {
     pub addr: SocketAddr,
     pub root: PathBuf,
+    /// Served over TLS (`start_tls`).
+    pub tls: bool,
     _stop: oneshot::Sender<()>,
 }
 
@@ -183,7 +185,38 @@ impl Store {
     }
 
     pub async fn start_on(root: &Path, addr: impl tokio::net::ToSocketAddrs) -> Store {
+        Store::start_with(root, addr, None).await
+    }
+
+    /// A store served over TLS with `certs` (as the S3 of a real deployment is).
+    pub async fn start_tls(root: &Path, certs: &TestCerts) -> Store {
+        Store::start_with(root, ("127.0.0.1", 0), Some(certs)).await
+    }
+
+    async fn start_with(
+        root: &Path,
+        addr: impl tokio::net::ToSocketAddrs,
+        certs: Option<&TestCerts>,
+    ) -> Store {
         use hyper_util::rt::{TokioExecutor, TokioIo};
+        use rustls_pki_types::pem::PemObject;
+        let acceptor = certs.map(|c| {
+            let chain = rustls_pki_types::CertificateDer::pem_file_iter(&c.cert_file)
+                .expect("store cert")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("store cert");
+            let key =
+                rustls_pki_types::PrivateKeyDer::from_pem_file(&c.key_file).expect("store key");
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let cfg = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("store TLS config");
+            tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+        });
+        let tls = acceptor.is_some();
         std::fs::create_dir_all(root).expect("store root");
         let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
         let mut b = s3s::service::S3ServiceBuilder::new(fs);
@@ -221,23 +254,33 @@ impl Store {
                                 })
                         }
                     });
-                let conn = http
-                    .serve_connection(TokioIo::new(sock), coalesced)
-                    .into_owned();
+                let http = http.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    match acceptor {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(sock), coalesced).await;
+                        }
+                        Some(a) => {
+                            if let Ok(tls) = a.accept(sock).await {
+                                let _ = http.serve_connection(TokioIo::new(tls), coalesced).await;
+                            }
+                        }
+                    }
                 });
             }
         });
         Store {
             addr,
             root: root.to_path_buf(),
+            tls,
             _stop: tx,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The stored bytes of an object, read directly from the store's disk.
