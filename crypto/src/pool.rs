@@ -6,8 +6,8 @@
 //! the proxy's CPU in page faults zeroing them. Their memory also stays initialized across
 //! reuse, so AES-GCM writes the ciphertext straight from the plaintext into it, without
 //! first copying the plaintext there. The pool holds only what the store receives anyway
-//! (decryption does not use it): at most [`MAX_BUFFERS`] idle buffers of at most
-//! [`MAX_CAPACITY`] bytes.
+//! (decryption does not use it): at most [`MAX_BUFFERS`] idle buffers of
+//! [`MIN_CAPACITY`]..=[`MAX_CAPACITY`] bytes.
 
 use std::sync::Mutex;
 
@@ -15,6 +15,9 @@ use std::sync::Mutex;
 pub const MAX_BUFFERS: usize = 16;
 /// Larger buffers are freed rather than kept.
 pub const MAX_CAPACITY: usize = 1 << 20;
+/// Smaller buffers are freed rather than kept: they are cheap to allocate, and kept they
+/// would fill the pool (small objects) and crowd out the large ones that are worth keeping.
+pub const MIN_CAPACITY: usize = 64 * 1024;
 
 /// Idle buffers; every byte of each (`len()`) is initialized.
 struct Pool(Mutex<Vec<Vec<u8>>>);
@@ -33,7 +36,7 @@ impl Pool {
 
     /// Keeps `buf` for reuse unless the pool is full or the buffer is too large.
     fn give(&self, buf: Vec<u8>) {
-        if buf.is_empty() || buf.len() > MAX_CAPACITY {
+        if buf.len() < MIN_CAPACITY || buf.len() > MAX_CAPACITY {
             return;
         }
         if let Ok(mut pool) = self.0.lock() {
@@ -131,14 +134,23 @@ mod tests {
         pool.give(again);
         let bigger = pool.take(400_000);
         assert_ne!(bigger.as_ptr(), ptr);
-        assert_eq!(pool.0.lock().unwrap().len(), 1, "the smaller one stays kept");
+        assert_eq!(
+            pool.0.lock().unwrap().len(),
+            1,
+            "the smaller one stays kept"
+        );
+        // Small buffers are not kept: they would crowd out the large ones.
+        pool.give(vec![1; 4096]);
+        assert_eq!(pool.0.lock().unwrap().len(), 1);
         for _ in 0..2 * MAX_BUFFERS {
-            pool.give(vec![1; 4096]);
+            pool.give(vec![1; MIN_CAPACITY]);
         }
         pool.give(vec![0; MAX_CAPACITY + 1]);
         let kept = pool.0.lock().unwrap();
         assert_eq!(kept.len(), MAX_BUFFERS);
-        assert!(kept.iter().all(|b| b.len() <= MAX_CAPACITY));
+        assert!(kept
+            .iter()
+            .all(|b| (MIN_CAPACITY..=MAX_CAPACITY).contains(&b.len())));
     }
 
     #[test]
