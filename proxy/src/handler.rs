@@ -215,6 +215,16 @@ pub async fn handle(
             resp = reply.respond(resp);
         }
     }
+    // Chmura's envelope metadata never reaches a client, whatever path the answer took.
+    let envelope: Vec<HeaderName> = resp
+        .headers()
+        .keys()
+        .filter(|k| k.as_str().starts_with(CHMURA_META_PREFIX))
+        .cloned()
+        .collect();
+    for n in envelope {
+        resp.headers_mut().remove(n);
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
@@ -443,6 +453,53 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// SigV2 presigned URLs carry the signed headers they need as query parameters (botocore
+/// puts `Content-Type`, `Content-MD5` and `x-amz-*`, metadata included, there): S3 reads them
+/// as the request's headers, so they become headers here, before anything else looks at the
+/// request, and leave the query. The query's value is the signed one: it replaces a header
+/// of the same name.
+fn hoist_v2_query_headers(parts: &mut http::request::Parts) -> Result<(), S3Error> {
+    let Some(q) = parts.uri.query() else {
+        return Ok(());
+    };
+    let is_header = |k: &str| {
+        let l = k.to_ascii_lowercase();
+        l == "content-type" || l == "content-md5" || l.starts_with("x-amz-")
+    };
+    let pairs = sigv4::parse_query(q);
+    let v2 = pairs.iter().any(|(k, _)| k == "AWSAccessKeyId")
+        && pairs.iter().any(|(k, _)| k == "Signature");
+    if !v2 || !pairs.iter().any(|(k, _)| is_header(k)) {
+        return Ok(());
+    }
+    for (k, v) in pairs.iter().filter(|(k, _)| is_header(k)) {
+        let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+            .map_err(|_| S3Error::invalid_argument(format!("Invalid query parameter {k:?}.")))?;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            S3Error::invalid_argument(format!("Invalid value of query parameter {k:?}."))
+        })?;
+        parts.headers.insert(name, value);
+    }
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|seg| {
+            sigv4::parse_query(seg)
+                .first()
+                .is_none_or(|(k, _)| !is_header(k))
+        })
+        .collect();
+    let path_and_query = format!("{}?{}", parts.uri.path(), kept.join("&"));
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| S3Error::new("InvalidURI", "Couldn't parse the specified URI."))?,
+    );
+    parts.uri = http::Uri::from_parts(uri)
+        .map_err(|_| S3Error::new("InvalidURI", "Couldn't parse the specified URI."))?;
+    Ok(())
+}
+
 async fn handle_inner(
     state: &Arc<State>,
     conn: ConnInfo,
@@ -452,6 +509,7 @@ async fn handle_inner(
     let server = &state.config.server;
     let (mut parts, body) = req.into_parts();
     let mut body: UpstreamBody = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    hoist_v2_query_headers(&mut parts)?;
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
     if raw_path.len() + raw_query.len() > MAX_URI_BYTES {
@@ -1415,7 +1473,9 @@ async fn handle_inner(
             .await;
         }
         Plan::DecryptHead => {
-            // The plaintext length is reported whole; a ranged HEAD's store length would not match.
+            // A ranged HEAD is answered from the plaintext length (the store would answer for
+            // the ciphertext's).
+            let range = parse_range(up_req.headers());
             up_req.headers_mut().remove(http::header::RANGE);
             let part_number = match query.iter().find(|(k, _)| k == "partNumber") {
                 Some((_, n)) => Some(
@@ -1438,7 +1498,13 @@ async fn handle_inner(
                 }
             }
             let object = (ctx_tenant.name.as_str(), bucket_name, addr.key.as_str());
-            return head_encrypted(state, resp, part_number, &uri, &conditions, object).await;
+            let ask = HeadAsk {
+                part_number,
+                range,
+                uri: &uri,
+                request: &conditions,
+            };
+            return head_encrypted(state, resp, ask, object).await;
         }
         _ => {}
     }
@@ -1657,8 +1723,8 @@ async fn handle_inner(
             _ => etag::present_in_xml(&xml),
         };
         let mut xml = complete_result(&xml, complete_checksum.as_ref());
-        if let (Some(c), Some(i)) = (attributes_checksum.as_ref(), xml.rfind("</")) {
-            xml.insert_str(i, c);
+        if let Some(c) = attributes_checksum.as_ref() {
+            append_to_root(&mut xml, c);
         }
         for n in ["x-amz-checksum-algorithm", "x-amz-checksum-type"] {
             rp.headers.remove(n);
@@ -1897,6 +1963,26 @@ fn parse_range(h: &HeaderMap) -> Option<(Option<u64>, Option<u64>)> {
     }
 }
 
+/// `bytes=-N` (N > 0) of an empty object: S3 answers 200 with the (empty) object, not 416
+/// (a tail read of a possibly empty file).
+fn suffix_of_empty(r: (Option<u64>, Option<u64>), len: u64) -> bool {
+    len == 0 && matches!(r, (None, Some(n)) if n > 0)
+}
+
+/// 416 `InvalidRange` with `Content-Range: bytes */LEN`.
+fn range_not_satisfiable(len: u64, resource: &str) -> Response<ResponseBody> {
+    let mut e = error_response(
+        &S3Error::new("InvalidRange", "The requested range is not satisfiable"),
+        resource,
+        "",
+        false,
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+        e.headers_mut().insert(http::header::CONTENT_RANGE, v);
+    }
+    e
+}
+
 /// Resolves a parsed range against the object length: `Ok(None)` whole object,
 /// `Err` unsatisfiable.
 fn resolve_range(r: (Option<u64>, Option<u64>), len: u64) -> Result<(u64, u64), ()> {
@@ -1988,9 +2074,15 @@ async fn get_encrypted(
     drop(hbody);
     if !hp.status.is_success() {
         if hp.status == http::StatusCode::NOT_MODIFIED {
-            let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
-            *r.status_mut() = hp.status;
-            return Ok(r);
+            // The headers a 304 has (ETag, Last-Modified, ...), as the client sees them.
+            let mut hp = hp;
+            strip_ciphertext_headers(&mut hp.headers);
+            hp.headers.remove(CONTENT_LENGTH);
+            etag::present_header(&mut hp.headers);
+            return Ok(Response::from_parts(
+                hp,
+                Empty::new().map_err(|e| match e {}).boxed_unsync(),
+            ));
         }
         // A GET gets the store's own error document (HEAD answers have no body).
         let resp = state.upstream.send(up_req, false).await?;
@@ -2069,23 +2161,14 @@ async fn get_encrypted(
             let end = (start + k * layout::CHUNK).min(env.plain_len) - 1;
             (Some(start), Some(end))
         }
+        (None, Some(r)) if suffix_of_empty(r, env.plain_len) => {
+            return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
+        }
         (None, Some(r)) => r,
         (None, None) => return Err(S3Error::internal("range vanished")),
     };
-    let (a, b) = match resolve_range(range, env.plain_len) {
-        Ok(r) => r,
-        Err(()) => {
-            let mut e = error_response(
-                &S3Error::new("InvalidRange", "The requested range is not satisfiable"),
-                &what,
-                "",
-                false,
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", env.plain_len)) {
-                e.headers_mut().insert(http::header::CONTENT_RANGE, v);
-            }
-            return Ok(e);
-        }
+    let Ok((a, b)) = resolve_range(range, env.plain_len) else {
+        return Ok(range_not_satisfiable(env.plain_len, &what));
     };
     let p = layout::range_plan(env.plain_len, a, b);
     let okey = open_key(state, &env, tenant, bucket, key).await?;
@@ -3121,17 +3204,39 @@ fn check_length(env: &mut ObjectHeader, stored: u64) -> Result<(), S3Error> {
     }
 }
 
+/// What a HeadObject asked for beyond the object itself.
+struct HeadAsk<'a> {
+    part_number: Option<u32>,
+    /// The client's `Range` (not sent to the store).
+    range: Option<(Option<u64>, Option<u64>)>,
+    /// The upstream URI (without `partNumber`).
+    uri: &'a http::Uri,
+    /// The request's headers as sent to the store.
+    request: &'a HeaderMap,
+}
+
 async fn head_encrypted(
     state: &State,
     resp: http::Response<Incoming>,
-    part_number: Option<u32>,
-    uri: &http::Uri,
-    request: &HeaderMap,
+    ask: HeadAsk<'_>,
     (tenant, bucket, key): (&str, &str, &str),
 ) -> Result<Response<ResponseBody>, S3Error> {
+    let HeadAsk {
+        part_number,
+        range,
+        uri,
+        request,
+    } = ask;
     let allow_plain = state.kms.as_ref().is_some_and(|k| k.allow_plaintext_reads);
     let (mut rp, rbody) = resp.into_parts();
     if !rp.status.is_success() {
+        // 304, 412 and errors carry the store's view of the object: its envelope and the
+        // ciphertext's length are not the client's to see.
+        strip_ciphertext_headers(&mut rp.headers);
+        rp.headers.remove(CONTENT_LENGTH);
+        if rp.status == http::StatusCode::NOT_MODIFIED {
+            etag::present_header(&mut rp.headers);
+        }
         return Ok(passthrough(rp, rbody));
     }
     let Some(mut env) = envelope_of(&rp.headers, allow_plain || folder_marker(key, &rp.headers))?
@@ -3171,6 +3276,18 @@ async fn head_encrypted(
         } else if n != 1 {
             return Err(invalid_part_number());
         }
+    } else if let Some(r) = range.filter(|r| !suffix_of_empty(*r, env.plain_len)) {
+        // HeadObject with Range: the headers a GET of that range would have (S3).
+        let Ok((a, b)) = resolve_range(r, env.plain_len) else {
+            return Ok(range_not_satisfiable(env.plain_len, ""));
+        };
+        length = b - a + 1;
+        rp.status = http::StatusCode::PARTIAL_CONTENT;
+        rp.headers.insert(
+            http::header::CONTENT_RANGE,
+            HeaderValue::from_str(&format!("bytes {a}-{b}/{}", env.plain_len))
+                .map_err(|_| S3Error::internal("content-range"))?,
+        );
     }
     // The plaintext checksum needs the object's key: one KMS call, only when asked for.
     let checksum = if part_number.is_none() && env.checksum.is_some() && wants_checksum(request) {
@@ -3248,6 +3365,27 @@ async fn bucket_cors(state: &State, upstream_bucket: &str) -> Result<crate::cors
     };
     state.cors.put(upstream_bucket, rules.clone());
     Ok(rules)
+}
+
+/// Appends `inner` inside the document's root element, also when the root is empty and
+/// self-closing (`<GetObjectAttributesOutput/>`: a store with nothing else to list).
+fn append_to_root(xml: &mut String, inner: &str) {
+    let end = xml.trim_end().len();
+    if xml[..end].ends_with("/>") {
+        if let Some(open) = xml[..end].rfind('<') {
+            let name: String = xml[open + 1..end - 2]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '/')
+                .collect();
+            if !name.is_empty() && !name.starts_with(['?', '!']) {
+                xml.replace_range(end - 2..end, &format!(">{inner}</{name}>"));
+                return;
+            }
+        }
+    }
+    if let Some(i) = xml.rfind("</") {
+        xml.insert_str(i, inner);
+    }
 }
 
 fn empty_body() -> UpstreamBody {
@@ -3654,6 +3792,28 @@ pub fn new_request_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn attributes_are_appended_inside_the_root_even_when_it_is_empty() {
+        use super::append_to_root;
+        let c = "<Checksum><ChecksumSHA256>x</ChecksumSHA256></Checksum>";
+        let ns = "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"";
+        let mut empty = format!("<?xml version=\"1.0\"?>\n<GetObjectAttributesOutput {ns}/>");
+        append_to_root(&mut empty, c);
+        assert_eq!(
+            empty,
+            format!("<?xml version=\"1.0\"?>\n<GetObjectAttributesOutput {ns}>{c}</GetObjectAttributesOutput>")
+        );
+        let mut bare = "<GetObjectAttributesOutput/>\n".to_string();
+        append_to_root(&mut bare, c);
+        assert_eq!(
+            bare,
+            format!("<GetObjectAttributesOutput>{c}</GetObjectAttributesOutput>\n")
+        );
+        let mut full = "<R><ETag>e</ETag></R>".to_string();
+        append_to_root(&mut full, c);
+        assert_eq!(full, format!("<R><ETag>e</ETag>{c}</R>"));
+    }
+
     #[test]
     fn own_parts_are_whole_chunks_within_the_limits() {
         use super::own_part_len;

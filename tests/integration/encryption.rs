@@ -534,7 +534,8 @@ async fn if_range_and_part_number_on_encrypted_objects() {
         .await
         .expect_err("no part 2");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(416));
-    // A ranged HEAD still reports the whole plaintext length.
+    // A ranged HEAD reports that range of the plaintext (S3: only the length changes, and
+    // Content-Range says which bytes).
     let h = s3
         .head_object()
         .bucket("enc")
@@ -543,5 +544,6 @@ async fn if_range_and_part_number_on_encrypted_objects() {
         .send()
         .await
         .expect("head");
-    assert_eq!(h.content_length(), Some(200_000));
+    assert_eq!(h.content_length(), Some(10));
+    assert_eq!(h.content_range(), Some("bytes 0-9/200000"));
 }

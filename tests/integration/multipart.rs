@@ -1145,6 +1145,20 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
             Some(digest.as_str()),
             "{attrs:?}"
         );
+        // The checksum alone: the store's answer is an empty document, which still gets it.
+        let only = s3
+            .get_object_attributes()
+            .bucket("motock")
+            .key("ck")
+            .object_attributes(aws_sdk_s3::types::ObjectAttributes::Checksum)
+            .send()
+            .await
+            .expect("checksum attribute alone");
+        assert_eq!(
+            only.checksum().and_then(|c| c.checksum_sha256()),
+            Some(digest.as_str()),
+            "{only:?}"
+        );
     }
 
     // Versions: each reads back by versionId; listings show plaintext sizes.
@@ -2225,4 +2239,149 @@ async fn folder_markers_are_stored_empty() {
         .collect();
     assert!(sizes.contains(&("dir/".to_string(), 0)), "{sizes:?}");
     assert!(sizes.contains(&("odd/".to_string(), 9)), "{sizes:?}");
+}
+
+/// HEAD answers that are not 200 (304, 412) and ranged HEADs show the client's view of the
+/// object only: no envelope metadata, no ciphertext length. A ranged GET's 304 has its ETag;
+/// a suffix range of an empty object reads it whole (200), as S3 does.
+#[tokio::test]
+async fn heads_and_ranges_show_only_the_plaintext_view() {
+    let Some((_moto, env)) =
+        encrypted_env_on_moto("heads_and_ranges_show_only_the_plaintext_view").await
+    else {
+        return;
+    };
+    let s3 = env.proxy.sdk_client();
+    s3.create_bucket()
+        .bucket("hvw")
+        .send()
+        .await
+        .expect("bucket");
+    s3.put_object()
+        .bucket("hvw")
+        .key("obj")
+        .body(ByteStream::from_static(b"hello world"))
+        .send()
+        .await
+        .expect("put");
+    let etag = s3
+        .head_object()
+        .bucket("hvw")
+        .key("obj")
+        .send()
+        .await
+        .expect("head")
+        .e_tag()
+        .expect("etag")
+        .to_string();
+    let no_envelope = |h: &aws_smithy_runtime_api::http::Headers, what: &str| {
+        for (n, _) in h.iter() {
+            assert!(
+                !n.to_ascii_lowercase().starts_with("x-amz-meta-chmura-"),
+                "{what}: envelope header {n} reached the client"
+            );
+        }
+        // 11 bytes of plaintext; the ciphertext is longer.
+        if let Some(len) = h.get("content-length") {
+            assert!(
+                len.parse::<u64>().is_ok_and(|l| l <= 11 || l > 1000),
+                "{what}: content-length {len}"
+            );
+        }
+    };
+    let future = aws_sdk_s3::primitives::DateTime::from_secs(4_102_444_800); // 2100
+    let past = aws_sdk_s3::primitives::DateTime::from_secs(946_684_800); // 2000
+    let cases: Vec<(&str, u16, _)> = vec![
+        ("if-none-match", 304, s3.head_object().if_none_match(&etag)),
+        (
+            "if-modified-since",
+            304,
+            s3.head_object().if_modified_since(future),
+        ),
+        (
+            "if-match",
+            412,
+            s3.head_object()
+                .if_match("\"0123456789abcdef0123456789abcdef-0\""),
+        ),
+        (
+            "if-unmodified-since",
+            412,
+            s3.head_object().if_unmodified_since(past),
+        ),
+    ];
+    for (what, status, req) in cases {
+        let e = req.bucket("hvw").key("obj").send().await.expect_err(what);
+        let raw = e.raw_response().expect("raw response");
+        assert_eq!(raw.status().as_u16(), status, "{what}");
+        no_envelope(raw.headers(), what);
+        if status == 304 {
+            assert_eq!(
+                raw.headers().get("etag"),
+                Some(etag.as_str()),
+                "{what}: etag"
+            );
+        }
+    }
+    // Ranged HEAD: the length and Content-Range of that range of the plaintext.
+    let h = s3
+        .head_object()
+        .bucket("hvw")
+        .key("obj")
+        .range("bytes=0-3")
+        .send()
+        .await
+        .expect("ranged head");
+    assert_eq!(h.content_length(), Some(4));
+    assert_eq!(h.content_range(), Some("bytes 0-3/11"));
+    let e = s3
+        .head_object()
+        .bucket("hvw")
+        .key("obj")
+        .range("bytes=20-")
+        .send()
+        .await
+        .expect_err("unsatisfiable ranged head");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(416));
+    // A ranged GET's 304 carries the ETag, as the whole GET's does.
+    let e = s3
+        .get_object()
+        .bucket("hvw")
+        .key("obj")
+        .if_none_match(&etag)
+        .range("bytes=0-3")
+        .send()
+        .await
+        .expect_err("ranged 304");
+    let raw = e.raw_response().expect("raw");
+    assert_eq!(raw.status().as_u16(), 304);
+    assert_eq!(raw.headers().get("etag"), Some(etag.as_str()));
+    no_envelope(raw.headers(), "ranged GET 304");
+    // Empty object: a suffix range reads it whole; an explicit range is unsatisfiable.
+    s3.put_object()
+        .bucket("hvw")
+        .key("empty")
+        .body(ByteStream::from_static(b""))
+        .send()
+        .await
+        .expect("put empty");
+    let r = s3
+        .get_object()
+        .bucket("hvw")
+        .key("empty")
+        .range("bytes=-5")
+        .send()
+        .await
+        .expect("suffix range of an empty object");
+    assert_eq!(r.content_length(), Some(0));
+    assert!(r.content_range().is_none());
+    let e = s3
+        .get_object()
+        .bucket("hvw")
+        .key("empty")
+        .range("bytes=0-0")
+        .send()
+        .await
+        .expect_err("explicit range of an empty object");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(416));
 }
