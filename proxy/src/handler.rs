@@ -1487,6 +1487,9 @@ async fn handle_inner(
                 None => None,
             };
             if part_number.is_some() {
+                if range.is_some() {
+                    return Err(both_range_and_part_number());
+                }
                 *up_req.uri_mut() = without_part_number(up_req.uri())?;
             }
             let uri = up_req.uri().clone();
@@ -1963,6 +1966,11 @@ fn parse_range(h: &HeaderMap) -> Option<(Option<u64>, Option<u64>)> {
     }
 }
 
+/// GET or HEAD with both `Range` and `partNumber` (S3: 400).
+fn both_range_and_part_number() -> S3Error {
+    S3Error::invalid_request("Cannot specify both Range header and partNumber query parameter.")
+}
+
 /// `bytes=-N` (N > 0) of an empty object: S3 answers 200 with the (empty) object, not 416
 /// (a tail read of a possibly empty file).
 fn suffix_of_empty(r: (Option<u64>, Option<u64>), len: u64) -> bool {
@@ -2029,6 +2037,9 @@ async fn get_encrypted(
         None => None,
     };
     if part_number.is_some() {
+        if range.is_some() {
+            return Err(both_range_and_part_number());
+        }
         *up_req.uri_mut() = without_part_number(up_req.uri())?;
         range = None;
     }
@@ -2998,6 +3009,14 @@ async fn prepare_copy(
     drop(hbody);
     if !hp.status.is_success() {
         return Err(match hp.status {
+            // A HEAD answer has no body to name the error: the source bucket's own HEAD tells
+            // NoSuchBucket from NoSuchKey, as S3 names them.
+            http::StatusCode::NOT_FOUND if !bucket_exists(state, &src_bucket).await => {
+                S3Error::new("NoSuchBucket", "The specified bucket does not exist")
+            }
+            http::StatusCode::NOT_FOUND if version.is_some() => {
+                S3Error::new("NoSuchVersion", "The specified version does not exist.")
+            }
             http::StatusCode::NOT_FOUND => {
                 S3Error::new("NoSuchKey", "The specified key does not exist.")
             }
@@ -3332,6 +3351,18 @@ fn store_request(
         .method(method)
         .uri(&uri)
         .header(HOST, host)
+}
+
+/// Whether the store has `bucket` (a HEAD of it answers 404 only when it does not; any other
+/// answer, or none, counts as existing).
+async fn bucket_exists(state: &State, bucket: &str) -> bool {
+    let Ok(req) = store_request(state, Method::HEAD, bucket, "", None).body(empty_body()) else {
+        return true;
+    };
+    match state.upstream.send(req, false).await {
+        Ok(r) => r.status() != http::StatusCode::NOT_FOUND,
+        Err(_) => true,
+    }
 }
 
 /// A bucket's CORS rules (`None`: no configuration), from the cache or the store.

@@ -525,6 +525,28 @@ async fn if_range_and_part_number_on_encrypted_objects() {
         .await
         .expect("part 1 is the object");
     assert!(r.body.collect().await.expect("body").into_bytes().as_ref() == &data[..]);
+    // Range and partNumber together: 400 InvalidRequest, on GET and HEAD.
+    let e = s3
+        .get_object()
+        .bucket("enc")
+        .key("k")
+        .part_number(1)
+        .range("bytes=0-1")
+        .send()
+        .await
+        .expect_err("range and partNumber");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
+    assert!(format!("{e:?}").contains("InvalidRequest"), "{e:?}");
+    let e = s3
+        .head_object()
+        .bucket("enc")
+        .key("k")
+        .part_number(1)
+        .range("bytes=0-1")
+        .send()
+        .await
+        .expect_err("range and partNumber on HEAD");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
     let e = s3
         .get_object()
         .bucket("enc")

@@ -685,6 +685,16 @@ async fn copy_object_rewraps_the_data_key_for_the_destination() {
         .await
         .expect_err("missing");
     assert!(format!("{e:?}").contains("NoSuchKey"), "{e:?}");
+    // A missing source bucket is NoSuchBucket.
+    let e = s3
+        .copy_object()
+        .bucket("cpb")
+        .key("nope")
+        .copy_source("cpnobucket/src")
+        .send()
+        .await
+        .expect_err("missing bucket");
+    assert!(format!("{e:?}").contains("NoSuchBucket"), "{e:?}");
 }
 
 /// UploadPartCopy into an encrypted upload: the source range is decrypted and sealed again as
