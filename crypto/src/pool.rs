@@ -78,6 +78,11 @@ impl Buf {
         debug_assert!(self.len <= self.buf.len());
     }
 
+    /// Empties it, keeping its memory.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
     /// Appends `data`.
     pub fn extend_from_slice(&mut self, data: &[u8]) {
         self.room(data.len()).copy_from_slice(data);

@@ -1860,6 +1860,14 @@ fn strip_ciphertext_headers(h: &mut HeaderMap) {
     }
 }
 
+/// A store's 304 (or a HEAD's 412) as the client may see it: the object's headers without
+/// the envelope, the ciphertext's checksums and its length; the ETag presented.
+fn client_view_of_refusal(h: &mut HeaderMap) {
+    strip_ciphertext_headers(h);
+    h.remove(CONTENT_LENGTH);
+    etag::present_header(h);
+}
+
 /// Encrypted objects are presented as SSE-KMS: clients then know the ETag is not an MD5.
 fn mark_encrypted(h: &mut HeaderMap) {
     etag::present_header(h);
@@ -2088,9 +2096,7 @@ async fn get_encrypted(
         if hp.status == http::StatusCode::NOT_MODIFIED {
             // The headers a 304 has (ETag, Last-Modified, ...), as the client sees them.
             let mut hp = hp;
-            strip_ciphertext_headers(&mut hp.headers);
-            hp.headers.remove(CONTENT_LENGTH);
-            etag::present_header(&mut hp.headers);
+            client_view_of_refusal(&mut hp.headers);
             return Ok(Response::from_parts(
                 hp,
                 Empty::new().map_err(|e| match e {}).boxed_unsync(),
@@ -2356,6 +2362,9 @@ async fn get_whole(
     let resp = state.upstream.send(up_req, false).await?;
     let (mut rp, rbody) = resp.into_parts();
     if !rp.status.is_success() {
+        if rp.status == http::StatusCode::NOT_MODIFIED {
+            client_view_of_refusal(&mut rp.headers);
+        }
         return Ok(passthrough(rp, rbody));
     }
     if let Some(r) = preconditions(conditions, &rp.headers) {
@@ -3252,11 +3261,7 @@ async fn head_encrypted(
     if !rp.status.is_success() {
         // 304, 412 and errors carry the store's view of the object: its envelope and the
         // ciphertext's length are not the client's to see.
-        strip_ciphertext_headers(&mut rp.headers);
-        rp.headers.remove(CONTENT_LENGTH);
-        if rp.status == http::StatusCode::NOT_MODIFIED {
-            etag::present_header(&mut rp.headers);
-        }
+        client_view_of_refusal(&mut rp.headers);
         return Ok(passthrough(rp, rbody));
     }
     let Some(mut env) = envelope_of(&rp.headers, allow_plain || folder_marker(key, &rp.headers))?
@@ -3824,6 +3829,32 @@ pub fn new_request_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refusal_shows_the_client_only_its_view_of_the_object() {
+        use super::client_view_of_refusal;
+        use http::{HeaderMap, HeaderValue};
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("etag", "\"0123456789abcdef0123456789abcdef\""),
+            ("last-modified", "Fri, 27 Nov 2026 10:00:00 GMT"),
+            ("content-length", "39"),
+            ("x-amz-checksum-crc32", "AAAAAA=="),
+            ("x-amz-meta-chmura-key", "wrapped"),
+            ("x-amz-meta-chmura-salt", "salt"),
+            ("x-amz-meta-colour", "blue"),
+        ] {
+            h.insert(n, HeaderValue::from_static(v));
+        }
+        client_view_of_refusal(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["etag", "last-modified", "x-amz-meta-colour"]);
+        assert_eq!(
+            h["etag"],
+            crate::etag::present("\"0123456789abcdef0123456789abcdef\"").as_str()
+        );
+    }
+
     #[test]
     fn attributes_are_appended_inside_the_root_even_when_it_is_empty() {
         use super::append_to_root;

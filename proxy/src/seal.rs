@@ -120,7 +120,16 @@ impl CopyingBody {
     }
 
     fn flush(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
-        let b = self.gathered.take().filter(|b| !b.is_empty())?;
+        let b = self.gathered.as_mut().filter(|b| !b.is_empty())?;
+        // A trickle (a client sending a little at a time) goes out as a small copy, and the
+        // pooled buffer stays for what follows: queued frames never pin large buffers for
+        // a few bytes each.
+        if b.len() < chmura_crypto::pool::MIN_CAPACITY {
+            let small = Bytes::copy_from_slice(b);
+            b.clear();
+            return Some(Ok(Frame::data(small)));
+        }
+        let b = self.gathered.take()?;
         Some(Ok(Frame::data(Bytes::from_owner(b))))
     }
 }
@@ -451,6 +460,22 @@ mod tests {
             ]
         );
         assert!(bytes == expected, "bytes differ");
+    }
+
+    #[test]
+    fn copying_body_sends_a_trickle_as_small_copies() {
+        let script = vec![data(10, 3), None, data(20, 5), None, data(30, 7)];
+        let (events, bytes) = run(script);
+        assert_eq!(
+            events,
+            [
+                Event::Data(10),
+                Event::Data(20),
+                Event::Data(30),
+                Event::End
+            ]
+        );
+        assert_eq!(bytes.len(), 60);
     }
 
     #[test]

@@ -259,6 +259,9 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for BlockReader<S> {
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
         let this = self.get_mut();
+        if out.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         if this.buf.is_empty() {
             if !this.enabled || out.remaining() >= READ_BLOCK {
                 return std::pin::Pin::new(&mut this.inner).poll_read(cx, out);

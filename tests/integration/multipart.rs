@@ -2291,6 +2291,12 @@ async fn heads_and_ranges_show_only_the_plaintext_view() {
                 "{what}: envelope header {n} reached the client"
             );
         }
+        for (n, _) in h.iter() {
+            assert!(
+                !n.to_ascii_lowercase().starts_with("x-amz-checksum-"),
+                "{what}: the ciphertext's checksum {n} reached the client"
+            );
+        }
         // 11 bytes of plaintext; the ciphertext is longer.
         if let Some(len) = h.get("content-length") {
             assert!(
@@ -2353,6 +2359,19 @@ async fn heads_and_ranges_show_only_the_plaintext_view() {
         .await
         .expect_err("unsatisfiable ranged head");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(416));
+    // A whole GET's 304: the same view.
+    let e = s3
+        .get_object()
+        .bucket("hvw")
+        .key("obj")
+        .if_none_match(&etag)
+        .send()
+        .await
+        .expect_err("whole 304");
+    let raw = e.raw_response().expect("raw");
+    assert_eq!(raw.status().as_u16(), 304);
+    assert_eq!(raw.headers().get("etag"), Some(etag.as_str()));
+    no_envelope(raw.headers(), "whole GET 304");
     // A ranged GET's 304 carries the ETag, as the whole GET's does.
     let e = s3
         .get_object()
