@@ -721,7 +721,6 @@ fn medians(rows: &[Row]) -> String {
     }
     let mut out = String::new();
     let mut phases: Vec<&str> = rows.iter().map(|r| r.phase.as_str()).collect();
-    phases.dedup();
     phases.sort();
     phases.dedup();
     for phase in phases {
@@ -732,18 +731,19 @@ fn medians(rows: &[Row]) -> String {
         };
         let (d, c) = (of("direct"), of("chmura"));
         let rate = |rs: &[&Row]| median(rs.iter().map(|r| r.bytes as f64 / 1e6 / r.secs).collect());
-        let cpu = median(
-            c.iter()
-                .filter_map(|r| Some(r.chmura_cpu? / (r.bytes as f64 / 1e9)))
-                .collect(),
-        );
+        let cpus: Vec<f64> = c
+            .iter()
+            .filter_map(|r| Some(r.chmura_cpu? / (r.bytes as f64 / 1e9)))
+            .collect();
+        let (lo, hi) = cpus.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+        let cpu = median(cpus);
         let (dr, cr) = (rate(&d), rate(&c));
         out += &format!(
-            "median of {} rounds  {phase:<22} direct {dr:>7.1} MB/s  chmura {cr:>7.1} MB/s  ratio {:>4.0} %  chmura {cpu:.2} CPU-s/GB (min {:.2}, max {:.2})\n",
+            "median of {} rounds  {phase:<22} direct {dr:>7.1} MB/s  chmura {cr:>7.1} MB/s  ratio {:>4.0} %  chmura {cpu:.2} CPU-s/GB (min {lo:.2}, max {hi:.2})\n",
             c.len(),
             100.0 * cr / dr,
-            c.iter().filter_map(|r| Some(r.chmura_cpu? / (r.bytes as f64 / 1e9))).fold(f64::INFINITY, f64::min),
-            c.iter().filter_map(|r| Some(r.chmura_cpu? / (r.bytes as f64 / 1e9))).fold(0.0, f64::max),
         );
     }
     out.trim_end().to_string()
