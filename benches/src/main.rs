@@ -2,7 +2,7 @@
 //!
 //! Starts the release `chmura-dev-store` (s3s-fs) and `chmura serve` as separate processes,
 //! then PUTs and GETs one large object and many small objects with N concurrent connections,
-//! directly to the store (HTTP) and through Chmura (TLS), in the same run. Prints MB/s, ops/s,
+//! directly to the store (HTTP, or HTTPS with --store-tls) and through Chmura (TLS), in the same run. Prints MB/s, ops/s,
 //! p50/p99 latency and Chmura's CPU-seconds per GB read from /proc/<pid>/stat.
 //!
 //! Build and run (see benches/README.md):
@@ -10,6 +10,7 @@
 //!   target/release/chmura-load [--big-mib 1024] [--streams 1] [--small-count 10000] [--small-kib 4] [--conc 32]
 //!     [--mp-mib 1024 --part-mib 8 --mp-conc 10 [--mp-only]]   (multipart PUT, parallel ranged GETs)
 //!     [--pass-through] [--proxy-first]   (Chmura without encryption; Chmura's phases first)
+//!     [--store-tls]   (the store speaks HTTPS: direct and Chmura's upstream pay TLS too)
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ struct Opts {
     pass_through: bool,
     /// Run the phases through Chmura before the direct ones (the order's own effect).
     proxy_first: bool,
+    /// The store speaks HTTPS (as S3 does): the direct client and Chmura's upstream use TLS.
+    store_tls: bool,
     /// Each small object is read this many times in the small GET phase (for profiling).
     get_rounds: usize,
     /// Large-object rounds; the order of the paths alternates from round to round, and
@@ -97,6 +100,7 @@ fn opts() -> Opts {
         mp_only: args.iter().any(|a| a == "--mp-only"),
         pass_through: args.iter().any(|a| a == "--pass-through"),
         proxy_first: args.iter().any(|a| a == "--proxy-first"),
+        store_tls: args.iter().any(|a| a == "--store-tls"),
         get_rounds: get("--get-rounds", 1).max(1) as usize,
         big_rounds: get("--big-rounds", 1).max(1) as usize,
     }
@@ -609,6 +613,7 @@ async fn main() {
                 &store_port.to_string(),
             ])
             .args(["--listen", &format!("127.0.0.1:{proxy_port}")])
+            .args(o.store_tls.then_some("--tls"))
             .spawn()
             .expect("store"),
     );
@@ -630,10 +635,21 @@ async fn main() {
     wait_port(proxy_port).await;
     let pid = chmura.0.id();
     let ca = std::fs::read_to_string(dir.path().join("ca.pem")).expect("ca");
+    let (store_base, store_host) = if o.store_tls {
+        (
+            format!("https://localhost:{store_port}"),
+            format!("localhost:{store_port}"),
+        )
+    } else {
+        (
+            format!("http://127.0.0.1:{store_port}"),
+            format!("127.0.0.1:{store_port}"),
+        )
+    };
     let direct = Arc::new(Target {
         name: "direct",
-        base: format!("http://127.0.0.1:{store_port}"),
-        host: format!("127.0.0.1:{store_port}"),
+        base: store_base,
+        host: store_host,
         ak: chmura_tests::UPSTREAM_AK,
         sk: chmura_tests::UPSTREAM_SK,
         client: client(&ca),
@@ -648,8 +664,9 @@ async fn main() {
     });
     make_bucket(&direct, "bench-direct").await;
     make_bucket(&direct, "bench-proxy").await;
+    let store_scheme = if o.store_tls { "HTTPS" } else { "HTTP" };
     println!(
-        "chmura-load: {} x {} MiB big objects, {} x {} KiB small objects at {} connections; direct = HTTP to s3s-fs, chmura = TLS through Chmura",
+        "chmura-load: {} x {} MiB big objects, {} x {} KiB small objects at {} connections; direct = {store_scheme} to s3s-fs, chmura = TLS through Chmura ({store_scheme} to s3s-fs)",
         o.streams, o.big_mib, o.small_count, o.small_kib, o.conc
     );
     // Warm-up, not measured: connections, the store's and Chmura's first allocations and

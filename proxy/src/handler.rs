@@ -1476,8 +1476,9 @@ async fn handle_inner(
         Plan::DecryptHead => {
             // A ranged HEAD is answered from the plaintext length (the store would answer for
             // the ciphertext's).
-            let range = parse_range(up_req.headers());
+            let mut range = parse_range(up_req.headers());
             up_req.headers_mut().remove(http::header::RANGE);
+            let if_range = up_req.headers_mut().remove(http::header::IF_RANGE);
             let part_number = match query.iter().find(|(k, _)| k == "partNumber") {
                 Some((_, n)) => Some(
                     n.parse::<u32>()
@@ -1499,6 +1500,9 @@ async fn handle_inner(
             if resp.status().is_success() {
                 if let Some(r) = preconditions(&conditions, resp.headers()) {
                     return r;
+                }
+                if !if_range_holds(if_range.as_ref(), resp.headers()) {
+                    range = None;
                 }
             }
             let object = (ctx_tenant.name.as_str(), bucket_name, addr.key.as_str());
@@ -1987,6 +1991,28 @@ fn suffix_of_empty(r: (Option<u64>, Option<u64>), len: u64) -> bool {
 }
 
 /// 416 `InvalidRange` with `Content-Range: bytes */LEN`.
+/// Whether a request's `If-Range` (an ETag as the client saw it, or a date) still holds for
+/// the object the store describes in `store`: if not, the whole object is answered instead of
+/// the range (RFC 9110 §13.1.5). No `If-Range` always holds.
+fn if_range_holds(if_range: Option<&HeaderValue>, store: &HeaderMap) -> bool {
+    let Some(ir) = if_range.and_then(|v| v.to_str().ok()) else {
+        return if_range.is_none();
+    };
+    if ir.trim_start().starts_with('"') || ir.trim_start().starts_with("W/") {
+        let store_etag = store
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        etag::to_store(ir).trim_matches('"') == store_etag.trim_matches('"')
+    } else {
+        let modified = store
+            .get(http::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        matches!((httpdate::parse_http_date(ir).ok(), modified), (Some(d), Some(m)) if m <= d)
+    }
+}
+
 fn range_not_satisfiable(len: u64, resource: &str) -> Response<ResponseBody> {
     let mut e = error_response(
         &S3Error::new("InvalidRange", "The requested range is not satisfiable"),
@@ -2116,25 +2142,8 @@ async fn get_encrypted(
     if let Some(r) = preconditions(&conditions, &hp.headers) {
         return r;
     }
-    if let Some(ir) = if_range.as_ref().and_then(|v| v.to_str().ok()) {
-        let store_etag = hp
-            .headers
-            .get(http::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let holds = if ir.trim_start().starts_with('"') || ir.trim_start().starts_with("W/") {
-            etag::to_store(ir).trim_matches('"') == store_etag.trim_matches('"')
-        } else {
-            let modified = hp
-                .headers
-                .get(http::header::LAST_MODIFIED)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| httpdate::parse_http_date(v).ok());
-            matches!((httpdate::parse_http_date(ir).ok(), modified), (Some(d), Some(m)) if m <= d)
-        };
-        if !holds {
-            return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
-        }
+    if !if_range_holds(if_range.as_ref(), &hp.headers) {
+        return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
     }
     let Some(mut env) = envelope_of(&hp.headers, allow_plain || folder_marker(key, &hp.headers))?
     else {

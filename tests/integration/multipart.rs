@@ -2359,6 +2359,31 @@ async fn heads_and_ranges_show_only_the_plaintext_view() {
         .await
         .expect_err("unsatisfiable ranged head");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(416));
+    // A ranged HEAD with If-Range: the range while the validator holds, the whole object
+    // once it does not.
+    for (validator, len) in [
+        (etag.clone(), 4),
+        ("\"0123456789abcdef0123456789abcdef\"".to_string(), 11),
+    ] {
+        let h = s3
+            .head_object()
+            .bucket("hvw")
+            .key("obj")
+            .range("bytes=0-3")
+            .customize()
+            .mutate_request(move |r| {
+                r.headers_mut().insert("if-range", validator.clone());
+            })
+            .send()
+            .await
+            .expect("ranged head with if-range");
+        assert_eq!(h.content_length(), Some(len), "if-range");
+        assert_eq!(
+            h.content_range().is_some(),
+            len == 4,
+            "if-range content-range"
+        );
+    }
     // A whole GET's 304: the same view.
     let e = s3
         .get_object()

@@ -193,6 +193,15 @@ impl Store {
         Store::start_with(root, ("127.0.0.1", 0), Some(certs)).await
     }
 
+    /// [`Store::start_tls`] on a given address.
+    pub async fn start_tls_on(
+        root: &Path,
+        addr: impl tokio::net::ToSocketAddrs,
+        certs: &TestCerts,
+    ) -> Store {
+        Store::start_with(root, addr, Some(certs)).await
+    }
+
     async fn start_with(
         root: &Path,
         addr: impl tokio::net::ToSocketAddrs,

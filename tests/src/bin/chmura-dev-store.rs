@@ -1,8 +1,10 @@
-//! `chmura-dev-store --dir DIR [--port 9000]`: the quickstart's local S3 store.
+//! `chmura-dev-store --dir DIR [--port 9000] [--listen ADDR] [--tls]`: the quickstart's local
+//! S3 store.
 //!
 //! Writes (once) a test CA and server certificate, tenant and upstream secrets, and a
 //! `chmura.toml` into DIR, then serves an `s3s-fs` store (which verifies SigV4) from DIR/store
-//! on 127.0.0.1:PORT until interrupted.
+//! on 127.0.0.1:PORT until interrupted. With `--tls` the store speaks HTTPS with the same test
+//! certificate (as a real S3 does), and a new `chmura.toml` trusts it through `ca_file`.
 
 use std::path::PathBuf;
 
@@ -22,6 +24,12 @@ async fn main() {
     let dir = PathBuf::from(get("--dir").unwrap_or_else(|| ".chmura-dev".into()));
     let port: u16 = get("--port").and_then(|p| p.parse().ok()).unwrap_or(9000);
     let listen = get("--listen").unwrap_or_else(|| "127.0.0.1:8443".into());
+    let tls = args.iter().any(|a| a == "--tls");
+    let upstream = if tls {
+        format!("endpoint = \"https://localhost:{port}\"\nca_file = \"ca.pem\"")
+    } else {
+        format!("endpoint = \"http://127.0.0.1:{port}\"")
+    };
     std::fs::create_dir_all(&dir).expect("create dir");
     let config = dir.join("chmura.toml");
     if !config.exists() {
@@ -49,7 +57,7 @@ provider = "local"
 key_file = "chmura.keyring"
 
 [upstream]
-endpoint = "http://127.0.0.1:{port}"
+{upstream}
 region = "us-east-1"
 path_style = true
 access_key_id = "{UPSTREAM_AK}"
@@ -81,7 +89,12 @@ policy_files = ["dev-policy.json"]
             .expect("write config");
         }
     }
-    let store = Store::start_on(&dir.join("store"), ("127.0.0.1", port)).await;
+    let store = if tls {
+        let certs = chmura_tests::TestCerts::load(&dir);
+        Store::start_tls_on(&dir.join("store"), ("127.0.0.1", port), &certs).await
+    } else {
+        Store::start_on(&dir.join("store"), ("127.0.0.1", port)).await
+    };
     eprintln!(
         "chmura-dev-store: s3s-fs serving {} on {}",
         dir.join("store").display(),
