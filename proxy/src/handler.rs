@@ -1341,110 +1341,141 @@ async fn handle_inner(
             true,
         )
     } else if plan == Plan::MpComplete {
-        let t = token
-            .as_ref()
-            .ok_or_else(|| S3Error::internal("complete without token"))?;
-        let Some(vb) = verified else {
-            return Err(multipart::parse_complete("").unwrap_err());
-        };
-        let bytes = match collect_capped(vb, MAX_COMPLETE_BODY).await {
-            Ok(b) => b,
-            Err(e) => {
-                return Err(slot.take().unwrap_or_else(|| {
-                    S3Error::new("MalformedXML", "The XML you provided was too large.")
-                        .with_detail(e.to_string())
-                }))
-            }
-        };
-        let client_parts = multipart::parse_complete(&String::from_utf8_lossy(&bytes))?;
-        let listed = list_upstream_parts(state, bucket_name, &addr.key, &t.upstream_id).await?;
-        let layout = multipart::check_layout(&client_parts, &listed)?;
-        let plain_total = layout.plaintext_len(&listed);
-        let numbers: Vec<u32> = match &layout {
-            multipart::Layout::Grid(numbers) => numbers.clone(),
-            multipart::Layout::Irregular(parts) => {
-                irregular = Some(parts.clone());
-                parts.iter().map(|(n, _)| *n).collect()
-            }
-        };
-        // Full-object CRC (asked for at Create, or at Complete): the part CRCs combined over
-        // the plaintext; a full-object value the client states is checked before anything
-        // is completed. Otherwise the composite of the part checksums.
-        let full_alg = t.full_object.or_else(|| {
-            header_str(&parts.headers, "x-amz-checksum-type")
-                .filter(|v| v.eq_ignore_ascii_case("FULL_OBJECT"))
-                .and_then(|_| {
-                    client_parts
-                        .first()
-                        .and_then(|p| p.checksums.first())
-                        .and_then(|(name, _)| ChecksumAlgorithm::from_name(name))
-                })
-        });
-        complete_checksum = match full_alg {
-            Some(alg) => {
-                let sizes: Vec<(u32, u64)> = numbers
-                    .iter()
-                    .filter_map(|n| {
-                        let (_, size) = listed.iter().find(|(p, _)| p == n)?;
-                        Some((*n, layout::plaintext_len(*size).ok()?))
-                    })
-                    .collect();
-                let full = multipart::full_object_crc(alg, &client_parts, &sizes);
-                if let (Some(full), Some(stated)) =
-                    (full.as_ref(), header_str(&parts.headers, alg.header_name()))
-                {
-                    if decode_b64(stated.trim(), alg.digest_len()).as_ref() != Some(full) {
-                        return Err(S3Error::new(
-                            "BadDigest",
-                            format!(
-                                "The {} you specified did not match the calculated checksum.",
-                                alg.name()
-                            ),
-                        ));
-                    }
+        'complete: {
+            let t = token
+                .as_ref()
+                .ok_or_else(|| S3Error::internal("complete without token"))?;
+            let Some(vb) = verified else {
+                return Err(multipart::parse_complete("").unwrap_err());
+            };
+            let bytes = match collect_capped(vb, MAX_COMPLETE_BODY).await {
+                Ok(b) => b,
+                Err(e) => {
+                    return Err(slot.take().unwrap_or_else(|| {
+                        S3Error::new("MalformedXML", "The XML you provided was too large.")
+                            .with_detail(e.to_string())
+                    }))
                 }
-                full.map(|v| {
-                    (
-                        format!("Checksum{}", alg.name()),
-                        crate::checksum::b64(&v),
-                        "FULL_OBJECT",
-                    )
-                })
-            }
-            None => multipart::composite_checksum(&client_parts, &numbers)
-                .map(|(tag, value)| (tag, value, "COMPOSITE")),
-        };
-        let parts: Vec<(u32, String)> = numbers
-            .iter()
-            .filter_map(|n| {
-                client_parts
+            };
+            let client_parts = multipart::parse_complete(&String::from_utf8_lossy(&bytes))?;
+            let listed =
+                match list_upstream_parts(state, bucket_name, &addr.key, &t.upstream_id).await {
+                    // The store has no such upload (any more): an upload completed a moment ago is
+                    // completed again by S3 with the same answer, anything else is NoSuchUpload. The
+                    // store decides; nothing new can be committed without an upload.
+                    Err(e) if e.code == "NoSuchUpload" => None,
+                    r => Some(r?),
+                };
+            let Some(listed) = listed else {
+                let parts: Vec<(u32, String)> = client_parts
                     .iter()
-                    .find(|p| p.number == *n)
-                    .map(|p| (*n, etag::to_store(&p.etag)))
-            })
-            .collect();
-        let xml = multipart::complete_body(&parts);
-        let h = up
-            .headers_mut()
-            .ok_or_else(|| S3Error::internal("request builder"))?;
-        // x-amz-mp-object-size states the plaintext size; the store would compare it with the
-        // ciphertext, so it is checked here and not forwarded.
-        if let Some(v) = h.remove("x-amz-mp-object-size") {
-            if v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(plain_total) {
-                return Err(S3Error::invalid_request(format!(
-                    "The provided 'x-amz-mp-object-size' header value {} does not match what was computed: {plain_total}",
-                    v.to_str().unwrap_or("")
-                )));
+                    .map(|p| (p.number, etag::to_store(&p.etag)))
+                    .collect();
+                let xml = multipart::complete_body(&parts);
+                let h = up
+                    .headers_mut()
+                    .ok_or_else(|| S3Error::internal("request builder"))?;
+                h.remove("x-amz-mp-object-size");
+                for a in ChecksumAlgorithm::ALL {
+                    h.remove(a.header_name());
+                }
+                h.insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
+                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+                break 'complete (
+                    Full::new(Bytes::from(xml))
+                        .map_err(|e| match e {})
+                        .boxed_unsync(),
+                    true,
+                );
+            };
+            let layout = multipart::check_layout(&client_parts, &listed)?;
+            let plain_total = layout.plaintext_len(&listed);
+            let numbers: Vec<u32> = match &layout {
+                multipart::Layout::Grid(numbers) => numbers.clone(),
+                multipart::Layout::Irregular(parts) => {
+                    irregular = Some(parts.clone());
+                    parts.iter().map(|(n, _)| *n).collect()
+                }
+            };
+            // Full-object CRC (asked for at Create, or at Complete): the part CRCs combined over
+            // the plaintext; a full-object value the client states is checked before anything
+            // is completed. Otherwise the composite of the part checksums.
+            let full_alg = t.full_object.or_else(|| {
+                header_str(&parts.headers, "x-amz-checksum-type")
+                    .filter(|v| v.eq_ignore_ascii_case("FULL_OBJECT"))
+                    .and_then(|_| {
+                        client_parts
+                            .first()
+                            .and_then(|p| p.checksums.first())
+                            .and_then(|(name, _)| ChecksumAlgorithm::from_name(name))
+                    })
+            });
+            complete_checksum = match full_alg {
+                Some(alg) => {
+                    let sizes: Vec<(u32, u64)> = numbers
+                        .iter()
+                        .filter_map(|n| {
+                            let (_, size) = listed.iter().find(|(p, _)| p == n)?;
+                            Some((*n, layout::plaintext_len(*size).ok()?))
+                        })
+                        .collect();
+                    let full = multipart::full_object_crc(alg, &client_parts, &sizes);
+                    if let (Some(full), Some(stated)) =
+                        (full.as_ref(), header_str(&parts.headers, alg.header_name()))
+                    {
+                        if decode_b64(stated.trim(), alg.digest_len()).as_ref() != Some(full) {
+                            return Err(S3Error::new(
+                                "BadDigest",
+                                format!(
+                                    "The {} you specified did not match the calculated checksum.",
+                                    alg.name()
+                                ),
+                            ));
+                        }
+                    }
+                    full.map(|v| {
+                        (
+                            format!("Checksum{}", alg.name()),
+                            crate::checksum::b64(&v),
+                            "FULL_OBJECT",
+                        )
+                    })
+                }
+                None => multipart::composite_checksum(&client_parts, &numbers)
+                    .map(|(tag, value)| (tag, value, "COMPOSITE")),
+            };
+            let parts: Vec<(u32, String)> = numbers
+                .iter()
+                .filter_map(|n| {
+                    client_parts
+                        .iter()
+                        .find(|p| p.number == *n)
+                        .map(|p| (*n, etag::to_store(&p.etag)))
+                })
+                .collect();
+            let xml = multipart::complete_body(&parts);
+            let h = up
+                .headers_mut()
+                .ok_or_else(|| S3Error::internal("request builder"))?;
+            // x-amz-mp-object-size states the plaintext size; the store would compare it with the
+            // ciphertext, so it is checked here and not forwarded.
+            if let Some(v) = h.remove("x-amz-mp-object-size") {
+                if v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(plain_total) {
+                    return Err(S3Error::invalid_request(format!(
+                        "The provided 'x-amz-mp-object-size' header value {} does not match what was computed: {plain_total}",
+                        v.to_str().unwrap_or("")
+                    )));
+                }
             }
+            h.insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+            (
+                Full::new(Bytes::from(xml))
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
+                true,
+            )
         }
-        h.insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-        (
-            Full::new(Bytes::from(xml))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-            true,
-        )
     } else {
         match verified {
             Some(b) => (crate::seal::CopyingBody::new(b).boxed_unsync(), true),

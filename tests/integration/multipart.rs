@@ -2439,3 +2439,92 @@ async fn heads_and_ranges_show_only_the_plaintext_view() {
         .expect_err("explicit range of an empty object");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(416));
 }
+
+#[tokio::test]
+async fn a_completed_upload_completes_again_with_the_same_answer() {
+    // S3 answers a repeated CompleteMultipartUpload of an upload it just completed with the
+    // same result (s3-tests' test_multipart_upload does this); moto does too. Chmura no longer
+    // finds the upload's parts, so it lets the store decide.
+    let Some((_moto, env)) =
+        encrypted_env_on_moto("a_completed_upload_completes_again_with_the_same_answer").await
+    else {
+        return;
+    };
+    let s3 = env.proxy.sdk_client();
+    s3.create_bucket()
+        .bucket("again")
+        .send()
+        .await
+        .expect("bucket");
+    let id = s3
+        .create_multipart_upload()
+        .bucket("again")
+        .key("k")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let data = chmura_tests::pattern(100_000, 7);
+    let parts = vec![(1, upload_part(&s3, "again", "k", &id, 1, &data).await)];
+    let complete = || {
+        s3.complete_multipart_upload()
+            .bucket("again")
+            .key("k")
+            .upload_id(&id)
+            .multipart_upload(completed(&parts))
+            .send()
+    };
+    let first = complete().await.expect("complete");
+    let second = complete().await.expect("complete again");
+    assert_eq!(first.e_tag(), second.e_tag());
+    assert_eq!(get_all(&s3, "again", "k").await.expect("get"), data);
+    // An aborted upload stays refused (on s3s-fs: moto answers a Complete of an aborted
+    // upload with an HTML 500 page).
+    let env = encrypted_env().await;
+    let s3 = env.proxy.sdk_client();
+    s3.create_bucket()
+        .bucket("again")
+        .send()
+        .await
+        .expect("bucket");
+    let e = s3
+        .complete_multipart_upload()
+        .bucket("again")
+        .key("k")
+        .upload_id(multipart_token_for_missing_upload(&s3, "again", "k").await)
+        .multipart_upload(completed(&parts))
+        .send()
+        .await
+        .expect_err("aborted upload");
+    // s3s-fs answers InvalidPart (S3: NoSuchUpload); either way nothing is committed.
+    let status = e.raw_response().expect("raw").status().as_u16();
+    assert!(status == 404 || status == 400, "{e:?}");
+    assert!(
+        get_all(&s3, "again", "k").await.is_err(),
+        "an object appeared"
+    );
+}
+
+/// A Chmura UploadId whose store upload has been aborted.
+async fn multipart_token_for_missing_upload(s3: &Client, bucket: &str, key: &str) -> String {
+    let id = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    s3.abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .send()
+        .await
+        .expect("abort");
+    id
+}
