@@ -1838,6 +1838,21 @@ fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
     if state.kms.is_none() {
         return Ok(Plan::Pass);
     }
+    // SSE-C: the store would apply the customer's key to Chmura's ciphertext, and a copy or
+    // a ranged read could not pass it on consistently; a store that ignores it would leave
+    // the client believing its key guards the object. Refused, as S3 refuses what it does not
+    // implement.
+    if headers.keys().any(|k| {
+        let k = k.as_str();
+        let k = k.strip_prefix("x-amz-copy-source-").unwrap_or(k);
+        k.trim_start_matches("x-amz-")
+            .starts_with("server-side-encryption-customer-")
+    }) {
+        return Err(S3Error::new(
+            "NotImplemented",
+            "A header you provided implies functionality that is not implemented: server-side encryption with customer-provided keys (SSE-C). Chmura encrypts every object under its own keys.",
+        ));
+    }
     let not_yet = || {
         S3Error::new(
             "NotImplemented",

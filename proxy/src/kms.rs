@@ -356,7 +356,7 @@ impl Kms {
         let integrity = |detail: String| {
             S3Error::new(
                 "AccessDenied",
-                "The object's data key does not open for this bucket and key; the stored object may have been copied or altered.",
+                "The object's data key does not open for this tenant, bucket and key: the object was written by another tenant, or copied or altered in the store.",
             )
             .with_detail(format!("integrity: {detail}"))
         };

@@ -569,3 +569,73 @@ async fn if_range_and_part_number_on_encrypted_objects() {
     assert_eq!(h.content_length(), Some(10));
     assert_eq!(h.content_range(), Some("bytes 0-9/200000"));
 }
+
+#[tokio::test]
+async fn sse_c_is_refused_not_ignored() {
+    // A store that ignores SSE-C (moto does) would leave the client believing its key guards
+    // the object; Chmura refuses the headers on every operation instead.
+    let env = encrypted_env().await;
+    let s3 = env.proxy.sdk_client();
+    s3.create_bucket()
+        .bucket("ssec")
+        .send()
+        .await
+        .expect("bucket");
+    let key = [7u8; 32];
+    use base64::Engine;
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let key_b64 = b64(&key);
+    let md5_b64 = b64(&md5_of(&key));
+    let e = s3
+        .put_object()
+        .bucket("ssec")
+        .key("k")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&key_b64)
+        .sse_customer_key_md5(&md5_b64)
+        .body(ByteStream::from_static(b"secret"))
+        .send()
+        .await
+        .expect_err("SSE-C PUT");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(501));
+    assert_eq!(e.into_service_error().meta().code(), Some("NotImplemented"));
+    assert!(
+        env.store.stored("ssec", "k").is_none(),
+        "an object was stored"
+    );
+    s3.put_object()
+        .bucket("ssec")
+        .key("k")
+        .body(ByteStream::from_static(b"secret"))
+        .send()
+        .await
+        .expect("plain PUT");
+    let e = s3
+        .get_object()
+        .bucket("ssec")
+        .key("k")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&key_b64)
+        .sse_customer_key_md5(&md5_b64)
+        .send()
+        .await
+        .expect_err("SSE-C GET");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(501));
+    let e = s3
+        .copy_object()
+        .bucket("ssec")
+        .key("copy")
+        .copy_source("ssec/k")
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&key_b64)
+        .copy_source_sse_customer_key_md5(&md5_b64)
+        .send()
+        .await
+        .expect_err("SSE-C copy source");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(501));
+}
+
+fn md5_of(data: &[u8]) -> [u8; 16] {
+    use md5::Digest;
+    md5::Md5::digest(data).into()
+}
