@@ -1208,10 +1208,50 @@ async fn handle_inner(
             .insert(CONTENT_LENGTH, HeaderValue::from(cipher_len));
         let plain = verified.unwrap_or_else(|| Empty::new().map_err(|e| match e {}).boxed_unsync());
         let sealer = Sealer::new(okey, part, upstream_len);
-        (
-            EncryptingBody::new(plain, sealer, cipher_len).boxed_unsync(),
-            true,
-        )
+        let sealed = EncryptingBody::new(plain, sealer, cipher_len);
+        // S3 takes a PutObject with Object Lock headers only with a checksum, and the client's
+        // describe the plaintext: the store gets a CRC32 of the ciphertext as a trailer.
+        let locking = plan == Plan::Encrypt
+            && parts
+                .headers
+                .keys()
+                .any(|k| k.as_str().starts_with("x-amz-object-lock-"));
+        if locking {
+            let h = up
+                .headers_mut()
+                .ok_or_else(|| S3Error::internal("request builder"))?;
+            h.remove(CONTENT_LENGTH);
+            h.insert(
+                "x-amz-decoded-content-length",
+                HeaderValue::from(cipher_len),
+            );
+            let encoding = match h
+                .get(http::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(rest) => format!("aws-chunked,{rest}"),
+                None => "aws-chunked".to_string(),
+            };
+            h.insert(
+                http::header::CONTENT_ENCODING,
+                HeaderValue::from_str(&encoding)
+                    .map_err(|_| S3Error::internal("content-encoding"))?,
+            );
+            h.insert(
+                "x-amz-trailer",
+                HeaderValue::from_static(crate::seal::CRC_TRAILER),
+            );
+            h.insert(
+                "x-amz-sdk-checksum-algorithm",
+                HeaderValue::from_static("CRC32"),
+            );
+            (
+                crate::seal::CrcTrailerBody::new(sealed).boxed_unsync(),
+                true,
+            )
+        } else {
+            (sealed.boxed_unsync(), true)
+        }
     } else if op == Op::DeleteObjects {
         // Every key is its own s3:DeleteObject decision: the denied ones are reported as
         // AccessDenied in the result, only the allowed ones reach the store.

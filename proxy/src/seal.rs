@@ -201,6 +201,94 @@ impl Body for CopyingBody {
     }
 }
 
+/// Frames an upload to the store as `aws-chunked` with a CRC32 trailer over what it carries
+/// (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`), for stores that require a checksum with an upload
+/// (S3 for PutObject with Object Lock headers). The client's checksums describe the plaintext;
+/// this one describes the ciphertext the store receives. The trailer goes out only after the
+/// inner body ended cleanly: an error in it aborts the request before the store could commit.
+pub struct CrcTrailerBody {
+    inner: Inner,
+    crc: crate::checksum::Hasher,
+    out: VecDeque<Bytes>,
+    /// A data frame went out (its closing CRLF is owed).
+    open: bool,
+    done: bool,
+}
+
+/// The trailer header [`CrcTrailerBody`] sends.
+pub const CRC_TRAILER: &str = "x-amz-checksum-crc32";
+
+impl CrcTrailerBody {
+    pub fn new<B>(inner: B) -> Self
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        CrcTrailerBody {
+            inner: Box::pin(inner),
+            crc: crate::checksum::Hasher::new(crate::checksum::ChecksumAlgorithm::Crc32),
+            out: VecDeque::new(),
+            open: false,
+            done: false,
+        }
+    }
+}
+
+impl Body for CrcTrailerBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(f))) => {
+                    let Ok(d) = f.into_data() else { continue };
+                    if d.is_empty() {
+                        continue;
+                    }
+                    this.crc.update(&d);
+                    let close = if this.open { "\r\n" } else { "" };
+                    this.open = true;
+                    this.out
+                        .push_back(Bytes::from(format!("{close}{:x}\r\n", d.len())));
+                    this.out.push_back(d);
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let crc = std::mem::replace(
+                        &mut this.crc,
+                        crate::checksum::Hasher::new(crate::checksum::ChecksumAlgorithm::Crc32),
+                    )
+                    .finish();
+                    let close = if this.open { "\r\n" } else { "" };
+                    this.out.push_back(Bytes::from(format!(
+                        "{close}0\r\n{CRC_TRAILER}:{}\r\n\r\n",
+                        crate::checksum::b64(&crc)
+                    )));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.out.is_empty()
+    }
+}
+
 /// Opens the ciphertext of an upstream response as it streams.
 pub struct DecryptingBody {
     inner: Inner,
@@ -427,6 +515,49 @@ mod tests {
     fn data(len: usize, seed: u8) -> Option<Result<Frame<Bytes>, BoxError>> {
         let v: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
         Some(Ok(Frame::data(Bytes::from(v))))
+    }
+
+    fn drain_crc(script: Vec<Option<Result<Frame<Bytes>, BoxError>>>) -> Result<Vec<u8>, ()> {
+        let mut body = CrcTrailerBody::new(Script(script.into()));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Pending => {}
+                Poll::Ready(None) => {
+                    assert!(body.is_end_stream());
+                    return Ok(out);
+                }
+                Poll::Ready(Some(Err(_))) => return Err(()),
+                Poll::Ready(Some(Ok(f))) => out.extend_from_slice(f.data_ref().expect("data")),
+            }
+        }
+        panic!("the body never ended");
+    }
+
+    #[test]
+    fn crc_trailer_body_frames_aws_chunked_and_ends_with_the_crc_of_what_it_sent() {
+        let bytes = |s: &'static [u8]| Some(Ok(Frame::data(Bytes::from_static(s))));
+        let out = drain_crc(vec![
+            bytes(b"abc"),
+            None,
+            bytes(b""),
+            bytes(b"0123456789abcdefg"),
+        ])
+        .expect("body");
+        let mut crc = crate::checksum::Hasher::new(crate::checksum::ChecksumAlgorithm::Crc32);
+        crc.update(b"abc0123456789abcdefg");
+        let expected = format!(
+            "3\r\nabc\r\n11\r\n0123456789abcdefg\r\n0\r\nx-amz-checksum-crc32:{}\r\n\r\n",
+            crate::checksum::b64(&crc.finish())
+        );
+        assert_eq!(String::from_utf8(out).expect("utf8"), expected);
+        // Empty: the last chunk and the CRC of nothing.
+        let out = drain_crc(vec![]).expect("empty body");
+        assert_eq!(out, b"0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n");
+        // An error in the body ends it without the closing chunk: the store commits nothing.
+        let failed = vec![bytes(b"abc"), Some(Err("client body failed".into()))];
+        assert!(drain_crc(failed).is_err());
     }
 
     #[test]

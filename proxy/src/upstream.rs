@@ -101,7 +101,10 @@ fn sign_v4<B>(
 ) -> Result<(), S3Error> {
     let amz_date = crate::auth::format_amz_date(now);
     let date = &amz_date[..8];
-    let payload = if unsigned_body {
+    let payload = if unsigned_body && req.headers().contains_key("x-amz-trailer") {
+        // An aws-chunked body with a checksum trailer (seal::CrcTrailerBody).
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+    } else if unsigned_body {
         "UNSIGNED-PAYLOAD"
     } else {
         sigv4::EMPTY_SHA256
@@ -336,7 +339,8 @@ impl Upstream {
         let started = std::time::Instant::now();
         let sent = req
             .headers()
-            .get(http::header::CONTENT_LENGTH)
+            .get("x-amz-decoded-content-length")
+            .or_else(|| req.headers().get(http::header::CONTENT_LENGTH))
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);

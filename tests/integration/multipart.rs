@@ -1654,6 +1654,57 @@ async fn object_lock_and_acl_operations_pass_through_on_moto() {
         .send()
         .await
         .expect("delete with governance bypass");
+    // A PutObject with Object Lock headers: S3 wants a checksum with it, and the client's
+    // (Content-MD5 here, as boto3 sends) describes the plaintext. The store gets a CRC32 of the
+    // ciphertext as a trailer instead (moto checks that one is announced; s3s-fs checks the
+    // value in `object_lock_uploads_carry_a_ciphertext_crc_the_store_verifies`).
+    let body = b"locked from the start";
+    let put = s3
+        .put_object()
+        .bucket("locked")
+        .key("born-locked")
+        .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Governance)
+        .object_lock_retain_until_date(until)
+        .object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On)
+        .content_md5(b64_md5(body))
+        .body(ByteStream::from_static(body))
+        .send()
+        .await
+        .expect("put with object lock headers");
+    let v = put.version_id().expect("version").to_string();
+    let h = s3
+        .head_object()
+        .bucket("locked")
+        .key("born-locked")
+        .version_id(&v)
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(
+        h.object_lock_mode(),
+        Some(&aws_sdk_s3::types::ObjectLockMode::Governance)
+    );
+    assert_eq!(
+        h.object_lock_legal_hold_status(),
+        Some(&ObjectLockLegalHoldStatus::On)
+    );
+    assert_eq!(h.content_length(), Some(body.len() as i64));
+    // The SDK sent the plaintext's CRC32 with the upload; that is the one shown, never the
+    // ciphertext's that the store verified.
+    if let Some(crc) = h.checksum_crc32() {
+        use base64::Engine;
+        let c = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32IsoHdlc, body) as u32;
+        let expected = base64::engine::general_purpose::STANDARD.encode(c.to_be_bytes());
+        assert_eq!(
+            crc, expected,
+            "a CRC other than the plaintext's reached the client"
+        );
+    }
+    assert_eq!(
+        get_all(&s3, "locked", "born-locked").await.expect("get"),
+        body
+    );
     // Object ACLs pass through.
     s3.put_object()
         .bucket("locked")
@@ -2527,4 +2578,45 @@ async fn multipart_token_for_missing_upload(s3: &Client, bucket: &str, key: &str
         .await
         .expect("abort");
     id
+}
+
+fn b64_md5(data: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
+#[tokio::test]
+async fn object_lock_uploads_carry_a_ciphertext_crc_the_store_verifies() {
+    // s3s-fs verifies an aws-chunked upload's CRC trailer and its STREAMING-UNSIGNED-PAYLOAD-
+    // TRAILER signature, and stores the object: Chmura's framing and CRC are right.
+    let env = encrypted_env().await;
+    env.make_bucket("lockcrc");
+    let s3 = env.proxy.sdk_client();
+    for (key, len) in [
+        ("empty", 0usize),
+        ("small", 1000),
+        ("chunks", 3 * 65536 + 17),
+    ] {
+        let data = chmura_tests::pattern(len, 5);
+        s3.put_object()
+            .bucket("lockcrc")
+            .key(key)
+            .object_lock_legal_hold_status(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On)
+            .body(ByteStream::from(data.clone()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        assert_eq!(
+            get_all(&s3, "lockcrc", key).await.expect("get"),
+            data,
+            "{key}"
+        );
+        let stored = env.store.stored("lockcrc", key).expect("stored");
+        assert_eq!(
+            stored.len() as u64,
+            chmura_crypto::layout::ciphertext_len(len as u64),
+            "{key}: the store holds the decoded ciphertext, not the framing"
+        );
+    }
 }
