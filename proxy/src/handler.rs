@@ -1280,7 +1280,16 @@ async fn handle_inner(
             .unwrap_or_default();
         let bucket = bucket.as_str();
         let mut kept = Vec::new();
-        for obj in multipart::tag_values(&xml, "Object") {
+        let objects = multipart::tag_values(&xml, "Object");
+        // S3 deletes at most 1,000 keys per request (and refuses an empty list).
+        if objects.is_empty() || objects.len() > 1000 {
+            return Err(S3Error::new(
+                "MalformedXML",
+                "The XML you provided was not well-formed or did not validate against our published schema.",
+            )
+            .with_detail(format!("DeleteObjects with {} keys", objects.len())));
+        }
+        for obj in objects {
             let key = multipart::tag_values(obj, "Key")
                 .first()
                 .map(|k| multipart::unescape(k))
@@ -1481,8 +1490,27 @@ async fn handle_inner(
                         )
                     })
                 }
-                None => multipart::composite_checksum(&client_parts, &numbers)
-                    .map(|(tag, value)| (tag, value, "COMPOSITE")),
+                None => {
+                    let composite = multipart::composite_checksum(&client_parts, &numbers);
+                    // A composite the client states must be the one its parts make (S3
+                    // refuses it otherwise, as it refuses one stated without part checksums).
+                    for alg in ChecksumAlgorithm::ALL {
+                        let Some(stated) = header_str(&parts.headers, alg.header_name()) else {
+                            continue;
+                        };
+                        let tag = format!("Checksum{}", alg.name());
+                        if composite
+                            .as_ref()
+                            .is_none_or(|(t, v)| *t != tag || v.as_str() != stated.trim())
+                        {
+                            return Err(S3Error::invalid_request(format!(
+                                "The {} you specified did not match the calculated checksum.",
+                                alg.name()
+                            )));
+                        }
+                    }
+                    composite.map(|(tag, value)| (tag, value, "COMPOSITE"))
+                }
             };
             let parts: Vec<(u32, String)> = numbers
                 .iter()
@@ -1737,6 +1765,13 @@ async fn handle_inner(
         }
         let xml = match plan {
             Plan::MpCreate => {
+                // The checksum the upload was created with (not sent to the store, whose parts
+                // carry none): S3 names it in the answer.
+                for n in ["x-amz-checksum-algorithm", "x-amz-checksum-type"] {
+                    if let Some(v) = parts.headers.get(n) {
+                        rp.headers.insert(n, v.clone());
+                    }
+                }
                 let (header, _) = created
                     .as_ref()
                     .ok_or_else(|| S3Error::internal("create without envelope"))?;
@@ -1806,7 +1841,9 @@ async fn handle_inner(
             append_to_root(&mut xml, c);
         }
         for n in ["x-amz-checksum-algorithm", "x-amz-checksum-type"] {
-            rp.headers.remove(n);
+            if plan != Plan::MpCreate {
+                rp.headers.remove(n);
+            }
         }
         if plan != Plan::MpList {
             mark_encrypted(&mut rp.headers);
@@ -2673,9 +2710,11 @@ async fn upload_part_copy(
                 .and_then(|v| v.rsplit('/').next())
                 .unwrap_or("?")
                 .to_string();
-            return Err(S3Error::invalid_argument(format!(
-                "Range specified is not valid for source object of size: {size}"
-            )));
+            // InvalidRange, as ceph's s3-tests expect of S3 (test_multipart_copy_invalid_range).
+            return Err(S3Error::new(
+                "InvalidRange",
+                format!("Range specified is not valid for source object of size: {size}"),
+            ));
         }
     }
     if len > MAX_PART_BYTES || !part_fits(len) {

@@ -762,11 +762,12 @@ async fn upload_part_copy_reencrypts_source_ranges() {
         .send()
         .await
         .expect_err("range past the end");
-    let t = format!("{e:?}");
-    assert!(
-        t.contains("InvalidArgument") || t.contains("InvalidRange"),
-        "{t}"
+    assert_eq!(
+        e.raw_response().map(|r| r.status().as_u16()),
+        Some(416),
+        "{e:?}"
     );
+    assert_eq!(e.into_service_error().meta().code(), Some("InvalidRange"));
     let want = [&big[100..PART + 100], &big[PART..2 * PART], &small[..]].concat();
     assert!(get_all(&s3, "upc", "joined").await.expect("get") == want);
     // A source that fails authentication commits no part.
@@ -1376,17 +1377,20 @@ async fn part_checksums_are_echoed_and_complete_returns_the_composite() {
     let env = encrypted_env().await;
     env.make_bucket("cks");
     let s3 = env.proxy.sdk_client();
-    let id = s3
+    let created = s3
         .create_multipart_upload()
         .bucket("cks")
         .key("obj")
         .checksum_algorithm(ChecksumAlgorithm::Sha256)
         .send()
         .await
-        .expect("create")
-        .upload_id()
-        .expect("id")
-        .to_string();
+        .expect("create");
+    // The upload's algorithm is named in the answer, as S3 does.
+    assert_eq!(
+        created.checksum_algorithm(),
+        Some(&ChecksumAlgorithm::Sha256)
+    );
+    let id = created.upload_id().expect("id").to_string();
     let data = pattern(PART + 5, 90);
     let mut parts = Vec::new();
     let mut raw = Vec::new();
@@ -1415,23 +1419,31 @@ async fn part_checksums_are_echoed_and_complete_returns_the_composite() {
                 .build(),
         );
     }
-    let done = s3
-        .complete_multipart_upload()
-        .bucket("cks")
-        .key("obj")
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("complete");
     let want = format!(
         "{}-2",
         base64::engine::general_purpose::STANDARD.encode(sha256(&raw))
     );
+    let complete = |stated: &str| {
+        s3.complete_multipart_upload()
+            .bucket("cks")
+            .key("obj")
+            .upload_id(&id)
+            .checksum_sha256(stated)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts.clone()))
+                    .build(),
+            )
+            .send()
+    };
+    // A stated composite that the parts do not make is refused, and nothing is completed.
+    for bad in ["bad", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=-2"] {
+        let e = complete(bad).await.expect_err("wrong composite");
+        assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
+        assert_eq!(e.into_service_error().meta().code(), Some("InvalidRequest"));
+    }
+    assert!(get_all(&s3, "cks", "obj").await.is_err());
+    let done = complete(&want).await.expect("complete");
     assert_eq!(done.checksum_sha256(), Some(want.as_str()));
     assert!(get_all(&s3, "cks", "obj").await.expect("get") == data);
 }
@@ -2619,4 +2631,44 @@ async fn object_lock_uploads_carry_a_ciphertext_crc_the_store_verifies() {
             "{key}: the store holds the decoded ciphertext, not the framing"
         );
     }
+}
+
+#[tokio::test]
+async fn delete_objects_takes_at_most_a_thousand_keys() {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let env = encrypted_env().await;
+    env.make_bucket("many");
+    let s3 = env.proxy.sdk_client();
+    let delete = |n: usize| {
+        Delete::builder()
+            .set_objects(Some(
+                (0..n)
+                    .map(|i| {
+                        ObjectIdentifier::builder()
+                            .key(format!("k{i}"))
+                            .build()
+                            .expect("id")
+                    })
+                    .collect(),
+            ))
+            .build()
+            .expect("delete")
+    };
+    let e = s3
+        .delete_objects()
+        .bucket("many")
+        .delete(delete(1001))
+        .send()
+        .await
+        .expect_err("1001 keys");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
+    assert_eq!(e.into_service_error().meta().code(), Some("MalformedXML"));
+    let ok = s3
+        .delete_objects()
+        .bucket("many")
+        .delete(delete(1000))
+        .send()
+        .await
+        .expect("1000 keys");
+    assert_eq!(ok.deleted().len(), 1000);
 }
