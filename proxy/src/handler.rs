@@ -194,6 +194,20 @@ pub async fn handle(
             error_response(&e, &resource, &request_id, method == Method::HEAD)
         }
     };
+    // An error document from the store shows this request's id, as the header does (a mapped
+    // tenant's is rewritten whole below): the id a client quotes is the one in Chmura's audit
+    // log and service log.
+    if ctx.unmap.is_none()
+        && method != Method::HEAD
+        && resp.status().as_u16() >= 400
+        && resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("xml"))
+    {
+        resp = own_request_id(resp, &request_id).await;
+    }
     if let Some(u) = ctx.unmap.as_ref() {
         let data =
             matches!(ctx.op, Some(Op::GetObject | Op::HeadObject)) && resp.status().is_success();
@@ -352,6 +366,50 @@ async fn unmap_response(
         );
     }
     let xml = crate::mapping::unmap_xml(u, &String::from_utf8_lossy(&bytes), request_id);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
+    Response::from_parts(
+        parts,
+        Full::new(Bytes::from(xml))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    )
+}
+
+/// An error document with `request_id` in its `RequestId` and `HostId` (the store's are
+/// dropped).
+async fn own_request_id(resp: Response<ResponseBody>, request_id: &str) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = collect_capped(body, MAX_LIST_BODY).await else {
+        let e = S3Error::internal("answer could not be read");
+        return error_response(&e, "", request_id, false);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut xml = ["RequestId", "HostId"]
+        .iter()
+        .fold(text.into_owned(), |x, tag| {
+            crate::multipart::replace_tag(&x, tag, |_| request_id.to_string())
+        });
+    // Stores that answer with a bare `<Error><Code>…</Code></Error>` (s3s-fs): S3's documents
+    // also carry a Message and the RequestId.
+    if let Some(end) = xml.rfind("</Error>") {
+        let mut add = String::new();
+        if !xml.contains("<Message>") {
+            if let Some(code) = crate::multipart::tag_values(&xml, "Code").first() {
+                add.push_str(&format!(
+                    "<Message>{}</Message>",
+                    crate::mapping::generic_message(code)
+                ));
+            }
+        }
+        if !xml.contains("<RequestId>") {
+            add.push_str(&format!(
+                "<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId>"
+            ));
+        }
+        xml.insert_str(end, &add);
+    }
     parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));

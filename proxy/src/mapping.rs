@@ -175,7 +175,7 @@ pub fn unmap_xml(u: &Unmap, xml: &str, request_id: &str) -> String {
         .fold(x, |x, t| crate::multipart::remove_elements(&x, t))
 }
 
-fn generic_message(code: &str) -> &'static str {
+pub fn generic_message(code: &str) -> &'static str {
     match code {
         "NoSuchKey" => "The specified key does not exist.",
         "NoSuchBucket" => "The specified bucket does not exist.",

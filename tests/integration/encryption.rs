@@ -639,3 +639,58 @@ fn md5_of(data: &[u8]) -> [u8; 16] {
     use md5::Digest;
     md5::Md5::digest(data).into()
 }
+
+#[tokio::test]
+async fn error_documents_carry_this_requests_id() {
+    // The store's error document and Chmura's own (an unsatisfiable range) both name the
+    // request id of the x-amz-request-id header, the one in Chmura's logs.
+    let env = encrypted_env().await;
+    let s3 = env.proxy.sdk_client();
+    s3.create_bucket()
+        .bucket("rid")
+        .send()
+        .await
+        .expect("bucket");
+    s3.put_object()
+        .bucket("rid")
+        .key("k")
+        .body(ByteStream::from_static(b"0123456789"))
+        .send()
+        .await
+        .expect("put");
+    let missing = s3
+        .get_object()
+        .bucket("rid")
+        .key("missing")
+        .send()
+        .await
+        .expect_err("missing key");
+    let past_end = s3
+        .get_object()
+        .bucket("rid")
+        .key("k")
+        .range("bytes=20-30")
+        .send()
+        .await
+        .expect_err("range past the end");
+    for (what, status, e) in [
+        (
+            "store's NoSuchKey",
+            404,
+            missing.raw_response().expect("raw"),
+        ),
+        (
+            "Chmura's InvalidRange",
+            416,
+            past_end.raw_response().expect("raw"),
+        ),
+    ] {
+        assert_eq!(e.status().as_u16(), status, "{what}");
+        let id = e.headers().get("x-amz-request-id").expect("request id");
+        let body = std::str::from_utf8(e.body().bytes().expect("body")).expect("utf8");
+        assert!(
+            body.contains(&format!("<RequestId>{id}</RequestId>")),
+            "{what}: {body}"
+        );
+    }
+}
