@@ -140,7 +140,12 @@ pub fn authenticate(
     s: &AuthSettings<'_>,
 ) -> Result<Authenticated, S3Error> {
     let has_q = |n: &str| req.query.iter().any(|(k, _)| k == n);
-    match req.headers.get(http::header::AUTHORIZATION) {
+    // An empty Authorization header is no authorization (S3: AccessDenied).
+    let authorization = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace));
+    match authorization {
         Some(v) => {
             if has_q("X-Amz-Signature") || has_q("Signature") {
                 return Err(S3Error::invalid_request(
@@ -331,9 +336,9 @@ fn v4_header(
                 .get(http::header::DATE)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| S3Error::access_denied().with_detail("no x-amz-date or Date"))?;
-            let t = httpdate::parse_http_date(date)
-                .map_err(|_| S3Error::access_denied().with_detail("unparseable Date"))?;
-            format_amz_date(t)
+            let t = sigv4::parse_http_date(date)
+                .ok_or_else(|| S3Error::access_denied().with_detail("unparseable Date"))?;
+            format_amz_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
         }
     };
     let t = sigv4::parse_amz_date(&amz_date)
@@ -567,12 +572,13 @@ fn v2_header(
         S3Error::access_denied()
             .with_detail("AWS authentication requires a valid Date or x-amz-date header")
     })?;
+    // The clock first, as for SigV4: a request from a skewed clock is told so.
+    check_skew(t, s)?;
     v2_check(
         tenant.secret_access_key.expose(),
         &v2_string_to_sign(req, &date_slot),
         sig,
     )?;
-    check_skew(t, s)?;
     Ok(Authenticated {
         tenant: tenant.clone(),
         kind: AuthKind::V2Header,
@@ -612,13 +618,7 @@ fn v2_query(
 }
 
 fn parse_any_date(d: &str) -> Option<i64> {
-    if let Some(t) = sigv4::parse_amz_date(d.trim()) {
-        return Some(t);
-    }
-    let st = httpdate::parse_http_date(d.trim())
-        .ok()
-        .or_else(|| httpdate::parse_http_date(&d.trim().replace("+0000", "GMT")).ok())?;
-    Some(st.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
+    sigv4::parse_amz_date(d.trim()).or_else(|| sigv4::parse_http_date(d))
 }
 
 /// Formats Unix time as `YYYYMMDDTHHMMSSZ`.
@@ -687,6 +687,36 @@ mod tests {
             region: "us-east-1",
             max_skew_secs: 900,
             now,
+        }
+    }
+
+    #[test]
+    fn http_dates_as_clients_write_them() {
+        let t = 1369353600 + 3661; // Fri, 24 May 2013 01:01:01 GMT
+        for d in [
+            "Fri, 24 May 2013 01:01:01 GMT",
+            "Fri, 24 May 2013 01:01:01 -0000", // Python's email.utils.formatdate (botocore)
+            "Fri, 24 May 2013 01:01:01 +0000",
+            "Fri, 24 May 2013 03:01:01 +0200",
+            "Thu, 23 May 2013 23:01:01 -0200",
+            "Tue, 24 May 2013 01:01:01 GMT", // wrong weekday: S3 does not check it
+            "24 May 2013 01:01:01 UTC",
+            "Friday, 24-May-13 01:01:01 GMT", // RFC 850, through httpdate
+            "Fri May 24 01:01:01 2013",       // asctime
+        ] {
+            assert_eq!(sigv4::parse_http_date(d), Some(t), "{d}");
+        }
+        for bad in [
+            "",
+            "Fri, 24 May 2013 01:01:01 EST",
+            "Fri, 24 Foo 2013 01:01:01 GMT",
+            "Fri, 32 May 2013 01:01:01 GMT",
+            "Fri, 24 May 2013 25:01:01 GMT",
+            "Fri, 24 May 2013 01:01 GMT",
+            "Fri, 24 May 2013 01:01:01 +02",
+            "20130524T010101Z",
+        ] {
+            assert_eq!(sigv4::parse_http_date(bad), None, "{bad}");
         }
     }
 

@@ -239,6 +239,28 @@ pub async fn handle(
     for n in envelope {
         resp.headers_mut().remove(n);
     }
+    // `aws-chunked` is transfer framing, never the object's encoding (a store that kept it from
+    // an upload, as s3s-fs does, would otherwise hand it back).
+    if let Some(ce) = resp
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.to_ascii_lowercase().contains("aws-chunked"))
+    {
+        let rest: Vec<&str> = ce
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
+            .collect();
+        match HeaderValue::from_str(&rest.join(",")) {
+            Ok(v) if !rest.is_empty() => {
+                resp.headers_mut().insert(http::header::CONTENT_ENCODING, v);
+            }
+            _ => {
+                resp.headers_mut().remove(http::header::CONTENT_ENCODING);
+            }
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);
@@ -375,6 +397,61 @@ async fn unmap_response(
             .map_err(|e| match e {})
             .boxed_unsync(),
     )
+}
+
+/// The answer to a CompleteMultipartUpload whose upload the store no longer has. S3 answers a
+/// repeat of a Complete that succeeded with the same result; here the object under the key is
+/// that result when its envelope holds this upload's wrapped data key (unique to the upload,
+/// kept by a rewrite of an off-grid layout). Anything else is NoSuchUpload.
+async fn completed_before(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    t: &UploadToken,
+) -> Result<Response<ResponseBody>, S3Error> {
+    let no_such_upload = || {
+        S3Error::new(
+            "NoSuchUpload",
+            "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+        )
+    };
+    let head = store_request(state, Method::HEAD, bucket, key, None)
+        .body(empty_body())
+        .map_err(|e| S3Error::internal(format!("complete head: {e}")))?;
+    let (hp, hbody) = state.upstream.send(head, false).await?.into_parts();
+    drop(hbody);
+    if !hp.status.is_success() {
+        return Err(no_such_upload());
+    }
+    match envelope_of(&hp.headers, false) {
+        Ok(Some(env)) if env.key_id == t.key_id && env.wrapped_key == t.wrapped_key => {}
+        _ => return Err(no_such_upload()),
+    }
+    let etag = hp
+        .headers
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(etag::present)
+        .unwrap_or_default();
+    let esc = crate::error::xml_escape;
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></CompleteMultipartUploadResult>",
+        esc(bucket),
+        esc(key),
+        esc(&etag)
+    );
+    let mut resp = Response::new(
+        Full::new(Bytes::from(xml))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    if let Some(v) = hp.headers.get("x-amz-version-id") {
+        h.insert("x-amz-version-id", v.clone());
+    }
+    mark_encrypted(h);
+    Ok(resp)
 }
 
 /// An error document with `request_id` in its `RequestId` and `HostId` (the store's are
@@ -1448,160 +1525,143 @@ async fn handle_inner(
             true,
         )
     } else if plan == Plan::MpComplete {
-        'complete: {
-            let t = token
-                .as_ref()
-                .ok_or_else(|| S3Error::internal("complete without token"))?;
-            let Some(vb) = verified else {
-                return Err(multipart::parse_complete("").unwrap_err());
-            };
-            let bytes = match collect_capped(vb, MAX_COMPLETE_BODY).await {
-                Ok(b) => b,
-                Err(e) => {
-                    return Err(slot.take().unwrap_or_else(|| {
-                        S3Error::new("MalformedXML", "The XML you provided was too large.")
-                            .with_detail(e.to_string())
-                    }))
-                }
-            };
-            let client_parts = multipart::parse_complete(&String::from_utf8_lossy(&bytes))?;
-            let listed =
-                match list_upstream_parts(state, bucket_name, &addr.key, &t.upstream_id).await {
-                    // The store has no such upload (any more): an upload completed a moment ago is
-                    // completed again by S3 with the same answer, anything else is NoSuchUpload. The
-                    // store decides; nothing new can be committed without an upload.
-                    Err(e) if e.code == "NoSuchUpload" => None,
-                    r => Some(r?),
-                };
-            let Some(listed) = listed else {
-                let parts: Vec<(u32, String)> = client_parts
+        let t = token
+            .as_ref()
+            .ok_or_else(|| S3Error::internal("complete without token"))?;
+        let Some(vb) = verified else {
+            return Err(multipart::parse_complete("").unwrap_err());
+        };
+        let bytes = match collect_capped(vb, MAX_COMPLETE_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(slot.take().unwrap_or_else(|| {
+                    S3Error::new("MalformedXML", "The XML you provided was too large.")
+                        .with_detail(e.to_string())
+                }))
+            }
+        };
+        let client_parts = multipart::parse_complete(&String::from_utf8_lossy(&bytes))?;
+        let listed = match list_upstream_parts(state, bucket_name, &addr.key, &t.upstream_id).await
+        {
+            // The store has no such upload (any more). S3 answers a repeat of a Complete
+            // that succeeded with its result: so does Chmura, from the object the upload
+            // became, and nothing reaches the store unchecked.
+            Err(e) if e.code == "NoSuchUpload" => {
+                return completed_before(state, bucket_name, &addr.key, t).await;
+            }
+            r => r?,
+        };
+        let layout = multipart::check_layout(&client_parts, &listed)?;
+        let plain_total = layout.plaintext_len(&listed);
+        let numbers: Vec<u32> = match &layout {
+            multipart::Layout::Grid(numbers) => numbers.clone(),
+            multipart::Layout::Irregular(parts) => {
+                irregular = Some(parts.clone());
+                parts.iter().map(|(n, _)| *n).collect()
+            }
+        };
+        // Full-object CRC (asked for at Create, or at Complete): the part CRCs combined over
+        // the plaintext; a full-object value the client states is checked before anything
+        // is completed. Otherwise the composite of the part checksums.
+        let full_alg = t.full_object.or_else(|| {
+            header_str(&parts.headers, "x-amz-checksum-type")
+                .filter(|v| v.eq_ignore_ascii_case("FULL_OBJECT"))
+                .and_then(|_| {
+                    client_parts
+                        .first()
+                        .and_then(|p| p.checksums.first())
+                        .and_then(|(name, _)| ChecksumAlgorithm::from_name(name))
+                })
+        });
+        complete_checksum = match full_alg {
+            Some(alg) => {
+                let sizes: Vec<(u32, u64)> = numbers
                     .iter()
-                    .map(|p| (p.number, etag::to_store(&p.etag)))
+                    .filter_map(|n| {
+                        let (_, size) = listed.iter().find(|(p, _)| p == n)?;
+                        Some((*n, layout::plaintext_len(*size).ok()?))
+                    })
                     .collect();
-                let xml = multipart::complete_body(&parts);
-                let h = up
-                    .headers_mut()
-                    .ok_or_else(|| S3Error::internal("request builder"))?;
-                h.remove("x-amz-mp-object-size");
-                for a in ChecksumAlgorithm::ALL {
-                    h.remove(a.header_name());
-                }
-                h.insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
-                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-                break 'complete (
-                    Full::new(Bytes::from(xml))
-                        .map_err(|e| match e {})
-                        .boxed_unsync(),
-                    true,
-                );
-            };
-            let layout = multipart::check_layout(&client_parts, &listed)?;
-            let plain_total = layout.plaintext_len(&listed);
-            let numbers: Vec<u32> = match &layout {
-                multipart::Layout::Grid(numbers) => numbers.clone(),
-                multipart::Layout::Irregular(parts) => {
-                    irregular = Some(parts.clone());
-                    parts.iter().map(|(n, _)| *n).collect()
-                }
-            };
-            // Full-object CRC (asked for at Create, or at Complete): the part CRCs combined over
-            // the plaintext; a full-object value the client states is checked before anything
-            // is completed. Otherwise the composite of the part checksums.
-            let full_alg = t.full_object.or_else(|| {
-                header_str(&parts.headers, "x-amz-checksum-type")
-                    .filter(|v| v.eq_ignore_ascii_case("FULL_OBJECT"))
-                    .and_then(|_| {
-                        client_parts
-                            .first()
-                            .and_then(|p| p.checksums.first())
-                            .and_then(|(name, _)| ChecksumAlgorithm::from_name(name))
-                    })
-            });
-            complete_checksum = match full_alg {
-                Some(alg) => {
-                    let sizes: Vec<(u32, u64)> = numbers
-                        .iter()
-                        .filter_map(|n| {
-                            let (_, size) = listed.iter().find(|(p, _)| p == n)?;
-                            Some((*n, layout::plaintext_len(*size).ok()?))
-                        })
-                        .collect();
-                    let full = multipart::full_object_crc(alg, &client_parts, &sizes);
-                    if let (Some(full), Some(stated)) =
-                        (full.as_ref(), header_str(&parts.headers, alg.header_name()))
-                    {
-                        if decode_b64(stated.trim(), alg.digest_len()).as_ref() != Some(full) {
-                            return Err(S3Error::new(
-                                "BadDigest",
-                                format!(
-                                    "The {} you specified did not match the calculated checksum.",
-                                    alg.name()
-                                ),
-                            ));
-                        }
-                    }
-                    full.map(|v| {
-                        (
-                            format!("Checksum{}", alg.name()),
-                            crate::checksum::b64(&v),
-                            "FULL_OBJECT",
-                        )
-                    })
-                }
-                None => {
-                    let composite = multipart::composite_checksum(&client_parts, &numbers);
-                    // A composite the client states must be the one its parts make (S3
-                    // refuses it otherwise, as it refuses one stated without part checksums).
-                    for alg in ChecksumAlgorithm::ALL {
-                        let Some(stated) = header_str(&parts.headers, alg.header_name()) else {
-                            continue;
-                        };
-                        let tag = format!("Checksum{}", alg.name());
-                        if composite
-                            .as_ref()
-                            .is_none_or(|(t, v)| *t != tag || v.as_str() != stated.trim())
-                        {
-                            return Err(S3Error::invalid_request(format!(
+                let full = multipart::full_object_crc(alg, &client_parts, &sizes);
+                if let (Some(full), Some(stated)) =
+                    (full.as_ref(), header_str(&parts.headers, alg.header_name()))
+                {
+                    if decode_b64(stated.trim(), alg.digest_len()).as_ref() != Some(full) {
+                        return Err(S3Error::new(
+                            "BadDigest",
+                            format!(
                                 "The {} you specified did not match the calculated checksum.",
                                 alg.name()
-                            )));
-                        }
+                            ),
+                        ));
                     }
-                    composite.map(|(tag, value)| (tag, value, "COMPOSITE"))
                 }
-            };
-            let parts: Vec<(u32, String)> = numbers
-                .iter()
-                .filter_map(|n| {
-                    client_parts
-                        .iter()
-                        .find(|p| p.number == *n)
-                        .map(|p| (*n, etag::to_store(&p.etag)))
+                full.map(|v| {
+                    (
+                        format!("Checksum{}", alg.name()),
+                        crate::checksum::b64(&v),
+                        "FULL_OBJECT",
+                    )
                 })
-                .collect();
-            let xml = multipart::complete_body(&parts);
-            let h = up
-                .headers_mut()
-                .ok_or_else(|| S3Error::internal("request builder"))?;
-            // x-amz-mp-object-size states the plaintext size; the store would compare it with the
-            // ciphertext, so it is checked here and not forwarded.
-            if let Some(v) = h.remove("x-amz-mp-object-size") {
-                if v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(plain_total) {
-                    return Err(S3Error::invalid_request(format!(
-                        "The provided 'x-amz-mp-object-size' header value {} does not match what was computed: {plain_total}",
-                        v.to_str().unwrap_or("")
-                    )));
-                }
             }
-            h.insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
-            (
-                Full::new(Bytes::from(xml))
-                    .map_err(|e| match e {})
-                    .boxed_unsync(),
-                true,
-            )
+            None => {
+                let composite = multipart::composite_checksum(&client_parts, &numbers);
+                // A composite the client states must be the one its parts make (S3
+                // refuses it otherwise, as it refuses one stated without part checksums).
+                for alg in ChecksumAlgorithm::ALL {
+                    let Some(stated) = header_str(&parts.headers, alg.header_name()) else {
+                        continue;
+                    };
+                    // The stated value may leave out the `-N` part count (S3 takes both).
+                    let tag = format!("Checksum{}", alg.name());
+                    let stated = stated.trim();
+                    let matches = |v: &str| {
+                        v == stated || v.split_once('-').is_some_and(|(b, _)| b == stated)
+                    };
+                    if composite
+                        .as_ref()
+                        .is_none_or(|(t, v)| *t != tag || !matches(v))
+                    {
+                        return Err(S3Error::invalid_request(format!(
+                            "The {} you specified did not match the calculated checksum.",
+                            alg.name()
+                        )));
+                    }
+                }
+                composite.map(|(tag, value)| (tag, value, "COMPOSITE"))
+            }
+        };
+        let parts: Vec<(u32, String)> = numbers
+            .iter()
+            .filter_map(|n| {
+                client_parts
+                    .iter()
+                    .find(|p| p.number == *n)
+                    .map(|p| (*n, etag::to_store(&p.etag)))
+            })
+            .collect();
+        let xml = multipart::complete_body(&parts);
+        let h = up
+            .headers_mut()
+            .ok_or_else(|| S3Error::internal("request builder"))?;
+        // x-amz-mp-object-size states the plaintext size; the store would compare it with the
+        // ciphertext, so it is checked here and not forwarded.
+        if let Some(v) = h.remove("x-amz-mp-object-size") {
+            if v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(plain_total) {
+                return Err(S3Error::invalid_request(format!(
+                    "The provided 'x-amz-mp-object-size' header value {} does not match what was computed: {plain_total}",
+                    v.to_str().unwrap_or("")
+                )));
+            }
         }
+        h.insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+        (
+            Full::new(Bytes::from(xml))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+            true,
+        )
     } else {
         match verified {
             Some(b) => (crate::seal::CopyingBody::new(b).boxed_unsync(), true),
@@ -1704,8 +1764,20 @@ async fn handle_inner(
     for n in DROP_RESPONSE_HEADERS {
         rp.headers.remove(*n);
     }
-    // S3 echoes the checksum it verified; the store saw none (it checks nothing of the
-    // plaintext), so Chmura adds the one it verified.
+    // S3 echoes the checksum it verified. The store saw none of the plaintext (a checksum it
+    // echoes is of the ciphertext: the Object Lock trailer, CrcTrailerBody), so Chmura shows
+    // only the one it verified.
+    if encrypting {
+        let names: Vec<HeaderName> = rp
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-amz-checksum-"))
+            .cloned()
+            .collect();
+        for n in names {
+            rp.headers.remove(n);
+        }
+    }
     if rp.status.is_success() && matches!(op, Op::PutObject | Op::UploadPart) {
         if let Some((alg, v)) = slot.verified_checksum() {
             if let Ok(hv) = HeaderValue::from_str(&crate::checksum::b64(&v)) {
@@ -1825,10 +1897,18 @@ async fn handle_inner(
             Plan::MpCreate => {
                 // The checksum the upload was created with (not sent to the store, whose parts
                 // carry none): S3 names it in the answer.
-                for n in ["x-amz-checksum-algorithm", "x-amz-checksum-type"] {
-                    if let Some(v) = parts.headers.get(n) {
-                        rp.headers.insert(n, v.clone());
-                    }
+                if let Some(a) = header_str(&parts.headers, "x-amz-checksum-algorithm")
+                    .and_then(|v| ChecksumAlgorithm::from_name(&v.trim().to_ascii_uppercase()))
+                {
+                    rp.headers.insert(
+                        "x-amz-checksum-algorithm",
+                        HeaderValue::from_static(a.name()),
+                    );
+                    let full = full_object_requested(&parts.headers).is_some();
+                    rp.headers.insert(
+                        "x-amz-checksum-type",
+                        HeaderValue::from_static(if full { "FULL_OBJECT" } else { "COMPOSITE" }),
+                    );
                 }
                 let (header, _) = created
                     .as_ref()
@@ -2768,11 +2848,10 @@ async fn upload_part_copy(
                 .and_then(|v| v.rsplit('/').next())
                 .unwrap_or("?")
                 .to_string();
-            // InvalidRange, as ceph's s3-tests expect of S3 (test_multipart_copy_invalid_range).
-            return Err(S3Error::new(
-                "InvalidRange",
-                format!("Range specified is not valid for source object of size: {size}"),
-            ));
+            // AWS answers InvalidArgument here (ceph's s3-tests expect InvalidRange).
+            return Err(S3Error::invalid_argument(format!(
+                "Range specified is not valid for source object of size: {size}"
+            )));
         }
     }
     if len > MAX_PART_BYTES || !part_fits(len) {
@@ -3875,17 +3954,25 @@ async fn list_upstream_parts(
         let (rp, rbody) = resp.into_parts();
         let xml = read_small_body(rbody).await?;
         if !rp.status.is_success() {
-            return Err(if rp.status == http::StatusCode::NOT_FOUND {
-                S3Error::new(
+            let code = multipart::tag_values(&xml, "Code")
+                .first()
+                .map(|c| c.trim().to_string());
+            return Err(match code.as_deref() {
+                // Only the store's own word on the first page: a 404 from anything else (a
+                // gateway, a later page) is not taken to mean the upload is gone.
+                Some("NoSuchUpload") if marker.is_empty() => S3Error::new(
                     "NoSuchUpload",
                     "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
-                )
-            } else {
-                S3Error::upstream(
+                ),
+                Some("NoSuchBucket") => S3Error::new(
+                    "NoSuchBucket",
+                    "The specified bucket does not exist.",
+                ),
+                _ => S3Error::upstream(
                     "ServiceUnavailable",
                     "The upstream store could not list the upload's parts.",
                     format!("status {}", rp.status),
-                )
+                ),
             });
         }
         for p in multipart::tag_values(&xml, "Part") {

@@ -334,6 +334,72 @@ pub fn parse_amz_date(s: &str) -> Option<i64> {
     Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se)
 }
 
+/// Unix time of a `Date` header as clients write it: RFC 1123 (`Fri, 27 Nov 2026 16:16:31
+/// GMT`), with the zone also as `UTC`, `UT`, `Z` or a numeric offset (`-0000`, `+0100`: Python's
+/// `email.utils.formatdate`, which botocore uses), and the weekday not checked against the date
+/// (S3 does not); RFC 850 and asctime dates through `httpdate`. `None` if it is none of these.
+pub fn parse_http_date(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let rest = match s.split_once(',') {
+        Some((wd, rest)) if wd.len() >= 3 && wd.bytes().all(|c| c.is_ascii_alphabetic()) => rest,
+        _ => s,
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let parsed = (|| {
+        let [d, mon, y, time, zone @ ..] = f.as_slice() else {
+            return None;
+        };
+        let num = |t: &str| -> Option<i64> {
+            (!t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()))
+                .then(|| t.parse().ok())
+                .flatten()
+        };
+        const MONTHS: [&str; 12] = [
+            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+        ];
+        let mo = MONTHS
+            .iter()
+            .position(|m| m.eq_ignore_ascii_case(mon))
+            .map(|i| i as i64 + 1)?;
+        let (d, y) = (num(d)?, num(y)?);
+        let mut hms = time.split(':');
+        let (h, mi, se) = (num(hms.next()?)?, num(hms.next()?)?, num(hms.next()?)?);
+        if hms.next().is_some()
+            || y < 1000
+            || !(1..=31).contains(&d)
+            || h > 23
+            || mi > 59
+            || se > 60
+        {
+            return None;
+        }
+        let offset = match zone {
+            [] => 0,
+            [z] if ["GMT", "UTC", "UT", "Z"]
+                .iter()
+                .any(|g| g.eq_ignore_ascii_case(z)) =>
+            {
+                0
+            }
+            [z] if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+                let (hh, mm) = (num(&z[1..3])?, num(&z[3..5])?);
+                let o = hh * 3600 + mm * 60;
+                if z.starts_with('-') {
+                    -o
+                } else {
+                    o
+                }
+            }
+            _ => return None,
+        };
+        Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset)
+    })();
+    parsed.or_else(|| {
+        let t = httpdate::parse_http_date(s).ok()?;
+        Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64)
+    })
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
