@@ -161,6 +161,7 @@ pub struct RawUpstream {
     pub ca_file: Option<PathBuf>,
     pub timeout_secs: Option<u64>,
     pub max_put_bytes: Option<u64>,
+    pub checksum_uploads: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,6 +260,10 @@ pub struct UpstreamConfig {
     /// Largest body Chmura itself writes to the store in one PUT (S3: 5 GiB); larger ones
     /// (uploads rewritten onto the grid) go up as multipart uploads.
     pub max_put_bytes: u64,
+    /// Every encrypted PutObject and UploadPart carries a CRC32 of its ciphertext (an
+    /// aws-chunked trailer): what AWS requires in buckets with a default Object Lock
+    /// retention. Without it, only uploads with Object Lock headers carry one.
+    pub checksum_uploads: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -588,6 +593,7 @@ impl Config {
                 Some(v) => v,
                 None => 5 << 30,
             },
+            checksum_uploads: u.checksum_uploads.unwrap_or(false),
         };
 
         if raw.tenants.is_empty() {

@@ -1344,13 +1344,15 @@ async fn handle_inner(
         let plain = verified.unwrap_or_else(|| Empty::new().map_err(|e| match e {}).boxed_unsync());
         let sealer = Sealer::new(okey, part, upstream_len);
         let sealed = EncryptingBody::new(plain, sealer, cipher_len);
-        // S3 takes a PutObject with Object Lock headers only with a checksum, and the client's
-        // describe the plaintext: the store gets a CRC32 of the ciphertext as a trailer.
-        let locking = plan == Plan::Encrypt
-            && parts
-                .headers
-                .keys()
-                .any(|k| k.as_str().starts_with("x-amz-object-lock-"));
+        // S3 takes a PutObject with Object Lock headers, or a part of an upload created with
+        // them, only with a checksum, and the client's describe the plaintext: the store gets
+        // a CRC32 of the ciphertext as a trailer (for every upload with
+        // `upstream.checksum_uploads`, as buckets with a default retention need).
+        let locking = state.config.upstream.checksum_uploads
+            || match plan {
+                Plan::Encrypt => has_object_lock_headers(&parts.headers),
+                _ => token.as_ref().is_some_and(|t| t.locked),
+            };
         if locking {
             let h = up
                 .headers_mut()
@@ -1920,6 +1922,7 @@ async fn handle_inner(
                         wrapped_key: header.wrapped_key.clone(),
                         salt: header.salt,
                         full_object: full_object_requested(&parts.headers),
+                        locked: has_object_lock_headers(&parts.headers),
                     }
                     .encode()
                 })
@@ -2015,6 +2018,12 @@ async fn handle_inner(
         )));
     }
     Ok(respond(rp, rbody, state.kms.is_some()))
+}
+
+/// Whether a request sets Object Lock retention or a legal hold.
+fn has_object_lock_headers(h: &HeaderMap) -> bool {
+    h.keys()
+        .any(|k| k.as_str().starts_with("x-amz-object-lock-"))
 }
 
 /// What Chmura does with a request's body and response.

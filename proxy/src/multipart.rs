@@ -16,6 +16,8 @@ use chmura_crypto::layout::{self, CHUNK, SEALED_CHUNK};
 use crate::error::S3Error;
 
 const TOKEN_PREFIX: &str = "c1.";
+/// Trailing-byte flag of an upload created with Object Lock headers.
+const LOCKED: u8 = 0x80;
 
 /// What a Chmura UploadId carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,9 @@ pub struct UploadToken {
     /// FULL_OBJECT`, or CRC64NVME, which S3 only has as full-object): Complete answers with
     /// the CRC of the whole plaintext. Encoded as one optional trailing byte.
     pub full_object: Option<crate::checksum::ChecksumAlgorithm>,
+    /// The upload was created with Object Lock headers: its parts reach the store with a
+    /// checksum (S3 requires one), a CRC32 of their ciphertext. Bit 7 of the trailing byte.
+    pub locked: bool,
 }
 
 /// The token byte for a full-object CRC algorithm.
@@ -71,8 +76,9 @@ impl UploadToken {
         b.extend_from_slice(&(self.wrapped_key.len() as u16).to_be_bytes());
         b.extend_from_slice(&self.wrapped_key);
         b.extend_from_slice(&self.salt);
-        if let Some(c) = self.full_object.and_then(full_object_code) {
-            b.push(c);
+        let code = self.full_object.and_then(full_object_code).unwrap_or(0);
+        if code != 0 || self.locked {
+            b.push(code | if self.locked { LOCKED } else { 0 });
         }
         format!("{TOKEN_PREFIX}{}", b64url(&b))
     }
@@ -98,13 +104,22 @@ impl UploadToken {
         let wrapped_key = take(n)?.to_vec();
         let salt: [u8; 32] = take(32)?.try_into().ok()?;
         use crate::checksum::ChecksumAlgorithm as A;
-        let full_object = match r {
-            [] => None,
-            [c] => Some(
-                [A::Crc32, A::Crc32c, A::Crc64Nvme]
-                    .into_iter()
-                    .find(|a| full_object_code(*a) == Some(*c))?,
-            ),
+        let (full_object, locked) = match r {
+            [] => (None, false),
+            // Written only when something is set.
+            [0] => return None,
+            [c] => {
+                let code = c & !LOCKED;
+                let full = match code {
+                    0 => None,
+                    _ => Some(
+                        [A::Crc32, A::Crc32c, A::Crc64Nvme]
+                            .into_iter()
+                            .find(|a| full_object_code(*a) == Some(code))?,
+                    ),
+                };
+                (full, c & LOCKED != 0)
+            }
             _ => return None,
         };
         if upstream_id.is_empty() {
@@ -116,6 +131,7 @@ impl UploadToken {
             wrapped_key,
             salt,
             full_object,
+            locked,
         })
     }
 
@@ -538,6 +554,7 @@ mod tests {
             key_id: "arn:aws:kms:us-east-1:1:key/x".into(),
             wrapped_key: (0..=255).collect(),
             salt: [7; 32],
+            locked: false,
         };
         let s = t.encode();
         assert!(s
@@ -551,7 +568,23 @@ mod tests {
             full_object: Some(crate::checksum::ChecksumAlgorithm::Crc64Nvme),
             ..t.clone()
         };
-        assert_eq!(UploadToken::decode(&full.encode()), Some(full));
+        assert_eq!(UploadToken::decode(&full.encode()), Some(full.clone()));
+        // The Object Lock flag, alone and with a full-object CRC; a token from before the flag
+        // (one trailing code byte) reads as unlocked.
+        for base in [t.clone(), full] {
+            let locked = UploadToken {
+                locked: true,
+                ..base.clone()
+            };
+            assert_eq!(UploadToken::decode(&locked.encode()), Some(locked));
+            assert_eq!(UploadToken::decode(&base.encode()), Some(base));
+        }
+        let mut raw = b64url_decode(s.strip_prefix(TOKEN_PREFIX).expect("prefix")).expect("b64");
+        raw.push(0x7f);
+        assert_eq!(
+            UploadToken::decode(&format!("{TOKEN_PREFIX}{}", b64url(&raw))),
+            None
+        );
     }
 
     #[test]

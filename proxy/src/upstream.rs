@@ -3,7 +3,10 @@
 //! The client's own authentication never reaches the store: the handler strips it, and this
 //! module signs the request afresh with the upstream credentials. Bodies are sent as
 //! `UNSIGNED-PAYLOAD` with an exact Content-Length (the decoded length), so the store never
-//! sees aws-chunked framing and the body is never buffered to hash it.
+//! sees the client's aws-chunked framing and the body is never buffered to hash it. The one
+//! exception is Chmura's own framing: an upload that must carry a checksum (Object Lock,
+//! `upstream.checksum_uploads`) goes as aws-chunked with a CRC32 trailer over the ciphertext
+//! (`seal::CrcTrailerBody`, `STREAMING-UNSIGNED-PAYLOAD-TRAILER`, Transfer-Encoding chunked).
 //!
 //! Signing uses `sigv4.rs` (the same canonical forms the client side verifies) with the day's
 //! signing key kept between requests; a unit test checks every signature against the
