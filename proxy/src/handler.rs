@@ -261,6 +261,9 @@ pub async fn handle(
             }
         }
     }
+    // The request id is Chmura's alone: a store's own id header (moto's `x-amzn-requestid`,
+    // which SDKs prefer to `x-amz-request-id`) would name a request the audit log does not know.
+    resp.headers_mut().remove("x-amzn-requestid");
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-amz-request-id", v.clone());
         resp.headers_mut().insert("x-amz-id-2", v);

@@ -2408,6 +2408,23 @@ async fn heads_and_ranges_show_only_the_plaintext_view() {
             );
         }
     }
+    // An error from moto names Chmura's request id only: in the body and in the headers
+    // (moto's own `x-amzn-requestid`, which SDKs read first, is not passed on).
+    let e = s3
+        .get_object()
+        .bucket("hvw")
+        .key("missing")
+        .send()
+        .await
+        .expect_err("missing key");
+    let raw = e.raw_response().expect("raw");
+    assert_eq!(raw.headers().get("x-amzn-requestid"), None);
+    let id = raw.headers().get("x-amz-request-id").expect("request id");
+    let body = std::str::from_utf8(raw.body().bytes().expect("body")).expect("utf8");
+    assert!(
+        body.contains(&format!("<RequestId>{id}</RequestId>")),
+        "{body}"
+    );
     // Ranged HEAD: the length and Content-Range of that range of the plaintext.
     let h = s3
         .head_object()

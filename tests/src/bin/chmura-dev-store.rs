@@ -76,7 +76,11 @@ policy_files = ["dev-policy.json"]
         // A folder from before tenants needed a policy: give the dev tenant its allow-all one
         // (the tenant is the config's last table).
         let text = std::fs::read_to_string(&config).expect("read config");
-        let wanted = if tls { "endpoint = \"https://" } else { "endpoint = \"http://" };
+        let wanted = if tls {
+            "endpoint = \"https://"
+        } else {
+            "endpoint = \"http://"
+        };
         if !text.contains(wanted) {
             eprintln!(
                 "chmura-dev-store: {} was written for a store {} TLS; its [upstream] endpoint no longer matches (remove the folder to start over)",
