@@ -1077,6 +1077,14 @@ async fn handle_inner(
                     "You must provide the Content-Length HTTP header.",
                 ))
             }
+            // A body with no length stated anywhere is empty to HTTP, but S3 wants the length
+            // of an object or part said (411), not guessed.
+            (None, false) if matches!(op, Op::PutObject | Op::UploadPart) => {
+                return Err(S3Error::new(
+                    "MissingContentLength",
+                    "You must provide the Content-Length HTTP header.",
+                ))
+            }
             (None, false) => 0,
         }
     };

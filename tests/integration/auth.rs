@@ -402,6 +402,12 @@ async fn dates_as_clients_write_them_and_the_clock_before_the_signature() {
         expect(&t.send(&sigv2_put(date)).await, 403, "RequestTimeTooSkewed");
     }
     t.intact();
+    // A PUT that states no length at all (no Content-Length, no Transfer-Encoding): S3 wants
+    // it said (411), and nothing is stored.
+    let mut r = t.sign(RawRequest::new("PUT", "/bkt/k"), UNSIGNED);
+    r.omit_length = true;
+    expect(&t.send(&r).await, 411, "MissingContentLength");
+    t.intact();
     // Python's formatdate (botocore's Date header) writes the zone as -0000.
     let now = httpdate::fmt_http_date(SystemTime::now()).replace(" GMT", " -0000");
     let r = t.send(&sigv2_put(&now)).await;

@@ -17,6 +17,9 @@ pub struct RawRequest {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Send no Content-Length even without Transfer-Encoding (a body-less request that does
+    /// not say so).
+    pub omit_length: bool,
 }
 
 #[derive(Debug)]
@@ -52,6 +55,7 @@ impl RawRequest {
             target: target.into(),
             headers: Vec::new(),
             body: Vec::new(),
+            omit_length: false,
         }
     }
     pub fn header(mut self, n: &str, v: &str) -> Self {
@@ -137,7 +141,10 @@ impl RawRequest {
         for (k, v) in &self.headers {
             out.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
         }
-        if self.get("content-length").is_none() && self.get("transfer-encoding").is_none() {
+        if self.get("content-length").is_none()
+            && self.get("transfer-encoding").is_none()
+            && !self.omit_length
+        {
             out.extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes());
         }
         out.extend_from_slice(b"connection: close\r\n\r\n");
