@@ -376,7 +376,7 @@ async fn unmap_response(
     resp: Response<ResponseBody>,
     request_id: &str,
 ) -> Response<ResponseBody> {
-    let (mut parts, body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let bytes = match collect_capped(body, MAX_LIST_BODY).await {
         Ok(b) => Bytes::from(b),
         Err(_) => {
@@ -391,15 +391,7 @@ async fn unmap_response(
         );
     }
     let xml = crate::mapping::unmap_xml(u, &String::from_utf8_lossy(&bytes), request_id);
-    parts
-        .headers
-        .insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
-    Response::from_parts(
-        parts,
-        Full::new(Bytes::from(xml))
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    )
+    xml_answer(parts, xml)
 }
 
 /// The answer to a CompleteMultipartUpload whose upload the store no longer has. S3 answers a
@@ -460,7 +452,7 @@ async fn completed_before(
 /// An error document with `request_id` in its `RequestId` and `HostId` (the store's are
 /// dropped).
 async fn own_request_id(resp: Response<ResponseBody>, request_id: &str) -> Response<ResponseBody> {
-    let (mut parts, body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let Ok(bytes) = collect_capped(body, MAX_LIST_BODY).await else {
         let e = S3Error::internal("answer could not be read");
         return error_response(&e, "", request_id, false);
@@ -490,6 +482,11 @@ async fn own_request_id(resp: Response<ResponseBody>, request_id: &str) -> Respo
         }
         xml.insert_str(end, &add);
     }
+    xml_answer(parts, xml)
+}
+
+/// A response of `parts` whose body is now `xml` (its length set).
+fn xml_answer(mut parts: http::response::Parts, xml: String) -> Response<ResponseBody> {
     parts
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));

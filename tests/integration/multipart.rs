@@ -2528,9 +2528,9 @@ async fn heads_and_ranges_show_only_the_plaintext_view() {
 
 #[tokio::test]
 async fn a_completed_upload_completes_again_with_the_same_answer() {
-    // S3 answers a repeated CompleteMultipartUpload of an upload it just completed with the
-    // same result (s3-tests' test_multipart_upload does this); moto does too. Chmura no longer
-    // finds the upload's parts, so it lets the store decide.
+    // S3 answers a repeated CompleteMultipartUpload of an upload it completed with the same
+    // result (s3-tests' test_multipart_upload does this). The store no longer has the upload's
+    // parts; Chmura answers from the object the upload became, found by its envelope.
     let Some((_moto, env)) =
         encrypted_env_on_moto("a_completed_upload_completes_again_with_the_same_answer").await
     else {
