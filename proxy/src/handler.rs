@@ -244,22 +244,15 @@ pub async fn handle(
     if let Some(ce) = resp
         .headers()
         .get(http::header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.to_ascii_lowercase().contains("aws-chunked"))
+        .filter(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("aws-chunked"))
+        })
     {
-        let rest: Vec<&str> = ce
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
-            .collect();
-        match HeaderValue::from_str(&rest.join(",")) {
-            Ok(v) if !rest.is_empty() => {
-                resp.headers_mut().insert(http::header::CONTENT_ENCODING, v);
-            }
-            _ => {
-                resp.headers_mut().remove(http::header::CONTENT_ENCODING);
-            }
-        }
+        match without_aws_chunked(ce) {
+            Some(v) => resp.headers_mut().insert(http::header::CONTENT_ENCODING, v),
+            None => resp.headers_mut().remove(http::header::CONTENT_ENCODING),
+        };
     }
     // The request id is Chmura's alone: a store's own id header (moto's `x-amzn-requestid`,
     // which SDKs prefer to `x-amz-request-id`) would name a request the audit log does not know.
@@ -483,6 +476,22 @@ async fn own_request_id(resp: Response<ResponseBody>, request_id: &str) -> Respo
         xml.insert_str(end, &add);
     }
     xml_answer(parts, xml)
+}
+
+/// A Content-Encoding without its `aws-chunked` token (transfer framing, not the object's
+/// encoding); `None` when nothing else is left.
+fn without_aws_chunked(value: &HeaderValue) -> Option<HeaderValue> {
+    let rest: Vec<&str> = value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    if rest.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&rest.join(",")).ok()
 }
 
 /// A response of `parts` whose body is now `xml` (its length set).
@@ -1202,17 +1211,8 @@ async fn handle_inner(
                 continue; // Parts reach the store without plaintext checksums.
             }
             if n == "content-encoding" {
-                let rest: Vec<&str> = value
-                    .to_str()
-                    .unwrap_or("")
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
-                    .collect();
-                if !rest.is_empty() {
-                    if let Ok(v) = HeaderValue::from_str(&rest.join(",")) {
-                        h.append(name.clone(), v);
-                    }
+                if let Some(v) = without_aws_chunked(value) {
+                    h.append(name.clone(), v);
                 }
                 continue;
             }
