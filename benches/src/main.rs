@@ -11,6 +11,7 @@
 //!     [--mp-mib 1024 --part-mib 8 --mp-conc 10 [--mp-only]]   (multipart PUT, parallel ranged GETs)
 //!     [--pass-through] [--proxy-first]   (Chmura without encryption; Chmura's phases first)
 //!     [--store-tls]   (the store speaks HTTPS: direct and Chmura's upstream pay TLS too)
+//!     [--floor]   (chmura-tls-pipe, a bare TLS-in -> copy -> TLS-out relay, in Chmura's place)
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ struct Opts {
     /// Large-object rounds; the order of the paths alternates from round to round, and
     /// the medians are printed.
     big_rounds: usize,
+    /// `chmura-tls-pipe` (TLS-in → copy → out, no HTTP) runs in Chmura's place: the floor.
+    floor: bool,
 }
 
 /// The dev config without its `[kms]` table, with `insecure_no_encryption` set.
@@ -103,6 +106,7 @@ fn opts() -> Opts {
         store_tls: args.iter().any(|a| a == "--store-tls"),
         get_rounds: get("--get-rounds", 1).max(1) as usize,
         big_rounds: get("--big-rounds", 1).max(1) as usize,
+        floor: args.iter().any(|a| a == "--floor"),
     }
 }
 
@@ -170,12 +174,21 @@ impl Target {
         let status = resp.status().as_u16();
         let mut body = resp.into_body();
         let mut n = 0u64;
+        let mut head = Vec::new();
         while let Some(f) = body.frame().await {
             if let Ok(d) = f.expect("body").into_data() {
                 n += d.len() as u64;
+                if status >= 300 && head.len() < 1024 {
+                    head.extend_from_slice(&d);
+                }
             }
         }
-        assert!(status < 300, "{} answered {status}", self.name);
+        assert!(
+            status < 300,
+            "{} answered {status}: {}",
+            self.name,
+            String::from_utf8_lossy(&head)
+        );
         (status, n)
     }
 }
@@ -635,6 +648,22 @@ async fn main() {
     wait_port(proxy_port).await;
     let pid = chmura.0.id();
     let ca = std::fs::read_to_string(dir.path().join("ca.pem")).expect("ca");
+    // --floor: chmura-tls-pipe, a bare TLS-in -> copy -> out relay, as a third path.
+    let floor_port = free_port();
+    let floor = o.floor.then(|| {
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let mut cmd = Command::new(bin("chmura-tls-pipe"));
+        cmd.args(["--listen", &format!("127.0.0.1:{floor_port}")])
+            .args(["--cert", &file("cert.pem"), "--key", &file("key.pem")])
+            .args(["--upstream", &format!("127.0.0.1:{store_port}")]);
+        if o.store_tls {
+            cmd.args(["--upstream-tls", "--ca", &file("ca.pem")]);
+        }
+        Proc(cmd.spawn().expect("chmura-tls-pipe"))
+    });
+    if floor.is_some() {
+        wait_port(floor_port).await;
+    }
     let (store_base, store_host) = if o.store_tls {
         (
             format!("https://localhost:{store_port}"),
@@ -662,16 +691,34 @@ async fn main() {
         sk: chmura_tests::TENANT_SK,
         client: client(&ca),
     });
+    // The pipe hands the client's request to the store as it is: signed with the store's keys.
+    let piped = Arc::new(Target {
+        name: "floor",
+        base: format!("https://localhost:{floor_port}"),
+        host: format!("localhost:{floor_port}"),
+        ak: chmura_tests::UPSTREAM_AK,
+        sk: chmura_tests::UPSTREAM_SK,
+        client: client(&ca),
+    });
     make_bucket(&direct, "bench-direct").await;
     make_bucket(&direct, "bench-proxy").await;
+    make_bucket(&direct, "bench-floor").await;
+    let mut paths = vec![
+        (direct.clone(), "bench-direct", None),
+        (proxied.clone(), "bench-proxy", Some(pid)),
+    ];
+    if let Some(f) = &floor {
+        paths.push((piped.clone(), "bench-floor", Some(f.0.id())));
+    }
     let store_scheme = if o.store_tls { "HTTPS" } else { "HTTP" };
     println!(
-        "chmura-load: {} x {} MiB big objects, {} x {} KiB small objects at {} connections; direct = {store_scheme} to s3s-fs, chmura = TLS through Chmura ({store_scheme} to s3s-fs)",
-        o.streams, o.big_mib, o.small_count, o.small_kib, o.conc
+        "chmura-load: {} x {} MiB big objects, {} x {} KiB small objects at {} connections; direct = {store_scheme} to s3s-fs, chmura = TLS through {} ({store_scheme} to s3s-fs)",
+        o.streams, o.big_mib, o.small_count, o.small_kib, o.conc,
+        if o.floor { "Chmura and through chmura-tls-pipe (floor)" } else { "Chmura" }
     );
     // Warm-up, not measured: connections, the store's and Chmura's first allocations and
     // files (the first phase of a run was the slowest, whichever path it measured).
-    for (t, bucket) in [(&direct, "bench-direct"), (&proxied, "bench-proxy")] {
+    for (t, bucket, _) in &paths {
         let len = 64 * 1024 * 1024;
         let block = Bytes::from(chmura_tests::pattern(1024 * 1024, 41));
         let path = format!("/{bucket}/warm-up");
@@ -682,10 +729,7 @@ async fn main() {
     }
     settle().await;
     let mut rows = Vec::new();
-    let mut order = [
-        (direct.clone(), "bench-direct", None),
-        (proxied.clone(), "bench-proxy", Some(pid)),
-    ];
+    let mut order = paths;
     if o.proxy_first {
         order.reverse();
     }
@@ -703,10 +747,9 @@ async fn main() {
     }
     let mut big_rows = Vec::new();
     for round in 0..o.big_rounds {
+        // Each round starts with the next path (with two paths: the order alternates).
         let mut this = order.clone();
-        if round % 2 == 1 {
-            this.reverse();
-        }
+        this.rotate_left(round % order.len());
         for (t, bucket, p) in this {
             big_rows.extend(big(t, bucket, o.big_mib, o.streams, p).await);
         }
@@ -746,22 +789,29 @@ fn medians(rows: &[Row]) -> String {
                 .filter(|r| r.phase == phase && r.target == target)
                 .collect()
         };
-        let (d, c) = (of("direct"), of("chmura"));
+        let d = of("direct");
         let rate = |rs: &[&Row]| median(rs.iter().map(|r| r.bytes as f64 / 1e6 / r.secs).collect());
-        let cpus: Vec<f64> = c
-            .iter()
-            .filter_map(|r| Some(r.chmura_cpu? / (r.bytes as f64 / 1e9)))
-            .collect();
-        let (lo, hi) = cpus.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-        let cpu = median(cpus);
-        let (dr, cr) = (rate(&d), rate(&c));
-        out += &format!(
-            "median of {} rounds  {phase:<22} direct {dr:>7.1} MB/s  chmura {cr:>7.1} MB/s  ratio {:>4.0} %  chmura {cpu:.2} CPU-s/GB (min {lo:.2}, max {hi:.2})\n",
-            c.len(),
-            100.0 * cr / dr,
-        );
+        let dr = rate(&d);
+        for target in ["chmura", "floor"] {
+            let c = of(target);
+            if c.is_empty() {
+                continue;
+            }
+            let cpus: Vec<f64> = c
+                .iter()
+                .filter_map(|r| Some(r.chmura_cpu? / (r.bytes as f64 / 1e9)))
+                .collect();
+            let (lo, hi) = cpus.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+            let cpu = median(cpus);
+            let cr = rate(&c);
+            out += &format!(
+                "median of {} rounds  {phase:<22} direct {dr:>7.1} MB/s  {target:<6} {cr:>7.1} MB/s  ratio {:>4.0} %  {target} {cpu:.2} CPU-s/GB (min {lo:.2}, max {hi:.2})\n",
+                c.len(),
+                100.0 * cr / dr,
+            );
+        }
     }
     out.trim_end().to_string()
 }

@@ -337,19 +337,25 @@ impl Body for VerifyingBody {
 
 /// Merges the small frames an upstream store often sends into larger ones, so each TLS record
 /// and write carries more data. Only frames that are already available are merged: it never
-/// waits to fill a buffer, so latency is unchanged.
-pub struct Coalesce<B> {
+/// waits to fill a buffer, so latency is unchanged. A frame with nothing ready behind it goes
+/// on as it is, uncopied.
+pub struct Coalesce<B: Body> {
     inner: Pin<Box<B>>,
     target: usize,
-    done: bool,
+    /// What the inner body answered after a frame that was passed on first (trailers, an
+    /// error, or its end).
+    held: Option<Option<Result<Frame<Bytes>, B::Error>>>,
 }
 
-impl<B> Coalesce<B> {
+// Nothing in it is pinned in place: the inner body is boxed, the held answer is moved out.
+impl<B: Body> Unpin for Coalesce<B> {}
+
+impl<B: Body> Coalesce<B> {
     pub fn new(inner: B, target: usize) -> Self {
         Coalesce {
             inner: Box::pin(inner),
             target,
-            done: false,
+            held: None,
         }
     }
 }
@@ -365,11 +371,19 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        if self.done {
-            return Poll::Ready(None);
+        if let Some(held) = self.held.take() {
+            if held.is_none() {
+                // The end: stays the end.
+                self.held = Some(None);
+            }
+            return Poll::Ready(held);
         }
         let first = match self.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => f,
+            Poll::Ready(None) => {
+                self.held = Some(None);
+                return Poll::Ready(None);
+            }
             other => return other,
         };
         let first = match first.into_data() {
@@ -377,30 +391,60 @@ where
             Ok(d) => return Poll::Ready(Some(Ok(Frame::data(d)))),
             Err(f) => return Poll::Ready(Some(Ok(f))),
         };
-        let mut buf = bytes::BytesMut::from(first);
-        while buf.len() < self.target {
+        let mut buf: Option<bytes::BytesMut> = None;
+        loop {
+            let len = buf.as_ref().map_or(first.len(), |b| b.len());
+            if len >= self.target {
+                break;
+            }
             match self.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => match f.into_data() {
-                    Ok(d) => buf.extend_from_slice(&d),
-                    Err(_trailers) => break,
+                    Ok(d) => {
+                        let b = buf.get_or_insert_with(|| {
+                            let mut b =
+                                bytes::BytesMut::with_capacity(self.target.max(len + d.len()));
+                            b.extend_from_slice(&first);
+                            b
+                        });
+                        b.extend_from_slice(&d);
+                    }
+                    Err(trailers) => {
+                        self.held = Some(Some(Ok(trailers)));
+                        break;
+                    }
                 },
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Err(e))) => {
+                    self.held = Some(Some(Err(e)));
+                    break;
+                }
                 Poll::Ready(None) => {
-                    self.done = true;
+                    self.held = Some(None);
                     break;
                 }
                 Poll::Pending => break,
             }
         }
-        Poll::Ready(Some(Ok(Frame::data(buf.freeze()))))
+        let data = match buf {
+            Some(b) => b.freeze(),
+            None => first,
+        };
+        Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.inner.is_end_stream()
+        match &self.held {
+            Some(None) => true,
+            Some(Some(_)) => false,
+            None => self.inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.held {
+            Some(None) => SizeHint::with_exact(0),
+            Some(Some(_)) => SizeHint::default(),
+            None => self.inner.size_hint(),
+        }
     }
 }
 
@@ -486,6 +530,59 @@ mod tests {
         }
         assert_eq!(frames.concat(), b"abcdefgh");
         assert!(frames.len() < 4, "frames were merged: {frames:?}");
+    }
+
+    /// Answers from a script: a frame, an error, `Pending` (waking itself) or the end.
+    type Answer = Poll<Option<Result<Frame<Bytes>, &'static str>>>;
+    struct Scripted(std::collections::VecDeque<Answer>);
+
+    impl Body for Scripted {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Answer {
+            let next = self.0.pop_front().unwrap_or(Poll::Ready(None));
+            if next.is_pending() {
+                cx.waker().wake_by_ref();
+            }
+            next
+        }
+    }
+
+    #[tokio::test]
+    async fn coalesce_passes_a_lone_frame_uncopied_and_keeps_what_follows_merged_data() {
+        let lone = Bytes::from(vec![7u8; 1000]);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-amz-checksum-crc32", "AAAAAA==".parse().unwrap());
+        let script = vec![
+            Poll::Ready(Some(Ok(Frame::data(lone.clone())))),
+            Poll::Pending,
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"ab"))))),
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"cd"))))),
+            Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+        ];
+        let mut c = Coalesce::new(Scripted(script.into()), 1 << 20);
+        let f = c.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(f.as_ptr(), lone.as_ptr(), "a lone frame is not copied");
+        let f = c.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&f[..], b"abcd");
+        let t = c.frame().await.unwrap().unwrap().into_trailers().unwrap();
+        assert!(t.contains_key("x-amz-checksum-crc32"), "trailers are kept");
+        assert!(c.frame().await.is_none());
+        assert!(c.is_end_stream());
+
+        let script = vec![
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"ab"))))),
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"cd"))))),
+            Poll::Ready(Some(Err("reset"))),
+        ];
+        let mut c = Coalesce::new(Scripted(script.into()), 1 << 20);
+        let f = c.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&f[..], b"abcd", "the data before an error goes out");
+        assert_eq!(
+            c.frame().await.unwrap().unwrap_err(),
+            "reset",
+            "then the error"
+        );
     }
 
     #[tokio::test]
