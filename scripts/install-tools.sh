@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real S3 clients and servers the test suite drives, into .tools/ (idempotent):
 #   - a Python venv with boto3, aws cli (v1), s3cmd and moto_server (S3 + KMS, checks no signatures)
-#   - rclone (Debian package)
+#   - rclone and s3fs-fuse (Debian packages; the s3fs test also needs /dev/fuse)
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,16 +11,20 @@ STAMP="$TOOLS/.installed-v2"
 mkdir -p "$TOOLS/bin"
 
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && command -v rclone >/dev/null \
-  && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ]; then
+  && command -v s3fs >/dev/null && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ]; then
   echo "tools already installed in $TOOLS"
   exit 0
 fi
 
-if ! command -v rclone >/dev/null; then
-  echo "installing rclone (Debian package)"
+missing=""
+command -v rclone >/dev/null || missing="$missing rclone"
+command -v s3fs >/dev/null || missing="$missing s3fs"
+if [ -n "$missing" ]; then
+  echo "installing$missing (Debian packages)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
-  apt-get install -y -qq rclone >/dev/null
+  # shellcheck disable=SC2086
+  apt-get install -y -qq $missing >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -42,4 +46,5 @@ echo "tools installed in $TOOLS:"
 "$VENV/bin/aws" --version 2>&1 | sed 's/^/  /' || true
 "$VENV/bin/s3cmd" --version 2>&1 | sed 's/^/  /' || true
 rclone version 2>/dev/null | sed -n '1s/^/  /p' || true
+s3fs --version 2>/dev/null | sed -n '1s/^/  /p' || true
 if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi

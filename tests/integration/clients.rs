@@ -309,8 +309,8 @@ async fn rclone_copy_check_cat() {
         !log.contains("Copied"),
         "second sync transferred again: {log}"
     );
-    // (Listed per folder: s3s-fs answers HEAD on a key that is a folder on its disk with a 500,
-    // and treats the empty `delimiter=` of a recursive listing as a delimiter.)
+    // (Listed per folder: s3s-fs treats the empty `delimiter=` of a recursive listing as a
+    // delimiter.)
     let lsl = run(rc(&[
         "lsf",
         "-R",
@@ -938,4 +938,280 @@ async fn js_sdk_v3_encrypted_mode() {
             chmura_crypto::layout::ciphertext_len(12 * 1024 * 1024 + 3)
         );
     }
+}
+
+/// s3fs-fuse mounted on a bucket through Chmura, in the foreground as a child process;
+/// unmounted (and the process stopped) on drop.
+struct S3fsMount {
+    child: std::process::Child,
+    mnt: PathBuf,
+    log: PathBuf,
+}
+
+impl S3fsMount {
+    /// Mounts `bucket` at `mnt` and waits (at most 20 s) for the mount to appear. TLS
+    /// without certificate checks: s3fs 1.90 (libcurl-gnutls) takes `CURL_CA_BUNDLE` for some
+    /// connections and not others; certificate trust is what the other clients' tests cover.
+    async fn mount(s3fs: &Path, env: &Env, bucket: &str, mnt: &Path, tag: &str) -> S3fsMount {
+        std::fs::create_dir_all(mnt).expect("mount point");
+        let passwd = env.dir.path().join("s3fs.passwd");
+        chmura_tests::write_private(&passwd, &format!("{TENANT_AK}:{TENANT_SK}\n"));
+        let log = env.dir.path().join(format!("s3fs-{tag}.log"));
+        let child = isolated(s3fs, env)
+            .arg(bucket)
+            .arg(mnt)
+            .arg("-f")
+            .args(["-o", &format!("passwd_file={}", passwd.display())])
+            .args(["-o", &format!("url={}", env.proxy.endpoint())])
+            .args(["-o", "use_path_request_style,endpoint=us-east-1"])
+            .args(["-o", "no_check_certificate,retries=2,multipart_size=5"])
+            .args(["-o", &format!("dbglevel=warn,logfile={}", log.display())])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s3fs starts");
+        let mut m = S3fsMount {
+            child,
+            mnt: mnt.to_path_buf(),
+            log,
+        };
+        for _ in 0..200 {
+            if m.mounted() {
+                return m;
+            }
+            if let Ok(Some(status)) = m.child.try_wait() {
+                panic!("s3fs exited ({status}) before mounting: {}", m.log_text());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("s3fs did not mount in 20 s: {}", m.log_text());
+    }
+
+    fn mounted(&self) -> bool {
+        let want = self.mnt.to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(want.as_str()) && l.contains("fuse.s3fs"))
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts and waits (at most 20 s) for s3fs to finish uploading and exit.
+    async fn unmount(mut self) {
+        let _ = Command::new("fusermount").arg("-u").arg(&self.mnt).status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("s3fs did not exit after unmounting: {}", self.log_text());
+    }
+}
+
+impl Drop for S3fsMount {
+    fn drop(&mut self) {
+        if self.mounted() {
+            let _ = Command::new("fusermount")
+                .arg("-uz")
+                .arg(&self.mnt)
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// s3fs-fuse (the Debian package), a file system on a bucket through Chmura with encryption
+/// on: files, folders, renames (CopyObject), chmod (a metadata-only copy), appends and
+/// truncation (rewrites), a 12 MiB file uploaded in parts and patched in the middle
+/// (UploadPartCopy of the unchanged ranges), then everything read back through a fresh mount.
+/// Returns the plaintext `dir/big.bin` should hold.
+async fn s3fs_suite(s3fs: &Path, env: &Env, bucket: &str) -> Vec<u8> {
+    let mnt = env.dir.path().join(format!("mnt-{bucket}"));
+    let big = pattern(12 * 1024 * 1024 + 5, 31);
+    let mut expected = big.clone();
+    expected[7 * 1024 * 1024..7 * 1024 * 1024 + 5].copy_from_slice(b"PATCH");
+    expected.extend_from_slice(b"tail");
+
+    let m = S3fsMount::mount(s3fs, env, bucket, &mnt, "first").await;
+    let root = mnt.clone();
+    let ops = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        use std::os::unix::fs::PermissionsExt;
+        let r = |p: &str| root.join(p);
+        std::fs::write(r("a.txt"), b"hello\n")?;
+        assert_eq!(std::fs::read(r("a.txt"))?, b"hello\n");
+        std::fs::create_dir(r("dir"))?;
+        std::fs::set_permissions(r("dir"), std::fs::Permissions::from_mode(0o750))?;
+        std::fs::write(r("dir/b"), b"x\n")?;
+        std::fs::rename(r("a.txt"), r("dir/a2.txt"))?;
+        assert!(!r("a.txt").exists(), "renamed away");
+        std::fs::set_permissions(r("dir/a2.txt"), std::fs::Permissions::from_mode(0o600))?;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(r("dir/a2.txt"))?
+            .write_all(b"more\n")?;
+        std::fs::write(r("dir/trunc.txt"), b"truncate me")?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(r("dir/trunc.txt"))?
+            .set_len(3)?;
+        std::fs::write(r("big.bin"), &big)?;
+        let mut f = std::fs::OpenOptions::new().write(true).open(r("big.bin"))?;
+        f.seek(SeekFrom::Start(7 * 1024 * 1024))?;
+        f.write_all(b"PATCH")?;
+        f.seek(SeekFrom::End(0))?;
+        f.write_all(b"tail")?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(r("big.bin"), r("dir/big.bin"))?;
+        std::fs::write(r("gone.txt"), b"delete me")?;
+        std::fs::remove_file(r("gone.txt"))?;
+        std::fs::create_dir(r("empty-dir"))?;
+        std::fs::remove_dir(r("empty-dir"))?;
+        Ok(())
+    })
+    .await
+    .expect("join");
+    if let Err(e) = ops {
+        panic!("file operations through s3fs: {e}\n{}", m.log_text());
+    }
+    m.unmount().await;
+
+    // A fresh mount reads everything back from Chmura, not from the first mount's caches.
+    let m = S3fsMount::mount(s3fs, env, bucket, &mnt, "second").await;
+    let (root, want) = (mnt.clone(), expected.clone());
+    let check = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let r = |p: &str| root.join(p);
+        let names = |dir: &Path| -> std::io::Result<Vec<String>> {
+            let mut v: Vec<String> = std::fs::read_dir(dir)?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Result<_, _>>()?;
+            v.sort();
+            Ok(v)
+        };
+        assert_eq!(
+            names(&root)?,
+            ["dir"],
+            "the root after the first mount's changes"
+        );
+        assert_eq!(names(&r("dir"))?, ["a2.txt", "b", "big.bin", "trunc.txt"]);
+        let mode = |p: &str| -> std::io::Result<u32> {
+            Ok(std::fs::metadata(r(p))?.permissions().mode() & 0o777)
+        };
+        assert_eq!(
+            mode("dir")?,
+            0o750,
+            "a folder's mode, kept in its marker's metadata"
+        );
+        assert_eq!(
+            mode("dir/a2.txt")?,
+            0o600,
+            "chmod kept (a metadata-only copy)"
+        );
+        assert_eq!(std::fs::read(r("dir/a2.txt"))?, b"hello\nmore\n");
+        assert_eq!(std::fs::read(r("dir/trunc.txt"))?, b"tru");
+        assert_eq!(
+            std::fs::metadata(r("dir/big.bin"))?.len(),
+            want.len() as u64
+        );
+        let got = std::fs::read(r("dir/big.bin"))?;
+        assert!(got == want, "big.bin read back differs");
+        Ok(())
+    })
+    .await
+    .expect("join");
+    if let Err(e) = check {
+        panic!("reading back through s3fs: {e}\n{}", m.log_text());
+    }
+    m.unmount().await;
+    expected
+}
+
+/// s3fs when FUSE works here, `None` (after saying why) when the test is skipped.
+fn s3fs_or_skip(test: &str) -> Option<PathBuf> {
+    let s3fs = require("s3fs", test)?;
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("SKIPPED {test}: this machine has no /dev/fuse");
+        return None;
+    }
+    Some(s3fs)
+}
+
+/// The ciphertext check on what the store holds for the suite's large file.
+fn assert_ciphertext(stored: &[u8], plaintext: &[u8]) {
+    assert_eq!(
+        stored.len() as u64,
+        chmura_crypto::layout::ciphertext_len(plaintext.len() as u64),
+        "the store holds ciphertext"
+    );
+    assert!(stored.windows(64).all(|w| w != &plaintext[..64]));
+}
+
+/// On the embedded default store (s3s-fs, the quickstart's).
+#[tokio::test]
+async fn s3fs_fuse_file_system_on_encrypted_bucket() {
+    let Some(s3fs) = s3fs_or_skip("s3fs_fuse_file_system_on_encrypted_bucket") else {
+        return;
+    };
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("fuse-bucket");
+    let expected = s3fs_suite(&s3fs, &env, "fuse-bucket").await;
+    let stored = env
+        .store
+        .stored("fuse-bucket", "dir/big.bin")
+        .expect("stored");
+    assert_ciphertext(&stored, &expected);
+}
+
+/// On moto, which keeps folder markers as S3 does (objects with metadata).
+#[tokio::test]
+async fn s3fs_fuse_file_system_on_moto() {
+    let test = "s3fs_fuse_file_system_on_moto";
+    let (Some(s3fs), Some(moto)) = (s3fs_or_skip(test), require("moto_server", test)) else {
+        return;
+    };
+    let moto = chmura_tests::Moto::start(&moto).await;
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        upstream_endpoint: Some(moto.endpoint.clone()),
+        ..Default::default()
+    })
+    .await;
+    env.proxy
+        .sdk_client()
+        .create_bucket()
+        .bucket("fuse-moto")
+        .send()
+        .await
+        .expect("bucket");
+    let expected = s3fs_suite(&s3fs, &env, "fuse-moto").await;
+    let store = chmura_tests::sdk_client(
+        &moto.endpoint,
+        None,
+        chmura_tests::UPSTREAM_AK,
+        chmura_tests::UPSTREAM_SK,
+    );
+    let stored = store
+        .get_object()
+        .bucket("fuse-moto")
+        .key("dir/big.bin")
+        .send()
+        .await
+        .expect("stored")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    assert_ciphertext(&stored, &expected);
 }

@@ -179,6 +179,264 @@ where
     }
 }
 
+/// s3s-fs keeps a folder marker ("dir/", an empty object) as a bare folder on its disk: it
+/// drops the marker's Content-Type and user metadata, answers a HEAD or GET of it (or of
+/// "dir") with a 500, and cannot copy it. S3 keeps markers as objects, and s3fs-fuse keeps a
+/// directory's mode, owner and times in them. The test store keeps those headers in a file
+/// per marker beside its root (`<root>.folder-markers/`), and answers for markers as S3 does.
+struct FolderMarkers {
+    root: PathBuf,
+}
+
+/// A PutObject, CopyObject or DeleteObject of a folder marker, seen before s3s-fs answers it.
+struct MarkerWrite {
+    /// Where the marker's headers are kept.
+    file: PathBuf,
+    /// The folder on the store's disk.
+    folder: PathBuf,
+    kind: MarkerOp,
+}
+
+enum MarkerOp {
+    /// PutObject, or CopyObject with `x-amz-metadata-directive: REPLACE`: these headers.
+    Put(Vec<(String, String)>),
+    /// CopyObject keeping the source marker's headers (kept in this file).
+    Copy(PathBuf),
+    Delete,
+}
+
+impl FolderMarkers {
+    fn file(&self, bucket: &str, key: &str) -> PathBuf {
+        let mut dir = self.root.clone().into_os_string();
+        dir.push(".folder-markers");
+        PathBuf::from(dir).join(hex::encode(format!("{bucket}/{key}")))
+    }
+
+    fn bucket_key(path: &str) -> Option<(String, String)> {
+        let path = percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .ok()?;
+        let (bucket, key) = path.trim_start_matches('/').split_once('/')?;
+        if key.is_empty() || key.split('/').any(|s| s == ".." || s == ".") {
+            return None;
+        }
+        Some((bucket.to_string(), key.to_string()))
+    }
+
+    fn write_of<B>(&self, req: &http::Request<B>) -> Option<MarkerWrite> {
+        if req.uri().query().is_some() {
+            return None;
+        }
+        let (bucket, key) = Self::bucket_key(req.uri().path())?;
+        if !key.ends_with('/') {
+            return None;
+        }
+        let (file, folder) = (self.file(&bucket, &key), self.root.join(&bucket).join(&key));
+        let h = req.headers();
+        let kind = match *req.method() {
+            http::Method::DELETE => MarkerOp::Delete,
+            http::Method::PUT => {
+                let keep = || {
+                    h.iter()
+                        .filter(|(n, _)| {
+                            n.as_str() == "content-type" || n.as_str().starts_with("x-amz-meta-")
+                        })
+                        .filter_map(|(n, v)| Some((n.to_string(), v.to_str().ok()?.to_string())))
+                        .collect()
+                };
+                match h.get("x-amz-copy-source").and_then(|v| v.to_str().ok()) {
+                    None => MarkerOp::Put(keep()),
+                    Some(src) => {
+                        let (sb, sk) = Self::bucket_key(src)?;
+                        if !sk.ends_with('/') || !self.root.join(&sb).join(&sk).is_dir() {
+                            return None;
+                        }
+                        let replace = h
+                            .get("x-amz-metadata-directive")
+                            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"REPLACE"));
+                        if replace {
+                            MarkerOp::Put(keep())
+                        } else {
+                            MarkerOp::Copy(self.file(&sb, &sk))
+                        }
+                    }
+                }
+            }
+            _ => return None,
+        };
+        Some(MarkerWrite { file, folder, kind })
+    }
+
+    /// The store's answer, completed or corrected for a folder marker.
+    fn after(
+        w: MarkerWrite,
+        copy: bool,
+        resp: http::Response<s3s::Body>,
+    ) -> http::Response<s3s::Body> {
+        let status = resp.status();
+        let save = |headers: &[(String, String)]| {
+            if let Some(dir) = w.file.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = std::fs::write(&w.file, serde_json::to_vec(headers).unwrap_or_default());
+        };
+        match w.kind {
+            MarkerOp::Delete if status.is_success() => {
+                let _ = std::fs::remove_file(&w.file);
+                resp
+            }
+            MarkerOp::Put(headers) if !copy && status.is_success() => {
+                save(&headers);
+                resp
+            }
+            // s3s-fs cannot copy a folder (it answers 500; a refused signature stays refused).
+            kind @ (MarkerOp::Put(_) | MarkerOp::Copy(_)) if copy && status == 500 => {
+                let headers = match kind {
+                    MarkerOp::Put(h) => h,
+                    MarkerOp::Copy(src) => read_marker_headers(&src),
+                    MarkerOp::Delete => Vec::new(),
+                };
+                if std::fs::create_dir_all(&w.folder).is_err() {
+                    return resp;
+                }
+                save(&headers);
+                let body = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyObjectResult><LastModified>{}</LastModified><ETag>\"d41d8cd98f00b204e9800998ecf8427e\"</ETag></CopyObjectResult>",
+                    iso8601_now()
+                );
+                let mut r = http::Response::new(s3s::Body::from(body));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/xml"),
+                );
+                r
+            }
+            _ => resp,
+        }
+    }
+}
+
+fn read_marker_headers(file: &Path) -> Vec<(String, String)> {
+    std::fs::read(file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// The current time as S3's XML writes it (`2026-01-02T03:04:05.000Z`).
+fn iso8601_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A path-style HEAD or GET of an object key that is a folder on the store's disk.
+struct FolderKey {
+    head: bool,
+    /// The key ends in "/": a folder marker (s3s-fs keeps an empty "dir/" as the folder).
+    marker: bool,
+    modified: Option<std::time::SystemTime>,
+    /// The marker's Content-Type and user metadata, as written; `None` when no marker was
+    /// written (a folder s3s-fs made for the keys under it: S3 has no object there).
+    headers: Option<Vec<(String, String)>>,
+}
+
+fn folder_key<B>(markers: &FolderMarkers, req: &http::Request<B>) -> Option<FolderKey> {
+    let head = req.method() == http::Method::HEAD;
+    if !(head || req.method() == http::Method::GET) || req.uri().query().is_some() {
+        return None;
+    }
+    let (bucket, key) = FolderMarkers::bucket_key(req.uri().path())?;
+    let meta = std::fs::metadata(markers.root.join(&bucket).join(&key)).ok()?;
+    let marker = key.ends_with('/');
+    meta.is_dir().then(|| FolderKey {
+        head,
+        marker,
+        modified: meta.modified().ok(),
+        headers: if marker {
+            std::fs::read(markers.file(&bucket, &key))
+                .ok()
+                .map(|b| serde_json::from_slice(&b).unwrap_or_default())
+        } else {
+            None
+        },
+    })
+}
+
+/// What S3 answers where s3s-fs fails (500) on a folder: a folder marker ("dir/") that was
+/// written is an empty object with its headers; a folder s3s-fs made for the keys under it,
+/// or the folder's name without the slash ("dir"), is no object.
+fn folder_answer(f: FolderKey) -> http::Response<s3s::Body> {
+    let (found, headers) = match f.headers {
+        Some(h) if f.marker => (true, h),
+        _ => (false, Vec::new()),
+    };
+    let body = if f.head || found {
+        s3s::Body::empty()
+    } else {
+        s3s::Body::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"
+                .to_string(),
+        )
+    };
+    let mut resp = http::Response::new(body);
+    if !found {
+        *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    }
+    let h = resp.headers_mut();
+    if found {
+        h.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("0"),
+        );
+        h.insert(
+            http::header::ETAG,
+            http::HeaderValue::from_static("\"d41d8cd98f00b204e9800998ecf8427e\""),
+        );
+        if let Some(t) = f.modified {
+            if let Ok(v) = http::HeaderValue::from_str(&httpdate::fmt_http_date(t)) {
+                h.insert(http::header::LAST_MODIFIED, v);
+            }
+        }
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/octet-stream"),
+        );
+        for (n, v) in &headers {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(n.as_bytes()),
+                http::HeaderValue::from_str(v),
+            ) {
+                h.insert(n, v);
+            }
+        }
+    } else if !f.head {
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml"),
+        );
+    }
+    resp
+}
+
 impl Store {
     pub async fn start(root: &Path) -> Store {
         Store::start_on(root, ("127.0.0.1", 0)).await
@@ -227,6 +485,7 @@ impl Store {
         });
         let tls = acceptor.is_some();
         std::fs::create_dir_all(root).expect("store root");
+        let root_dir = root.to_path_buf();
         let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
         let mut b = s3s::service::S3ServiceBuilder::new(fs);
         b.set_auth(s3s::auth::SimpleAuth::from_single(UPSTREAM_AK, UPSTREAM_SK));
@@ -234,6 +493,9 @@ impl Store {
         let listener = TcpListener::bind(addr).await.expect("bind store");
         let addr = listener.local_addr().expect("addr");
         let (tx, mut rx) = oneshot::channel::<()>();
+        let markers = Arc::new(FolderMarkers {
+            root: root_dir.clone(),
+        });
         tokio::spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             loop {
@@ -247,12 +509,23 @@ impl Store {
                 // large writes. Bodies are sent in 256 KiB frames, so the store's peers see a
                 // store that writes like theirs.
                 let service = service.clone();
+                let markers = markers.clone();
                 let coalesced =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let service = service.clone();
+                        let folder = folder_key(&markers, &req);
+                        let write = markers.write_of(&req);
+                        let copy = req.headers().contains_key("x-amz-copy-source");
                         async move {
                             hyper::service::Service::call(&service, req)
                                 .await
+                                .map(|resp| match (folder, write) {
+                                    // s3s-fs answers a HEAD or GET of a key that is a folder on
+                                    // its disk with a 500 (it reads the folder as a file).
+                                    (Some(f), _) if resp.status() == 500 => folder_answer(f),
+                                    (_, Some(w)) => FolderMarkers::after(w, copy, resp),
+                                    _ => resp,
+                                })
                                 .map(|resp| {
                                     let len = resp
                                         .headers()

@@ -25,7 +25,7 @@ pub fn find(name: &str) -> Option<PathBuf> {
     if local.exists() {
         return Some(local);
     }
-    if name == "rclone" || name == "openssl" || name == "node" {
+    if ["rclone", "openssl", "node", "s3fs"].contains(&name) {
         for dir in std::env::var("PATH").unwrap_or_default().split(':') {
             let p = PathBuf::from(dir).join(name);
             if p.exists() {
