@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the real S3 clients and servers the test suite drives, into .tools/ (idempotent):
-#   - a Python venv with boto3, aws cli (v1), s3cmd and moto_server (S3 + KMS, checks no signatures)
+#   - a Python venv with boto3, aws cli (v1), s3cmd, minio-py and moto_server (S3 + KMS, checks no signatures)
 #   - rclone and s3fs-fuse (Debian packages; the s3fs test also needs /dev/fuse)
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
 VENV="$TOOLS/venv"
-STAMP="$TOOLS/.installed-v2"
+STAMP="$TOOLS/.installed-v3"
 mkdir -p "$TOOLS/bin"
 
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && command -v rclone >/dev/null \
@@ -31,7 +31,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check \
-  "boto3>=1.40" "awscli>=1.38" "s3cmd==2.4.0" "moto[s3]==5.2.5" flask flask-cors pyotp
+  "boto3>=1.40" "awscli>=1.38" "s3cmd==2.4.0" "moto[s3]==5.2.5" "minio==7.2.20" flask flask-cors pyotp
 # The JS SDK v3 (npm), for its aws-chunked uploads and lib-storage multipart.
 if command -v npm >/dev/null; then
   mkdir -p "$TOOLS/node"

@@ -942,6 +942,14 @@ async fn handle_inner(
 
     // 3b. Bucket mapping: the tenant's bucket → upstream bucket and prefix (mapping.rs).
     let mut query = query;
+    if matches!(
+        op,
+        Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions | Op::ListMultipartUploads
+    ) {
+        // S3 reads an empty `delimiter=` (minio-py sends one on recursive listings) as none;
+        // some stores (s3s-fs) read it as a delimiter.
+        query.retain(|(k, v)| !(k == "delimiter" && v.is_empty()));
+    }
     let mut parts = parts;
     if op == Op::ListBuckets && authed.tenant.buckets.is_some() {
         let xml = crate::mapping::list_buckets_xml(&authed.tenant);

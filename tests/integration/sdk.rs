@@ -465,3 +465,45 @@ async fn plain_http_listener_works_when_configured() {
         Some(&b"plain"[..])
     );
 }
+
+/// An empty `delimiter=` (minio-py sends one on every recursive listing) means no delimiter
+/// in S3: every key is listed, none is folded into a common prefix. s3s-fs reads it as a
+/// delimiter; Chmura drops it before the store sees it.
+#[tokio::test]
+async fn an_empty_delimiter_lists_every_key() {
+    let env = Env::start().await;
+    env.make_bucket("emptydelim");
+    let s3 = env.proxy.sdk_client();
+    for key in ["a/b.txt", "a/c/d.txt", "e.txt"] {
+        s3.put_object()
+            .bucket("emptydelim")
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .expect("put");
+    }
+    let v2 = s3
+        .list_objects_v2()
+        .bucket("emptydelim")
+        .delimiter("")
+        .send()
+        .await
+        .expect("list v2");
+    let keys: Vec<_> = v2.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["a/b.txt", "a/c/d.txt", "e.txt"]);
+    assert!(
+        v2.common_prefixes().is_empty(),
+        "{:?}",
+        v2.common_prefixes()
+    );
+    let v1 = s3
+        .list_objects()
+        .bucket("emptydelim")
+        .delimiter("")
+        .send()
+        .await
+        .expect("list v1");
+    let keys: Vec<_> = v1.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["a/b.txt", "a/c/d.txt", "e.txt"]);
+}
