@@ -211,7 +211,8 @@ pub(crate) fn parse_credential<'a>(
                 "The authorization header is malformed; the region '{}' is wrong; expecting '{}'",
                 parts[2], s.region
             ),
-        ));
+        )
+        .with_element("Region", s.region));
     }
     Ok(Credential {
         access_key_id: parts[0],

@@ -27,6 +27,10 @@ pub struct S3Error {
     pub source: ErrorSource,
     /// Extra context for logs only (never sent to the client).
     pub detail: Option<String>,
+    /// Elements S3 adds to the error document for some codes (`Region` for a credential
+    /// scoped to the wrong region, which s3cmd reads to retry there; `RangeRequested` and
+    /// `ActualObjectSize` for InvalidRange), in document order.
+    pub elements: Vec<(&'static str, String)>,
 }
 
 impl S3Error {
@@ -37,6 +41,7 @@ impl S3Error {
             message: message.into(),
             source: ErrorSource::Client,
             detail: None,
+            elements: Vec::new(),
         }
     }
 
@@ -65,6 +70,12 @@ impl S3Error {
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds an element to the error document (after Message, before Resource).
+    pub fn with_element(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.elements.push((name, value.into()));
         self
     }
 
@@ -107,8 +118,13 @@ impl S3Error {
 
     /// Renders the XML error document.
     pub fn to_xml(&self, resource: &str, request_id: &str) -> String {
+        let extra: String = self
+            .elements
+            .iter()
+            .map(|(n, v)| format!("<{n}>{}</{n}>", xml_escape(v)))
+            .collect();
         format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId><HostId>{}</HostId></Error>",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>{extra}<Resource>{}</Resource><RequestId>{}</RequestId><HostId>{}</HostId></Error>",
             self.code,
             xml_escape(&self.message),
             xml_escape(resource),

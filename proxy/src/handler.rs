@@ -2299,9 +2299,22 @@ fn if_range_holds(if_range: Option<&HeaderValue>, store: &HeaderMap) -> bool {
     }
 }
 
-fn range_not_satisfiable(len: u64, resource: &str) -> Response<ResponseBody> {
+/// 416 InvalidRange with S3's `RangeRequested` and `ActualObjectSize` elements.
+fn range_not_satisfiable(
+    len: u64,
+    resource: &str,
+    r: (Option<u64>, Option<u64>),
+) -> Response<ResponseBody> {
+    let requested = match r {
+        (Some(a), Some(b)) => format!("bytes={a}-{b}"),
+        (Some(a), None) => format!("bytes={a}-"),
+        (None, Some(n)) => format!("bytes=-{n}"),
+        (None, None) => "bytes=".to_string(),
+    };
     let mut e = error_response(
-        &S3Error::new("InvalidRange", "The requested range is not satisfiable"),
+        &S3Error::new("InvalidRange", "The requested range is not satisfiable")
+            .with_element("RangeRequested", requested)
+            .with_element("ActualObjectSize", len.to_string()),
         resource,
         "",
         false,
@@ -2481,7 +2494,7 @@ async fn get_encrypted(
         (None, None) => return Err(S3Error::internal("range vanished")),
     };
     let Ok((a, b)) = resolve_range(range, env.plain_len) else {
-        return Ok(range_not_satisfiable(env.plain_len, &what));
+        return Ok(range_not_satisfiable(env.plain_len, &what, range));
     };
     let p = layout::range_plan(env.plain_len, a, b);
     let okey = open_key(state, &env, tenant, bucket, key).await?;
@@ -3600,7 +3613,7 @@ async fn head_encrypted(
     } else if let Some(r) = range.filter(|r| !suffix_of_empty(*r, env.plain_len)) {
         // HeadObject with Range: the headers a GET of that range would have (S3).
         let Ok((a, b)) = resolve_range(r, env.plain_len) else {
-            return Ok(range_not_satisfiable(env.plain_len, ""));
+            return Ok(range_not_satisfiable(env.plain_len, "", r));
         };
         length = b - a + 1;
         rp.status = http::StatusCode::PARTIAL_CONTENT;

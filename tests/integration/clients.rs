@@ -1281,3 +1281,104 @@ async fn minio_py_suite_encrypted_on_moto() {
         "the store holds ciphertext"
     );
 }
+
+/// s3cmd as `s3cmd --configure` leaves it: `bucket_location = US`, so it signs for region
+/// "US" until the AuthorizationHeaderMalformed error names the right one in `<Region>` (as
+/// S3's does). Then the everyday commands, encryption on: mb, put, info, modify (a copy onto
+/// itself), cp, mv, sync twice (the second sends nothing), du, ls -r, get, del -r.
+#[tokio::test]
+async fn s3cmd_with_its_default_region_and_everyday_commands() {
+    let Some(s3cmd) = require(
+        "s3cmd",
+        "s3cmd_with_its_default_region_and_everyday_commands",
+    ) else {
+        return;
+    };
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    let work = env.dir.path().join("s3cmd-us");
+    std::fs::create_dir_all(work.join("tree")).expect("work");
+    let cfg = work.join("s3cfg");
+    let host = format!("localhost:{}", env.proxy.addr.port());
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\naccess_key = {TENANT_AK}\nsecret_key = {TENANT_SK}\nhost_base = {host}\nhost_bucket = {host}\nuse_https = True\nca_certs_file = {}\ncheck_ssl_certificate = True\n",
+            env.proxy.certs.ca_file.display()
+        ),
+    )
+    .expect("cfg");
+    let one = write_file(&work.join("one.bin"), 2_000_003, 41);
+    for i in 0..3 {
+        write_file(&work.join(format!("tree/f{i}")), 10_000 + i, 50 + i as u64);
+    }
+    let cmd = |args: &[&str]| {
+        let mut c = isolated(&s3cmd, &env);
+        c.arg("-c").arg(&cfg).args(args);
+        c
+    };
+    let text = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let p = |name: &str| work.join(name).display().to_string();
+    run(cmd(&["mb", "s3://s3cmd-us"])).await;
+    let put = run(cmd(&["put", &p("one.bin"), "s3://s3cmd-us/one.bin"])).await;
+    assert!(!text(&put).contains("WARNING"), "{}", text(&put));
+    let info = run(cmd(&["info", "s3://s3cmd-us/one.bin"])).await;
+    assert!(text(&info).contains("2000003"), "{}", text(&info));
+    run(cmd(&[
+        "modify",
+        "--add-header=x-amz-meta-colour:blue",
+        "s3://s3cmd-us/one.bin",
+    ]))
+    .await;
+    let info = run(cmd(&["info", "s3://s3cmd-us/one.bin"])).await;
+    assert!(text(&info).contains("blue"), "{}", text(&info));
+    run(cmd(&[
+        "cp",
+        "s3://s3cmd-us/one.bin",
+        "s3://s3cmd-us/two.bin",
+    ]))
+    .await;
+    run(cmd(&[
+        "mv",
+        "s3://s3cmd-us/two.bin",
+        "s3://s3cmd-us/three.bin",
+    ]))
+    .await;
+    let tree = format!("{}/", p("tree"));
+    run(cmd(&["sync", &tree, "s3://s3cmd-us/tree/"])).await;
+    let again = run(cmd(&["sync", &tree, "s3://s3cmd-us/tree/"])).await;
+    assert!(
+        !text(&again).contains("upload:"),
+        "the second sync sent files again: {}",
+        text(&again)
+    );
+    let du = run(cmd(&["du", "s3://s3cmd-us"])).await;
+    let total = 2 * 2_000_003 + 10_000 + 10_001 + 10_002;
+    assert!(
+        text(&du).contains(&total.to_string()),
+        "du counts plaintext sizes ({total}): {}",
+        text(&du)
+    );
+    let ls = run(cmd(&["ls", "-r", "s3://s3cmd-us"])).await;
+    assert_eq!(text(&ls).lines().count(), 5, "{}", text(&ls));
+    run(cmd(&[
+        "get",
+        "--force",
+        "s3://s3cmd-us/three.bin",
+        &p("back.bin"),
+    ]))
+    .await;
+    assert!(std::fs::read(work.join("back.bin")).expect("back") == one);
+    run(cmd(&["del", "--recursive", "--force", "s3://s3cmd-us/"])).await;
+    let ls = run(cmd(&["ls", "-r", "s3://s3cmd-us"])).await;
+    assert_eq!(text(&ls).trim(), "", "everything deleted");
+}

@@ -693,4 +693,17 @@ async fn error_documents_carry_this_requests_id() {
             "{what}: {body}"
         );
     }
+    // S3's InvalidRange names the range and the object's (plaintext) size.
+    let body = past_end
+        .raw_response()
+        .expect("raw")
+        .body()
+        .bytes()
+        .expect("body");
+    let body = std::str::from_utf8(body).expect("utf8");
+    assert!(
+        body.contains("<RangeRequested>bytes=20-30</RangeRequested>")
+            && body.contains("<ActualObjectSize>10</ActualObjectSize>"),
+        "{body}"
+    );
 }

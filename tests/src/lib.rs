@@ -316,6 +316,134 @@ impl FolderMarkers {
     }
 }
 
+/// A ListObjects (v1 or v2) request: a GET of a bucket with no sub-resource.
+fn object_listing<B>(req: &http::Request<B>) -> bool {
+    const SUBRESOURCES: &[&str] = &[
+        "uploads",
+        "versions",
+        "location",
+        "versioning",
+        "tagging",
+        "policy",
+        "acl",
+        "cors",
+        "lifecycle",
+        "encryption",
+        "object-lock",
+        "ownershipControls",
+        "publicAccessBlock",
+        "policyStatus",
+        "website",
+        "logging",
+        "notification",
+        "replication",
+        "accelerate",
+        "requestPayment",
+        "analytics",
+        "metrics",
+        "inventory",
+        "intelligent-tiering",
+    ];
+    let bucket_only = !req.uri().path().trim_matches('/').contains('/');
+    req.method() == http::Method::GET
+        && bucket_only
+        && req.uri().path() != "/"
+        && !req.uri().query().unwrap_or("").split('&').any(|p| {
+            let name = p.split('=').next().unwrap_or("");
+            SUBRESOURCES.contains(&name)
+        })
+}
+
+impl FolderMarkers {
+    /// s3s-fs 0.14.1 lists objects without their ETags (S3 always lists them; s3cmd's sync
+    /// compares them). Adds each one: the ETag s3s-fs saved with the object, else the MD5
+    /// of its file (an empty object's for a folder).
+    async fn with_etags(&self, resp: http::Response<s3s::Body>) -> http::Response<s3s::Body> {
+        use http_body_util::BodyExt;
+        let (mut parts, body) = resp.into_parts();
+        let Ok(collected) = body.collect().await else {
+            return http::Response::from_parts(parts, s3s::Body::empty());
+        };
+        let xml = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+        let bucket = between(&xml, "<Name>", "</Name>").unwrap_or_default();
+        let url_encoded = xml.contains("<EncodingType>url</EncodingType>");
+        let mut out = String::with_capacity(xml.len() + 64);
+        let mut rest = xml.as_str();
+        while let Some(i) = rest.find("<Contents>") {
+            let end = rest[i..].find("</Contents>").map_or(rest.len(), |e| i + e);
+            let entry = &rest[i..end];
+            out.push_str(&rest[..i]);
+            match between(entry, "<Key>", "</Key>") {
+                Some(key) if !entry.contains("<ETag>") => {
+                    let key = xml_unescape(&key);
+                    let key = if url_encoded {
+                        percent_encoding::percent_decode_str(&key)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    } else {
+                        key
+                    };
+                    let etag = self.etag_of(&bucket, &key);
+                    let at = entry
+                        .find("</Key>")
+                        .map_or(entry.len(), |k| k + "</Key>".len());
+                    out.push_str(&entry[..at]);
+                    out.push_str(&format!("<ETag>&quot;{etag}&quot;</ETag>"));
+                    out.push_str(&entry[at..]);
+                }
+                _ => out.push_str(entry),
+            }
+            rest = &rest[end..];
+        }
+        out.push_str(rest);
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(out.len()),
+        );
+        http::Response::from_parts(parts, s3s::Body::from(out))
+    }
+
+    fn etag_of(&self, bucket: &str, key: &str) -> String {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let info = self.root.join(format!(
+            ".bucket-{}.object-{}.internal.json",
+            b64(bucket),
+            b64(key)
+        ));
+        let saved = std::fs::read(info)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("e_tag")?.as_str().map(str::to_string));
+        if let Some(e) = saved {
+            return e;
+        }
+        use md5::Digest as _;
+        let mut h = md5::Md5::new();
+        if let Ok(mut f) = std::fs::File::open(self.root.join(bucket).join(key)) {
+            if f.metadata().is_ok_and(|m| m.is_file()) {
+                let _ = std::io::copy(&mut f, &mut h);
+            }
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+fn between(s: &str, open: &str, close: &str) -> Option<String> {
+    let a = s.find(open)? + open.len();
+    let b = s[a..].find(close)? + a;
+    Some(s[a..b].to_string())
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
 fn read_marker_headers(file: &Path) -> Vec<(String, String)> {
     std::fs::read(file)
         .ok()
@@ -516,24 +644,26 @@ impl Store {
                         let folder = folder_key(&markers, &req);
                         let write = markers.write_of(&req);
                         let copy = req.headers().contains_key("x-amz-copy-source");
+                        let listing = object_listing(&req).then(|| markers.clone());
                         async move {
-                            hyper::service::Service::call(&service, req)
-                                .await
-                                .map(|resp| match (folder, write) {
-                                    // s3s-fs answers a HEAD or GET of a key that is a folder on
-                                    // its disk with a 500 (it reads the folder as a file).
-                                    (Some(f), _) if resp.status() == 500 => folder_answer(f),
-                                    (_, Some(w)) => FolderMarkers::after(w, copy, resp),
-                                    _ => resp,
-                                })
-                                .map(|resp| {
-                                    let len = resp
-                                        .headers()
-                                        .get(http::header::CONTENT_LENGTH)
-                                        .and_then(|v| v.to_str().ok())
-                                        .and_then(|v| v.parse::<u64>().ok());
-                                    resp.map(|b| FillBody::new(b, 64 * 1024, len))
-                                })
+                            let resp = hyper::service::Service::call(&service, req).await?;
+                            let resp = match (folder, write) {
+                                // s3s-fs answers a HEAD or GET of a key that is a folder on
+                                // its disk with a 500 (it reads the folder as a file).
+                                (Some(f), _) if resp.status() == 500 => folder_answer(f),
+                                (_, Some(w)) => FolderMarkers::after(w, copy, resp),
+                                _ => resp,
+                            };
+                            let resp = match listing {
+                                Some(m) if resp.status() == 200 => m.with_etags(resp).await,
+                                _ => resp,
+                            };
+                            let len = resp
+                                .headers()
+                                .get(http::header::CONTENT_LENGTH)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<u64>().ok());
+                            Ok::<_, s3s::HttpError>(resp.map(|b| FillBody::new(b, 64 * 1024, len)))
                         }
                     });
                 let http = http.clone();
