@@ -96,6 +96,17 @@ pub fn checks(
             vec![bkt("s3:PutBucketPublicAccessBlock")]
         }
         Op::GetBucketPolicyStatus => vec![bkt("s3:GetBucketPolicyStatus")],
+        Op::GetBucketLogging => vec![bkt("s3:GetBucketLogging")],
+        Op::PutBucketLogging => vec![bkt("s3:PutBucketLogging")],
+        Op::GetBucketWebsite => vec![bkt("s3:GetBucketWebsite")],
+        Op::PutBucketWebsite => vec![bkt("s3:PutBucketWebsite")],
+        Op::DeleteBucketWebsite => vec![bkt("s3:DeleteBucketWebsite")],
+        Op::GetBucketRequestPayment => vec![bkt("s3:GetBucketRequestPayment")],
+        Op::PutBucketRequestPayment => vec![bkt("s3:PutBucketRequestPayment")],
+        Op::GetBucketNotificationConfiguration => vec![bkt("s3:GetBucketNotification")],
+        Op::PutBucketNotificationConfiguration => vec![bkt("s3:PutBucketNotification")],
+        Op::GetBucketAccelerateConfiguration => vec![bkt("s3:GetAccelerateConfiguration")],
+        Op::PutBucketAccelerateConfiguration => vec![bkt("s3:PutAccelerateConfiguration")],
         // Per key, by the caller (the keys are in the body).
         Op::DeleteObjects => vec![],
         Op::GetObject | Op::HeadObject => {
@@ -562,6 +573,18 @@ mod tests {
             vec!["s3:PutBucketPublicAccessBlock"]
         );
         assert_eq!(a(Op::DeleteBucketCors, &[]), vec!["s3:PutBucketCORS"]);
+        assert_eq!(
+            a(Op::PutBucketNotificationConfiguration, &[]),
+            vec!["s3:PutBucketNotification"]
+        );
+        assert_eq!(
+            a(Op::GetBucketAccelerateConfiguration, &[]),
+            vec!["s3:GetAccelerateConfiguration"]
+        );
+        assert_eq!(
+            a(Op::DeleteBucketWebsite, &[]),
+            vec!["s3:DeleteBucketWebsite"]
+        );
         let mut ch = HeaderMap::new();
         ch.insert("x-amz-copy-source", "/src/a%20b".parse().unwrap());
         let c = checks(Op::CopyObject, Some("b"), "k", &[], &ch);

@@ -47,6 +47,17 @@ pub enum Op {
     PutPublicAccessBlock,
     DeletePublicAccessBlock,
     GetBucketPolicyStatus,
+    GetBucketLogging,
+    PutBucketLogging,
+    GetBucketWebsite,
+    PutBucketWebsite,
+    DeleteBucketWebsite,
+    GetBucketRequestPayment,
+    PutBucketRequestPayment,
+    GetBucketNotificationConfiguration,
+    PutBucketNotificationConfiguration,
+    GetBucketAccelerateConfiguration,
+    PutBucketAccelerateConfiguration,
     DeleteObjects,
     // Object
     GetObject,
@@ -115,6 +126,17 @@ impl Op {
             Op::PutPublicAccessBlock => "PutPublicAccessBlock",
             Op::DeletePublicAccessBlock => "DeletePublicAccessBlock",
             Op::GetBucketPolicyStatus => "GetBucketPolicyStatus",
+            Op::GetBucketLogging => "GetBucketLogging",
+            Op::PutBucketLogging => "PutBucketLogging",
+            Op::GetBucketWebsite => "GetBucketWebsite",
+            Op::PutBucketWebsite => "PutBucketWebsite",
+            Op::DeleteBucketWebsite => "DeleteBucketWebsite",
+            Op::GetBucketRequestPayment => "GetBucketRequestPayment",
+            Op::PutBucketRequestPayment => "PutBucketRequestPayment",
+            Op::GetBucketNotificationConfiguration => "GetBucketNotificationConfiguration",
+            Op::PutBucketNotificationConfiguration => "PutBucketNotificationConfiguration",
+            Op::GetBucketAccelerateConfiguration => "GetBucketAccelerateConfiguration",
+            Op::PutBucketAccelerateConfiguration => "PutBucketAccelerateConfiguration",
             Op::DeleteObjects => "DeleteObjects",
             Op::GetObject => "GetObject",
             Op::HeadObject => "HeadObject",
@@ -212,6 +234,11 @@ const SUBRESOURCES: &[&str] = &[
     "ownershipControls",
     "publicAccessBlock",
     "policyStatus",
+    "logging",
+    "website",
+    "requestPayment",
+    "notification",
+    "accelerate",
 ];
 
 /// Classifies a request. `bucket`/`key` come from the addressing step (`key` is empty for
@@ -286,6 +313,17 @@ pub fn classify(
             ("PUT", Some("publicAccessBlock")) => Op::PutPublicAccessBlock,
             ("DELETE", Some("publicAccessBlock")) => Op::DeletePublicAccessBlock,
             ("GET", Some("policyStatus")) => Op::GetBucketPolicyStatus,
+            ("GET", Some("logging")) => Op::GetBucketLogging,
+            ("PUT", Some("logging")) => Op::PutBucketLogging,
+            ("GET", Some("website")) => Op::GetBucketWebsite,
+            ("PUT", Some("website")) => Op::PutBucketWebsite,
+            ("DELETE", Some("website")) => Op::DeleteBucketWebsite,
+            ("GET", Some("requestPayment")) => Op::GetBucketRequestPayment,
+            ("PUT", Some("requestPayment")) => Op::PutBucketRequestPayment,
+            ("GET", Some("notification")) => Op::GetBucketNotificationConfiguration,
+            ("PUT", Some("notification")) => Op::PutBucketNotificationConfiguration,
+            ("GET", Some("accelerate")) => Op::GetBucketAccelerateConfiguration,
+            ("PUT", Some("accelerate")) => Op::PutBucketAccelerateConfiguration,
             ("POST", Some("delete")) => Op::DeleteObjects,
             // A form upload carries everything in its body: any query parameter (an
             // uploadId, say) would make the store do something else than the form says.
@@ -350,6 +388,41 @@ mod tests {
         bool,
         Option<Op>,
     );
+
+    #[test]
+    fn bucket_configuration_subresources() {
+        use Method as M;
+        for (m, sub, op) in [
+            (M::GET, "logging", Op::GetBucketLogging),
+            (M::PUT, "logging", Op::PutBucketLogging),
+            (M::GET, "website", Op::GetBucketWebsite),
+            (M::PUT, "website", Op::PutBucketWebsite),
+            (M::DELETE, "website", Op::DeleteBucketWebsite),
+            (M::GET, "requestPayment", Op::GetBucketRequestPayment),
+            (M::PUT, "requestPayment", Op::PutBucketRequestPayment),
+            (
+                M::GET,
+                "notification",
+                Op::GetBucketNotificationConfiguration,
+            ),
+            (
+                M::PUT,
+                "notification",
+                Op::PutBucketNotificationConfiguration,
+            ),
+            (M::GET, "accelerate", Op::GetBucketAccelerateConfiguration),
+            (M::PUT, "accelerate", Op::PutBucketAccelerateConfiguration),
+        ] {
+            assert_eq!(
+                c(m.clone(), Some("b"), "", sub, false),
+                Some(op),
+                "{m} ?{sub}"
+            );
+            assert_eq!(op.name(), format!("{op:?}"));
+            // On a key they are no object operation.
+            assert_eq!(c(m, Some("b"), "k", sub, false), None, "?{sub} on a key");
+        }
+    }
 
     #[test]
     fn table() {
@@ -519,7 +592,8 @@ mod tests {
                 Some(Op::GetBucketOwnershipControls),
             ),
             // Unknown sub-resources and methods are not classified.
-            (M::GET, Some("b"), "", "website", false, None),
+            (M::GET, Some("b"), "", "replication", false, None),
+            (M::GET, Some("b"), "", "inventory", false, None),
             (M::POST, Some("b"), "k", "retention", false, None),
             (M::GET, Some("b"), "k", "object-lock", false, None),
             (M::POST, Some("b"), "k", "select&select-type=2", false, None),
