@@ -241,6 +241,12 @@ const SUBRESOURCES: &[&str] = &[
     "accelerate",
 ];
 
+/// Whether a query parameter selects a sub-resource (an operation other than the plain
+/// object or bucket one), as far as Chmura knows them.
+pub fn is_subresource(name: &str) -> bool {
+    SUBRESOURCES.contains(&name)
+}
+
 /// Classifies a request. `bucket`/`key` come from the addressing step (`key` is empty for
 /// bucket-level requests). Returns `None` when the request is not an operation Chmura supports.
 pub fn classify(

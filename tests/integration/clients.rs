@@ -1191,16 +1191,12 @@ async fn s3fs_fuse_file_system_on_encrypted_bucket() {
 #[tokio::test]
 async fn s3fs_fuse_file_system_on_moto() {
     let test = "s3fs_fuse_file_system_on_moto";
-    let (Some(s3fs), Some(moto)) = (s3fs_or_skip(test), require("moto_server", test)) else {
+    let Some(s3fs) = s3fs_or_skip(test) else {
         return;
     };
-    let moto = chmura_tests::Moto::start(&moto).await;
-    let env = Env::start_with(ProxyOptions {
-        encrypt: true,
-        upstream_endpoint: Some(moto.endpoint.clone()),
-        ..Default::default()
-    })
-    .await;
+    let Some((moto, env)) = chmura_tests::encrypted_env_on_moto(test).await else {
+        return;
+    };
     env.proxy
         .sdk_client()
         .create_bucket()
@@ -1238,16 +1234,12 @@ async fn s3fs_fuse_file_system_on_moto() {
 #[tokio::test]
 async fn minio_py_suite_encrypted_on_moto() {
     let test = "minio_py_suite_encrypted_on_moto";
-    let (Some(python), Some(moto)) = (require("python", test), require("moto_server", test)) else {
+    let Some(python) = require("python", test) else {
         return;
     };
-    let moto = chmura_tests::Moto::start(&moto).await;
-    let env = Env::start_with(ProxyOptions {
-        encrypt: true,
-        upstream_endpoint: Some(moto.endpoint.clone()),
-        ..Default::default()
-    })
-    .await;
+    let Some((moto, env)) = chmura_tests::encrypted_env_on_moto(test).await else {
+        return;
+    };
     let work = env.dir.path().join("minio");
     std::fs::create_dir_all(&work).expect("work");
     let mut c = isolated(&python, &env);
@@ -1393,16 +1385,11 @@ async fn bucket_configuration_passes_through_on_moto() {
         LoggingEnabled, NotificationConfiguration, Payer, RequestPaymentConfiguration,
         WebsiteConfiguration,
     };
-    let Some(moto) = require("moto_server", "bucket_configuration_passes_through_on_moto") else {
+    let Some((_moto, env)) =
+        chmura_tests::encrypted_env_on_moto("bucket_configuration_passes_through_on_moto").await
+    else {
         return;
     };
-    let moto = chmura_tests::Moto::start(&moto).await;
-    let env = Env::start_with(ProxyOptions {
-        encrypt: true,
-        upstream_endpoint: Some(moto.endpoint.clone()),
-        ..Default::default()
-    })
-    .await;
     let s3 = env.proxy.sdk_client();
     for b in ["conf-bucket", "conf-logs"] {
         s3.create_bucket().bucket(b).send().await.expect("bucket");

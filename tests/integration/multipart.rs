@@ -18,19 +18,7 @@ async fn encrypted_env() -> Env {
     .await
 }
 
-/// Chmura with encryption on in front of moto_server (for what s3s-fs lacks); `None` (the
-/// test skips) when moto is not installed and not required.
-async fn encrypted_env_on_moto(test: &str) -> Option<(chmura_tests::Moto, Env)> {
-    let program = chmura_tests::tools::require("moto_server", test)?;
-    let moto = chmura_tests::Moto::start(&program).await;
-    let env = Env::start_with(ProxyOptions {
-        encrypt: true,
-        upstream_endpoint: Some(moto.endpoint.clone()),
-        ..Default::default()
-    })
-    .await;
-    Some((moto, env))
-}
+use chmura_tests::encrypted_env_on_moto;
 
 /// A second Chmura over the same store with the same keyring.
 async fn replica(env: &Env) -> Proxy {

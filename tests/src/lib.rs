@@ -318,39 +318,13 @@ impl FolderMarkers {
 
 /// A ListObjects (v1 or v2) request: a GET of a bucket with no sub-resource.
 fn object_listing<B>(req: &http::Request<B>) -> bool {
-    const SUBRESOURCES: &[&str] = &[
-        "uploads",
-        "versions",
-        "location",
-        "versioning",
-        "tagging",
-        "policy",
-        "acl",
-        "cors",
-        "lifecycle",
-        "encryption",
-        "object-lock",
-        "ownershipControls",
-        "publicAccessBlock",
-        "policyStatus",
-        "website",
-        "logging",
-        "notification",
-        "replication",
-        "accelerate",
-        "requestPayment",
-        "analytics",
-        "metrics",
-        "inventory",
-        "intelligent-tiering",
-    ];
     let bucket_only = !req.uri().path().trim_matches('/').contains('/');
     req.method() == http::Method::GET
         && bucket_only
         && req.uri().path() != "/"
         && !req.uri().query().unwrap_or("").split('&').any(|p| {
             let name = p.split('=').next().unwrap_or("");
-            SUBRESOURCES.contains(&name)
+            chmura_proxy::ops::is_subresource(name)
         })
 }
 
@@ -453,26 +427,15 @@ fn read_marker_headers(file: &Path) -> Vec<(String, String)> {
 
 /// The current time as S3's XML writes it (`2026-01-02T03:04:05.000Z`).
 fn iso8601_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let t = raw::amz_date(std::time::SystemTime::now()); // YYYYMMDDTHHMMSSZ
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
+        "{}-{}-{}T{}:{}:{}.000Z",
+        &t[0..4],
+        &t[4..6],
+        &t[6..8],
+        &t[9..11],
+        &t[11..13],
+        &t[13..15]
     )
 }
 
@@ -985,6 +948,20 @@ impl Env {
     pub fn make_bucket(&self, name: &str) {
         std::fs::create_dir_all(self.store.root.join(name)).expect("bucket dir");
     }
+}
+
+/// Chmura with encryption on in front of moto_server (for what s3s-fs lacks); `None` (the
+/// test skips) when moto is not installed and not required.
+pub async fn encrypted_env_on_moto(test: &str) -> Option<(Moto, Env)> {
+    let program = tools::require("moto_server", test)?;
+    let moto = Moto::start(&program).await;
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        upstream_endpoint: Some(moto.endpoint.clone()),
+        ..Default::default()
+    })
+    .await;
+    Some((moto, env))
 }
 
 /// Deterministic pseudo-random bytes (xorshift), for bodies whose content matters.
