@@ -401,8 +401,10 @@ where
                 Poll::Ready(Some(Ok(f))) => match f.into_data() {
                     Ok(d) => {
                         let b = buf.get_or_insert_with(|| {
-                            let mut b =
-                                bytes::BytesMut::with_capacity(self.target.max(len + d.len()));
+                            // Room for a few more frames like these, not the whole target:
+                            // two small frames do not take a 256 KiB buffer.
+                            let room = (4 * (len + d.len())).min(self.target).max(len + d.len());
+                            let mut b = bytes::BytesMut::with_capacity(room);
                             b.extend_from_slice(&first);
                             b
                         });
