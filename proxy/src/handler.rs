@@ -942,10 +942,11 @@ async fn handle_inner(
 
     // 3b. Bucket mapping: the tenant's bucket → upstream bucket and prefix (mapping.rs).
     let mut query = query;
-    if matches!(
+    let listing = matches!(
         op,
         Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions | Op::ListMultipartUploads
-    ) {
+    );
+    if listing {
         // S3 reads an empty `delimiter=` (minio-py sends one on recursive listings) as none;
         // some stores (s3s-fs) read it as a delimiter.
         query.retain(|(k, v)| !(k == "delimiter" && v.is_empty()));
@@ -981,10 +982,6 @@ async fn handle_inner(
                 "bucket-level operation on a bucket mapped to a prefix of a shared upstream bucket",
             ));
         }
-        let listing = matches!(
-            op,
-            Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions | Op::ListMultipartUploads
-        );
         crate::mapping::map_query(&u, &mut query, listing)?;
         addr.key = up_key.clone();
         addr.bucket = Some(up_bucket.clone());

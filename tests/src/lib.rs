@@ -293,7 +293,7 @@ impl FolderMarkers {
             kind @ (MarkerOp::Put(_) | MarkerOp::Copy(_)) if copy && status == 500 => {
                 let headers = match kind {
                     MarkerOp::Put(h) => h,
-                    MarkerOp::Copy(src) => read_marker_headers(&src),
+                    MarkerOp::Copy(src) => read_marker_headers(&src).unwrap_or_default(),
                     MarkerOp::Delete => Vec::new(),
                 };
                 if std::fs::create_dir_all(&w.folder).is_err() {
@@ -339,7 +339,11 @@ impl FolderMarkers {
             return http::Response::from_parts(parts, s3s::Body::empty());
         };
         let xml = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
-        let bucket = between(&xml, "<Name>", "</Name>").unwrap_or_default();
+        use chmura_proxy::multipart::{tag_values, unescape};
+        let bucket = tag_values(&xml, "Name")
+            .first()
+            .map(|b| unescape(b))
+            .unwrap_or_default();
         let url_encoded = xml.contains("<EncodingType>url</EncodingType>");
         let mut out = String::with_capacity(xml.len() + 64);
         let mut rest = xml.as_str();
@@ -347,9 +351,9 @@ impl FolderMarkers {
             let end = rest[i..].find("</Contents>").map_or(rest.len(), |e| i + e);
             let entry = &rest[i..end];
             out.push_str(&rest[..i]);
-            match between(entry, "<Key>", "</Key>") {
+            match tag_values(entry, "Key").first() {
                 Some(key) if !entry.contains("<ETag>") => {
-                    let key = xml_unescape(&key);
+                    let key = unescape(key);
                     let key = if url_encoded {
                         percent_encoding::percent_decode_str(&key)
                             .decode_utf8_lossy()
@@ -370,7 +374,6 @@ impl FolderMarkers {
             rest = &rest[end..];
         }
         out.push_str(rest);
-        parts.headers.remove(http::header::CONTENT_LENGTH);
         parts.headers.insert(
             http::header::CONTENT_LENGTH,
             http::HeaderValue::from(out.len()),
@@ -404,25 +407,10 @@ impl FolderMarkers {
     }
 }
 
-fn between(s: &str, open: &str, close: &str) -> Option<String> {
-    let a = s.find(open)? + open.len();
-    let b = s[a..].find(close)? + a;
-    Some(s[a..b].to_string())
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
-
-fn read_marker_headers(file: &Path) -> Vec<(String, String)> {
-    std::fs::read(file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+/// A marker's kept headers; `None` when no marker was written there.
+fn read_marker_headers(file: &Path) -> Option<Vec<(String, String)>> {
+    let b = std::fs::read(file).ok()?;
+    Some(serde_json::from_slice(&b).unwrap_or_default())
 }
 
 /// The current time as S3's XML writes it (`2026-01-02T03:04:05.000Z`).
@@ -462,13 +450,9 @@ fn folder_key<B>(markers: &FolderMarkers, req: &http::Request<B>) -> Option<Fold
         head,
         marker,
         modified: meta.modified().ok(),
-        headers: if marker {
-            std::fs::read(markers.file(&bucket, &key))
-                .ok()
-                .map(|b| serde_json::from_slice(&b).unwrap_or_default())
-        } else {
-            None
-        },
+        headers: marker
+            .then(|| read_marker_headers(&markers.file(&bucket, &key)))
+            .flatten(),
     })
 }
 
