@@ -637,13 +637,20 @@ async fn main() {
         config = dir.path().join("chmura-pass-through.toml");
         std::fs::write(&config, pass_through_config(&text)).expect("write config");
     }
+    // Chmura's worker threads (`server.worker_threads`), for comparing settings.
+    if let Ok(n) = std::env::var("CHMURA_BENCH_WORKERS") {
+        let text = std::fs::read_to_string(&config).expect("config");
+        let text = text.replacen(
+            "[server]\n",
+            &format!("[server]\nworker_threads = {n}\n"),
+            1,
+        );
+        config = dir.path().join("chmura-workers.toml");
+        std::fs::write(&config, text).expect("write config");
+    }
     let mut cmd = Command::new(bin("chmura"));
     cmd.args(["serve", "--config", &config.display().to_string()])
         .env("CHMURA_LOG", "warn");
-    // Chmura's runtime threads (tokio reads TOKIO_WORKER_THREADS), for comparing settings.
-    if let Ok(n) = std::env::var("CHMURA_BENCH_WORKERS") {
-        cmd.env("TOKIO_WORKER_THREADS", n);
-    }
     let chmura = Proc(cmd.spawn().expect("chmura"));
     wait_port(proxy_port).await;
     let pid = chmura.0.id();

@@ -146,6 +146,7 @@ pub struct RawServer {
     pub max_header_bytes: Option<usize>,
     pub shutdown_grace_secs: Option<u64>,
     pub max_connections: Option<usize>,
+    pub worker_threads: Option<usize>,
     pub log_format: Option<String>,
     pub insecure_no_encryption: Option<bool>,
 }
@@ -230,6 +231,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub max_connections: usize,
+    /// Threads that accept and serve connections, each with its own runtime and its own pool
+    /// of store connections (a connection stays on the thread that accepted it).
+    pub worker_threads: usize,
     pub log_format: LogFormat,
 }
 
@@ -524,6 +528,22 @@ impl Config {
             max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024).max(8 * 1024),
             shutdown_grace_secs: s.shutdown_grace_secs.unwrap_or(30),
             max_connections: s.max_connections.unwrap_or(4096).max(1),
+            worker_threads: match s.worker_threads {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "server.worker_threads",
+                        "must be greater than 0 (omit it for one per CPU)",
+                    ))
+                }
+                Some(n) if n > 1024 => {
+                    return Err(ConfigError::new(
+                        "server.worker_threads",
+                        "must be at most 1024",
+                    ))
+                }
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
             log_format,
         };
 
@@ -1065,6 +1085,27 @@ secret_access_key_file = "acme.secret"
             !format!("{c:?}").contains("0123456789abcdefXYZ"),
             "secrets must not print"
         );
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cpus_and_refuse_zero() {
+        let d = fixture();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let c = Config::from_toml(GOOD, d.path()).unwrap();
+        assert_eq!(c.server.worker_threads, cpus);
+        let with = |n: &str| {
+            GOOD.replacen(
+                "region = \"us-east-1\"\n",
+                &format!("region = \"us-east-1\"\nworker_threads = {n}\n"),
+                1,
+            )
+        };
+        let c = Config::from_toml(&with("3"), d.path()).unwrap();
+        assert_eq!(c.server.worker_threads, 3);
+        for bad in ["0", "1025"] {
+            let e = Config::from_toml(&with(bad), d.path()).unwrap_err();
+            assert_eq!(e.path, "server.worker_threads", "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -70,7 +70,8 @@ impl State {
             _ => None,
         };
         let config_admin_token = config.admin.as_ref().and_then(|a| a.metrics_token.clone());
-        let upstream = upstream::Upstream::new(&config.upstream).await?;
+        let upstream =
+            upstream::Upstream::new(&config.upstream, config.server.worker_threads).await?;
         let metrics =
             metrics::Metrics::new_with(prometheus::Registry::new(), &upstream, kms.as_ref());
         Ok(State {

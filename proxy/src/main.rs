@@ -365,7 +365,9 @@ fn serve(path: PathBuf) -> ExitCode {
     init_tracing(config.server.log_format);
     chmura_proxy::install_crypto_provider();
     let config_admin = config.admin.as_ref().map(|a| a.listen);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // This runtime starts up, serves the admin listener and waits for a signal; requests run
+    // on `server.worker_threads` worker threads of their own (server::serve).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

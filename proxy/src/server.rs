@@ -69,6 +69,12 @@ pub struct Listeners {
 
 /// Serves until `shutdown` completes, then drains in-flight requests (bounded by
 /// `shutdown_grace_secs`) and returns.
+///
+/// Connections are accepted and served by `server.worker_threads` threads, each with its own
+/// single-threaded runtime and its own pool of store connections: a request, its store
+/// request and both TLS sessions run on one thread, with no task handed across threads.
+/// The admin listener and the readiness probe run on the caller's runtime. Dropping the
+/// returned future stops the workers at once (no drain).
 pub async fn serve(
     listeners: Listeners,
     state: Arc<State>,
@@ -77,12 +83,13 @@ pub async fn serve(
     let server = state.config.server.clone();
     let tls = tls_config(&server).map_err(std::io::Error::other)?;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
-    let handshake_timeout = Duration::from_secs(server.header_read_timeout_secs);
-    tokio::pin!(shutdown);
-    let mut listeners = listeners;
-    if let Some(admin) = listeners.admin.take() {
+    let Listeners {
+        tls: tls_listener,
+        insecure_http,
+        admin,
+    } = listeners;
+    if let Some(admin) = admin {
         tokio::spawn(crate::metrics::serve_admin(admin, state.clone()));
     }
     // Readiness: probe the store and the key provider now, then whenever they are idle.
@@ -95,113 +102,51 @@ pub async fn serve(
             }
         })
     };
-
-    loop {
-        let accept_plain = async {
-            match &listeners.insecure_http {
-                Some(l) => l.accept().await,
-                None => std::future::pending().await,
-            }
+    let _stop_prober = AbortOnDrop(prober);
+    let tls_listener = tls_listener.into_std()?;
+    let insecure_http = insecure_http.map(|l| l.into_std()).transpose()?;
+    // `true` asks the workers to drain; dropping the sender stops them at once.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let workers = server.worker_threads.max(1);
+    for index in 0..workers {
+        let worker = Worker {
+            index,
+            tls: tls_listener.try_clone()?,
+            insecure_http: insecure_http
+                .as_ref()
+                .map(std::net::TcpListener::try_clone)
+                .transpose()?,
+            acceptor: acceptor.clone(),
+            limit: limit.clone(),
+            state: state.clone(),
+            stop: stop_rx.clone(),
         };
-        let (stream, peer, is_tls) = tokio::select! {
-            () = &mut shutdown => break,
-            r = listeners.tls.accept() => match r {
-                Ok((s, p)) => (s, p, true),
-                Err(e) => { tracing::warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-            r = accept_plain => match r {
-                Ok((s, p)) => (s, p, false),
-                Err(e) => { tracing::warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, "connection limit reached; closing");
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let open = crate::metrics::ConnGuard::new(&state.metrics.open_connections);
-        let conn_info = ConnInfo {
-            peer,
-            tls: is_tls,
-            tls_version: None,
-        };
-        let st = state.clone();
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(server.header_read_timeout_secs))
-            .keep_alive(true)
-            // The read buffer also bounds how much body one read takes; header size is enforced by
-            // the handler (RequestHeaderSectionTooLarge), so the buffer may be larger.
-            .max_buf_size((server.max_header_bytes * 2).max(256 * 1024));
-        if is_tls {
-            let acceptor = acceptor.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _open = open;
-                let tls_stream = match tokio::time::timeout(
-                    handshake_timeout,
-                    acceptor.accept(BlockReader::new(stream)),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
-                        handshake_failed(&st, peer, "TLS handshake failed").await;
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(peer = %peer, "TLS handshake timed out");
-                        handshake_failed(&st, peer, "TLS handshake timed out").await;
-                        return;
-                    }
-                };
-                let version = match tls_stream.get_ref().1.protocol_version() {
-                    Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
-                    Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
-                    _ => "other",
-                };
-                st.metrics
-                    .tls_handshakes
-                    .with_label_values(&[version])
-                    .inc();
-                let info = ConnInfo {
-                    tls_version: Some(version),
-                    ..conn_info
-                };
-                let svc = service_fn(move |req| handle(st.clone(), info, req));
-                let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(peer = %peer, error = %e, "connection ended with error");
-                }
-            });
-        } else {
-            let svc = service_fn(move |req| handle(st.clone(), conn_info, req));
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            let fut = graceful.watch(conn);
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _open = open;
-                if let Err(e) = fut.await {
-                    tracing::debug!(peer = %peer, error = %e, "connection ended with error");
-                }
-            });
-        }
+        let done = done_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("chmura-worker-{index}"))
+            .spawn(move || {
+                let _ = done.send(worker.run());
+            })?;
     }
+    drop((tls_listener, insecure_http, done_tx, stop_rx));
+    tokio::pin!(shutdown);
+    // A worker ends early only when it could not start (its runtime or listener failed).
+    let early = tokio::select! {
+        () = &mut shutdown => None,
+        r = done_rx.recv() => Some(r.unwrap_or(Ok(()))),
+    };
     state
         .metrics
         .draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    drop(listeners);
-    prober.abort();
     tracing::info!("shutting down: draining in-flight requests");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(Duration::from_secs(server.shutdown_grace_secs)) => {
-            tracing::warn!("grace period over; closing remaining connections");
+    let _ = stop_tx.send(true);
+    let mut result = early.unwrap_or(Ok(()));
+    // Each worker drains within the grace period, so this ends.
+    while let Some(r) = done_rx.recv().await {
+        if result.is_ok() {
+            result = r;
         }
     }
     // Write what the audit queue holds and seal the log.
@@ -214,7 +159,162 @@ pub async fn serve(
         })
         .await;
     }
-    Ok(())
+    result
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One worker thread: accepts on its copy of the listeners and serves what it accepted.
+struct Worker {
+    index: usize,
+    tls: std::net::TcpListener,
+    insecure_http: Option<std::net::TcpListener>,
+    acceptor: TlsAcceptor,
+    limit: Arc<tokio::sync::Semaphore>,
+    state: Arc<State>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn run(self) -> std::io::Result<()> {
+        crate::upstream::set_worker(self.index);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(self.serve());
+        // Connections still open after the grace period end here.
+        rt.shutdown_timeout(Duration::from_secs(1));
+        result
+    }
+
+    async fn serve(self) -> std::io::Result<()> {
+        let Worker {
+            tls,
+            insecure_http,
+            acceptor,
+            limit,
+            state,
+            mut stop,
+            ..
+        } = self;
+        let tls = TcpListener::from_std(tls)?;
+        let insecure_http = insecure_http.map(TcpListener::from_std).transpose()?;
+        let server = state.config.server.clone();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let handshake_timeout = Duration::from_secs(server.header_read_timeout_secs);
+        let drain = loop {
+            let accept_plain = async {
+                match &insecure_http {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (stream, peer, is_tls) = tokio::select! {
+                r = stop.changed() => break r.is_ok(),
+                r = tls.accept() => match r {
+                    Ok((s, p)) => (s, p, true),
+                    Err(e) => { tracing::warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+                },
+                r = accept_plain => match r {
+                    Ok((s, p)) => (s, p, false),
+                    Err(e) => { tracing::warn!(error = %e, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+                },
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(peer = %peer, "connection limit reached; closing");
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let open = crate::metrics::ConnGuard::new(&state.metrics.open_connections);
+            let conn_info = ConnInfo {
+                peer,
+                tls: is_tls,
+                tls_version: None,
+            };
+            let st = state.clone();
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(server.header_read_timeout_secs))
+                .keep_alive(true)
+                // The read buffer also bounds how much body one read takes; header size is enforced by
+                // the handler (RequestHeaderSectionTooLarge), so the buffer may be larger.
+                .max_buf_size((server.max_header_bytes * 2).max(256 * 1024));
+            if is_tls {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _open = open;
+                    let tls_stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(BlockReader::new(stream)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+                            handshake_failed(&st, peer, "TLS handshake failed").await;
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(peer = %peer, "TLS handshake timed out");
+                            handshake_failed(&st, peer, "TLS handshake timed out").await;
+                            return;
+                        }
+                    };
+                    let version = match tls_stream.get_ref().1.protocol_version() {
+                        Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+                        Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+                        _ => "other",
+                    };
+                    st.metrics
+                        .tls_handshakes
+                        .with_label_values(&[version])
+                        .inc();
+                    let info = ConnInfo {
+                        tls_version: Some(version),
+                        ..conn_info
+                    };
+                    let svc = service_fn(move |req| handle(st.clone(), info, req));
+                    let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended with error");
+                    }
+                });
+            } else {
+                let svc = service_fn(move |req| handle(st.clone(), conn_info, req));
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _open = open;
+                    if let Err(e) = fut.await {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended with error");
+                    }
+                });
+            }
+        };
+        drop((tls, insecure_http));
+        if !drain {
+            return Ok(());
+        }
+        tokio::select! {
+            () = graceful.shutdown() => tracing::debug!("worker: all connections closed"),
+            () = tokio::time::sleep(Duration::from_secs(server.shutdown_grace_secs)) => {
+                tracing::warn!("grace period over; closing remaining connections");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Size of the block [`BlockReader`] reads from the client's socket.

@@ -181,12 +181,24 @@ fn sign_v4<B>(
     Ok(())
 }
 
+thread_local! {
+    /// Index of the worker thread running on this thread (0 elsewhere).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as worker `i`: its requests use the `i`-th store client.
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
 pub struct Upstream {
     cfg: UpstreamConfig,
     creds: Creds,
     /// Today's signing key (derived once a day, or when the credentials change).
     day_key: std::sync::Mutex<Option<DayKey>>,
-    client: Client<hyper_rustls::HttpsConnector<BlockConnector>, UpstreamBody>,
+    /// One client (and so one connection pool) per worker thread: a request goes to the
+    /// store on connections owned by the thread serving it, never waking another thread.
+    clients: Vec<Client<hyper_rustls::HttpsConnector<BlockConnector>, UpstreamBody>>,
     /// Time to the store's response head, by outcome (registered by `metrics::Metrics`).
     pub duration: prometheus::HistogramVec,
     /// Unix seconds of the last answer from the store (any status): readiness.
@@ -196,7 +208,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub async fn new(cfg: &UpstreamConfig) -> Result<Upstream, String> {
+    /// `workers`: the number of worker threads that will send (see [`set_worker`]).
+    pub async fn new(cfg: &UpstreamConfig, workers: usize) -> Result<Upstream, String> {
         let creds = match &cfg.credentials {
             UpstreamCredentials::Static {
                 access_key_id,
@@ -260,15 +273,19 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(BlockConnector(http));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(https);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .pool_max_idle_per_host(256)
+                    .build(https.clone())
+            })
+            .collect();
         Ok(Upstream {
             cfg: cfg.clone(),
             creds,
             day_key: std::sync::Mutex::new(None),
-            client,
+            clients,
             duration: prometheus::HistogramVec::new(
                 prometheus::HistogramOpts::new(
                     "chmura_upstream_request_duration_seconds",
@@ -288,6 +305,12 @@ impl Upstream {
             )
             .map_err(|e| format!("metrics: {e}"))?,
         })
+    }
+
+    /// The client of the calling worker thread (the first one on other threads).
+    fn client(&self) -> &Client<hyper_rustls::HttpsConnector<BlockConnector>, UpstreamBody> {
+        let i = WORKER.with(std::cell::Cell::get);
+        &self.clients[i % self.clients.len()]
     }
 
     /// The upstream URI for a bucket/key and an already-canonical query string.
@@ -348,7 +371,7 @@ impl Upstream {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
         self.bytes.with_label_values(&["out"]).inc_by(sent);
-        let result = tokio::time::timeout(timeout, self.client.request(req)).await;
+        let result = tokio::time::timeout(timeout, self.client().request(req)).await;
         if let Ok(Ok(r)) = &result {
             let got = r
                 .headers()

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use chmura_tests::raw::{self, RawRequest};
-use chmura_tests::{Env, TENANT_AK, TENANT_SK};
+use chmura_tests::{Env, ProxyOptions, TENANT_AK, TENANT_SK};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -209,4 +209,75 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
         env.store.stored("graceful", "k").as_deref(),
         Some(&b"0123456789"[..])
     );
+}
+
+/// Connections are served by `server.worker_threads` threads, each accepting on its own copy
+/// of the listener. Dropping `serve` (an aborted task, a runtime shutting down) stops every
+/// worker at once: listeners closed, open connections closed, no drain.
+#[tokio::test]
+async fn worker_threads_serve_in_parallel_and_stop_when_serve_is_dropped() {
+    let mut env = Env::start_with(ProxyOptions {
+        extra_server: "worker_threads = 3\n".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(env.proxy.state.config.server.worker_threads, 3);
+    env.make_bucket("workers");
+    let port = env.proxy.addr.port();
+    let host = format!("localhost:{port}");
+    let ca = env.proxy.certs.ca_pem.clone();
+    let puts: Vec<_> = (0..12)
+        .map(|i| {
+            let (host, ca) = (host.clone(), ca.clone());
+            tokio::spawn(async move {
+                let mut s = raw::tls_connect(port, raw::tls_client(&ca))
+                    .await
+                    .expect("connect");
+                let req = RawRequest::new("PUT", &format!("/workers/k{i}"))
+                    .body(format!("value {i}").into_bytes())
+                    .sign_v4(
+                        &host,
+                        TENANT_AK,
+                        TENANT_SK,
+                        "UNSIGNED-PAYLOAD",
+                        SystemTime::now(),
+                    );
+                s.write_all(&req.to_bytes(&host)).await.expect("write");
+                let mut got = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut got)).await;
+                raw::parse_response(&got).status
+            })
+        })
+        .collect();
+    for (i, p) in puts.into_iter().enumerate() {
+        assert_eq!(p.await.expect("join"), 200, "PUT {i}");
+        assert_eq!(
+            env.store.stored("workers", &format!("k{i}")),
+            Some(format!("value {i}").into_bytes())
+        );
+    }
+    // An idle keep-alive connection, then `serve` dropped.
+    let mut idle = raw::tls_connect(port, raw::tls_client(&ca))
+        .await
+        .expect("connect");
+    env.proxy.task.take().expect("serve task").abort();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the open connection was not closed"
+    );
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "a worker still accepts after serve was dropped");
 }
