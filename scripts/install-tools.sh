@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Installs the real S3 clients and servers the test suite drives, into .tools/ (idempotent):
 #   - a Python venv with boto3, aws cli (v1), s3cmd, minio-py and moto_server (S3 + KMS, checks no signatures)
+#   - a second venv with fsspec's s3fs (aiobotocore pins its own botocore)
 #   - rclone and s3fs-fuse (Debian packages; the s3fs test also needs /dev/fuse)
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
 VENV="$TOOLS/venv"
-STAMP="$TOOLS/.installed-v3"
+STAMP="$TOOLS/.installed-v4"
+FSSPEC_VENV="$TOOLS/venv-fsspec"
 mkdir -p "$TOOLS/bin"
 
-if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && command -v rclone >/dev/null \
+if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$FSSPEC_VENV/bin/python" ] && command -v rclone >/dev/null \
   && command -v s3fs >/dev/null && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ]; then
   echo "tools already installed in $TOOLS"
   exit 0
@@ -32,6 +34,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check \
   "boto3>=1.40" "awscli>=1.38" "s3cmd==2.4.0" "moto[s3]==5.2.5" "minio==7.2.20" flask flask-cors pyotp
+if [ ! -x "$FSSPEC_VENV/bin/python" ]; then
+  python3 -m venv "$FSSPEC_VENV"
+fi
+"$FSSPEC_VENV/bin/pip" install -q --disable-pip-version-check "s3fs==2026.9.0"
 # The JS SDK v3 (npm), for its aws-chunked uploads and lib-storage multipart.
 if command -v npm >/dev/null; then
   mkdir -p "$TOOLS/node"
@@ -47,4 +53,5 @@ echo "tools installed in $TOOLS:"
 "$VENV/bin/s3cmd" --version 2>&1 | sed 's/^/  /' || true
 rclone version 2>/dev/null | sed -n '1s/^/  /p' || true
 s3fs --version 2>/dev/null | sed -n '1s/^/  /p' || true
+"$FSSPEC_VENV/bin/python" -c 'import s3fs, aiobotocore; print("  fsspec s3fs", s3fs.__version__, "aiobotocore", aiobotocore.__version__)' || true
 if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi

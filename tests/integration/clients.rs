@@ -1231,6 +1231,55 @@ async fn s3fs_fuse_file_system_on_moto() {
 /// multipart uploads of unknown length, fput/fget, copy (COPY, REPLACE), compose
 /// (UploadPartCopy), listings v1/v2 recursive and by folder, tags, presigned GET/PUT/POST,
 /// removal, versions.
+/// fsspec's s3fs (pandas, dask and xarray read S3 through it) with encryption on: a multipart
+/// upload from `open("wb")`, ranged reads across parts, listings and `du` in plaintext sizes,
+/// pseudo-directories, copy, metadata replace, tags, recursive delete.
+#[tokio::test]
+async fn fsspec_s3fs_suite_encrypted_on_moto() {
+    let test = "fsspec_s3fs_suite_encrypted_on_moto";
+    let Some(python) = require("fsspec-python", test) else {
+        return;
+    };
+    let Some((moto, env)) = chmura_tests::encrypted_env_on_moto(test).await else {
+        return;
+    };
+    let work = env.dir.path().join("fsspec");
+    std::fs::create_dir_all(&work).expect("work");
+    let mut c = isolated(&python, &env);
+    c.arg(suite_file("fsspec_suite.py"))
+        .arg(env.proxy.endpoint())
+        .arg(&env.proxy.certs.ca_file)
+        .arg("fsspec-bucket")
+        .arg(&work);
+    let out = run(c).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("fsspec suite OK"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = chmura_tests::sdk_client(
+        &moto.endpoint,
+        None,
+        chmura_tests::UPSTREAM_AK,
+        chmura_tests::UPSTREAM_SK,
+    );
+    let head = store
+        .head_object()
+        .bucket("fsspec-bucket")
+        .key("big.bin")
+        .send()
+        .await
+        .expect("stored");
+    assert_eq!(
+        head.content_length().map(|n| n as u64),
+        Some(chmura_crypto::layout::ciphertext_len(
+            12 * 1024 * 1024 + 12345
+        )),
+        "the store holds ciphertext"
+    );
+}
+
 #[tokio::test]
 async fn minio_py_suite_encrypted_on_moto() {
     let test = "minio_py_suite_encrypted_on_moto";

@@ -17,6 +17,11 @@ pub fn tools_dir() -> PathBuf {
 
 /// The path of a tool (`python`, `aws`, `s3cmd` from the venv; `rclone` from the venv's bin or PATH).
 pub fn find(name: &str) -> Option<PathBuf> {
+    // fsspec's s3fs lives in a venv of its own (aiobotocore pins botocore).
+    if name == "fsspec-python" {
+        let p = tools_dir().join("venv-fsspec").join("bin").join("python");
+        return p.exists().then_some(p);
+    }
     let venv = tools_dir().join("venv").join("bin").join(name);
     if venv.exists() {
         return Some(venv);
