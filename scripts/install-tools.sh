@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs the real S3 clients and servers the test suite drives, into .tools/ (idempotent):
 #   - a Python venv with boto3, aws cli (v1), s3cmd, minio-py and moto_server (S3 + KMS, checks no signatures)
-#   - a second venv with fsspec's s3fs (aiobotocore pins its own botocore)
+#   - a second venv with fsspec's s3fs (aiobotocore pins its own botocore) and obstore (object_store)
 #   - rclone and s3fs-fuse (Debian packages; the s3fs test also needs /dev/fuse)
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
 VENV="$TOOLS/venv"
-STAMP="$TOOLS/.installed-v4"
+STAMP="$TOOLS/.installed-v5"
 FSSPEC_VENV="$TOOLS/venv-fsspec"
 mkdir -p "$TOOLS/bin"
 
@@ -37,7 +37,7 @@ fi
 if [ ! -x "$FSSPEC_VENV/bin/python" ]; then
   python3 -m venv "$FSSPEC_VENV"
 fi
-"$FSSPEC_VENV/bin/pip" install -q --disable-pip-version-check "s3fs==2026.9.0"
+"$FSSPEC_VENV/bin/pip" install -q --disable-pip-version-check "s3fs==2026.9.0" "obstore==0.12.1"
 # The JS SDK v3 (npm), for its aws-chunked uploads and lib-storage multipart.
 if command -v npm >/dev/null; then
   mkdir -p "$TOOLS/node"
@@ -53,5 +53,5 @@ echo "tools installed in $TOOLS:"
 "$VENV/bin/s3cmd" --version 2>&1 | sed 's/^/  /' || true
 rclone version 2>/dev/null | sed -n '1s/^/  /p' || true
 s3fs --version 2>/dev/null | sed -n '1s/^/  /p' || true
-"$FSSPEC_VENV/bin/python" -c 'import s3fs, aiobotocore; print("  fsspec s3fs", s3fs.__version__, "aiobotocore", aiobotocore.__version__)' || true
+"$FSSPEC_VENV/bin/python" -c 'import s3fs, aiobotocore, obstore; print("  fsspec s3fs", s3fs.__version__, "aiobotocore", aiobotocore.__version__, "obstore", obstore.__version__)' || true
 if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi

@@ -1231,6 +1231,43 @@ async fn s3fs_fuse_file_system_on_moto() {
 /// multipart uploads of unknown length, fput/fget, copy (COPY, REPLACE), compose
 /// (UploadPartCopy), listings v1/v2 recursive and by folder, tags, presigned GET/PUT/POST,
 /// removal, versions.
+/// obstore, the Python face of the Rust `object_store` crate (polars, DataFusion), with
+/// encryption on, on the signature-checking store: ranged and multi-range reads, a streamed
+/// multipart upload, listings in plaintext sizes, conditional create (If-None-Match: *) and
+/// update (If-Match) refusing stale writes, conditional reads, copy, rename, batch delete.
+#[tokio::test]
+async fn obstore_suite_encrypted() {
+    let test = "obstore_suite_encrypted";
+    let Some(python) = require("fsspec-python", test) else {
+        return;
+    };
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("obstore-bucket");
+    let mut c = isolated(&python, &env);
+    // object_store trusts the roots rustls-native-certs loads, which honours SSL_CERT_FILE.
+    c.env("SSL_CERT_FILE", &env.proxy.certs.ca_file)
+        .arg(suite_file("obstore_suite.py"))
+        .arg(env.proxy.endpoint())
+        .arg("obstore-bucket");
+    let out = run(c).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("obstore suite OK"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = env.store.stored("obstore-bucket", "mp").expect("stored");
+    assert_eq!(
+        stored.len() as u64,
+        chmura_crypto::layout::ciphertext_len(12 * 1024 * 1024 + 777),
+        "the store holds ciphertext"
+    );
+}
+
 /// fsspec's s3fs (pandas, dask and xarray read S3 through it) with encryption on: a multipart
 /// upload from `open("wb")`, ranged reads across parts, listings and `du` in plaintext sizes,
 /// pseudo-directories, copy, metadata replace, tags, recursive delete.
