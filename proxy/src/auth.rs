@@ -501,7 +501,8 @@ fn v4_query(
         },
     )?;
     // Signature first, then time: a forged URL learns nothing about expiry.
-    if s.now > t + expires {
+    // Valid for `expires` seconds from X-Amz-Date: X-Amz-Expires=0 is expired at once.
+    if s.now >= t + expires {
         return Err(S3Error::new("AccessDenied", "Request has expired"));
     }
     if t - s.now > s.max_skew_secs {
@@ -755,13 +756,18 @@ mod tests {
         let t0 = 1369353600;
         let a = authenticate(&v, &tenants(), &settings(t0 + 100)).unwrap();
         assert_eq!(a.kind, AuthKind::V4Query);
-        let e = authenticate(&v, &tenants(), &settings(t0 + 86401))
-            .err()
-            .unwrap();
-        assert_eq!(
-            (e.code, e.message.as_str()),
-            ("AccessDenied", "Request has expired")
-        );
+        // Valid for X-Amz-Expires seconds: expired from t0 + 86400 on (so X-Amz-Expires=0 is
+        // expired at once, as S3 answers it).
+        assert!(authenticate(&v, &tenants(), &settings(t0 + 86399)).is_ok());
+        for now in [t0 + 86400, t0 + 86401] {
+            let e = authenticate(&v, &tenants(), &settings(now)).err().unwrap();
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                ("AccessDenied", "Request has expired"),
+                "at t0 + {}",
+                now - t0
+            );
+        }
         // Tampered signature.
         let raw2 = raw.replace("aeeed9", "aeeed8");
         let q2 = sigv4::parse_query(&raw2);

@@ -129,15 +129,23 @@ fn forbidden(message: &str) -> S3Error {
     e
 }
 
+/// A preflight names its origin and method, or it is a 400 (checked before the bucket's rules
+/// are looked up).
+pub fn preflight_request(headers: &HeaderMap) -> Result<(&str, &str), S3Error> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    match (get("origin"), get("access-control-request-method")) {
+        (Some(origin), Some(method)) => Ok((origin, method)),
+        _ => Err(S3Error::new(
+            "BadRequest",
+            "Insufficient information. Origin request header needed.",
+        )),
+    }
+}
+
 /// The decision on a preflight: the headers to answer 200 with, or S3's error.
 pub fn preflight(rules: Option<&[Rule]>, headers: &HeaderMap) -> Result<HeaderMap, S3Error> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let (Some(origin), Some(method)) = (get("origin"), get("access-control-request-method")) else {
-        return Err(S3Error::new(
-            "BadRequest",
-            "Insufficient information. Origin request header needed.",
-        ));
-    };
+    let (origin, method) = preflight_request(headers)?;
     let Some(rules) = rules.filter(|r| !r.is_empty()) else {
         return Err(forbidden(
             "CORSResponse: CORS is not enabled for this bucket.",

@@ -691,6 +691,7 @@ async fn handle_inner(
     }
     // A CORS preflight: no credentials, answered from the bucket's CORS rules (cors.rs).
     if parts.method == Method::OPTIONS {
+        crate::cors::preflight_request(&parts.headers)?;
         let Some(bucket) = addr.bucket.as_deref() else {
             return Err(S3Error::new(
                 "BadRequest",
@@ -3694,12 +3695,14 @@ async fn bucket_cors(state: &State, upstream_bucket: &str) -> Result<crate::cors
     let xml = read_small_body(body).await?;
     let rules = if rp.status.is_success() {
         Some(Arc::new(crate::cors::parse(&xml)))
-    } else if rp.status.is_client_error() {
-        None // NoSuchCORSConfiguration, or no such bucket
+    } else if rp.status.is_client_error() || rp.status == http::StatusCode::NOT_IMPLEMENTED {
+        // NoSuchCORSConfiguration or no such bucket; or a store that keeps no CORS
+        // configurations (501), so the bucket has none.
+        None
     } else {
         return Err(S3Error::upstream(
             "ServiceUnavailable",
-            "Please reduce your request rate.",
+            "Service is unable to handle request.",
             format!(
                 "reading the bucket's CORS configuration: status {}",
                 rp.status

@@ -2045,6 +2045,58 @@ async fn explicit_ranges_cost_one_upstream_request() {
     assert!(r == data[data.len() - 7..]);
 }
 
+/// CORS on a store that keeps no CORS configurations (s3s-fs answers GetBucketCors with 501):
+/// a preflight gets S3's answer for a bucket without CORS (403), not a 503 that clients
+/// retry; one without Origin or Access-Control-Request-Method is a 400 before any lookup.
+#[tokio::test]
+async fn cors_preflights_on_a_store_without_cors_support() {
+    use chmura_tests::raw::{self, RawRequest};
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("web");
+    let port = env.proxy.addr.port();
+    let ca = env.proxy.certs.ca_pem.clone();
+    let host = format!("localhost:{port}");
+    let r = raw::send(
+        port,
+        &ca,
+        &RawRequest::new("OPTIONS", "/web/page.txt")
+            .header("host", &host)
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "GET"),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (403, Some("AccessForbidden")),
+        "{}",
+        r.text()
+    );
+    for (origin, method) in [
+        (None, Some("GET")),
+        (Some("https://app.example"), None),
+        (None, None),
+    ] {
+        let mut req = RawRequest::new("OPTIONS", "/web/page.txt").header("host", &host);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if let Some(m) = method {
+            req = req.header("access-control-request-method", m);
+        }
+        let r = raw::send(port, &ca, &req).await;
+        assert_eq!(
+            (r.status, r.code().as_deref()),
+            (400, Some("BadRequest")),
+            "{origin:?} {method:?}: {}",
+            r.text()
+        );
+    }
+}
+
 /// CORS: the bucket's rules (PutBucketCors through Chmura, kept by the store) answer
 /// preflights without credentials and add Access-Control-* headers to signed requests from an
 /// allowed origin; a changed configuration applies at once.
