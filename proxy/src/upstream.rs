@@ -182,8 +182,8 @@ fn sign_v4<B>(
 }
 
 thread_local! {
-    /// Index of the worker thread running on this thread (0 elsewhere).
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Index of the worker thread running on this thread (`usize::MAX` elsewhere).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
 /// Marks the calling thread as worker `i`: its requests use the `i`-th store client.
@@ -196,8 +196,9 @@ pub struct Upstream {
     creds: Creds,
     /// Today's signing key (derived once a day, or when the credentials change).
     day_key: std::sync::Mutex<Option<DayKey>>,
-    /// One client (and so one connection pool) per worker thread: a request goes to the
-    /// store on connections owned by the thread serving it, never waking another thread.
+    /// One client (and so one connection pool) per worker thread, and a last one for every
+    /// other thread (the readiness probe, `rekey`): a request goes to the store on
+    /// connections owned by the thread serving it, never waking another thread.
     clients: Vec<Client<hyper_rustls::HttpsConnector<BlockConnector>, UpstreamBody>>,
     /// Time to the store's response head, by outcome (registered by `metrics::Metrics`).
     pub duration: prometheus::HistogramVec,
@@ -273,7 +274,7 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(BlockConnector(http));
-        let clients = (0..workers.max(1))
+        let clients = (0..=workers)
             .map(|_| {
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(30))
@@ -307,10 +308,11 @@ impl Upstream {
         })
     }
 
-    /// The client of the calling worker thread (the first one on other threads).
+    /// The client of the calling worker thread (the last one on other threads).
     fn client(&self) -> &Client<hyper_rustls::HttpsConnector<BlockConnector>, UpstreamBody> {
         let i = WORKER.with(std::cell::Cell::get);
-        &self.clients[i % self.clients.len()]
+        let last = self.clients.len() - 1;
+        &self.clients[i.min(last)]
     }
 
     /// The upstream URI for a bucket/key and an already-canonical query string.
