@@ -9,33 +9,14 @@ import sys
 
 import s3fs
 
+from steps import check, finish, step  # tests/clients/steps.py
+
 endpoint, ca, b, work = sys.argv[1:5]
 fs = s3fs.S3FileSystem(
     key=os.environ["AWS_ACCESS_KEY_ID"],
     secret=os.environ["AWS_SECRET_ACCESS_KEY"],
     client_kwargs={"endpoint_url": endpoint, "verify": ca},
 )
-fails = []
-
-
-def step(name):
-    def wrap(f):
-        try:
-            f()
-            print("ok  ", name)
-        except Exception as e:  # noqa: BLE001 - every failure is reported
-            fails.append(name)
-            print("FAIL", name, type(e).__name__, str(e)[:400])
-        return f
-
-    return wrap
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
 # Not multiples of the 64 KiB chunk, nor of the 5 MiB block s3fs writes parts in.
 big = os.urandom(12 * 1024 * 1024 + 12345)
 small = b"hello, encrypted world\n" * 100
@@ -170,7 +151,4 @@ def _():
     raise AssertionError("no error")
 
 
-if fails:
-    print("fsspec suite FAILED:", ", ".join(fails))
-    sys.exit(1)
-print("fsspec suite OK")
+finish("fsspec")

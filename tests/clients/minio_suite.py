@@ -15,6 +15,8 @@ from minio.datatypes import PostPolicy
 from minio.deleteobjects import DeleteObject
 from minio.versioningconfig import ENABLED, VersioningConfig
 
+from steps import finish, step  # tests/clients/steps.py
+
 host, ca, b, work = sys.argv[1:5]
 http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=ca)
 c = Minio(
@@ -25,20 +27,6 @@ c = Minio(
     http_client=http,
     region="us-east-1",
 )
-fails = []
-
-
-def step(name):
-    def wrap(f):
-        try:
-            f()
-            print("ok  ", name)
-        except Exception as e:  # noqa: BLE001 - every failure is reported
-            fails.append(name)
-            print("FAIL", name, type(e).__name__, str(e)[:400])
-        return f
-
-    return wrap
 
 
 def read(name, **kw):
@@ -159,7 +147,4 @@ def _():
     assert sorted(x.size for x in vs) == [3, 4], [(x.version_id, x.size) for x in vs]
 
 
-if fails:
-    print("minio suite FAILED:", fails)
-    sys.exit(1)
-print("minio suite OK")
+finish("minio")

@@ -11,6 +11,8 @@ import sys
 import obstore as obs
 from obstore.store import S3Store
 
+from steps import check, finish, step  # tests/clients/steps.py
+
 endpoint, b = sys.argv[1:3]
 store = S3Store(
     b,
@@ -20,27 +22,6 @@ store = S3Store(
     region="us-east-1",
     virtual_hosted_style_request=False,
 )
-fails = []
-
-
-def step(name):
-    def wrap(f):
-        try:
-            f()
-            print("ok  ", name)
-        except Exception as e:  # noqa: BLE001 - every failure is reported
-            fails.append(name)
-            print("FAIL", name, type(e).__name__, str(e)[:400])
-        return f
-
-    return wrap
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
 MIB5 = 5 * 1024 * 1024
 big = os.urandom(12 * 1024 * 1024 + 777)
 small = b"hello" * 1000
@@ -135,7 +116,4 @@ def _():
     raise AssertionError("deleted object still readable")
 
 
-if fails:
-    print("obstore suite FAILED:", ", ".join(fails))
-    sys.exit(1)
-print("obstore suite OK")
+finish("obstore")

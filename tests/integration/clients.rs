@@ -98,6 +98,36 @@ fn suite_file(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs a client suite script and checks it printed `marker` (its last line when every step
+/// passed); shows the script's output otherwise.
+async fn run_suite(c: Command, marker: &str) {
+    let out = run(c).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(marker),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The length moto stores for an object: the ciphertext's, when Chmura encrypted it.
+async fn moto_stored_len(moto: &chmura_tests::Moto, bucket: &str, key: &str) -> Option<u64> {
+    let store = chmura_tests::sdk_client(
+        &moto.endpoint,
+        None,
+        chmura_tests::UPSTREAM_AK,
+        chmura_tests::UPSTREAM_SK,
+    );
+    let head = store
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("stored");
+    head.content_length().map(|n| n as u64)
+}
+
 #[tokio::test]
 async fn boto3_default_settings() {
     let Some(python) = require("python", "boto3_default_settings") else {
@@ -1253,13 +1283,7 @@ async fn obstore_suite_encrypted() {
         .arg(suite_file("obstore_suite.py"))
         .arg(env.proxy.endpoint())
         .arg("obstore-bucket");
-    let out = run(c).await;
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("obstore suite OK"),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_suite(c, "obstore suite OK").await;
     let stored = env.store.stored("obstore-bucket", "mp").expect("stored");
     assert_eq!(
         stored.len() as u64,
@@ -1288,28 +1312,9 @@ async fn fsspec_s3fs_suite_encrypted_on_moto() {
         .arg(&env.proxy.certs.ca_file)
         .arg("fsspec-bucket")
         .arg(&work);
-    let out = run(c).await;
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("fsspec suite OK"),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let store = chmura_tests::sdk_client(
-        &moto.endpoint,
-        None,
-        chmura_tests::UPSTREAM_AK,
-        chmura_tests::UPSTREAM_SK,
-    );
-    let head = store
-        .head_object()
-        .bucket("fsspec-bucket")
-        .key("big.bin")
-        .send()
-        .await
-        .expect("stored");
+    run_suite(c, "fsspec suite OK").await;
     assert_eq!(
-        head.content_length().map(|n| n as u64),
+        moto_stored_len(&moto, "fsspec-bucket", "big.bin").await,
         Some(chmura_crypto::layout::ciphertext_len(
             12 * 1024 * 1024 + 12345
         )),
@@ -1334,27 +1339,9 @@ async fn minio_py_suite_encrypted_on_moto() {
         .arg(&env.proxy.certs.ca_file)
         .arg("minio-bucket")
         .arg(&work);
-    let out = run(c).await;
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("minio suite OK"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let store = chmura_tests::sdk_client(
-        &moto.endpoint,
-        None,
-        chmura_tests::UPSTREAM_AK,
-        chmura_tests::UPSTREAM_SK,
-    );
-    let head = store
-        .head_object()
-        .bucket("minio-bucket")
-        .key("small.bin")
-        .send()
-        .await
-        .expect("stored");
+    run_suite(c, "minio suite OK").await;
     assert_eq!(
-        head.content_length().map(|n| n as u64),
+        moto_stored_len(&moto, "minio-bucket", "small.bin").await,
         Some(chmura_crypto::layout::ciphertext_len(3 * 1024 * 1024 + 7)),
         "the store holds ciphertext"
     );

@@ -2576,7 +2576,37 @@ async fn a_completed_upload_completes_again_with_the_same_answer() {
     else {
         return;
     };
+    let data = chmura_tests::pattern(100_000, 7);
+    complete_twice(&env.proxy.sdk_client(), &data).await;
+    // s3s-fs still lists a completed upload (with no parts) where S3 answers NoSuchUpload:
+    // the repeat is answered from the object all the same.
+    let env = encrypted_env().await;
     let s3 = env.proxy.sdk_client();
+    complete_twice(&s3, &data).await;
+    let parts = vec![(1, "\"unused\"".to_string())];
+    // An aborted upload stays refused (on s3s-fs: moto answers a Complete of an aborted
+    // upload with an HTML 500 page).
+    let e = s3
+        .complete_multipart_upload()
+        .bucket("again")
+        .key("aborted")
+        .upload_id(multipart_token_for_missing_upload(&s3, "again", "aborted").await)
+        .multipart_upload(completed(&parts))
+        .send()
+        .await
+        .expect_err("aborted upload");
+    // s3s-fs answers InvalidPart (S3: NoSuchUpload); either way nothing is committed.
+    let status = e.raw_response().expect("raw").status().as_u16();
+    assert!(status == 404 || status == 400, "{e:?}");
+    assert!(
+        get_all(&s3, "again", "aborted").await.is_err(),
+        "an object appeared"
+    );
+}
+
+/// Creates bucket "again", uploads `data` as one part of "k", completes the upload twice and
+/// checks both answers agree and the object reads back.
+async fn complete_twice(s3: &Client, data: &[u8]) {
     s3.create_bucket()
         .bucket("again")
         .send()
@@ -2592,8 +2622,7 @@ async fn a_completed_upload_completes_again_with_the_same_answer() {
         .upload_id()
         .expect("id")
         .to_string();
-    let data = chmura_tests::pattern(100_000, 7);
-    let parts = vec![(1, upload_part(&s3, "again", "k", &id, 1, &data).await)];
+    let parts = vec![(1, upload_part(s3, "again", "k", &id, 1, data).await)];
     let complete = || {
         s3.complete_multipart_upload()
             .bucket("again")
@@ -2607,57 +2636,7 @@ async fn a_completed_upload_completes_again_with_the_same_answer() {
     assert_eq!(first.e_tag(), second.e_tag());
     assert_eq!(first.bucket(), second.bucket());
     assert_eq!(first.key(), second.key());
-    assert_eq!(get_all(&s3, "again", "k").await.expect("get"), data);
-    // s3s-fs still lists a completed upload (with no parts) where S3 answers NoSuchUpload:
-    // the repeat is answered from the object all the same.
-    let env = encrypted_env().await;
-    let s3 = env.proxy.sdk_client();
-    s3.create_bucket()
-        .bucket("again")
-        .send()
-        .await
-        .expect("bucket");
-    let id = s3
-        .create_multipart_upload()
-        .bucket("again")
-        .key("k2")
-        .send()
-        .await
-        .expect("create")
-        .upload_id()
-        .expect("id")
-        .to_string();
-    let parts = vec![(1, upload_part(&s3, "again", "k2", &id, 1, &data).await)];
-    let complete = || {
-        s3.complete_multipart_upload()
-            .bucket("again")
-            .key("k2")
-            .upload_id(&id)
-            .multipart_upload(completed(&parts))
-            .send()
-    };
-    let first = complete().await.expect("complete");
-    let second = complete().await.expect("complete again (s3s-fs)");
-    assert_eq!(first.e_tag(), second.e_tag());
-    assert_eq!(get_all(&s3, "again", "k2").await.expect("get"), data);
-    // An aborted upload stays refused (on s3s-fs: moto answers a Complete of an aborted
-    // upload with an HTML 500 page).
-    let e = s3
-        .complete_multipart_upload()
-        .bucket("again")
-        .key("k")
-        .upload_id(multipart_token_for_missing_upload(&s3, "again", "k").await)
-        .multipart_upload(completed(&parts))
-        .send()
-        .await
-        .expect_err("aborted upload");
-    // s3s-fs answers InvalidPart (S3: NoSuchUpload); either way nothing is committed.
-    let status = e.raw_response().expect("raw").status().as_u16();
-    assert!(status == 404 || status == 400, "{e:?}");
-    assert!(
-        get_all(&s3, "again", "k").await.is_err(),
-        "an object appeared"
-    );
+    assert_eq!(get_all(s3, "again", "k").await.expect("get"), data);
 }
 
 /// A Chmura UploadId whose store upload has been aborted.
