@@ -528,21 +528,19 @@ impl Config {
             max_header_bytes: s.max_header_bytes.unwrap_or(64 * 1024).max(8 * 1024),
             shutdown_grace_secs: s.shutdown_grace_secs.unwrap_or(30),
             max_connections: s.max_connections.unwrap_or(4096).max(1),
-            worker_threads: match s.worker_threads {
-                Some(0) => {
-                    return Err(ConfigError::new(
-                        "server.worker_threads",
-                        "must be greater than 0 (omit it for one per CPU)",
-                    ))
-                }
-                Some(n) if n > 1024 => {
+            // Default: one per CPU.
+            worker_threads: match positive(
+                "server.worker_threads",
+                s.worker_threads.map(|n| n as u64),
+                std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
+            )? {
+                n if n > 1024 => {
                     return Err(ConfigError::new(
                         "server.worker_threads",
                         "must be at most 1024",
                     ))
                 }
-                Some(n) => n,
-                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n as usize,
             },
             log_format,
         };
