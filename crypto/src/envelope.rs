@@ -235,6 +235,8 @@ pub mod meta {
     pub const MULTIPART: &str = "chmura-mp";
     /// The client's plaintext checksum, sealed (§8): `<ALGORITHM> <base64>`.
     pub const CHECKSUM: &str = "chmura-ck";
+    /// SSE-C (§14): base64 of the customer key's check value; present only on such objects.
+    pub const CUSTOMER_KEY_CHECK: &str = "chmura-ssec";
 }
 
 /// The per-object envelope as stored in metadata (§8).
@@ -252,6 +254,8 @@ pub struct ObjectHeader {
     /// The client's plaintext checksum sealed under the content key (§8), as stored:
     /// `<ALGORITHM> <base64 of ObjectKey::seal_value(ALGORITHM, digest)>`.
     pub checksum: Option<String>,
+    /// SSE-C (§14): the check value of the customer key the data key is masked with.
+    pub customer_check: Option<[u8; 32]>,
 }
 
 impl ObjectHeader {
@@ -271,6 +275,9 @@ impl ObjectHeader {
         ];
         if let Some(c) = &self.checksum {
             v.push((meta::CHECKSUM, c.clone()));
+        }
+        if let Some(c) = &self.customer_check {
+            v.push((meta::CUSTOMER_KEY_CHECK, b64::encode(c)));
         }
         v
     }
@@ -308,6 +315,10 @@ impl ObjectHeader {
             },
             multipart: get(meta::MULTIPART).is_some(),
             checksum: get(meta::CHECKSUM).map(|v| v.trim().to_string()),
+            customer_check: match get(meta::CUSTOMER_KEY_CHECK) {
+                Some(_) => Some(fixed(meta::CUSTOMER_KEY_CHECK)?),
+                None => None,
+            },
         }))
     }
 }
@@ -447,11 +458,13 @@ mod tests {
             plain_len: 77,
             multipart: false,
             checksum: Some("SHA256 AAAA".into()),
+            customer_check: None,
         };
         let mp = ObjectHeader {
             plain_len: 0,
             multipart: true,
             checksum: None,
+            customer_check: Some([8; 32]),
             ..h.clone()
         };
         let md = mp.to_metadata();
@@ -477,6 +490,17 @@ mod tests {
         assert_eq!(
             ObjectHeader::from_metadata(no_salt),
             Err(CryptoError::Metadata(meta::SALT))
+        );
+        let short_check = |n: &str| {
+            if n == meta::CUSTOMER_KEY_CHECK {
+                Some("AAAA")
+            } else {
+                get(n)
+            }
+        };
+        assert_eq!(
+            ObjectHeader::from_metadata(short_check),
+            Err(CryptoError::Metadata(meta::CUSTOMER_KEY_CHECK))
         );
     }
 

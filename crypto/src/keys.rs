@@ -15,6 +15,8 @@ pub const COMMITMENT_LEN: usize = 32;
 const INFO_CONTENT: &[u8] = b"chmura/v1 content key";
 const INFO_COMMIT: &[u8] = b"chmura/v1 key commitment";
 const VALUE_AAD: &[u8] = b"chmura/v1 value ";
+const INFO_SSEC_MASK: &[u8] = b"chmura/v1 sse-c mask";
+const INFO_SSEC_CHECK: &[u8] = b"chmura/v1 sse-c check";
 
 struct Len(usize);
 impl hkdf::KeyType for Len {
@@ -114,6 +116,50 @@ impl ObjectKey {
     }
 }
 
+/// A key the client supplies with each request (SSE-C, FORMAT.md §14). It never leaves
+/// Chmura: with the object's salt it derives a mask, which turns the key the provider wraps
+/// into the object's data key (`DK = W xor mask`), and a check value stored with the object,
+/// which tells a wrong customer key from a damaged object. Without the customer key, the
+/// provider's key opens nothing.
+pub struct CustomerKey(Zeroizing<[u8; 32]>);
+
+impl CustomerKey {
+    pub fn new(key: [u8; 32]) -> CustomerKey {
+        CustomerKey(Zeroizing::new(key))
+    }
+
+    fn expand(&self, salt: &[u8; SALT_LEN], info: &[u8]) -> Zeroizing<[u8; 32]> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(&self.0[..]);
+        let mut out = Zeroizing::new([0u8; 32]);
+        // Expanding 32 bytes from HKDF-SHA256 cannot fail (limit is 255 * 32).
+        #[allow(clippy::expect_used)]
+        prk.expand(&[info], Len(32))
+            .and_then(|okm| okm.fill(&mut out[..]))
+            .expect("HKDF expand of 32 bytes");
+        out
+    }
+
+    /// `key xor mask(salt)`: the data key from the provider's key, and back.
+    pub fn mask(&self, salt: &[u8; SALT_LEN], key: &[u8; DATA_KEY_LEN]) -> Zeroizing<[u8; 32]> {
+        let mut out = self.expand(salt, INFO_SSEC_MASK);
+        for (o, k) in out.iter_mut().zip(key) {
+            *o ^= k;
+        }
+        out
+    }
+
+    /// The check value stored with the object (`chmura-ssec`).
+    pub fn check_value(&self, salt: &[u8; SALT_LEN]) -> [u8; 32] {
+        *self.expand(salt, INFO_SSEC_CHECK)
+    }
+
+    /// Whether this is the key an object's stored check value was made with (constant time).
+    pub fn matches(&self, salt: &[u8; SALT_LEN], stored: &[u8]) -> bool {
+        let mine = self.check_value(salt);
+        aws_lc_rs::constant_time::verify_slices_are_equal(stored, &mine).is_ok()
+    }
+}
+
 /// Fresh random bytes (data keys, salts).
 pub fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -126,6 +172,28 @@ pub fn random<const N: usize>() -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_customer_key_masks_reversibly_and_checks_only_itself() {
+        let salt = [7u8; 32];
+        let a = CustomerKey::new([1; 32]);
+        let b = CustomerKey::new([2; 32]);
+        let w = [9u8; 32];
+        let dk = a.mask(&salt, &w);
+        assert_ne!(*dk, w);
+        assert_eq!(*a.mask(&salt, &dk), w);
+        assert_ne!(*b.mask(&salt, &w), *dk);
+        assert_ne!(*a.mask(&[8; 32], &w), *dk, "the mask depends on the salt");
+        assert!(a.matches(&salt, &a.check_value(&salt)));
+        assert!(!b.matches(&salt, &a.check_value(&salt)));
+        assert!(!a.matches(&[8; 32], &a.check_value(&salt)));
+        assert!(!a.matches(&salt, &a.check_value(&salt)[..31]));
+        assert_ne!(
+            a.check_value(&salt),
+            *a.mask(&salt, &[0; 32]),
+            "check is not the mask"
+        );
+    }
 
     #[test]
     fn commitment_depends_on_key_and_salt() {

@@ -239,6 +239,11 @@ pub async fn handle(
     for n in envelope {
         resp.headers_mut().remove(n);
     }
+    if let Some(md5) = ctx.ssec_answer.as_deref() {
+        if resp.status().is_success() {
+            crate::ssec::answer(resp.headers_mut(), md5);
+        }
+    }
     // `aws-chunked` is transfer framing, never the object's encoding (a store that kept it from
     // an upload, as s3s-fs does, would otherwise hand it back).
     if let Some(ce) = resp
@@ -528,6 +533,8 @@ struct LogCtx {
     tls: bool,
     /// A POST Object's answer, made from the PutObject's (post.rs).
     post: Option<crate::post::Reply>,
+    /// SSE-C: the MD5 of the customer key a successful answer echoes (ssec.rs).
+    ssec_answer: Option<String>,
 }
 
 /// Bucket and key from the request target (path-style or virtual-hosted-style).
@@ -1132,6 +1139,33 @@ async fn handle_inner(
     };
     let ctx_tenant = &authed.tenant;
 
+    // SSE-C (ssec.rs): with [kms] the customer's key stays here, masking the object's data
+    // key; the store never sees it.
+    let (ssec, src_ssec) = if state.kms.is_some() {
+        let target = crate::ssec::parse(&parts.headers, crate::ssec::Role::Target, ctx.tls)?;
+        let source = crate::ssec::parse(&parts.headers, crate::ssec::Role::CopySource, ctx.tls)?;
+        if target.is_some() && parts.headers.contains_key("x-amz-server-side-encryption") {
+            return Err(S3Error::invalid_argument(
+                "Server Side Encryption with Customer provided key is incompatible with the encryption method specified.",
+            ));
+        }
+        (target, source)
+    } else {
+        (None, None)
+    };
+    if matches!(
+        op,
+        Op::PutObject
+            | Op::GetObject
+            | Op::HeadObject
+            | Op::CopyObject
+            | Op::CreateMultipartUpload
+            | Op::UploadPart
+            | Op::UploadPartCopy
+    ) {
+        ctx.ssec_answer = ssec.as_ref().map(|c| c.key_md5.clone());
+    }
+
     // A multipart upload's UploadId is Chmura's token (multipart.rs); the store gets its own id.
     let client_upload_id = query
         .iter()
@@ -1165,9 +1199,12 @@ async fn handle_inner(
             &parts.headers,
             &query,
             &t,
-            &ctx_tenant.name,
-            addr.bucket.as_deref().unwrap_or_default(),
-            &addr.key,
+            (ssec.as_ref(), src_ssec.as_ref()),
+            (
+                &ctx_tenant.name,
+                addr.bucket.as_deref().unwrap_or_default(),
+                &addr.key,
+            ),
         )
         .await;
     }
@@ -1201,6 +1238,9 @@ async fn handle_inner(
             let n = name.as_str();
             if DROP_REQUEST_HEADERS.contains(&n) || n.starts_with(CHMURA_META_PREFIX) {
                 continue;
+            }
+            if state.kms.is_some() && crate::ssec::is_ssec_header(n) {
+                continue; // The customer's key masks the data key here (ssec.rs).
             }
             if n == "x-amz-sdk-checksum-algorithm" && (exp.trailer_checksum.is_some() || encrypting)
             {
@@ -1277,8 +1317,11 @@ async fn handle_inner(
             .ok_or_else(|| S3Error::internal("encryption plan without kms"))?;
         let key_id = kms.key_id_for(ctx_tenant).to_string();
         let kctx = kms::context(&ctx_tenant.name, bucket_name, &addr.key);
-        let (dk, wrapped) = kms.generate(&key_id, &kctx).await?;
+        let (mut dk, wrapped) = kms.generate(&key_id, &kctx).await?;
         let salt = chmura_crypto::keys::random::<{ chmura_crypto::keys::SALT_LEN }>();
+        if let Some(c) = &ssec {
+            dk = c.key.mask(&salt, &dk);
+        }
         let okey = Arc::new(ObjectKey::derive(&dk, &salt));
         let header = ObjectHeader {
             key_id,
@@ -1299,6 +1342,7 @@ async fn handle_inner(
                         chmura_crypto::envelope::b64::encode(&okey.seal_value(alg.name(), v))
                     )
                 }),
+            customer_check: ssec.as_ref().map(|c| c.key.check_value(&salt)),
         };
         let h = up
             .headers_mut()
@@ -1336,13 +1380,17 @@ async fn handle_inner(
                     "Your proposed upload exceeds the maximum allowed object size.",
                 ));
             }
+            upload_keys_match(t, ssec.as_ref())?;
             let kctx = kms::context(&ctx_tenant.name, bucket_name, &addr.key);
-            let dk = state
+            let mut dk = state
                 .kms
                 .as_ref()
                 .ok_or_else(|| S3Error::internal("encryption plan without kms"))?
                 .decrypt(&t.key_id, &t.wrapped_key, &kctx)
                 .await?;
+            if let Some(c) = &ssec {
+                dk = c.key.mask(&t.salt, &dk);
+            }
             (Arc::new(ObjectKey::derive(&dk, &t.salt)), part)
         } else {
             let okey = created
@@ -1582,6 +1630,16 @@ async fn handle_inner(
         let numbers: Vec<u32> = match &layout {
             multipart::Layout::Grid(numbers) => numbers.clone(),
             multipart::Layout::Irregular(parts) => {
+                // Rewriting needs the data key: under a customer key, the Complete must bring
+                // it (checked before the store assembles anything).
+                if t.customer_check.is_some() {
+                    upload_keys_match(t, ssec.as_ref()).map_err(|e| {
+                        S3Error::invalid_request(
+                            "This upload's parts are not multiples of 64 KiB; completing it under a customer-provided key (SSE-C) needs that key's headers on CompleteMultipartUpload.",
+                        )
+                        .with_detail(e.message)
+                    })?;
+                }
                 irregular = Some(parts.clone());
                 parts.iter().map(|(n, _)| *n).collect()
             }
@@ -1709,6 +1767,7 @@ async fn handle_inner(
             return get_encrypted(
                 state,
                 up_req,
+                ssec.as_ref(),
                 &ctx_tenant.name,
                 addr.bucket.as_deref().unwrap_or_default(),
                 &addr.key,
@@ -1755,7 +1814,7 @@ async fn handle_inner(
                 uri: &uri,
                 request: &conditions,
             };
-            return head_encrypted(state, resp, ask, object).await;
+            return head_encrypted(state, resp, ask, ssec.as_ref(), object).await;
         }
         _ => {}
     }
@@ -1771,6 +1830,7 @@ async fn handle_inner(
             bucket_name,
             &addr.key,
             &mut up_req,
+            (ssec.as_ref(), src_ssec.as_ref()),
         )
         .await?;
     }
@@ -1858,20 +1918,20 @@ async fn handle_inner(
                 // A long rewrite: answer 200 now and keep the connection alive with
                 // whitespace while it runs, then send the result or an Error document, as S3
                 // does for long Completes (clients' read timeouts are about a minute).
-                let (st, tenant, bucket, key) = (
+                let (st, tenant, bucket, key, task_ssec) = (
                     state.clone(),
                     ctx_tenant.name.clone(),
                     bucket_name.to_string(),
                     addr.key.clone(),
+                    ssec,
                 );
                 let (parts, checksum) = (parts.clone(), complete_checksum.clone());
                 let (resource, request_id) = (format!("/{bucket}/{key}"), ctx.request_id.clone());
                 let task = tokio::spawn(async move {
                     let rewritten = rewrite_irregular(
                         &st,
-                        &tenant,
-                        &bucket,
-                        &key,
+                        (&tenant, &bucket, &key),
+                        task_ssec.as_ref(),
                         &parts,
                         &store_etag,
                         version.as_deref(),
@@ -1905,9 +1965,8 @@ async fn handle_inner(
             }
             let (etag, version) = rewrite_irregular(
                 state,
-                &ctx_tenant.name,
-                bucket_name,
-                &addr.key,
+                (&ctx_tenant.name, bucket_name, &addr.key),
+                ssec.as_ref(),
                 parts,
                 &store_etag,
                 version.as_deref(),
@@ -1947,6 +2006,7 @@ async fn handle_inner(
                         salt: header.salt,
                         full_object: full_object_requested(&parts.headers),
                         locked: has_object_lock_headers(&parts.headers),
+                        customer_check: header.customer_check,
                     }
                     .encode()
                 })
@@ -1986,7 +2046,7 @@ async fn handle_inner(
                         .find(|(k, _)| k == "versionId")
                         .map(|(_, v)| v.as_str());
                     let object = (ctx_tenant.name.as_str(), bucket_name, addr.key.as_str());
-                    attributes_checksum = stored_checksum(state, object, version)
+                    attributes_checksum = stored_checksum(state, object, version, ssec.as_ref())
                         .await?
                         .and_then(|(name, value)| {
                             let a = ChecksumAlgorithm::from_header_name(name.as_str())?;
@@ -2086,21 +2146,6 @@ fn plan(state: &State, op: Op, headers: &HeaderMap) -> Result<Plan, S3Error> {
     if state.kms.is_none() {
         return Ok(Plan::Pass);
     }
-    // SSE-C: the store would apply the customer's key to Chmura's ciphertext, and a copy or
-    // a ranged read could not pass it on consistently; a store that ignores it would leave
-    // the client believing its key guards the object. Refused, as S3 refuses what it does not
-    // implement.
-    if headers.keys().any(|k| {
-        let k = k.as_str();
-        let k = k.strip_prefix("x-amz-copy-source-").unwrap_or(k);
-        k.trim_start_matches("x-amz-")
-            .starts_with("server-side-encryption-customer-")
-    }) {
-        return Err(S3Error::new(
-            "NotImplemented",
-            "A header you provided implies functionality that is not implemented: server-side encryption with customer-provided keys (SSE-C). Chmura encrypts every object under its own keys.",
-        ));
-    }
     let not_yet = || {
         S3Error::new(
             "NotImplemented",
@@ -2166,13 +2211,22 @@ fn client_view_of_refusal(h: &mut HeaderMap) {
     etag::present_header(h);
 }
 
-/// Encrypted objects are presented as SSE-KMS: clients then know the ETag is not an MD5.
+/// Encrypted objects are presented as SSE-KMS, or as the store's own server-side encryption
+/// when it reports one (AWS S3 reports `AES256` for every object; a bucket's default or the
+/// client's request can ask for either): the answer says what is true of the stored object,
+/// and the ETag (`-0`) already tells clients it is not an MD5.
 fn mark_encrypted(h: &mut HeaderMap) {
     etag::present_header(h);
-    h.insert(
-        "x-amz-server-side-encryption",
-        HeaderValue::from_static("aws:kms"),
-    );
+    let reported = h
+        .get("x-amz-server-side-encryption")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v, "AES256" | "aws:kms" | "aws:kms:dsse"));
+    if !reported {
+        h.insert(
+            "x-amz-server-side-encryption",
+            HeaderValue::from_static("aws:kms"),
+        );
+    }
 }
 
 /// The envelope of a stored object from its response headers, checked against its length.
@@ -2206,35 +2260,58 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// A part (or part copy) of an upload must come with the upload's customer key, or none if
+/// it has none: S3 refuses a mismatch with 400.
+fn upload_keys_match(t: &UploadToken, given: Option<&crate::ssec::SseC>) -> Result<(), S3Error> {
+    crate::ssec::check(t.customer_check.as_ref(), &t.salt, given).map_err(|e| {
+        if e.code == "AccessDenied" {
+            S3Error::invalid_request(
+                "The provided encryption parameters did not match the ones used originally.",
+            )
+        } else {
+            e
+        }
+    })
+}
+
 async fn open_key(
     state: &State,
     env: &ObjectHeader,
+    ssec: Option<&crate::ssec::SseC>,
     tenant: &str,
     bucket: &str,
     key: &str,
 ) -> Result<Arc<ObjectKey>, S3Error> {
-    Ok(open_data_key(state, env, tenant, bucket, key).await?.1)
+    Ok(open_data_key(state, env, ssec, tenant, bucket, key)
+        .await?
+        .1)
 }
 
-/// The object's data key, unwrapped for its context, and its content key, commitment checked.
+/// The object's data key, unwrapped for its context (and unmasked with the customer's key,
+/// SSE-C), and its content key, commitment checked.
 async fn open_data_key(
     state: &State,
     env: &ObjectHeader,
+    ssec: Option<&crate::ssec::SseC>,
     tenant: &str,
     bucket: &str,
     key: &str,
 ) -> Result<(chmura_crypto::envelope::DataKey, Arc<ObjectKey>), S3Error> {
+    crate::ssec::check_object(env, ssec)?;
     let kms = state
         .kms
         .as_ref()
         .ok_or_else(|| S3Error::internal("decrypt without kms"))?;
-    let dk = kms
+    let mut dk = kms
         .decrypt(
             &env.key_id,
             &env.wrapped_key,
             &kms::context(tenant, bucket, key),
         )
         .await?;
+    if let Some(c) = ssec {
+        dk = c.key.mask(&env.salt, &dk);
+    }
     let okey = ObjectKey::derive(&dk, &env.salt);
     okey.verify_commitment(&env.commitment).map_err(|e| {
         S3Error::new(
@@ -2353,6 +2430,7 @@ fn resolve_range(r: (Option<u64>, Option<u64>), len: u64) -> Result<(u64, u64), 
 async fn get_encrypted(
     state: &State,
     mut up_req: Request<UpstreamBody>,
+    ssec: Option<&crate::ssec::SseC>,
     tenant: &str,
     bucket: &str,
     key: &str,
@@ -2387,7 +2465,15 @@ async fn get_encrypted(
     }
     let conditions = up_req.headers().clone();
     if range.is_none() && part_number.is_none() {
-        return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
+        return get_whole(
+            state,
+            up_req,
+            &conditions,
+            ssec,
+            (tenant, bucket, key),
+            what,
+        )
+        .await;
     }
     // `bytes=a-b`: the ciphertext to fetch follows from a and b alone (the chunk grid), so one
     // GET does, with no HEAD first; anything unexpected falls back to the HEAD path below.
@@ -2397,6 +2483,7 @@ async fn get_encrypted(
             state,
             up_req,
             &conditions,
+            ssec,
             (a, b),
             (tenant, bucket, key),
             &what,
@@ -2450,7 +2537,15 @@ async fn get_encrypted(
         return r;
     }
     if !if_range_holds(if_range.as_ref(), &hp.headers) {
-        return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
+        return get_whole(
+            state,
+            up_req,
+            &conditions,
+            ssec,
+            (tenant, bucket, key),
+            what,
+        )
+        .await;
     }
     let Some(mut env) = envelope_of(&hp.headers, allow_plain || folder_marker(key, &hp.headers))?
     else {
@@ -2478,7 +2573,15 @@ async fn get_encrypted(
                 if n != 1 {
                     return Err(invalid_part_number());
                 }
-                return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
+                return get_whole(
+                    state,
+                    up_req,
+                    &conditions,
+                    ssec,
+                    (tenant, bucket, key),
+                    what,
+                )
+                .await;
             }
             let (k, parts) = multipart_layout(
                 state,
@@ -2496,7 +2599,15 @@ async fn get_encrypted(
             (Some(start), Some(end))
         }
         (None, Some(r)) if suffix_of_empty(r, env.plain_len) => {
-            return get_whole(state, up_req, &conditions, tenant, bucket, key, what).await;
+            return get_whole(
+                state,
+                up_req,
+                &conditions,
+                ssec,
+                (tenant, bucket, key),
+                what,
+            )
+            .await;
         }
         (None, Some(r)) => r,
         (None, None) => return Err(S3Error::internal("range vanished")),
@@ -2505,7 +2616,7 @@ async fn get_encrypted(
         return Ok(range_not_satisfiable(env.plain_len, &what, range));
     };
     let p = layout::range_plan(env.plain_len, a, b);
-    let okey = open_key(state, &env, tenant, bucket, key).await?;
+    let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;
     let etag = hp.headers.get(http::header::ETAG).cloned();
     {
         let h = up_req.headers_mut();
@@ -2593,6 +2704,7 @@ async fn get_range_at_once(
     state: &State,
     mut up_req: Request<UpstreamBody>,
     conditions: &HeaderMap,
+    ssec: Option<&crate::ssec::SseC>,
     (a, b): (u64, u64),
     (tenant, bucket, key): (&str, &str, &str),
     what: &str,
@@ -2645,7 +2757,7 @@ async fn get_range_at_once(
     if (s, e) != (p.cipher_start, p.cipher_end) {
         return Ok(None);
     }
-    let okey = open_key(state, &env, tenant, bucket, key).await?;
+    let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;
     let opener = open_chunks(&env, okey, p.first_chunk, p.chunks, p.skip, p.take);
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
@@ -2669,9 +2781,8 @@ async fn get_whole(
     state: &State,
     up_req: Request<UpstreamBody>,
     conditions: &HeaderMap,
-    tenant: &str,
-    bucket: &str,
-    key: &str,
+    ssec: Option<&crate::ssec::SseC>,
+    (tenant, bucket, key): (&str, &str, &str),
     what: String,
 ) -> Result<Response<ResponseBody>, S3Error> {
     let allow_plain = state.kms.as_ref().is_some_and(|k| k.allow_plaintext_reads);
@@ -2693,7 +2804,7 @@ async fn get_whole(
     let stored = content_length(&rp.headers)
         .ok_or_else(|| S3Error::internal("upstream GET without length"))?;
     check_length(&mut env, stored)?;
-    let okey = open_key(state, &env, tenant, bucket, key).await?;
+    let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;
     let checksum = if wants_checksum(conditions) {
         checksum_header(&env, &okey)?
     } else {
@@ -2811,10 +2922,10 @@ async fn upload_part_copy(
     headers: &HeaderMap,
     query: &[(String, String)],
     token: &UploadToken,
-    tenant: &str,
-    bucket: &str,
-    key: &str,
+    (ssec, src_ssec): (Option<&crate::ssec::SseC>, Option<&crate::ssec::SseC>),
+    (tenant, bucket, key): (&str, &str, &str),
 ) -> Result<Response<ResponseBody>, S3Error> {
+    upload_keys_match(token, ssec)?;
     let part = query
         .iter()
         .find(|(k, _)| k == "partNumber")
@@ -2872,7 +2983,7 @@ async fn upload_part_copy(
         .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
         .map_err(|e| S3Error::internal(format!("part copy source: {e}")))?;
     let what = format!("{src_bucket}/{src_key}");
-    let src = get_encrypted(state, get, tenant, &src_bucket, &src_key, what).await?;
+    let src = get_encrypted(state, get, src_ssec, tenant, &src_bucket, &src_key, what).await?;
     if src.status() == http::StatusCode::NOT_MODIFIED {
         return Err(S3Error::new(
             "PreconditionFailed",
@@ -2906,7 +3017,7 @@ async fn upload_part_copy(
             "Your proposed upload exceeds the maximum allowed object size.",
         ));
     }
-    let dk = state
+    let mut dk = state
         .kms
         .as_ref()
         .ok_or_else(|| S3Error::internal("part copy without kms"))?
@@ -2916,6 +3027,9 @@ async fn upload_part_copy(
             &kms::context(tenant, bucket, key),
         )
         .await?;
+    if let Some(c) = ssec {
+        dk = c.key.mask(&token.salt, &dk);
+    }
     let okey = Arc::new(ObjectKey::derive(&dk, &token.salt));
     let cipher_len = layout::ciphertext_len(len);
     let q = sigv4::canonical_query(
@@ -2972,14 +3086,14 @@ async fn upload_part_copy(
 /// read it. Returns the new object's store ETag and version id.
 async fn rewrite_irregular(
     state: &State,
-    tenant: &str,
-    bucket: &str,
-    key: &str,
+    (tenant, bucket, key): (&str, &str, &str),
+    ssec: Option<&crate::ssec::SseC>,
     parts: &[(u32, u64)],
     etag: &str,
     version: Option<&str>,
 ) -> Result<(String, Option<String>), S3Error> {
-    let result = rewrite_irregular_inner(state, tenant, bucket, key, parts, etag, version).await;
+    let result =
+        rewrite_irregular_inner(state, (tenant, bucket, key), ssec, parts, etag, version).await;
     let remove = match (&result, version) {
         (Ok((_, Some(new))), Some(old)) if new != old => Some(Some(old)),
         (Err(_), v) => Some(v),
@@ -3004,9 +3118,8 @@ async fn rewrite_irregular(
 
 async fn rewrite_irregular_inner(
     state: &State,
-    tenant: &str,
-    bucket: &str,
-    key: &str,
+    (tenant, bucket, key): (&str, &str, &str),
+    ssec: Option<&crate::ssec::SseC>,
     parts: &[(u32, u64)],
     etag: &str,
     version: Option<&str>,
@@ -3032,21 +3145,39 @@ async fn rewrite_irregular_inner(
     let env = envelope_of(&rp.headers, false)?
         .filter(|e| e.multipart)
         .ok_or_else(|| S3Error::internal("integrity: completed upload without its envelope"))?;
-    let (dk, old) = open_data_key(state, &env, tenant, bucket, key).await?;
+    let (dk, old) = open_data_key(state, &env, ssec, tenant, bucket, key).await?;
     // A fresh salt gives a fresh content key, so no nonce of the parts is used again.
     let salt = chmura_crypto::keys::random::<{ chmura_crypto::keys::SALT_LEN }>();
     let new = ObjectKey::derive(&dk, &salt);
+    // Under a customer key the mask follows the salt (FORMAT.md §14): the data key is wrapped
+    // again, masked for the new salt.
+    let wrapped_key = match ssec {
+        None => env.wrapped_key.clone(),
+        Some(c) => {
+            state
+                .kms
+                .as_ref()
+                .ok_or_else(|| S3Error::internal("rewrite without kms"))?
+                .wrap(
+                    &env.key_id,
+                    &c.key.mask(&salt, &dk),
+                    &kms::context(tenant, bucket, key),
+                )
+                .await?
+        }
+    };
     let cipher_len = layout::ciphertext_len(total);
     // One PUT when the store takes it whole; otherwise a multipart upload on the grid.
     let whole = cipher_len <= state.config.upstream.max_put_bytes;
     let new_env = ObjectHeader {
         key_id: env.key_id.clone(),
-        wrapped_key: env.wrapped_key.clone(),
+        wrapped_key,
         salt,
         commitment: *new.commitment(),
         plain_len: if whole { total } else { 0 },
         multipart: !whole,
         checksum: None,
+        customer_check: ssec.map(|c| c.key.check_value(&salt)),
     };
     let tagged = rp
         .headers
@@ -3291,6 +3422,7 @@ async fn prepare_copy(
     dst_bucket: &str,
     dst_key: &str,
     up_req: &mut Request<UpstreamBody>,
+    (ssec, src_ssec): (Option<&crate::ssec::SseC>, Option<&crate::ssec::SseC>),
 ) -> Result<(), S3Error> {
     let kms = state
         .kms
@@ -3383,13 +3515,19 @@ async fn prepare_copy(
     let stored = content_length(&hp.headers)
         .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
     check_length(&mut env, stored)?;
-    let dk = kms
+    crate::ssec::check_object(&env, src_ssec)?;
+    let mut dk = kms
         .decrypt(
             &env.key_id,
             &env.wrapped_key,
             &kms::context(tenant, &src_bucket, &src_key),
         )
         .await?;
+    // SSE-C (FORMAT.md §14): unmasked with the source's customer key, masked again with the
+    // destination's; the body and its content key stay as they are.
+    if let Some(c) = src_ssec {
+        dk = c.key.mask(&env.salt, &dk);
+    }
     ObjectKey::derive(&dk, &env.salt)
         .verify_commitment(&env.commitment)
         .map_err(|e| {
@@ -3399,12 +3537,16 @@ async fn prepare_copy(
             )
             .with_detail(format!("integrity: {e}"))
         })?;
+    if let Some(c) = ssec {
+        dk = c.key.mask(&env.salt, &dk);
+    }
     let wrapped = kms
         .wrap(&dst_key_id, &dk, &kms::context(tenant, dst_bucket, dst_key))
         .await?;
     let new_env = ObjectHeader {
         key_id: dst_key_id,
         wrapped_key: wrapped,
+        customer_check: ssec.map(|c| c.key.check_value(&env.salt)),
         ..env
     };
     let h = up_req.headers_mut();
@@ -3565,6 +3707,7 @@ async fn head_encrypted(
     state: &State,
     resp: http::Response<Incoming>,
     ask: HeadAsk<'_>,
+    ssec: Option<&crate::ssec::SseC>,
     (tenant, bucket, key): (&str, &str, &str),
 ) -> Result<Response<ResponseBody>, S3Error> {
     let HeadAsk {
@@ -3585,6 +3728,7 @@ async fn head_encrypted(
     else {
         return Ok(passthrough(rp, rbody));
     };
+    crate::ssec::check_object(&env, ssec)?;
     let stored = content_length(&rp.headers)
         .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
     check_length(&mut env, stored)?;
@@ -3633,7 +3777,7 @@ async fn head_encrypted(
     }
     // The plaintext checksum needs the object's key: one KMS call, only when asked for.
     let checksum = if part_number.is_none() && env.checksum.is_some() && wants_checksum(request) {
-        let okey = open_key(state, &env, tenant, bucket, key).await?;
+        let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;
         checksum_header(&env, &okey)?
     } else {
         None
@@ -3754,6 +3898,7 @@ async fn stored_checksum(
     state: &State,
     (tenant, bucket, key): (&str, &str, &str),
     version: Option<&str>,
+    ssec: Option<&crate::ssec::SseC>,
 ) -> Result<Option<(HeaderName, HeaderValue)>, S3Error> {
     let head = store_request(state, Method::HEAD, bucket, key, version)
         .body(empty_body())
@@ -3762,10 +3907,14 @@ async fn stored_checksum(
     if !hp.status.is_success() {
         return Ok(None);
     }
-    let Some(env) = envelope_of(&hp.headers, true)?.filter(|e| e.checksum.is_some()) else {
+    let Some(env) = envelope_of(&hp.headers, true)? else {
         return Ok(None);
     };
-    let okey = open_key(state, &env, tenant, bucket, key).await?;
+    crate::ssec::check_object(&env, ssec)?;
+    if env.checksum.is_none() {
+        return Ok(None);
+    }
+    let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;
     checksum_header(&env, &okey)
 }
 

@@ -23,6 +23,7 @@ pub mod rekey;
 pub mod seal;
 pub mod server;
 pub mod sigv4;
+pub mod ssec;
 pub mod upstream;
 
 use chmura_config::Config;

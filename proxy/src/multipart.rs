@@ -18,6 +18,8 @@ use crate::error::S3Error;
 const TOKEN_PREFIX: &str = "c1.";
 /// Trailing-byte flag of an upload created with Object Lock headers.
 const LOCKED: u8 = 0x80;
+/// Flag bit: the upload is under a customer key (SSE-C); its check value follows (32 bytes).
+const SSEC: u8 = 0x40;
 
 /// What a Chmura UploadId carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,10 @@ pub struct UploadToken {
     /// The upload was created with Object Lock headers: its parts reach the store with a
     /// checksum (S3 requires one), a CRC32 of their ciphertext. Bit 7 of the trailing byte.
     pub locked: bool,
+    /// SSE-C (FORMAT.md §14): the check value of the customer key the upload's data key is
+    /// masked with; every part must come with that key. Bit 6 of the trailing byte, then the
+    /// 32 bytes.
+    pub customer_check: Option<[u8; 32]>,
 }
 
 /// The token byte for a full-object CRC algorithm.
@@ -76,9 +82,18 @@ impl UploadToken {
         b.extend_from_slice(&(self.wrapped_key.len() as u16).to_be_bytes());
         b.extend_from_slice(&self.wrapped_key);
         b.extend_from_slice(&self.salt);
-        let code = self.full_object.and_then(full_object_code).unwrap_or(0);
-        if code != 0 || self.locked {
-            b.push(code | if self.locked { LOCKED } else { 0 });
+        let code = self.full_object.and_then(full_object_code).unwrap_or(0)
+            | if self.locked { LOCKED } else { 0 }
+            | if self.customer_check.is_some() {
+                SSEC
+            } else {
+                0
+            };
+        if code != 0 {
+            b.push(code);
+        }
+        if let Some(c) = &self.customer_check {
+            b.extend_from_slice(c);
         }
         format!("{TOKEN_PREFIX}{}", b64url(&b))
     }
@@ -104,24 +119,26 @@ impl UploadToken {
         let wrapped_key = take(n)?.to_vec();
         let salt: [u8; 32] = take(32)?.try_into().ok()?;
         use crate::checksum::ChecksumAlgorithm as A;
-        let (full_object, locked) = match r {
-            [] => (None, false),
+        let (flags, customer_check) = match r {
+            [] => (0, None),
             // Written only when something is set.
             [0] => return None,
-            [c] => {
-                let code = c & !LOCKED;
-                let full = match code {
-                    0 => None,
-                    _ => Some(
-                        [A::Crc32, A::Crc32c, A::Crc64Nvme]
-                            .into_iter()
-                            .find(|a| full_object_code(*a) == Some(code))?,
-                    ),
-                };
-                (full, c & LOCKED != 0)
+            [c] if c & SSEC == 0 => (*c, None),
+            [c, check @ ..] if c & SSEC != 0 && check.len() == 32 => {
+                (*c, Some(<[u8; 32]>::try_from(check).ok()?))
             }
             _ => return None,
         };
+        let code = flags & !(LOCKED | SSEC);
+        let full_object = match code {
+            0 => None,
+            _ => Some(
+                [A::Crc32, A::Crc32c, A::Crc64Nvme]
+                    .into_iter()
+                    .find(|a| full_object_code(*a) == Some(code))?,
+            ),
+        };
+        let locked = flags & LOCKED != 0;
         if upstream_id.is_empty() {
             return None;
         }
@@ -132,6 +149,7 @@ impl UploadToken {
             salt,
             full_object,
             locked,
+            customer_check,
         })
     }
 
@@ -555,6 +573,7 @@ mod tests {
             wrapped_key: (0..=255).collect(),
             salt: [7; 32],
             locked: false,
+            customer_check: None,
         };
         let s = t.encode();
         assert!(s
@@ -576,8 +595,28 @@ mod tests {
                 locked: true,
                 ..base.clone()
             };
-            assert_eq!(UploadToken::decode(&locked.encode()), Some(locked));
+            assert_eq!(UploadToken::decode(&locked.encode()), Some(locked.clone()));
             assert_eq!(UploadToken::decode(&base.encode()), Some(base));
+            let ssec = UploadToken {
+                customer_check: Some([9; 32]),
+                ..locked
+            };
+            let enc = ssec.encode();
+            assert_eq!(UploadToken::decode(&enc), Some(ssec));
+            // The flag without its 32 bytes, or bytes beyond them, is not a token.
+            let raw = b64url_decode(enc.strip_prefix(TOKEN_PREFIX).expect("prefix")).expect("b64");
+            for cut in [&raw[..raw.len() - 32], &raw[..raw.len() - 1]] {
+                assert_eq!(
+                    UploadToken::decode(&format!("{TOKEN_PREFIX}{}", b64url(cut))),
+                    None
+                );
+            }
+            let mut longer = raw.clone();
+            longer.push(1);
+            assert_eq!(
+                UploadToken::decode(&format!("{TOKEN_PREFIX}{}", b64url(&longer))),
+                None
+            );
         }
         let mut raw = b64url_decode(s.strip_prefix(TOKEN_PREFIX).expect("prefix")).expect("b64");
         raw.push(0x7f);

@@ -220,9 +220,13 @@ async fn rekey_one(
     let Some((dk, ctx)) = opened else {
         return Err("the data key does not open for any configured tenant".into());
     };
-    ObjectKey::derive(&dk, &env.salt)
-        .verify_commitment(&env.commitment)
-        .map_err(|e| format!("key commitment: {e}"))?;
+    // Under a customer key (SSE-C, FORMAT.md §14) the provider's key is masked: the commitment
+    // needs the customer's key, which Chmura never keeps. The masked key moves as it is.
+    if env.customer_check.is_none() {
+        ObjectKey::derive(&dk, &env.salt)
+            .verify_commitment(&env.commitment)
+            .map_err(|e| format!("key commitment: {e}"))?;
+    }
     let wrapped = kms
         .wrap(&opts.to_key, &dk, &ctx)
         .await

@@ -12,5 +12,6 @@ mod metrics;
 mod multipart;
 mod policy;
 mod sdk;
+mod ssec;
 mod tenants;
 mod tls;

@@ -1006,6 +1006,42 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
         .expect("v1")
         .to_string();
 
+    // The store's own server-side encryption, when it reports one, is what the client sees
+    // (here SSE-S3, asked for by the client); otherwise objects show as SSE-KMS.
+    use aws_sdk_s3::types::ServerSideEncryption as Sse;
+    s3.create_bucket()
+        .bucket("motosse")
+        .send()
+        .await
+        .expect("bucket");
+    let put = s3
+        .put_object()
+        .bucket("motosse")
+        .key("sse-s3")
+        .server_side_encryption(Sse::Aes256)
+        .body(ByteStream::from_static(b"sse-s3 on top"))
+        .send()
+        .await
+        .expect("put sse-s3");
+    assert_eq!(put.server_side_encryption(), Some(&Sse::Aes256));
+    let head = s3
+        .head_object()
+        .bucket("motosse")
+        .key("sse-s3")
+        .send()
+        .await
+        .expect("head sse-s3");
+    assert_eq!(head.server_side_encryption(), Some(&Sse::Aes256));
+    let head = s3
+        .head_object()
+        .bucket("motomp")
+        .key("obj")
+        .version_id(&v1)
+        .send()
+        .await
+        .expect("head v1");
+    assert_eq!(head.server_side_encryption(), Some(&Sse::AwsKms));
+
     let data = pattern(PART + 10, 80);
     let id = s3
         .create_multipart_upload()

@@ -1,0 +1,582 @@
+//! SSE-C on encrypted objects (FORMAT.md §14): the customer's key masks the object's data key
+//! in Chmura and never reaches the store; reads, copies and parts need the same key, with
+//! S3's answers when it is missing, malformed or wrong.
+
+use aws_sdk_s3::primitives::ByteStream;
+use chmura_tests::{pattern, sdk_client, Env, ProxyOptions, TENANT_AK, TENANT_SK};
+
+async fn encrypted_env() -> Env {
+    Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await
+}
+
+struct Key {
+    raw: [u8; 32],
+    b64: String,
+    md5: String,
+}
+
+fn key(byte: u8) -> Key {
+    use base64::Engine;
+    use md5::Digest;
+    let raw = [byte; 32];
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    Key {
+        raw,
+        b64: b64(&raw),
+        md5: b64(&md5::Md5::digest(raw)),
+    }
+}
+
+fn status<E>(e: &aws_sdk_s3::error::SdkError<E>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+fn code<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    e: &aws_sdk_s3::error::SdkError<E>,
+) -> Option<String> {
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .map(str::to_string)
+}
+
+/// Every file under `dir`, read whole.
+fn files(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push(b);
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
+    let env = encrypted_env().await;
+    env.make_bucket("ssec");
+    let s3 = env.proxy.sdk_client();
+    let (a, b) = (key(7), key(9));
+    let data = pattern(150_000, 3);
+    let put = s3
+        .put_object()
+        .bucket("ssec")
+        .key("k")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("SSE-C PUT");
+    assert_eq!(put.sse_customer_algorithm(), Some("AES256"));
+    assert_eq!(put.sse_customer_key_md5(), Some(a.md5.as_str()));
+    assert_eq!(put.server_side_encryption(), None);
+
+    // Without the key, with a wrong key, with a key on a plain object: S3's answers.
+    let e = s3
+        .get_object()
+        .bucket("ssec")
+        .key("k")
+        .send()
+        .await
+        .expect_err("GET without the key");
+    assert_eq!(status(&e), Some(400));
+    assert_eq!(code(&e).as_deref(), Some("InvalidRequest"));
+    let e = s3
+        .head_object()
+        .bucket("ssec")
+        .key("k")
+        .send()
+        .await
+        .expect_err("HEAD without the key");
+    assert_eq!(status(&e), Some(400));
+    let e = s3
+        .get_object()
+        .bucket("ssec")
+        .key("k")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&b.b64)
+        .sse_customer_key_md5(&b.md5)
+        .send()
+        .await
+        .expect_err("GET with another key");
+    assert_eq!(status(&e), Some(403));
+    assert_eq!(code(&e).as_deref(), Some("AccessDenied"));
+
+    // With the key: whole, ranged, HEAD.
+    let got = s3
+        .get_object()
+        .bucket("ssec")
+        .key("k")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect("GET with the key");
+    assert_eq!(got.sse_customer_key_md5(), Some(a.md5.as_str()));
+    assert_eq!(got.server_side_encryption(), None);
+    let body = got.body.collect().await.expect("body").into_bytes();
+    assert!(body.as_ref() == &data[..], "round trip");
+    let got = s3
+        .get_object()
+        .bucket("ssec")
+        .key("k")
+        .range("bytes=65530-70009")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect("ranged GET with the key");
+    let body = got.body.collect().await.expect("body").into_bytes();
+    assert!(body.as_ref() == &data[65530..70010], "range");
+    let head = s3
+        .head_object()
+        .bucket("ssec")
+        .key("k")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect("HEAD with the key");
+    assert_eq!(head.content_length(), Some(150_000));
+    assert_eq!(head.sse_customer_algorithm(), Some("AES256"));
+
+    // A malformed key changes nothing.
+    let e = s3
+        .put_object()
+        .bucket("ssec")
+        .key("bad")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&b.md5)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("key and MD5 disagree");
+    assert_eq!(status(&e), Some(400));
+    assert_eq!(code(&e).as_deref(), Some("InvalidArgument"));
+    assert!(env.store.stored("ssec", "bad").is_none());
+
+    // A plain object refuses a key.
+    s3.put_object()
+        .bucket("ssec")
+        .key("plain")
+        .body(ByteStream::from_static(b"plain"))
+        .send()
+        .await
+        .expect("plain PUT");
+    let e = s3
+        .get_object()
+        .bucket("ssec")
+        .key("plain")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect_err("a key for a plain object");
+    assert_eq!(status(&e), Some(400));
+
+    // Copies: the source needs its key; the copy is under the destination's key, or none.
+    let e = s3
+        .copy_object()
+        .bucket("ssec")
+        .key("copy-b")
+        .copy_source("ssec/k")
+        .send()
+        .await
+        .expect_err("copy without the source key");
+    assert_eq!(status(&e), Some(400));
+    s3.copy_object()
+        .bucket("ssec")
+        .key("copy-b")
+        .copy_source("ssec/k")
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&a.b64)
+        .copy_source_sse_customer_key_md5(&a.md5)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&b.b64)
+        .sse_customer_key_md5(&b.md5)
+        .send()
+        .await
+        .expect("copy to key B");
+    for (k, ok) in [(&a, false), (&b, true)] {
+        let r = s3
+            .get_object()
+            .bucket("ssec")
+            .key("copy-b")
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&k.b64)
+            .sse_customer_key_md5(&k.md5)
+            .send()
+            .await;
+        match r {
+            Ok(g) if ok => {
+                let body = g.body.collect().await.expect("body").into_bytes();
+                assert!(body.as_ref() == &data[..], "copy under key B");
+            }
+            Err(e) if !ok => assert_eq!(status(&e), Some(403)),
+            _ => panic!("copy-b read with key {} gave the wrong answer", k.raw[0]),
+        }
+    }
+    s3.copy_object()
+        .bucket("ssec")
+        .key("copy-plain")
+        .copy_source("ssec/k")
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&a.b64)
+        .copy_source_sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect("copy to no customer key");
+    let body = s3
+        .get_object()
+        .bucket("ssec")
+        .key("copy-plain")
+        .send()
+        .await
+        .expect("GET of the copy without a key")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    assert!(body.as_ref() == &data[..]);
+
+    // Never over plain HTTP (S3 refuses it too), and nothing stored.
+    let http = sdk_client(&env.proxy.http_endpoint(), None, TENANT_AK, TENANT_SK);
+    let e = http
+        .put_object()
+        .bucket("ssec")
+        .key("http")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("SSE-C over HTTP");
+    assert_eq!(status(&e), Some(400));
+    assert!(env.store.stored("ssec", "http").is_none());
+
+    // The store holds neither the plaintext nor the key, in any form.
+    let mut all = Vec::new();
+    files(&env.store.root, &mut all);
+    assert!(!all.is_empty());
+    for f in &all {
+        for needle in [
+            &data[70_000..70_064],
+            &a.raw[..],
+            &b.raw[..],
+            a.b64.as_bytes(),
+            b.b64.as_bytes(),
+            a.md5.as_bytes(),
+        ] {
+            assert!(
+                !contains(f, needle),
+                "the store holds key or plaintext bytes"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sse_c_multipart_parts_need_the_uploads_key() {
+    let env = encrypted_env().await;
+    env.make_bucket("ssec");
+    let s3 = env.proxy.sdk_client();
+    let (a, b) = (key(1), key(2));
+    // Parts off the 64 KiB grid: Complete rewrites the object, with the key it is given.
+    let part_len = 5 * 1024 * 1024 + 1;
+    let data = pattern(part_len + 1000, 5);
+    let up = s3
+        .create_multipart_upload()
+        .bucket("ssec")
+        .key("mp")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(up.sse_customer_key_md5(), Some(a.md5.as_str()));
+    let id = up.upload_id().expect("id").to_string();
+    let e = s3
+        .upload_part()
+        .bucket("ssec")
+        .key("mp")
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"a refused part"))
+        .send()
+        .await
+        .expect_err("a part without the key");
+    assert_eq!(status(&e), Some(400));
+    let e = s3
+        .upload_part()
+        .bucket("ssec")
+        .key("mp")
+        .upload_id(&id)
+        .part_number(1)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&b.b64)
+        .sse_customer_key_md5(&b.md5)
+        .body(ByteStream::from_static(b"a refused part"))
+        .send()
+        .await
+        .expect_err("a part under another key");
+    assert_eq!(status(&e), Some(400));
+    let mut done = Vec::new();
+    for (n, range) in [(1, 0..part_len), (2, part_len..data.len())] {
+        let p = s3
+            .upload_part()
+            .bucket("ssec")
+            .key("mp")
+            .upload_id(&id)
+            .part_number(n)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&a.b64)
+            .sse_customer_key_md5(&a.md5)
+            .body(ByteStream::from(data[range].to_vec()))
+            .send()
+            .await
+            .expect("part");
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().expect("etag"))
+                .build(),
+        );
+    }
+    let parts = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+        .set_parts(Some(done))
+        .build();
+    let e = s3
+        .complete_multipart_upload()
+        .bucket("ssec")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(parts.clone())
+        .send()
+        .await
+        .expect_err("an off-grid Complete without the key");
+    assert_eq!(status(&e), Some(400));
+    s3.complete_multipart_upload()
+        .bucket("ssec")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(parts)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect("complete with the key");
+    let e = s3
+        .get_object()
+        .bucket("ssec")
+        .key("mp")
+        .send()
+        .await
+        .expect_err("GET without the key");
+    assert_eq!(status(&e), Some(400));
+    let got = s3
+        .get_object()
+        .bucket("ssec")
+        .key("mp")
+        .range(format!("bytes={}-{}", part_len - 10, part_len + 10))
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect("ranged GET across the parts");
+    let body = got.body.collect().await.expect("body").into_bytes();
+    assert!(body.as_ref() == &data[part_len - 10..=part_len + 10]);
+    let got = s3
+        .get_object()
+        .bucket("ssec")
+        .key("mp")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect("GET");
+    let body = got.body.collect().await.expect("body").into_bytes();
+    assert!(body.as_ref() == &data[..], "multipart round trip");
+
+    // UploadPartCopy: the source opens with its key, the part is sealed under the upload's.
+    let up = s3
+        .create_multipart_upload()
+        .bucket("ssec")
+        .key("mp2")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&b.b64)
+        .sse_customer_key_md5(&b.md5)
+        .send()
+        .await
+        .expect("create 2");
+    let id2 = up.upload_id().expect("id").to_string();
+    let e = s3
+        .upload_part_copy()
+        .bucket("ssec")
+        .key("mp2")
+        .upload_id(&id2)
+        .part_number(1)
+        .copy_source("ssec/mp")
+        .copy_source_range("bytes=1000-200999")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&b.b64)
+        .sse_customer_key_md5(&b.md5)
+        .send()
+        .await
+        .expect_err("part copy without the source's key");
+    assert_eq!(status(&e), Some(400));
+    let copied = s3
+        .upload_part_copy()
+        .bucket("ssec")
+        .key("mp2")
+        .upload_id(&id2)
+        .part_number(1)
+        .copy_source("ssec/mp")
+        .copy_source_range("bytes=1000-200999")
+        .copy_source_sse_customer_algorithm("AES256")
+        .copy_source_sse_customer_key(&a.b64)
+        .copy_source_sse_customer_key_md5(&a.md5)
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&b.b64)
+        .sse_customer_key_md5(&b.md5)
+        .send()
+        .await
+        .expect("part copy");
+    let etag = copied
+        .copy_part_result()
+        .and_then(|r| r.e_tag())
+        .expect("etag")
+        .to_string();
+    s3.complete_multipart_upload()
+        .bucket("ssec")
+        .key("mp2")
+        .upload_id(&id2)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .parts(
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(1)
+                        .e_tag(etag)
+                        .build(),
+                )
+                .build(),
+        )
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&b.b64)
+        .sse_customer_key_md5(&b.md5)
+        .send()
+        .await
+        .expect("complete 2");
+    let got = s3
+        .get_object()
+        .bucket("ssec")
+        .key("mp2")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&b.b64)
+        .sse_customer_key_md5(&b.md5)
+        .send()
+        .await
+        .expect("GET of the part copy");
+    let body = got.body.collect().await.expect("body").into_bytes();
+    assert!(
+        body.as_ref() == &data[1000..201_000],
+        "part copy round trip"
+    );
+}
+
+/// `chmura rekey` moves an SSE-C object's masked key to the new provider key as it is: it
+/// needs no customer key, and the object still opens with (only) that key afterwards.
+#[tokio::test]
+async fn rekey_moves_sse_c_objects_without_their_key() {
+    use chmura_proxy::rekey::{run, RekeyOptions};
+    let hex = |b: u8| format!("{b:02x}").repeat(32);
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        keyring: Some(format!(
+            "chmura-keyring v1\nold {}\nnew {}\n",
+            hex(1),
+            hex(2)
+        )),
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("rek");
+    let s3 = env.proxy.sdk_client();
+    let a = key(5);
+    let data = pattern(70_000, 8);
+    s3.put_object()
+        .bucket("rek")
+        .key("k")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put");
+    let before = env.store.stored("rek", "k");
+    let opts = RekeyOptions {
+        bucket: "rek".into(),
+        prefix: String::new(),
+        to_key: "new".into(),
+        start_after: None,
+        max_objects: None,
+        copy_limit: 5 << 30,
+    };
+    let mut log = Vec::new();
+    let done = run(&env.proxy.state, &opts, &mut log).await.expect("rekey");
+    assert_eq!(done.rekeyed, 1, "{done:?}");
+    assert!(done.failed.is_empty(), "{done:?}");
+    assert_eq!(env.store.stored("rek", "k"), before, "body rewritten");
+    let only_new = chmura_tests::Proxy::start(
+        &env.dir.path().join("only-new"),
+        &env.store.endpoint(),
+        ProxyOptions {
+            encrypt: true,
+            keyring: Some(format!("chmura-keyring v1\nnew {}\n", hex(2))),
+            ..Default::default()
+        },
+    )
+    .await;
+    let s3n = only_new.sdk_client();
+    let got = s3n
+        .get_object()
+        .bucket("rek")
+        .key("k")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&a.b64)
+        .sse_customer_key_md5(&a.md5)
+        .send()
+        .await
+        .expect("GET after rekey");
+    let body = got.body.collect().await.expect("body").into_bytes();
+    assert!(body.as_ref() == &data[..]);
+    let e = s3n
+        .get_object()
+        .bucket("rek")
+        .key("k")
+        .send()
+        .await
+        .expect_err("still needs the customer key");
+    assert_eq!(status(&e), Some(400));
+}
