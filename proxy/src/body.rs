@@ -758,3 +758,81 @@ mod keepalive_tests {
         assert!(body.frame().await.expect("end").is_err());
     }
 }
+
+/// The client's request body, handed back through a channel when the handler drops it
+/// before its end, so that a refusal can read the rest before answering (`handler::handle`):
+/// a client that sends its body without `Expect: 100-continue` reads the answer only after
+/// its last byte, and a connection closed under it shows a reset instead of S3's error.
+pub struct ReturningBody {
+    inner: Option<hyper::body::Incoming>,
+    polled: bool,
+    back: Option<tokio::sync::oneshot::Sender<Returned>>,
+}
+
+/// A request body the handler left unfinished.
+pub struct Returned {
+    pub body: hyper::body::Incoming,
+    /// Whether anything read it (for `Expect: 100-continue`, whether the client was told to
+    /// send it).
+    pub polled: bool,
+}
+
+impl ReturningBody {
+    pub fn new(
+        inner: hyper::body::Incoming,
+    ) -> (ReturningBody, tokio::sync::oneshot::Receiver<Returned>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            ReturningBody {
+                inner: Some(inner),
+                polled: false,
+                back: Some(tx),
+            },
+            rx,
+        )
+    }
+}
+
+impl Body for ReturningBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        self.polled = true;
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let r = Pin::new(inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            // Ended (or broken): nothing left to hand back.
+            self.back = None;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for ReturningBody {
+    fn drop(&mut self) {
+        if let (Some(body), Some(tx)) = (self.inner.take(), self.back.take()) {
+            if !body.is_end_stream() {
+                let _ = tx.send(Returned {
+                    body,
+                    polled: self.polled,
+                });
+            }
+        }
+    }
+}

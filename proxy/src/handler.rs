@@ -147,7 +147,14 @@ pub async fn handle(
         peer: conn.peer,
     };
     state.metrics.in_flight.inc();
-    let result = handle_inner(&state, conn, req, &mut ctx).await;
+    let expect_continue = req
+        .headers()
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let (parts, body) = req.into_parts();
+    let (body, mut unread) = crate::body::ReturningBody::new(body);
+    let result = handle_inner(&state, conn, Request::from_parts(parts, body), &mut ctx).await;
     let audit_slot = guard.slot.take();
     drop(guard);
     let error_code = result.as_ref().err().map(|e| e.code);
@@ -280,6 +287,20 @@ pub async fn handle(
                         resp.headers_mut().extend(h);
                     }
                 }
+            }
+        }
+    }
+    // A refusal before the body was read: read the rest (bounded) before answering, so a
+    // client that sends its whole body first gets the error rather than a reset connection.
+    // A client that asked `Expect: 100-continue` and was not told to continue sent none.
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        if let Ok(r) = unread.try_recv() {
+            if r.polled || !expect_continue {
+                drain_refused(
+                    r.body,
+                    Duration::from_secs(state.config.server.body_idle_timeout_secs),
+                )
+                .await;
             }
         }
     }
@@ -652,10 +673,32 @@ fn hoist_v2_query_headers(parts: &mut http::request::Parts) -> Result<(), S3Erro
     Ok(())
 }
 
+/// Most of a refused request body read and dropped before the answer: 64 MiB, more than any
+/// SDK's default part or single-PUT threshold; a larger body gets the answer and a closed
+/// connection, as it would without this.
+const REFUSED_BODY_DRAIN: u64 = 64 << 20;
+
+async fn drain_refused(mut body: Incoming, idle: Duration) {
+    if body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n > REFUSED_BODY_DRAIN)
+    {
+        return;
+    }
+    let mut seen = 0u64;
+    while seen <= REFUSED_BODY_DRAIN {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(Ok(f))) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
+
 async fn handle_inner(
     state: &Arc<State>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    req: Request<crate::body::ReturningBody>,
     ctx: &mut LogCtx,
 ) -> Result<Response<ResponseBody>, S3Error> {
     let server = &state.config.server;

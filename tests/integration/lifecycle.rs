@@ -281,3 +281,35 @@ async fn worker_threads_serve_in_parallel_and_stop_when_serve_is_dropped() {
     }
     assert!(refused, "a worker still accepts after serve was dropped");
 }
+
+#[tokio::test]
+async fn a_refused_upload_is_read_to_its_end_so_the_client_gets_the_error() {
+    // A client that sends its body without `Expect: 100-continue` (the Rust SDK, the JS SDK)
+    // reads the answer only after the last byte: refused before the body was read, the
+    // request must still be read to its end (bounded), or the client sees a reset connection
+    // instead of S3's error.
+    let env = Env::start().await;
+    env.make_bucket("refused");
+    let s3 = env
+        .proxy
+        .sdk_client_as(TENANT_AK, "not-the-secret-not-the-secret");
+    let e = s3
+        .put_object()
+        .bucket("refused")
+        .key("big")
+        .body(aws_sdk_s3::primitives::ByteStream::from(vec![7u8; 8 << 20]))
+        .send()
+        .await
+        .expect_err("bad signature");
+    assert_eq!(
+        e.raw_response().map(|r| r.status().as_u16()),
+        Some(403),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.as_service_error()
+            .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code),
+        Some("SignatureDoesNotMatch")
+    );
+    assert!(env.store.stored("refused", "big").is_none());
+}

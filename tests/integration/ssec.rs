@@ -319,7 +319,7 @@ async fn sse_c_multipart_parts_need_the_uploads_key() {
         .key("mp")
         .upload_id(&id)
         .part_number(1)
-        .body(ByteStream::from_static(b"a refused part"))
+        .body(ByteStream::from(data[..part_len].to_vec()))
         .send()
         .await
         .expect_err("a part without the key");
