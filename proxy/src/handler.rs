@@ -2507,31 +2507,16 @@ async fn get_encrypted(
         range = None;
     }
     let conditions = up_req.headers().clone();
+    let object = (tenant, bucket, key);
     if range.is_none() && part_number.is_none() {
-        return get_whole(
-            state,
-            up_req,
-            &conditions,
-            ssec,
-            (tenant, bucket, key),
-            what,
-        )
-        .await;
+        return get_whole(state, up_req, &conditions, ssec, object, what).await;
     }
     // `bytes=a-b`: the ciphertext to fetch follows from a and b alone (the chunk grid), so one
     // GET does, with no HEAD first; anything unexpected falls back to the HEAD path below.
     if let (None, None, Some((Some(a), Some(b)))) = (part_number, &if_range, range) {
         let retry = clone_request(&up_req)?;
-        if let Some(r) = get_range_at_once(
-            state,
-            up_req,
-            &conditions,
-            ssec,
-            (a, b),
-            (tenant, bucket, key),
-            &what,
-        )
-        .await?
+        if let Some(r) =
+            get_range_at_once(state, up_req, &conditions, ssec, (a, b), object, &what).await?
         {
             return Ok(r);
         }
@@ -2580,15 +2565,7 @@ async fn get_encrypted(
         return r;
     }
     if !if_range_holds(if_range.as_ref(), &hp.headers) {
-        return get_whole(
-            state,
-            up_req,
-            &conditions,
-            ssec,
-            (tenant, bucket, key),
-            what,
-        )
-        .await;
+        return get_whole(state, up_req, &conditions, ssec, object, what).await;
     }
     let Some(mut env) = envelope_of(&hp.headers, allow_plain || folder_marker(key, &hp.headers))?
     else {
@@ -2616,15 +2593,7 @@ async fn get_encrypted(
                 if n != 1 {
                     return Err(invalid_part_number());
                 }
-                return get_whole(
-                    state,
-                    up_req,
-                    &conditions,
-                    ssec,
-                    (tenant, bucket, key),
-                    what,
-                )
-                .await;
+                return get_whole(state, up_req, &conditions, ssec, object, what).await;
             }
             let (k, parts) = multipart_layout(
                 state,
@@ -2642,15 +2611,7 @@ async fn get_encrypted(
             (Some(start), Some(end))
         }
         (None, Some(r)) if suffix_of_empty(r, env.plain_len) => {
-            return get_whole(
-                state,
-                up_req,
-                &conditions,
-                ssec,
-                (tenant, bucket, key),
-                what,
-            )
-            .await;
+            return get_whole(state, up_req, &conditions, ssec, object, what).await;
         }
         (None, Some(r)) => r,
         (None, None) => return Err(S3Error::internal("range vanished")),

@@ -1617,41 +1617,32 @@ async fn sse_c_with_aws_cli_and_rclone() {
     };
     let fileb = |p: &Path| format!("fileb://{}", p.display());
     let (ka, kb) = (fileb(&key_a), fileb(&key_b));
-    let big_path = work.join("big.bin");
-    run(aws_cmd(&[
-        "s3",
-        "cp",
-        big_path.to_str().expect("path"),
-        "s3://ssec-cli/big",
-        "--sse-c",
-        "AES256",
-        "--sse-c-key",
-        &ka,
-    ]))
-    .await;
-    let down = work.join("down.bin");
-    run(aws_cmd(&[
-        "s3",
-        "cp",
-        "s3://ssec-cli/big",
-        down.to_str().expect("path"),
-        "--sse-c",
-        "AES256",
-        "--sse-c-key",
-        &ka,
-    ]))
-    .await;
+    let path = |name: &str| work.join(name).to_str().expect("path").to_string();
+    // `aws s3 cp FROM TO` with the destination's (or the object's) customer key, and the
+    // copy source's.
+    let cp = |from: &str, to: &str, key: Option<&str>, source_key: Option<&str>| {
+        let mut args = vec!["s3".to_string(), "cp".into(), from.into(), to.into()];
+        for (flag, k) in [("--sse-c", key), ("--sse-c-copy-source", source_key)] {
+            if let Some(k) = k {
+                args.extend([
+                    flag.into(),
+                    "AES256".into(),
+                    format!("{flag}-key"),
+                    k.into(),
+                ]);
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        aws_cmd(&args)
+    };
+    run(cp(&path("big.bin"), "s3://ssec-cli/big", Some(&ka), None)).await;
+    run(cp("s3://ssec-cli/big", &path("down.bin"), Some(&ka), None)).await;
     assert!(
-        std::fs::read(&down).expect("down") == big,
+        std::fs::read(path("down.bin")).expect("down") == big,
         "aws cli SSE-C round trip"
     );
     let refused = tokio::task::spawn_blocking({
-        let mut c = aws_cmd(&[
-            "s3",
-            "cp",
-            "s3://ssec-cli/big",
-            work.join("nokey.bin").to_str().expect("path"),
-        ]);
+        let mut c = cp("s3://ssec-cli/big", &path("nokey.bin"), None, None);
         move || c.output()
     })
     .await
@@ -1661,35 +1652,22 @@ async fn sse_c_with_aws_cli_and_rclone() {
         !refused.status.success(),
         "a download without the key worked"
     );
-    run(aws_cmd(&[
-        "s3",
-        "cp",
+    run(cp(
         "s3://ssec-cli/big",
         "s3://ssec-cli/big-b",
-        "--sse-c-copy-source",
-        "AES256",
-        "--sse-c-copy-source-key",
-        &ka,
-        "--sse-c",
-        "AES256",
-        "--sse-c-key",
-        &kb,
-    ]))
+        Some(&kb),
+        Some(&ka),
+    ))
     .await;
-    let down_b = work.join("down-b.bin");
-    run(aws_cmd(&[
-        "s3",
-        "cp",
+    run(cp(
         "s3://ssec-cli/big-b",
-        down_b.to_str().expect("path"),
-        "--sse-c",
-        "AES256",
-        "--sse-c-key",
-        &kb,
-    ]))
+        &path("down-b.bin"),
+        Some(&kb),
+        None,
+    ))
     .await;
     assert!(
-        std::fs::read(&down_b).expect("down") == big,
+        std::fs::read(path("down-b.bin")).expect("down") == big,
         "copy under key B"
     );
 

@@ -31,6 +31,62 @@ fn key(byte: u8) -> Key {
     }
 }
 
+use aws_sdk_s3::operation::{
+    complete_multipart_upload::builders::CompleteMultipartUploadFluentBuilder,
+    copy_object::builders::CopyObjectFluentBuilder,
+    create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
+    get_object::builders::GetObjectFluentBuilder, head_object::builders::HeadObjectFluentBuilder,
+    put_object::builders::PutObjectFluentBuilder, upload_part::builders::UploadPartFluentBuilder,
+    upload_part_copy::builders::UploadPartCopyFluentBuilder,
+};
+
+/// A trait adding a key's three SSE-C headers (the given setters) to request builders.
+macro_rules! key_headers {
+    ($tr:ident :: $f:ident ($alg:ident, $key:ident, $md5:ident) for $($t:ty),*) => {
+        trait $tr: Sized {
+            fn $f(self, k: &Key) -> Self;
+        }
+        $(impl $tr for $t {
+            fn $f(self, k: &Key) -> Self {
+                self.$alg("AES256").$key(&k.b64).$md5(&k.md5)
+            }
+        })*
+    };
+}
+
+key_headers!(WithKey::ssec(sse_customer_algorithm, sse_customer_key, sse_customer_key_md5) for
+    PutObjectFluentBuilder, GetObjectFluentBuilder, HeadObjectFluentBuilder,
+    CopyObjectFluentBuilder, CreateMultipartUploadFluentBuilder, UploadPartFluentBuilder,
+    UploadPartCopyFluentBuilder, CompleteMultipartUploadFluentBuilder);
+key_headers!(WithSourceKey::ssec_source(
+    copy_source_sse_customer_algorithm,
+    copy_source_sse_customer_key,
+    copy_source_sse_customer_key_md5
+) for CopyObjectFluentBuilder, UploadPartCopyFluentBuilder);
+
+/// GetObject of `bucket/key` with `k`'s SSE-C headers (or none) and an optional range: the
+/// whole body, or the SDK's error.
+async fn read(
+    s3: &aws_sdk_s3::Client,
+    (bucket, key): (&str, &str),
+    k: Option<&Key>,
+    range: Option<String>,
+) -> Result<Vec<u8>, aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError>>
+{
+    let mut req = s3.get_object().bucket(bucket).key(key).set_range(range);
+    if let Some(k) = k {
+        req = req.ssec(k);
+    }
+    let got = req.send().await?;
+    Ok(got
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes()
+        .to_vec())
+}
+
 fn status<E>(e: &aws_sdk_s3::error::SdkError<E>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
@@ -70,9 +126,7 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
         .put_object()
         .bucket("ssec")
         .key("k")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
+        .ssec(&a)
         .body(ByteStream::from(data.clone()))
         .send()
         .await
@@ -82,11 +136,7 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
     assert_eq!(put.server_side_encryption(), None);
 
     // Without the key, with a wrong key, with a key on a plain object: S3's answers.
-    let e = s3
-        .get_object()
-        .bucket("ssec")
-        .key("k")
-        .send()
+    let e = read(&s3, ("ssec", "k"), None, None)
         .await
         .expect_err("GET without the key");
     assert_eq!(status(&e), Some(400));
@@ -99,14 +149,7 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
         .await
         .expect_err("HEAD without the key");
     assert_eq!(status(&e), Some(400));
-    let e = s3
-        .get_object()
-        .bucket("ssec")
-        .key("k")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&b.b64)
-        .sse_customer_key_md5(&b.md5)
-        .send()
+    let e = read(&s3, ("ssec", "k"), Some(&b), None)
         .await
         .expect_err("GET with another key");
     assert_eq!(status(&e), Some(403));
@@ -117,36 +160,28 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
         .get_object()
         .bucket("ssec")
         .key("k")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
+        .ssec(&a)
         .send()
         .await
         .expect("GET with the key");
     assert_eq!(got.sse_customer_key_md5(), Some(a.md5.as_str()));
     assert_eq!(got.server_side_encryption(), None);
     let body = got.body.collect().await.expect("body").into_bytes();
-    assert!(body.as_ref() == &data[..], "round trip");
-    let got = s3
-        .get_object()
-        .bucket("ssec")
-        .key("k")
-        .range("bytes=65530-70009")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
-        .send()
-        .await
-        .expect("ranged GET with the key");
-    let body = got.body.collect().await.expect("body").into_bytes();
-    assert!(body.as_ref() == &data[65530..70010], "range");
+    assert!(body == data[..], "round trip");
+    let body = read(
+        &s3,
+        ("ssec", "k"),
+        Some(&a),
+        Some("bytes=65530-70009".into()),
+    )
+    .await
+    .expect("ranged GET with the key");
+    assert!(body == data[65530..70010], "range");
     let head = s3
         .head_object()
         .bucket("ssec")
         .key("k")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
+        .ssec(&a)
         .send()
         .await
         .expect("HEAD with the key");
@@ -177,14 +212,7 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
         .send()
         .await
         .expect("plain PUT");
-    let e = s3
-        .get_object()
-        .bucket("ssec")
-        .key("plain")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
-        .send()
+    let e = read(&s3, ("ssec", "plain"), Some(&a), None)
         .await
         .expect_err("a key for a plain object");
     assert_eq!(status(&e), Some(400));
@@ -203,30 +231,14 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
         .bucket("ssec")
         .key("copy-b")
         .copy_source("ssec/k")
-        .copy_source_sse_customer_algorithm("AES256")
-        .copy_source_sse_customer_key(&a.b64)
-        .copy_source_sse_customer_key_md5(&a.md5)
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&b.b64)
-        .sse_customer_key_md5(&b.md5)
+        .ssec_source(&a)
+        .ssec(&b)
         .send()
         .await
         .expect("copy to key B");
     for (k, ok) in [(&a, false), (&b, true)] {
-        let r = s3
-            .get_object()
-            .bucket("ssec")
-            .key("copy-b")
-            .sse_customer_algorithm("AES256")
-            .sse_customer_key(&k.b64)
-            .sse_customer_key_md5(&k.md5)
-            .send()
-            .await;
-        match r {
-            Ok(g) if ok => {
-                let body = g.body.collect().await.expect("body").into_bytes();
-                assert!(body.as_ref() == &data[..], "copy under key B");
-            }
+        match read(&s3, ("ssec", "copy-b"), Some(k), None).await {
+            Ok(body) if ok => assert!(body == data[..], "copy under key B"),
             Err(e) if !ok => assert_eq!(status(&e), Some(403)),
             _ => panic!("copy-b read with key {} gave the wrong answer", k.raw[0]),
         }
@@ -235,9 +247,7 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
         .bucket("ssec")
         .key("copy-plain")
         .copy_source("ssec/k")
-        .copy_source_sse_customer_algorithm("AES256")
-        .copy_source_sse_customer_key(&a.b64)
-        .copy_source_sse_customer_key_md5(&a.md5)
+        .ssec_source(&a)
         .send()
         .await
         .expect("copy to no customer key");
@@ -253,7 +263,7 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
         .await
         .expect("body")
         .into_bytes();
-    assert!(body.as_ref() == &data[..]);
+    assert!(body == data[..]);
 
     // Never over plain HTTP (S3 refuses it too), and nothing stored.
     let http = sdk_client(&env.proxy.http_endpoint(), None, TENANT_AK, TENANT_SK);
@@ -261,9 +271,7 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
         .put_object()
         .bucket("ssec")
         .key("http")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
+        .ssec(&a)
         .body(ByteStream::from_static(b"x"))
         .send()
         .await
@@ -305,9 +313,7 @@ async fn sse_c_multipart_parts_need_the_uploads_key() {
         .create_multipart_upload()
         .bucket("ssec")
         .key("mp")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
+        .ssec(&a)
         .send()
         .await
         .expect("create");
@@ -330,9 +336,7 @@ async fn sse_c_multipart_parts_need_the_uploads_key() {
         .key("mp")
         .upload_id(&id)
         .part_number(1)
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&b.b64)
-        .sse_customer_key_md5(&b.md5)
+        .ssec(&b)
         .body(ByteStream::from_static(b"a refused part"))
         .send()
         .await
@@ -346,9 +350,7 @@ async fn sse_c_multipart_parts_need_the_uploads_key() {
             .key("mp")
             .upload_id(&id)
             .part_number(n)
-            .sse_customer_algorithm("AES256")
-            .sse_customer_key(&a.b64)
-            .sse_customer_key_md5(&a.md5)
+            .ssec(&a)
             .body(ByteStream::from(data[range].to_vec()))
             .send()
             .await
@@ -378,54 +380,34 @@ async fn sse_c_multipart_parts_need_the_uploads_key() {
         .key("mp")
         .upload_id(&id)
         .multipart_upload(parts)
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
+        .ssec(&a)
         .send()
         .await
         .expect("complete with the key");
-    let e = s3
-        .get_object()
-        .bucket("ssec")
-        .key("mp")
-        .send()
+    let e = read(&s3, ("ssec", "mp"), None, None)
         .await
         .expect_err("GET without the key");
     assert_eq!(status(&e), Some(400));
-    let got = s3
-        .get_object()
-        .bucket("ssec")
-        .key("mp")
-        .range(format!("bytes={}-{}", part_len - 10, part_len + 10))
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
-        .send()
-        .await
-        .expect("ranged GET across the parts");
-    let body = got.body.collect().await.expect("body").into_bytes();
-    assert!(body.as_ref() == &data[part_len - 10..=part_len + 10]);
-    let got = s3
-        .get_object()
-        .bucket("ssec")
-        .key("mp")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
-        .send()
+    let body = read(
+        &s3,
+        ("ssec", "mp"),
+        Some(&a),
+        Some(format!("bytes={}-{}", part_len - 10, part_len + 10)),
+    )
+    .await
+    .expect("ranged GET across the parts");
+    assert!(body == data[part_len - 10..=part_len + 10]);
+    let body = read(&s3, ("ssec", "mp"), Some(&a), None)
         .await
         .expect("GET");
-    let body = got.body.collect().await.expect("body").into_bytes();
-    assert!(body.as_ref() == &data[..], "multipart round trip");
+    assert!(body == data[..], "multipart round trip");
 
     // UploadPartCopy: the source opens with its key, the part is sealed under the upload's.
     let up = s3
         .create_multipart_upload()
         .bucket("ssec")
         .key("mp2")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&b.b64)
-        .sse_customer_key_md5(&b.md5)
+        .ssec(&b)
         .send()
         .await
         .expect("create 2");
@@ -438,9 +420,7 @@ async fn sse_c_multipart_parts_need_the_uploads_key() {
         .part_number(1)
         .copy_source("ssec/mp")
         .copy_source_range("bytes=1000-200999")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&b.b64)
-        .sse_customer_key_md5(&b.md5)
+        .ssec(&b)
         .send()
         .await
         .expect_err("part copy without the source's key");
@@ -453,12 +433,8 @@ async fn sse_c_multipart_parts_need_the_uploads_key() {
         .part_number(1)
         .copy_source("ssec/mp")
         .copy_source_range("bytes=1000-200999")
-        .copy_source_sse_customer_algorithm("AES256")
-        .copy_source_sse_customer_key(&a.b64)
-        .copy_source_sse_customer_key_md5(&a.md5)
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&b.b64)
-        .sse_customer_key_md5(&b.md5)
+        .ssec_source(&a)
+        .ssec(&b)
         .send()
         .await
         .expect("part copy");
@@ -481,27 +457,14 @@ async fn sse_c_multipart_parts_need_the_uploads_key() {
                 )
                 .build(),
         )
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&b.b64)
-        .sse_customer_key_md5(&b.md5)
+        .ssec(&b)
         .send()
         .await
         .expect("complete 2");
-    let got = s3
-        .get_object()
-        .bucket("ssec")
-        .key("mp2")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&b.b64)
-        .sse_customer_key_md5(&b.md5)
-        .send()
+    let body = read(&s3, ("ssec", "mp2"), Some(&b), None)
         .await
         .expect("GET of the part copy");
-    let body = got.body.collect().await.expect("body").into_bytes();
-    assert!(
-        body.as_ref() == &data[1000..201_000],
-        "part copy round trip"
-    );
+    assert!(body == data[1000..201_000], "part copy round trip");
 }
 
 /// `chmura rekey` moves an SSE-C object's masked key to the new provider key as it is: it
@@ -527,9 +490,7 @@ async fn rekey_moves_sse_c_objects_without_their_key() {
     s3.put_object()
         .bucket("rek")
         .key("k")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
+        .ssec(&a)
         .body(ByteStream::from(data.clone()))
         .send()
         .await
@@ -559,23 +520,11 @@ async fn rekey_moves_sse_c_objects_without_their_key() {
     )
     .await;
     let s3n = only_new.sdk_client();
-    let got = s3n
-        .get_object()
-        .bucket("rek")
-        .key("k")
-        .sse_customer_algorithm("AES256")
-        .sse_customer_key(&a.b64)
-        .sse_customer_key_md5(&a.md5)
-        .send()
+    let body = read(&s3n, ("rek", "k"), Some(&a), None)
         .await
         .expect("GET after rekey");
-    let body = got.body.collect().await.expect("body").into_bytes();
-    assert!(body.as_ref() == &data[..]);
-    let e = s3n
-        .get_object()
-        .bucket("rek")
-        .key("k")
-        .send()
+    assert!(body == data[..]);
+    let e = read(&s3n, ("rek", "k"), None, None)
         .await
         .expect_err("still needs the customer key");
     assert_eq!(status(&e), Some(400));
