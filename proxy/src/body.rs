@@ -778,15 +778,24 @@ pub struct Returned {
 }
 
 impl ReturningBody {
+    /// The body and, unless it is empty already (most GETs), the channel it comes back on.
     pub fn new(
         inner: hyper::body::Incoming,
-    ) -> (ReturningBody, tokio::sync::oneshot::Receiver<Returned>) {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    ) -> (
+        ReturningBody,
+        Option<tokio::sync::oneshot::Receiver<Returned>>,
+    ) {
+        let (back, rx) = if inner.is_end_stream() {
+            (None, None)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        };
         (
             ReturningBody {
                 inner: Some(inner),
                 polled: false,
-                back: Some(tx),
+                back,
             },
             rx,
         )

@@ -294,7 +294,7 @@ pub async fn handle(
     // client that sends its whole body first gets the error rather than a reset connection.
     // A client that asked `Expect: 100-continue` and was not told to continue sent none.
     if resp.status().is_client_error() || resp.status().is_server_error() {
-        if let Ok(r) = unread.try_recv() {
+        if let Some(Ok(r)) = unread.as_mut().map(|rx| rx.try_recv()) {
             if r.polled || !expect_continue {
                 drain_refused(
                     r.body,
