@@ -1360,11 +1360,9 @@ async fn handle_inner(
             .ok_or_else(|| S3Error::internal("encryption plan without kms"))?;
         let key_id = kms.key_id_for(ctx_tenant).to_string();
         let kctx = kms::context(&ctx_tenant.name, bucket_name, &addr.key);
-        let (mut dk, wrapped) = kms.generate(&key_id, &kctx).await?;
+        let (dk, wrapped) = kms.generate(&key_id, &kctx).await?;
         let salt = chmura_crypto::keys::random::<{ chmura_crypto::keys::SALT_LEN }>();
-        if let Some(c) = &ssec {
-            dk = c.key.mask(&salt, &dk);
-        }
+        let dk = crate::ssec::mask(ssec.as_ref(), &salt, dk);
         let okey = Arc::new(ObjectKey::derive(&dk, &salt));
         let header = ObjectHeader {
             key_id,
@@ -1425,15 +1423,13 @@ async fn handle_inner(
             }
             upload_keys_match(t, ssec.as_ref())?;
             let kctx = kms::context(&ctx_tenant.name, bucket_name, &addr.key);
-            let mut dk = state
+            let dk = state
                 .kms
                 .as_ref()
                 .ok_or_else(|| S3Error::internal("encryption plan without kms"))?
                 .decrypt(&t.key_id, &t.wrapped_key, &kctx)
                 .await?;
-            if let Some(c) = &ssec {
-                dk = c.key.mask(&t.salt, &dk);
-            }
+            let dk = crate::ssec::mask(ssec.as_ref(), &t.salt, dk);
             (Arc::new(ObjectKey::derive(&dk, &t.salt)), part)
         } else {
             let okey = created
@@ -2345,16 +2341,14 @@ async fn open_data_key(
         .kms
         .as_ref()
         .ok_or_else(|| S3Error::internal("decrypt without kms"))?;
-    let mut dk = kms
+    let dk = kms
         .decrypt(
             &env.key_id,
             &env.wrapped_key,
             &kms::context(tenant, bucket, key),
         )
         .await?;
-    if let Some(c) = ssec {
-        dk = c.key.mask(&env.salt, &dk);
-    }
+    let dk = crate::ssec::mask(ssec, &env.salt, dk);
     let okey = ObjectKey::derive(&dk, &env.salt);
     okey.verify_commitment(&env.commitment).map_err(|e| {
         S3Error::new(
@@ -3021,7 +3015,7 @@ async fn upload_part_copy(
             "Your proposed upload exceeds the maximum allowed object size.",
         ));
     }
-    let mut dk = state
+    let dk = state
         .kms
         .as_ref()
         .ok_or_else(|| S3Error::internal("part copy without kms"))?
@@ -3031,9 +3025,7 @@ async fn upload_part_copy(
             &kms::context(tenant, bucket, key),
         )
         .await?;
-    if let Some(c) = ssec {
-        dk = c.key.mask(&token.salt, &dk);
-    }
+    let dk = crate::ssec::mask(ssec, &token.salt, dk);
     let okey = Arc::new(ObjectKey::derive(&dk, &token.salt));
     let cipher_len = layout::ciphertext_len(len);
     let q = sigv4::canonical_query(
@@ -3520,7 +3512,7 @@ async fn prepare_copy(
         .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
     check_length(&mut env, stored)?;
     crate::ssec::check_object(&env, src_ssec)?;
-    let mut dk = kms
+    let provider_key = kms
         .decrypt(
             &env.key_id,
             &env.wrapped_key,
@@ -3529,9 +3521,7 @@ async fn prepare_copy(
         .await?;
     // SSE-C (FORMAT.md §14): unmasked with the source's customer key, masked again with the
     // destination's; the body and its content key stay as they are.
-    if let Some(c) = src_ssec {
-        dk = c.key.mask(&env.salt, &dk);
-    }
+    let dk = crate::ssec::mask(src_ssec, &env.salt, provider_key);
     ObjectKey::derive(&dk, &env.salt)
         .verify_commitment(&env.commitment)
         .map_err(|e| {
@@ -3541,11 +3531,12 @@ async fn prepare_copy(
             )
             .with_detail(format!("integrity: {e}"))
         })?;
-    if let Some(c) = ssec {
-        dk = c.key.mask(&env.salt, &dk);
-    }
     let wrapped = kms
-        .wrap(&dst_key_id, &dk, &kms::context(tenant, dst_bucket, dst_key))
+        .wrap(
+            &dst_key_id,
+            &crate::ssec::mask(ssec, &env.salt, dk),
+            &kms::context(tenant, dst_bucket, dst_key),
+        )
         .await?;
     let new_env = ObjectHeader {
         key_id: dst_key_id,

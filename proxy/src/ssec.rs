@@ -6,7 +6,7 @@
 //! as S3 requires; S3's answers for missing, malformed or wrong keys are kept. Without `[kms]`
 //! the headers pass through to the store unchanged.
 
-use chmura_crypto::envelope::{b64, ObjectHeader};
+use chmura_crypto::envelope::{b64, DataKey, ObjectHeader};
 use chmura_crypto::keys::CustomerKey;
 use http::header::{HeaderMap, HeaderValue};
 
@@ -129,6 +129,15 @@ pub fn check(
         (Some(s), Some(c)) if c.key.matches(salt, s) => Ok(()),
         (Some(_), Some(_)) => Err(S3Error::new("AccessDenied", "Access Denied")
             .with_detail("the customer-provided key is not the object's")),
+    }
+}
+
+/// The object's data key from the provider's key, and back (FORMAT.md §14): masked with the
+/// customer's key when the request brings one, unchanged otherwise.
+pub fn mask(given: Option<&SseC>, salt: &[u8; 32], key: DataKey) -> DataKey {
+    match given {
+        Some(c) => c.key.mask(salt, &key),
+        None => key,
     }
 }
 
