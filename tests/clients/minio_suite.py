@@ -13,6 +13,8 @@ from minio import Minio
 from minio.commonconfig import REPLACE, ComposeSource, CopySource, Tags
 from minio.datatypes import PostPolicy
 from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
+from minio.sse import SseCustomerKey
 from minio.versioningconfig import ENABLED, VersioningConfig
 
 from steps import finish, step  # tests/clients/steps.py
@@ -135,6 +137,25 @@ def _():
         assert "NoSuchKey" in str(e) or "Not Found" in str(e), str(e)
     else:
         raise AssertionError("a removed object still answers")
+
+
+@step("SSE-C: put (single and multipart), stat, get, ranged get, copy to another key; refused without it")
+def _():
+    k1, k2 = SseCustomerKey(os.urandom(32)), SseCustomerKey(os.urandom(32))
+    c.put_object(b, "ssec.bin", io.BytesIO(data), len(data), sse=k1)
+    assert read("ssec.bin", ssec=k1) == data
+    assert read("ssec.bin", ssec=k1, offset=70000, length=100) == data[70000:70100]
+    assert c.stat_object(b, "ssec.bin", ssec=k1).size == len(data)
+    try:
+        read("ssec.bin")
+    except S3Error as e:
+        assert e.code == "InvalidRequest", e.code
+    else:
+        raise AssertionError("an SSE-C object was read without its key")
+    c.put_object(b, "ssec-big.bin", io.BytesIO(big), -1, part_size=5 * 1024 * 1024, sse=k1)
+    assert read("ssec-big.bin", ssec=k1) == big
+    c.copy_object(b, "ssec-copy.bin", CopySource(b, "ssec.bin", ssec=k1), sse=k2)
+    assert read("ssec-copy.bin", ssec=k2) == data
 
 
 @step("versioning: versions read back by id, listed with plaintext sizes")
