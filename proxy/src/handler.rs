@@ -341,6 +341,7 @@ pub async fn handle(
         r.insert("version_id".into(), opt(&ctx.version));
         r.insert("decision".into(), opt(&ctx.decision));
         r.insert("mfa".into(), ctx.mfa.into());
+        r.insert("customer_key".into(), ctx.customer_key.into());
         r.insert("status".into(), resp.status().as_u16().into());
         r.insert(
             "error".into(),
@@ -556,6 +557,8 @@ struct LogCtx {
     post: Option<crate::post::Reply>,
     /// SSE-C: the MD5 of the customer key a successful answer echoes (ssec.rs).
     ssec_answer: Option<String>,
+    /// The request carried a customer key (SSE-C) for its object or its copy source.
+    customer_key: bool,
 }
 
 /// Bucket and key from the request target (path-style or virtual-hosted-style).
@@ -1196,6 +1199,7 @@ async fn handle_inner(
     } else {
         (None, None)
     };
+    ctx.customer_key = ssec.is_some() || src_ssec.is_some();
     if matches!(
         op,
         Op::PutObject

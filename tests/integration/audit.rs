@@ -28,9 +28,22 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
     .await;
     env.make_bucket("aud");
     let s3 = env.proxy.sdk_client();
+    // Under a customer key (SSE-C): the record says so, and holds neither the key nor its MD5.
+    let customer_key = "Y3VzdG9tZXIta2V5LWZvci10aGUtYXVkaXQtdGVzdCE=";
+    let customer_md5 = {
+        use base64::Engine;
+        use md5::Digest;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(customer_key)
+            .expect("b64");
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(raw))
+    };
     s3.put_object()
         .bucket("aud")
         .key("ok/a.txt")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(customer_key)
+        .sse_customer_key_md5(&customer_md5)
         .body(ByteStream::from_static(b"audited body bytes"))
         .send()
         .await
@@ -41,6 +54,9 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
         .get_object()
         .bucket("aud")
         .key("ok/a.txt")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(customer_key)
+        .sse_customer_key_md5(&customer_md5)
         .send()
         .await
         .expect("get")
@@ -117,6 +133,9 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
         .unwrap()
         .starts_with("allow: s3:PutObject: policy.json Statement[0]"));
     assert_eq!(put["kms_key_id"], "main");
+    assert_eq!(put["customer_key"], true);
+    assert_eq!(records[1]["customer_key"], true);
+    assert_eq!(records[2]["customer_key"], false);
     assert_eq!(records[1]["operation"], "GetObject");
     assert_eq!(records[1]["bytes_out"], 18);
     assert_eq!(records[1]["body"], "complete");
@@ -132,7 +151,13 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
             .any(|l| l.contains("\"type\":\"connection\"") && l.contains("TLS handshake failed")),
         "{text}"
     );
-    for secret in [TENANT_SK, "audited body bytes", "Signature="] {
+    for secret in [
+        TENANT_SK,
+        "audited body bytes",
+        "Signature=",
+        customer_key,
+        &customer_md5,
+    ] {
         assert!(!text.contains(secret), "{secret} in the audit log");
     }
     // Verify: intact, then each kind of tampering is named.
