@@ -529,3 +529,75 @@ async fn rekey_moves_sse_c_objects_without_their_key() {
         .expect_err("still needs the customer key");
     assert_eq!(status(&e), Some(400));
 }
+
+/// FORMAT.md §10: the check value removed or replaced in the store. The object then opens
+/// under the wrong data key, which its key commitment refuses: never plaintext, with or
+/// without a key.
+#[tokio::test]
+async fn a_check_value_edited_in_the_store_opens_nothing() {
+    use aws_sdk_s3::types::MetadataDirective;
+    let env = encrypted_env().await;
+    env.make_bucket("ssec");
+    let s3 = env.proxy.sdk_client();
+    let (a, b) = (key(3), key(4));
+    s3.put_object()
+        .bucket("ssec")
+        .key("k")
+        .ssec(&a)
+        .body(ByteStream::from(pattern(1000, 9)))
+        .send()
+        .await
+        .expect("put");
+    let store = sdk_client(
+        &env.store.endpoint(),
+        None,
+        chmura_tests::UPSTREAM_AK,
+        chmura_tests::UPSTREAM_SK,
+    );
+    let meta = store
+        .head_object()
+        .bucket("ssec")
+        .key("k")
+        .send()
+        .await
+        .expect("store head")
+        .metadata()
+        .cloned()
+        .unwrap_or_default();
+    assert!(meta.contains_key("chmura-ssec"), "{meta:?}");
+    // Key B's check value for this object's salt, as an attacker holding key B would write it.
+    let salt: [u8; 32] = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(&meta["chmura-salt"])
+            .expect("salt")
+            .try_into()
+            .expect("32 bytes")
+    };
+    let forged = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(chmura_crypto::keys::CustomerKey::new(b.raw).check_value(&salt))
+    };
+    for (edit, reader) in [(None, None), (Some(forged), Some(&b))] {
+        let mut m = meta.clone();
+        m.remove("chmura-ssec");
+        if let Some(v) = edit {
+            m.insert("chmura-ssec".into(), v);
+        }
+        store
+            .copy_object()
+            .bucket("ssec")
+            .key("k")
+            .copy_source("ssec/k")
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(Some(m))
+            .send()
+            .await
+            .expect("edit in the store");
+        let r = read(&s3, ("ssec", "k"), reader, None).await;
+        let e = r.expect_err("an edited check value opened");
+        assert_eq!(status(&e), Some(403), "{e:?}");
+        assert_eq!(code(&e).as_deref(), Some("InvalidObjectState"));
+    }
+}
