@@ -2083,13 +2083,15 @@ async fn handle_inner(
                 });
                 let wants = header_str(&parts.headers, "x-amz-object-attributes")
                     .is_some_and(|v| v.to_ascii_lowercase().contains("checksum"));
-                if wants {
-                    let version = query
-                        .iter()
-                        .find(|(k, _)| k == "versionId")
-                        .map(|(_, v)| v.as_str());
-                    let object = (ctx_tenant.name.as_str(), bucket_name, addr.key.as_str());
-                    attributes_checksum = stored_checksum(state, object, version, ssec.as_ref())
+                let version = query
+                    .iter()
+                    .find(|(k, _)| k == "versionId")
+                    .map(|(_, v)| v.as_str());
+                let object = (ctx_tenant.name.as_str(), bucket_name, addr.key.as_str());
+                // The envelope is read in any case: an object under a customer key answers
+                // only with that key (S3), whatever attributes are asked for.
+                attributes_checksum =
+                    stored_checksum(state, object, version, ssec.as_ref(), wants)
                         .await?
                         .and_then(|(name, value)| {
                             let a = ChecksumAlgorithm::from_header_name(name.as_str())?;
@@ -2099,7 +2101,6 @@ async fn handle_inner(
                                 v = value.to_str().ok()?
                             ))
                         });
-                }
                 multipart::remove_elements(&rewrite_sizes(&xml), "Checksum")
             }
             _ => etag::present_in_xml(&xml),
@@ -3891,13 +3892,15 @@ fn empty_body() -> UpstreamBody {
     Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
-/// The plaintext checksum kept with an object (FORMAT.md §8), for GetObjectAttributes: one
-/// HEAD and the data key's unwrap, only when the attribute is asked for.
+/// For GetObjectAttributes: one HEAD for the envelope (an SSE-C object needs its key), then
+/// the plaintext checksum kept with the object (FORMAT.md §8) when `wanted`, which costs the
+/// data key's unwrap.
 async fn stored_checksum(
     state: &State,
     (tenant, bucket, key): (&str, &str, &str),
     version: Option<&str>,
     ssec: Option<&crate::ssec::SseC>,
+    wanted: bool,
 ) -> Result<Option<(HeaderName, HeaderValue)>, S3Error> {
     let head = store_request(state, Method::HEAD, bucket, key, version)
         .body(empty_body())
@@ -3910,7 +3913,7 @@ async fn stored_checksum(
         return Ok(None);
     };
     crate::ssec::check_object(&env, ssec)?;
-    if env.checksum.is_none() {
+    if !wanted || env.checksum.is_none() {
         return Ok(None);
     }
     let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;

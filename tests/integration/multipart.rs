@@ -1198,6 +1198,44 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
             Some(digest.as_str()),
             "{only:?}"
         );
+        // Under a customer key (SSE-C), attributes need that key, whichever are asked for.
+        let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+        let key_md5 = {
+            let mut m = chmura_proxy::checksum::Hasher::md5();
+            m.update(&[5u8; 32]);
+            base64::engine::general_purpose::STANDARD.encode(m.finish())
+        };
+        s3.put_object()
+            .bucket("motock")
+            .key("ssec")
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&key)
+            .sse_customer_key_md5(&key_md5)
+            .body(ByteStream::from_static(body))
+            .send()
+            .await
+            .expect("put under a customer key");
+        let e = s3
+            .get_object_attributes()
+            .bucket("motock")
+            .key("ssec")
+            .object_attributes(aws_sdk_s3::types::ObjectAttributes::ObjectSize)
+            .send()
+            .await
+            .expect_err("attributes without the key");
+        assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
+        let attrs = s3
+            .get_object_attributes()
+            .bucket("motock")
+            .key("ssec")
+            .object_attributes(aws_sdk_s3::types::ObjectAttributes::ObjectSize)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&key)
+            .sse_customer_key_md5(&key_md5)
+            .send()
+            .await
+            .expect("attributes with the key");
+        assert_eq!(attrs.object_size(), Some(body.len() as i64));
     }
 
     // Versions: each reads back by versionId; listings show plaintext sizes.
