@@ -128,6 +128,16 @@ impl CustomerKey {
         CustomerKey(Zeroizing::new(key))
     }
 
+    /// From the key's bytes, copied straight into zeroized storage; `None` unless 32 bytes.
+    pub fn from_slice(key: &[u8]) -> Option<CustomerKey> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        if key.len() != k.len() {
+            return None;
+        }
+        k.copy_from_slice(key);
+        Some(CustomerKey(k))
+    }
+
     fn expand(&self, salt: &[u8; SALT_LEN], info: &[u8]) -> Zeroizing<[u8; 32]> {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(&self.0[..]);
         let mut out = Zeroizing::new([0u8; 32]);

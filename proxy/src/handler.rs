@@ -292,15 +292,14 @@ pub async fn handle(
     }
     // A refusal before the body was read: read the rest (bounded) before answering, so a
     // client that sends its whole body first gets the error rather than a reset connection.
-    // A client that asked `Expect: 100-continue` and was not told to continue sent none.
-    if resp.status().is_client_error() || resp.status().is_server_error() {
+    // A client that asked `Expect: 100-continue` and was not told to continue sent none; one
+    // whose body already stalled (RequestTimeout) is not waited for again.
+    if (resp.status().is_client_error() || resp.status().is_server_error())
+        && error_code != Some("RequestTimeout")
+    {
         if let Some(Ok(r)) = unread.as_mut().map(|rx| rx.try_recv()) {
             if r.polled || !expect_continue {
-                drain_refused(
-                    r.body,
-                    Duration::from_secs(state.config.server.body_idle_timeout_secs),
-                )
-                .await;
+                let _ = tokio::time::timeout(REFUSED_BODY_DRAIN_TIME, drain_refused(r.body)).await;
             }
         }
     }
@@ -677,11 +676,12 @@ fn hoist_v2_query_headers(parts: &mut http::request::Parts) -> Result<(), S3Erro
 }
 
 /// Most of a refused request body read and dropped before the answer: 64 MiB, more than any
-/// SDK's default part or single-PUT threshold; a larger body gets the answer and a closed
-/// connection, as it would without this.
+/// SDK's default part or single-PUT threshold, within 10 s in all; a larger or slower body
+/// gets the answer and a closed connection, as it would without this.
 const REFUSED_BODY_DRAIN: u64 = 64 << 20;
+const REFUSED_BODY_DRAIN_TIME: Duration = Duration::from_secs(10);
 
-async fn drain_refused(mut body: Incoming, idle: Duration) {
+async fn drain_refused(mut body: Incoming) {
     if body
         .size_hint()
         .upper()
@@ -691,8 +691,8 @@ async fn drain_refused(mut body: Incoming, idle: Duration) {
     }
     let mut seen = 0u64;
     while seen <= REFUSED_BODY_DRAIN {
-        match tokio::time::timeout(idle, body.frame()).await {
-            Ok(Some(Ok(f))) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+        match body.frame().await {
+            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
             _ => return,
         }
     }
@@ -1175,30 +1175,36 @@ async fn handle_inner(
     exp.decoded_len = Some(upstream_len);
     ctx.bytes_in = upstream_len;
 
+    // SSE-C (ssec.rs), checked as S3 checks it (TLS only) in every mode. With [kms] the
+    // customer's key stays here, masking the object's data key; the store never sees it.
+    let target = crate::ssec::parse(&parts.headers, crate::ssec::Role::Target, ctx.tls)?;
+    let source = crate::ssec::parse(&parts.headers, crate::ssec::Role::CopySource, ctx.tls)?;
+    if target.is_some() && parts.headers.contains_key("x-amz-server-side-encryption") {
+        return Err(S3Error::invalid_argument(
+            "Server Side Encryption with Customer provided key is incompatible with the encryption method specified.",
+        ));
+    }
+    // (In a query string a customer key never gets this far: `ops::classify` refuses the
+    // parameter as unknown.)
+    let (ssec, src_ssec) = if state.kms.is_some() {
+        (target, source)
+    } else {
+        (None, None)
+    };
+
     // 5. Plan: pass through, or (with a [kms] section) encrypt uploads and decrypt reads.
     let plan = match plan(state, op, &parts.headers)? {
         // An empty object whose key ends in "/" is a folder marker (s3fs, consoles, rclone):
         // there is nothing to encrypt, and stores such as s3s-fs and MinIO take such keys
         // only empty. It is stored empty and served as such (`folder_marker`).
-        Plan::Encrypt if upstream_len == 0 && addr.key.ends_with('/') => Plan::Pass,
+        // Under a customer key it is an object like any other (encrypted, empty).
+        Plan::Encrypt if upstream_len == 0 && addr.key.ends_with('/') && ssec.is_none() => {
+            Plan::Pass
+        }
         p => p,
     };
     let ctx_tenant = &authed.tenant;
 
-    // SSE-C (ssec.rs): with [kms] the customer's key stays here, masking the object's data
-    // key; the store never sees it.
-    let (ssec, src_ssec) = if state.kms.is_some() {
-        let target = crate::ssec::parse(&parts.headers, crate::ssec::Role::Target, ctx.tls)?;
-        let source = crate::ssec::parse(&parts.headers, crate::ssec::Role::CopySource, ctx.tls)?;
-        if target.is_some() && parts.headers.contains_key("x-amz-server-side-encryption") {
-            return Err(S3Error::invalid_argument(
-                "Server Side Encryption with Customer provided key is incompatible with the encryption method specified.",
-            ));
-        }
-        (target, source)
-    } else {
-        (None, None)
-    };
     ctx.customer_key = ssec.is_some() || src_ssec.is_some();
     if matches!(
         op,
@@ -1674,15 +1680,18 @@ async fn handle_inner(
             multipart::Layout::Grid(numbers) => numbers.clone(),
             multipart::Layout::Irregular(parts) => {
                 // Rewriting needs the data key: under a customer key, the Complete must bring
-                // it (checked before the store assembles anything).
-                if t.customer_check.is_some() {
-                    upload_keys_match(t, ssec.as_ref()).map_err(|e| {
+                // it, and a key for an upload without one is refused (checked before the
+                // store assembles anything).
+                upload_keys_match(t, ssec.as_ref()).map_err(|e| {
+                    if t.customer_check.is_some() {
                         S3Error::invalid_request(
                             "This upload's parts are not multiples of 64 KiB; completing it under a customer-provided key (SSE-C) needs that key's headers on CompleteMultipartUpload.",
                         )
                         .with_detail(e.message)
-                    })?;
-                }
+                    } else {
+                        e
+                    }
+                })?;
                 irregular = Some(parts.clone());
                 parts.iter().map(|(n, _)| *n).collect()
             }
@@ -2304,6 +2313,12 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// An object served without an envelope (a folder marker, or a plaintext read allowed by
+/// `insecure_allow_plaintext_reads`) is under no customer key: S3 refuses one for it.
+fn not_under_a_customer_key(given: Option<&crate::ssec::SseC>) -> Result<(), S3Error> {
+    crate::ssec::check(None, &[0; 32], given)
+}
+
 /// A part (or part copy) of an upload must come with the upload's customer key, or none if
 /// it has none: S3 refuses a mismatch with 400.
 fn upload_keys_match(t: &UploadToken, given: Option<&crate::ssec::SseC>) -> Result<(), S3Error> {
@@ -2568,6 +2583,7 @@ async fn get_encrypted(
     }
     let Some(mut env) = envelope_of(&hp.headers, allow_plain || folder_marker(key, &hp.headers))?
     else {
+        not_under_a_customer_key(ssec)?;
         if let Some((a, b)) = range {
             let spec = format!(
                 "bytes={}-{}",
@@ -2802,6 +2818,7 @@ async fn get_whole(
     }
     let Some(mut env) = envelope_of(&rp.headers, allow_plain || folder_marker(key, &rp.headers))?
     else {
+        not_under_a_customer_key(ssec)?;
         return Ok(passthrough(rp, rbody));
     };
     let stored = content_length(&rp.headers)
@@ -3503,6 +3520,7 @@ async fn prepare_copy(
         ));
     }
     let Some(mut env) = envelope_of(&hp.headers, folder_marker(&src_key, &hp.headers))? else {
+        not_under_a_customer_key(src_ssec.or(ssec))?;
         // A folder marker copied to another folder marker (s3fs changes a directory's
         // metadata this way) stays a plain empty object; anywhere else it would be an
         // unencrypted object under a data key.
@@ -3726,6 +3744,7 @@ async fn head_encrypted(
     }
     let Some(mut env) = envelope_of(&rp.headers, allow_plain || folder_marker(key, &rp.headers))?
     else {
+        not_under_a_customer_key(ssec)?;
         return Ok(passthrough(rp, rbody));
     };
     crate::ssec::check_object(&env, ssec)?;

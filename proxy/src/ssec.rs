@@ -80,13 +80,12 @@ pub fn parse(h: &HeaderMap, role: Role, tls: bool) -> Result<Option<SseC>, S3Err
             "Requests specifying Server Side Encryption with Customer provided keys must provide an appropriate secret key.",
         ));
     };
-    let raw: [u8; 32] = match b64::decode(key).map(<[u8; 32]>::try_from) {
-        Some(Ok(k)) => k,
-        _ => {
-            return Err(S3Error::invalid_argument(
-                "The secret key was invalid for the specified algorithm.",
-            ))
-        }
+    // The decoded key is zeroized on every path out of here.
+    let raw = zeroize::Zeroizing::new(b64::decode(key).unwrap_or_default());
+    let Some(customer_key) = CustomerKey::from_slice(&raw) else {
+        return Err(S3Error::invalid_argument(
+            "The secret key was invalid for the specified algorithm.",
+        ));
     };
     let Some(md5) = md5.filter(|m| !m.is_empty()) else {
         return Err(S3Error::invalid_argument(
@@ -94,7 +93,7 @@ pub fn parse(h: &HeaderMap, role: Role, tls: bool) -> Result<Option<SseC>, S3Err
         ));
     };
     let mut hasher = crate::checksum::Hasher::md5();
-    hasher.update(&raw);
+    hasher.update(&raw[..]);
     let digest = hasher.finish();
     let matches = b64::decode(md5).is_some_and(|given| {
         aws_lc_rs::constant_time::verify_slices_are_equal(&given, &digest).is_ok()
@@ -106,7 +105,7 @@ pub fn parse(h: &HeaderMap, role: Role, tls: bool) -> Result<Option<SseC>, S3Err
     }
     let computed = crate::checksum::b64(&digest);
     Ok(Some(SseC {
-        key: CustomerKey::new(raw),
+        key: customer_key,
         key_md5: computed,
     }))
 }

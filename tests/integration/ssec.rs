@@ -601,3 +601,132 @@ async fn a_check_value_edited_in_the_store_opens_nothing() {
         assert_eq!(code(&e).as_deref(), Some("InvalidObjectState"));
     }
 }
+
+/// The edges: a customer key in a query string (it must not travel to the store), for an object
+/// stored without an envelope (a folder marker), on the Complete of an upload without one
+/// (off the grid, so the store would assemble it before the rewrite found out), and SSE-C over
+/// plain HTTP without `[kms]` as well.
+#[tokio::test]
+async fn sse_c_edges_are_refused_and_change_nothing() {
+    use chmura_tests::raw::{self, RawRequest};
+    let env = encrypted_env().await;
+    env.make_bucket("ssec");
+    let s3 = env.proxy.sdk_client();
+    let a = key(6);
+    s3.put_object()
+        .bucket("ssec")
+        .key("plain")
+        .body(ByteStream::from_static(b"plain"))
+        .send()
+        .await
+        .expect("put");
+    let host = format!("localhost:{}", env.proxy.addr.port());
+    let req = RawRequest::new(
+        "GET",
+        &format!(
+            "/ssec/plain?x-amz-server-side-encryption-customer-algorithm=AES256&x-amz-server-side-encryption-customer-key={}",
+            a.b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")
+        ),
+    )
+    .sign_v4(
+        &host,
+        TENANT_AK,
+        TENANT_SK,
+        "UNSIGNED-PAYLOAD",
+        std::time::SystemTime::now(),
+    );
+    let r = raw::send(env.proxy.addr.port(), &env.proxy.certs.ca_pem, &req).await;
+    // Refused as an unknown parameter, so it never travels to the store with the query.
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (501, Some("NotImplemented"))
+    );
+
+    // A folder marker has no envelope: a key for it is refused, as for any plain object.
+    s3.put_object()
+        .bucket("ssec")
+        .key("dir/")
+        .body(ByteStream::from_static(b""))
+        .send()
+        .await
+        .expect("folder marker");
+    let e = read(&s3, ("ssec", "dir/"), Some(&a), None)
+        .await
+        .expect_err("a key for a folder marker");
+    assert_eq!(status(&e), Some(400));
+
+    // An upload without a customer key, off the grid, completed with one: refused before the
+    // store assembles it; the upload is still there and completes without the key.
+    let part_len = 5 * 1024 * 1024 + 1;
+    let data = pattern(part_len + 10, 12);
+    let id = s3
+        .create_multipart_upload()
+        .bucket("ssec")
+        .key("mp")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let mut done = Vec::new();
+    for (n, range) in [(1, 0..part_len), (2, part_len..data.len())] {
+        let p = s3
+            .upload_part()
+            .bucket("ssec")
+            .key("mp")
+            .upload_id(&id)
+            .part_number(n)
+            .body(ByteStream::from(data[range].to_vec()))
+            .send()
+            .await
+            .expect("part");
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().expect("etag"))
+                .build(),
+        );
+    }
+    let parts = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+        .set_parts(Some(done))
+        .build();
+    let e = s3
+        .complete_multipart_upload()
+        .bucket("ssec")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(parts.clone())
+        .ssec(&a)
+        .send()
+        .await
+        .expect_err("a key on the Complete of an upload without one");
+    assert_eq!(status(&e), Some(400));
+    assert!(env.store.stored("ssec", "mp").is_none(), "assembled anyway");
+    s3.complete_multipart_upload()
+        .bucket("ssec")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(parts)
+        .send()
+        .await
+        .expect("complete without the key");
+    let body = read(&s3, ("ssec", "mp"), None, None).await.expect("get");
+    assert!(body == data);
+
+    // Pass-through (no [kms]): the store would get the key, so plain HTTP is refused too.
+    let pass = Env::start().await;
+    pass.make_bucket("pt");
+    let http = sdk_client(&pass.proxy.http_endpoint(), None, TENANT_AK, TENANT_SK);
+    let e = http
+        .put_object()
+        .bucket("pt")
+        .key("k")
+        .ssec(&a)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("SSE-C over HTTP, pass-through");
+    assert_eq!(status(&e), Some(400));
+    assert!(pass.store.stored("pt", "k").is_none());
+}
