@@ -87,6 +87,40 @@ async fn read(
         .to_vec())
 }
 
+/// Uploads `data` to `ssec/<key>` in two parts cut at `cut`, each with `k`'s SSE-C headers
+/// (or none): the parts to complete with.
+async fn upload_two_parts(
+    s3: &aws_sdk_s3::Client,
+    (key, id): (&str, &str),
+    data: &[u8],
+    cut: usize,
+    k: Option<&Key>,
+) -> aws_sdk_s3::types::CompletedMultipartUpload {
+    let mut done = Vec::new();
+    for (n, range) in [(1, 0..cut), (2, cut..data.len())] {
+        let mut req = s3
+            .upload_part()
+            .bucket("ssec")
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(data[range].to_vec()));
+        if let Some(k) = k {
+            req = req.ssec(k);
+        }
+        let p = req.send().await.expect("part");
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().expect("etag"))
+                .build(),
+        );
+    }
+    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+        .set_parts(Some(done))
+        .build()
+}
+
 fn status<E>(e: &aws_sdk_s3::error::SdkError<E>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
@@ -342,29 +376,7 @@ async fn sse_c_multipart_parts_need_the_uploads_key() {
         .await
         .expect_err("a part under another key");
     assert_eq!(status(&e), Some(400));
-    let mut done = Vec::new();
-    for (n, range) in [(1, 0..part_len), (2, part_len..data.len())] {
-        let p = s3
-            .upload_part()
-            .bucket("ssec")
-            .key("mp")
-            .upload_id(&id)
-            .part_number(n)
-            .ssec(&a)
-            .body(ByteStream::from(data[range].to_vec()))
-            .send()
-            .await
-            .expect("part");
-        done.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(n)
-                .e_tag(p.e_tag().expect("etag"))
-                .build(),
-        );
-    }
-    let parts = aws_sdk_s3::types::CompletedMultipartUpload::builder()
-        .set_parts(Some(done))
-        .build();
+    let parts = upload_two_parts(&s3, ("mp", &id), &data, part_len, Some(&a)).await;
     let e = s3
         .complete_multipart_upload()
         .bucket("ssec")
@@ -669,28 +681,7 @@ async fn sse_c_edges_are_refused_and_change_nothing() {
         .upload_id()
         .expect("id")
         .to_string();
-    let mut done = Vec::new();
-    for (n, range) in [(1, 0..part_len), (2, part_len..data.len())] {
-        let p = s3
-            .upload_part()
-            .bucket("ssec")
-            .key("mp")
-            .upload_id(&id)
-            .part_number(n)
-            .body(ByteStream::from(data[range].to_vec()))
-            .send()
-            .await
-            .expect("part");
-        done.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(n)
-                .e_tag(p.e_tag().expect("etag"))
-                .build(),
-        );
-    }
-    let parts = aws_sdk_s3::types::CompletedMultipartUpload::builder()
-        .set_parts(Some(done))
-        .build();
+    let parts = upload_two_parts(&s3, ("mp", &id), &data, part_len, None).await;
     let e = s3
         .complete_multipart_upload()
         .bucket("ssec")
