@@ -2313,16 +2313,10 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// An object served without an envelope (a folder marker, or a plaintext read allowed by
-/// `insecure_allow_plaintext_reads`) is under no customer key: S3 refuses one for it.
-fn not_under_a_customer_key(given: Option<&crate::ssec::SseC>) -> Result<(), S3Error> {
-    crate::ssec::check(None, &[0; 32], given)
-}
-
 /// A part (or part copy) of an upload must come with the upload's customer key, or none if
 /// it has none: S3 refuses a mismatch with 400.
 fn upload_keys_match(t: &UploadToken, given: Option<&crate::ssec::SseC>) -> Result<(), S3Error> {
-    crate::ssec::check(t.customer_check.as_ref(), &t.salt, given).map_err(|e| {
+    crate::ssec::check(t.customer_check.as_ref().map(|c| (c, &t.salt)), given).map_err(|e| {
         if e.code == "AccessDenied" {
             S3Error::invalid_request(
                 "The provided encryption parameters did not match the ones used originally.",
@@ -2583,7 +2577,7 @@ async fn get_encrypted(
     }
     let Some(mut env) = envelope_of(&hp.headers, allow_plain || folder_marker(key, &hp.headers))?
     else {
-        not_under_a_customer_key(ssec)?;
+        crate::ssec::check(None, ssec)?; // No envelope: under no customer key.
         if let Some((a, b)) = range {
             let spec = format!(
                 "bytes={}-{}",
@@ -2818,7 +2812,7 @@ async fn get_whole(
     }
     let Some(mut env) = envelope_of(&rp.headers, allow_plain || folder_marker(key, &rp.headers))?
     else {
-        not_under_a_customer_key(ssec)?;
+        crate::ssec::check(None, ssec)?; // No envelope: under no customer key.
         return Ok(passthrough(rp, rbody));
     };
     let stored = content_length(&rp.headers)
@@ -3520,10 +3514,10 @@ async fn prepare_copy(
         ));
     }
     let Some(mut env) = envelope_of(&hp.headers, folder_marker(&src_key, &hp.headers))? else {
-        not_under_a_customer_key(src_ssec.or(ssec))?;
-        // A folder marker copied to another folder marker (s3fs changes a directory's
-        // metadata this way) stays a plain empty object; anywhere else it would be an
-        // unencrypted object under a data key.
+        crate::ssec::check(None, src_ssec.or(ssec))?; // No envelope: under no customer key.
+                                                      // A folder marker copied to another folder marker (s3fs changes a directory's
+                                                      // metadata this way) stays a plain empty object; anywhere else it would be an
+                                                      // unencrypted object under a data key.
         if dst_key.ends_with('/') {
             return Ok(());
         }
@@ -3744,7 +3738,7 @@ async fn head_encrypted(
     }
     let Some(mut env) = envelope_of(&rp.headers, allow_plain || folder_marker(key, &rp.headers))?
     else {
-        not_under_a_customer_key(ssec)?;
+        crate::ssec::check(None, ssec)?; // No envelope: under no customer key.
         return Ok(passthrough(rp, rbody));
     };
     crate::ssec::check_object(&env, ssec)?;

@@ -110,13 +110,9 @@ pub fn parse(h: &HeaderMap, role: Role, tls: bool) -> Result<Option<SseC>, S3Err
     }))
 }
 
-/// Whether `given` is what an object (or upload) stored with check value `stored` and salt
-/// `salt` needs: none for none, the same key for a key.
-pub fn check(
-    stored: Option<&[u8; 32]>,
-    salt: &[u8; 32],
-    given: Option<&SseC>,
-) -> Result<(), S3Error> {
+/// Whether `given` is what an object (or upload) needs: none for one under no customer key,
+/// the same key for one stored with `(check value, salt)`.
+pub fn check(stored: Option<(&[u8; 32], &[u8; 32])>, given: Option<&SseC>) -> Result<(), S3Error> {
     match (stored, given) {
         (None, None) => Ok(()),
         (Some(_), None) => Err(S3Error::invalid_request(
@@ -125,7 +121,7 @@ pub fn check(
         (None, Some(_)) => Err(S3Error::invalid_request(
             "The encryption parameters are not applicable to this object.",
         )),
-        (Some(s), Some(c)) if c.key.matches(salt, s) => Ok(()),
+        (Some((s, salt)), Some(c)) if c.key.matches(salt, s) => Ok(()),
         (Some(_), Some(_)) => Err(S3Error::new("AccessDenied", "Access Denied")
             .with_detail("the customer-provided key is not the object's")),
     }
@@ -142,7 +138,7 @@ pub fn mask(given: Option<&SseC>, salt: &[u8; 32], key: DataKey) -> DataKey {
 
 /// [`check`] for a stored object.
 pub fn check_object(env: &ObjectHeader, given: Option<&SseC>) -> Result<(), S3Error> {
-    check(env.customer_check.as_ref(), &env.salt, given)
+    check(env.customer_check.as_ref().map(|c| (c, &env.salt)), given)
 }
 
 /// The answer's SSE-C headers, as S3 echoes them for an object under a customer key.
@@ -255,16 +251,22 @@ mod tests {
         let c = parse(&headers(&good), Role::Target, true).unwrap().unwrap();
         let salt = [3u8; 32];
         let stored = c.key.check_value(&salt);
-        assert!(check(Some(&stored), &salt, Some(&c)).is_ok());
-        assert!(check(None, &salt, None).is_ok());
+        assert!(check(Some((&stored, &salt)), Some(&c)).is_ok());
+        assert!(check(None, None).is_ok());
         let e = |r: Result<(), S3Error>| r.unwrap_err().code.to_string();
-        assert_eq!(e(check(Some(&stored), &salt, None)), "InvalidRequest");
-        assert_eq!(e(check(None, &salt, Some(&c))), "InvalidRequest");
-        assert_eq!(e(check(Some(&stored), &[4; 32], Some(&c))), "AccessDenied");
+        assert_eq!(e(check(Some((&stored, &salt)), None)), "InvalidRequest");
+        assert_eq!(e(check(None, Some(&c))), "InvalidRequest");
+        assert_eq!(
+            e(check(Some((&stored, &[4; 32])), Some(&c))),
+            "AccessDenied"
+        );
         let other = SseC {
             key: CustomerKey::new([1; 32]),
             key_md5: String::new(),
         };
-        assert_eq!(e(check(Some(&stored), &salt, Some(&other))), "AccessDenied");
+        assert_eq!(
+            e(check(Some((&stored, &salt)), Some(&other))),
+            "AccessDenied"
+        );
     }
 }
