@@ -2,7 +2,7 @@
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
-use chmura_tests::{pattern, Env};
+use chmura_tests::{pattern, Env, ProxyOptions};
 
 #[tokio::test]
 async fn put_get_head_list_delete() {
@@ -506,4 +506,76 @@ async fn an_empty_delimiter_lists_every_key() {
         .expect("list v1");
     let keys: Vec<_> = v1.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["a/b.txt", "a/c/d.txt", "e.txt"]);
+}
+
+/// Deleting a key that is only a folder's name ("dir", for "dir/a"), as fsspec's recursive
+/// `rm` does, succeeds and changes nothing, as in S3; the rest of the batch is deleted. (On
+/// the embedded default store, s3s-fs answered both with a 500.)
+#[tokio::test]
+async fn deleting_a_folders_name_succeeds_and_changes_nothing() {
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("delfolder");
+    let s3 = env.proxy.sdk_client();
+    for key in ["dir/a", "dir/sub/b", "dir/c", "other"] {
+        s3.put_object()
+            .bucket("delfolder")
+            .key(key)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .expect("put");
+    }
+    let ids = |keys: &[&str], quiet: bool| {
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(*k).build().expect("id"))
+            .collect::<Vec<_>>();
+        Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(quiet)
+            .build()
+            .expect("delete")
+    };
+    let out = s3
+        .delete_objects()
+        .bucket("delfolder")
+        .delete(ids(&["dir/a", "dir", "dir/sub", "gone"], false))
+        .send()
+        .await
+        .expect("DeleteObjects naming folders");
+    assert!(out.errors().is_empty(), "{:?}", out.errors());
+    let mut deleted: Vec<_> = out.deleted().iter().filter_map(|d| d.key()).collect();
+    deleted.sort();
+    assert_eq!(deleted, ["dir", "dir/a", "dir/sub", "gone"]);
+    s3.delete_object()
+        .bucket("delfolder")
+        .key("dir")
+        .send()
+        .await
+        .expect("DeleteObject of a folder's name");
+    let listed = s3
+        .list_objects_v2()
+        .bucket("delfolder")
+        .send()
+        .await
+        .expect("list");
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(
+        keys,
+        ["dir/c", "dir/sub/b", "other"],
+        "only dir/a was deleted"
+    );
+    let quiet = s3
+        .delete_objects()
+        .bucket("delfolder")
+        .delete(ids(&["dir", "dir/c"], true))
+        .send()
+        .await
+        .expect("quiet DeleteObjects");
+    assert!(quiet.errors().is_empty() && quiet.deleted().is_empty());
+    assert_eq!(env.store.stored("delfolder", "dir/c"), None);
 }

@@ -316,6 +316,95 @@ impl FolderMarkers {
     }
 }
 
+/// s3s-fs answers a DeleteObject or DeleteObjects naming a key that is a folder on its disk
+/// ("dir", holding "dir/a") with a 500 (it removes the folder as a file), and stops a
+/// DeleteObjects there. In S3 no object has that key, so deleting it succeeds and changes
+/// nothing. The hooks below give such a key a stand-in that names nothing on the disk
+/// ([`NOT_AN_OBJECT`] + hex of the key); the answer of a DeleteObjects gets the key back.
+struct FolderKeysAccess {
+    root: PathBuf,
+}
+
+const NOT_AN_OBJECT: &str = ".chmura-not-an-object/";
+
+impl FolderKeysAccess {
+    fn stand_in(&self, bucket: &str, key: &str) -> Option<String> {
+        let folder = !key.ends_with('/')
+            && !key.split('/').any(|s| s == ".." || s == ".")
+            && self.root.join(bucket).join(key).is_dir();
+        folder.then(|| format!("{NOT_AN_OBJECT}{}", hex::encode(key)))
+    }
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for FolderKeysAccess {
+    async fn delete_object(
+        &self,
+        req: &mut s3s::S3Request<s3s::dto::DeleteObjectInput>,
+    ) -> s3s::S3Result<()> {
+        if let Some(k) = self.stand_in(&req.input.bucket, &req.input.key) {
+            req.input.key = k;
+        }
+        Ok(())
+    }
+
+    async fn delete_objects(
+        &self,
+        req: &mut s3s::S3Request<s3s::dto::DeleteObjectsInput>,
+    ) -> s3s::S3Result<()> {
+        let bucket = req.input.bucket.clone();
+        for o in &mut req.input.delete.objects {
+            if let Some(k) = self.stand_in(&bucket, &o.key) {
+                o.key = k;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A DeleteObjects request (`POST /bucket?delete`).
+fn delete_objects_request<B>(req: &http::Request<B>) -> bool {
+    req.method() == http::Method::POST
+        && req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .any(|p| p == "delete" || p == "delete=")
+}
+
+/// A DeleteObjects answer with each stand-in key of [`FolderKeysAccess`] named as the client
+/// named it.
+async fn with_folder_keys_restored(resp: http::Response<s3s::Body>) -> http::Response<s3s::Body> {
+    use http_body_util::BodyExt;
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return http::Response::from_parts(parts, s3s::Body::empty());
+    };
+    let xml = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml.as_str();
+    let open = format!("<Key>{NOT_AN_OBJECT}");
+    while let Some(i) = rest.find(&open) {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + open.len()..];
+        let end = after.find("</Key>").unwrap_or(after.len());
+        let key = hex::decode(&after[..end])
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        out.push_str("<Key>");
+        out.push_str(&chmura_proxy::error::xml_escape(&key));
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    parts.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(out.len()),
+    );
+    http::Response::from_parts(parts, s3s::Body::from(out))
+}
+
 /// A ListObjects (v1 or v2) request: a GET of a bucket with no sub-resource.
 fn object_listing<B>(req: &http::Request<B>) -> bool {
     let bucket_only = !req.uri().path().trim_matches('/').contains('/');
@@ -564,6 +653,9 @@ impl Store {
         let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
         let mut b = s3s::service::S3ServiceBuilder::new(fs);
         b.set_auth(s3s::auth::SimpleAuth::from_single(UPSTREAM_AK, UPSTREAM_SK));
+        b.set_access(FolderKeysAccess {
+            root: root_dir.clone(),
+        });
         let service = b.build();
         let listener = TcpListener::bind(addr).await.expect("bind store");
         let addr = listener.local_addr().expect("addr");
@@ -592,6 +684,7 @@ impl Store {
                         let write = markers.write_of(&req);
                         let copy = req.headers().contains_key("x-amz-copy-source");
                         let listing = object_listing(&req).then(|| markers.clone());
+                        let deletes = delete_objects_request(&req);
                         async move {
                             let resp = hyper::service::Service::call(&service, req).await?;
                             let resp = match (folder, write) {
@@ -603,6 +696,9 @@ impl Store {
                             };
                             let resp = match listing {
                                 Some(m) if resp.status() == 200 => m.with_etags(resp).await,
+                                _ if deletes && resp.status() == 200 => {
+                                    with_folder_keys_restored(resp).await
+                                }
                                 _ => resp,
                             };
                             let len = resp
