@@ -304,17 +304,68 @@ pub fn valid_bucket_name(b: &str) -> bool {
         && !b.contains("..")
 }
 
+/// Characters a store could turn into `/`, `.` or `\\`: every code point whose NFC, NFD, NFKC
+/// or NFKD form contains one of them (38, listed by Python's `unicodedata`, Unicode 14:
+/// `[c for c in map(chr, range(0x80, 0x110000)) if any(x in unicodedata.normalize(f, c)
+/// for f in ("NFC", "NFD", "NFKC", "NFKD") for x in "./\\") ]`), and the slashes and full
+/// stops that only look like them (U+2215, U+2044, U+29F8, U+3002, U+FF61).
+const LOOK_ALIKES: &[char] = &[
+    // Normalised to a form containing '.', '/' or '\\'.
+    '\u{2024}',
+    '\u{2025}',
+    '\u{2026}',
+    '\u{2100}',
+    '\u{2101}',
+    '\u{2105}',
+    '\u{2106}',
+    '\u{2488}',
+    '\u{2489}',
+    '\u{248A}',
+    '\u{248B}',
+    '\u{248C}',
+    '\u{248D}',
+    '\u{248E}',
+    '\u{248F}',
+    '\u{2490}',
+    '\u{2491}',
+    '\u{2492}',
+    '\u{2493}',
+    '\u{2494}',
+    '\u{2495}',
+    '\u{2496}',
+    '\u{2497}',
+    '\u{2498}',
+    '\u{2499}',
+    '\u{249A}',
+    '\u{249B}',
+    '\u{33C2}',
+    '\u{33C7}',
+    '\u{33D8}',
+    '\u{FE19}',
+    '\u{FE30}',
+    '\u{FE52}',
+    '\u{FE68}',
+    '\u{FF0E}',
+    '\u{FF0F}',
+    '\u{FF3C}',
+    '\u{1F100}',
+    // Look-alikes only.
+    '\u{2215}',
+    '\u{2044}',
+    '\u{29F8}',
+    '\u{3002}',
+    '\u{FF61}',
+];
+
 /// Whether a key (or key prefix) stays where it is put: no `.`/`..` or empty segments, no
 /// backslashes or control characters, and none of the characters that look like `/` or `.`
 /// after Unicode normalisation (so no store that normalises paths can move it).
 pub fn contained_key(k: &str) -> bool {
-    const CONFUSABLE: &[char] = &[
-        '\u{2215}', '\u{2044}', '\u{FF0F}', '\u{29F8}', '\u{FE68}', '\u{FF3C}', '\u{FF0E}',
-        '\u{2024}', '\u{FE52}', '\u{3002}', '\u{FF61}',
-    ];
     !k.starts_with('/')
         && !k.contains('\\')
-        && !k.chars().any(|c| c.is_control() || CONFUSABLE.contains(&c))
+        && !k
+            .chars()
+            .any(|c| c.is_control() || LOOK_ALIKES.contains(&c))
         && k.split('/').enumerate().all(|(i, seg)| {
             seg != "." && seg != ".." && (!seg.is_empty() || i == k.split('/').count() - 1)
         })
@@ -1225,9 +1276,16 @@ mod mapping_tests {
             "a/\u{FF0E}\u{FF0E}/b",
             "a\u{0}b",
             "a\nb",
+            // NFKC turns these into "..", "a/c", "1." and "c/o".
+            "\u{2025}/\u{2025}/globex",
+            "\u{FE30}/x",
+            "\u{2100}",
+            "x/\u{2488}",
+            "\u{2105}",
         ] {
             assert!(!contained_key(bad), "{bad:?}");
         }
+        assert_eq!(LOOK_ALIKES.len(), 38 + 5);
     }
 
     #[test]

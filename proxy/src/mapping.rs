@@ -77,6 +77,18 @@ pub fn map_query(
     }
     let mut has_prefix = false;
     for (k, v) in query.iter_mut() {
+        // Listing parameters become key prefixes in the store: held to the rules of keys,
+        // so none reaches past the tenant's prefix on a store that normalises paths.
+        if matches!(
+            k.as_str(),
+            "prefix" | "marker" | "start-after" | "key-marker"
+        ) && !v.is_empty()
+            && !contained_key(v)
+        {
+            return Err(S3Error::invalid_argument(format!(
+                "The {k} may not contain '.', '..' or empty path segments, backslashes, control characters or look-alikes of '/' and '.'."
+            )));
+        }
         match k.as_str() {
             "prefix" => {
                 has_prefix = true;
@@ -242,6 +254,30 @@ mod tests {
         map_query(&u(), &mut q, true).unwrap();
         assert!(q.contains(&("continuation-token".into(), "acme/data/r/a.txt".into())));
         assert!(q.contains(&("prefix".into(), "acme/data/".into())));
+    }
+
+    #[test]
+    fn listing_parameters_cannot_reach_past_the_prefix() {
+        for (k, v) in [
+            ("prefix", "../globex/"),
+            ("prefix", "r/../../globex/"),
+            ("marker", "../globex/a"),
+            ("start-after", "\u{2025}/globex"),
+            ("key-marker", "a//b"),
+            ("prefix", "r\\..\\x"),
+        ] {
+            let mut q = vec![(k.to_string(), v.to_string())];
+            let e = map_query(&u(), &mut q, true).expect_err(v);
+            assert_eq!(e.code, "InvalidArgument", "{k}={v}");
+        }
+        let mut q = vec![
+            ("prefix".to_string(), "r/".to_string()),
+            ("start-after".to_string(), "r/a.txt".to_string()),
+            ("delimiter".to_string(), "/".to_string()),
+        ];
+        map_query(&u(), &mut q, true).unwrap();
+        assert!(q.contains(&("prefix".into(), "acme/data/r/".into())));
+        assert!(q.contains(&("start-after".into(), "acme/data/r/a.txt".into())));
     }
 
     #[test]

@@ -209,6 +209,9 @@ async fn two_tenants_are_isolated_by_name_prefix_key_and_policy() {
         "./x",
         "\u{FF0E}\u{FF0E}/\u{FF0E}\u{FF0E}/globex/data/reports/q1.txt",
         "..\u{2215}..\u{2215}globex",
+        // NFKC makes "‥" (U+2025) and "︰" (U+FE30) into "..".
+        "\u{2025}/\u{2025}/globex/data/reports/q1.txt",
+        "\u{FE30}/\u{FE30}/globex/data/reports/q1.txt",
     ] {
         let e = acme
             .get_object()
@@ -231,6 +234,29 @@ async fn two_tenants_are_isolated_by_name_prefix_key_and_policy() {
             .await
             .expect_err(key);
         assert!(!err(&e).is_empty());
+    }
+    // Listing parameters are key prefixes in the store: held to the same rules.
+    for prefix in [
+        "../globex/",
+        "reports/../../globex/",
+        "\u{2025}/\u{2025}/globex/",
+    ] {
+        let e = acme
+            .list_objects_v2()
+            .bucket("data")
+            .prefix(prefix)
+            .send()
+            .await
+            .expect_err(prefix);
+        assert!(err(&e).contains("InvalidArgument"), "{prefix}: {}", err(&e));
+        let e = acme
+            .list_objects()
+            .bucket("data")
+            .marker(prefix)
+            .send()
+            .await
+            .expect_err(prefix);
+        assert!(err(&e).contains("InvalidArgument"), "{prefix}: {}", err(&e));
     }
     // Percent-encoded slashes are decoded once: a key holding "%2F" is a literal name in
     // acme's space, never a path into globex's.
