@@ -375,6 +375,11 @@ impl Metrics {
                 "miss",
                 s.decrypt_calls.load(Ordering::Relaxed),
             );
+            upv(
+                &self.kms_cache,
+                "eviction",
+                s.cache_evictions.load(Ordering::Relaxed),
+            );
             up(&self.kms_errors, s.failures.load(Ordering::Relaxed));
         }
         if let Some(a) = state.audit.as_ref() {

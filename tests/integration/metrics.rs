@@ -67,6 +67,8 @@ async fn a_scripted_mix_is_counted_under_the_right_labels() {
         encrypt: true,
         policy: Some(policy.into()),
         files: vec![("metrics.token".into(), "scrape-token-0123456789".into())],
+        // One cached data key: reading the second object evicts the first.
+        extra_kms: "data_key_cache_entries = 1\n".into(),
         extra_sections:
             "[admin]\nlisten = \"127.0.0.1:9\"\nmetrics_bearer_token_file = \"metrics.token\"\n"
                 .into(),
@@ -201,6 +203,11 @@ async fn a_scripted_mix_is_counted_under_the_right_labels() {
             &[("operation", "GenerateDataKey")]
         ) >= 2.0
     );
+    assert!(
+        delta("chmura_data_key_cache_total", &[("result", "eviction")]) >= 1.0,
+        "{text}"
+    );
+    assert!(delta("chmura_data_key_cache_total", &[("result", "miss")]) >= 1.0);
     assert!(delta("chmura_bytes_total", &[t, ("direction", "in")]) >= 14.0);
     assert!(
         value(
