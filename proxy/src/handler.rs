@@ -170,7 +170,7 @@ pub async fn handle(
             .as_deref()
             .is_some_and(|d| d.starts_with("integrity"))
         {
-            crate::metrics::INTEGRITY_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.metrics.integrity_failures.inc();
         }
     }
     if ctx
@@ -2692,7 +2692,12 @@ async fn get_encrypted(
         rp.headers
             .insert("x-amz-mp-parts-count", HeaderValue::from(parts));
     }
-    let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
+    let body = DecryptingBody::new(
+        rbody.map_err(|e| Box::new(e) as BoxError),
+        opener,
+        what,
+        state.metrics.integrity_failures.clone(),
+    );
     Ok(Response::from_parts(rp, body.boxed_unsync()))
 }
 
@@ -2784,6 +2789,7 @@ async fn get_range_at_once(
         rbody.map_err(|e| Box::new(e) as BoxError),
         opener,
         what.to_string(),
+        state.metrics.integrity_failures.clone(),
     );
     Ok(Some(Response::from_parts(rp, body.boxed_unsync())))
 }
@@ -2856,7 +2862,12 @@ async fn get_whole(
             Empty::new().map_err(|e| match e {}).boxed_unsync(),
         ));
     }
-    let body = DecryptingBody::new(rbody.map_err(|e| Box::new(e) as BoxError), opener, what);
+    let body = DecryptingBody::new(
+        rbody.map_err(|e| Box::new(e) as BoxError),
+        opener,
+        what,
+        state.metrics.integrity_failures.clone(),
+    );
     Ok(Response::from_parts(rp, body.boxed_unsync()))
 }
 
@@ -3224,6 +3235,7 @@ async fn rewrite_irregular_inner(
         rbody.map_err(|e| Box::new(e) as BoxError),
         chmura_crypto::stream::PartsOpener::new(old, parts),
         format!("{bucket}/{key}"),
+        state.metrics.integrity_failures.clone(),
     );
     let new = Arc::new(new);
     if !whole {

@@ -3,7 +3,7 @@
 //! class, reason; never bucket or key names.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -79,9 +79,6 @@ pub async fn probe(state: &State) {
         }
     }
 }
-
-/// Integrity failures seen by response bodies (which do not hold the state).
-pub static INTEGRITY_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 pub struct Metrics {
     pub registry: Registry,
@@ -387,10 +384,6 @@ impl Metrics {
             up(&self.audit_refused, a.refused.load(Ordering::Relaxed));
             up(&self.audit_waited, a.waited.load(Ordering::Relaxed));
         }
-        up(
-            &self.integrity_failures,
-            INTEGRITY_FAILURES.load(Ordering::Relaxed),
-        );
     }
 
     pub fn render(&self, state: &State) -> String {

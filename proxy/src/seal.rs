@@ -298,10 +298,12 @@ pub struct DecryptingBody {
     done: bool,
     /// Where the object came from, for the integrity-failure log line (no key material).
     what: String,
+    /// `chmura_integrity_failures_total` of this instance's registry.
+    failures: prometheus::IntCounter,
 }
 
 impl DecryptingBody {
-    pub fn new<B, O>(inner: B, opener: O, what: String) -> Self
+    pub fn new<B, O>(inner: B, opener: O, what: String, failures: prometheus::IntCounter) -> Self
     where
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
         O: Open + 'static,
@@ -313,13 +315,14 @@ impl DecryptingBody {
             scratch: Vec::new(),
             done: false,
             what,
+            failures,
         }
     }
 
     fn fail(&mut self, detail: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
         if !detail.starts_with("upstream body") {
-            crate::metrics::INTEGRITY_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.failures.inc();
         }
         self.out.clear();
         tracing::error!(object = %self.what, detail = %detail, "integrity failure while decrypting; response aborted");
