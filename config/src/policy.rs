@@ -305,6 +305,38 @@ impl Policy {
                         {
                             return Err(e(format!("Null/{key}: values are \"true\" or \"false\"")));
                         }
+                        // A value its operator cannot read would never match: in a Deny,
+                        // a silent hole. Refused here, as IAM refuses it.
+                        use Operator::*;
+                        let reads: Option<(&str, fn(&str) -> bool)> = match operator {
+                            NumericEquals
+                            | NumericNotEquals
+                            | NumericLessThan
+                            | NumericLessThanEquals
+                            | NumericGreaterThan
+                            | NumericGreaterThanEquals => Some(("a number", |v| {
+                                v.trim().parse::<f64>().is_ok_and(f64::is_finite)
+                            })),
+                            DateEquals
+                            | DateNotEquals
+                            | DateLessThan
+                            | DateLessThanEquals
+                            | DateGreaterThan
+                            | DateGreaterThanEquals => {
+                                Some(("an ISO 8601 date or an epoch time", |v| {
+                                    parse_date(v).is_some()
+                                }))
+                            }
+                            Bool => Some(("\"true\" or \"false\"", |v| {
+                                v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false")
+                            })),
+                            _ => None,
+                        };
+                        if let Some((kind, ok)) = reads {
+                            if let Some(v) = values.iter().find(|v| !ok(v)) {
+                                return Err(e(format!("{op_name}/{key}: {v:?} is not {kind}")));
+                            }
+                        }
                         if matches!(operator, Operator::IpAddress | Operator::NotIpAddress) {
                             for v in &values {
                                 if parse_cidr(v).is_none() {

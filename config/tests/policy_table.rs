@@ -512,6 +512,26 @@ fn malformed_policies_name_file_statement_and_reason() {
             "\"true\" or \"false\"",
         ),
         (
+            r#"{"Statement":[{"Effect":"Deny","Action":"s3:*","Resource":"*","Condition":{"NumericGreaterThan":{"s3:max-keys":"ten"}}}]}"#,
+            Some(0),
+            "NumericGreaterThan/s3:max-keys: \"ten\" is not a number",
+        ),
+        (
+            r#"{"Statement":[{"Effect":"Deny","Action":"s3:*","Resource":"*","Condition":{"NumericLessThanEqualsIfExists":{"aws:MultiFactorAuthAge":["3600","1h"]}}}]}"#,
+            Some(0),
+            "\"1h\" is not a number",
+        ),
+        (
+            r#"{"Statement":[{"Effect":"Deny","Action":"s3:*","Resource":"*","Condition":{"DateGreaterThan":{"aws:CurrentTime":"next tuesday"}}}]}"#,
+            Some(0),
+            "is not an ISO 8601 date",
+        ),
+        (
+            r#"{"Statement":[{"Effect":"Deny","Action":"s3:*","Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"no"}}}]}"#,
+            Some(0),
+            "Bool/aws:SecureTransport: \"no\" is not \"true\" or \"false\"",
+        ),
+        (
             r#"{"Statement":[{"Effect":"Allow","Action":[],"Resource":"*"}]}"#,
             Some(0),
             "must not be empty",
