@@ -878,6 +878,20 @@ impl Config {
                 }
             }
         }
+        for (i, t) in tenants.iter().enumerate() {
+            let Some(list) = &t.buckets else { continue };
+            let seen: Vec<&str> = list.iter().map(|b| b.name.as_str()).collect();
+            for (j, pol) in t.policies.iter().enumerate() {
+                for k in pol.allows_outside(&seen) {
+                    warnings.push(format!(
+                        "tenants[{i}].policy_files[{j}]: {}: Statement[{k}] allows nothing: its resources name none of the buckets {:?} sees ({}); policies name the buckets a tenant sees, not the upstream ones",
+                        pol.source,
+                        t.name,
+                        seen.join(", ")
+                    ));
+                }
+            }
+        }
         if tenants.iter().any(|t| t.buckets.is_some()) {
             for (i, t) in tenants.iter().enumerate() {
                 if t.buckets.is_none() {
@@ -1111,6 +1125,27 @@ secret_access_key_file = "acme.secret"
         assert_eq!(e.path, "tenants[0].buckets[0].prefix");
         let e = Config::from_toml(&two("../acme/", "globex/"), d.path()).unwrap_err();
         assert_eq!(e.path, "tenants[0].buckets[0].prefix");
+        // A policy naming the upstream bucket instead of the tenant's allows nothing: warned.
+        std::fs::write(
+            d.path().join("upstream-named.json"),
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::shared/acme/*"}]}"#,
+        )
+        .unwrap();
+        let text = two("acme/", "globex/").replacen(
+            "[[tenants.buckets]]",
+            "policy_files = [\"upstream-named.json\"]\n[[tenants.buckets]]",
+            1,
+        );
+        let c = Config::from_toml(&text, d.path()).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("tenants[0].policy_files[")
+                    && w.contains("Statement[0] allows nothing")
+                    && w.contains("(data)")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

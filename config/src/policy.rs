@@ -377,6 +377,37 @@ impl Policy {
         })
     }
 
+    /// The Allow statements whose resources name none of `buckets` (the buckets a tenant
+    /// with a bucket table sees): usually the upstream bucket written where the tenant's own
+    /// name belongs. Such a statement allows nothing. Policy variables count as wildcards.
+    pub fn allows_outside(&self, buckets: &[&str]) -> Vec<usize> {
+        let reaches = |r: &str| {
+            if r == "*" {
+                return true;
+            }
+            let Some(rest) = r.strip_prefix("arn:aws:s3:::") else {
+                return false;
+            };
+            let bucket_part = rest.split('/').next().unwrap_or("");
+            let mut pattern = String::new();
+            let mut tail = bucket_part;
+            while let Some(i) = tail.find("${") {
+                pattern.push_str(&tail[..i]);
+                pattern.push('*');
+                tail = tail[i..].find('}').map_or("", |j| &tail[i + j + 1..]);
+            }
+            pattern.push_str(tail);
+            let tokens = literal_tokens(&pattern);
+            buckets.iter().any(|b| glob(&tokens, b))
+        };
+        self.statements
+            .iter()
+            .filter(|s| s.effect == Effect::Allow && !s.not_resource)
+            .filter(|s| !s.resources.iter().any(|r| reaches(r)))
+            .map(|s| s.index)
+            .collect()
+    }
+
     /// Problems that are not errors: a policy that grants nothing, and the classic
     /// `Bool aws:MultiFactorAuthPresent false` Deny that never applies (the key is absent, not
     /// false, when a request carries no MFA).

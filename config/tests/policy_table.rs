@@ -550,6 +550,26 @@ fn malformed_policies_name_file_statement_and_reason() {
 }
 
 #[test]
+fn allow_statements_naming_none_of_the_tenants_buckets_are_found() {
+    let p = Policy::parse(
+        "a.json",
+        r#"{"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":"s3:*","Resource":["arn:aws:s3:::data","arn:aws:s3:::data/*"]},
+            {"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::shared-store/acme/*"},
+            {"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::da*"},
+            {"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::${aws:username}-logs/*"},
+            {"Effect":"Allow","Action":"s3:GetObject","Resource":"*"},
+            {"Effect":"Allow","Action":"s3:GetObject","NotResource":"arn:aws:s3:::elsewhere/*"},
+            {"Effect":"Deny","Action":"s3:*","Resource":"arn:aws:s3:::elsewhere"},
+            {"Effect":"Allow","Action":"s3:PutObject","Resource":"arn:aws:s3:::logs-archive/*"}
+        ]}"#,
+    )
+    .expect("parse");
+    assert_eq!(p.allows_outside(&["data", "acme-logs"]), [1, 7]);
+    assert_eq!(p.allows_outside(&["data", "logs-archive"]), [1, 3]);
+}
+
+#[test]
 fn warnings_for_policies_that_grant_nothing_and_the_mfa_trap() {
     let p = Policy::parse("d.json", &doc(&[deny(r#""s3:*""#, r#""*""#)])).expect("parse");
     assert!(p.warnings().iter().any(|w| w.contains("grants nothing")));

@@ -48,7 +48,10 @@ async fn start() -> Setup {
     let cfg = dir.join("chmura.toml");
     let text = std::fs::read_to_string(&cfg).expect("config");
     let text = text.replace("http://127.0.0.1:9000", &store.endpoint());
-    std::fs::write(&cfg, text).expect("config");
+    std::fs::write(&cfg, text.as_bytes()).expect("config");
+    // The example is one an operator can copy: check-config has nothing to warn about.
+    let loaded = chmura_config::Config::from_toml(&text, &dir).expect("example loads");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let proxy = Proxy::serve_config(&dir, &cfg).await;
     Setup {
         _dir: tmp,
