@@ -20,7 +20,10 @@ use zeroize::Zeroizing;
 
 use crate::error::S3Error;
 
-pub const FORMAT: &str = "chmura-audit/1";
+/// Format 2 adds `record`, every line's number (from 0, continuing across restarts and
+/// rotated files), so `verify` tells an edited line from deleted, inserted or reordered ones.
+/// Format 1 lines (without it) still verify.
+pub const FORMAT: &str = "chmura-audit/2";
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The encryption context of the audit MAC key.
@@ -172,6 +175,8 @@ struct Writer {
     since_checkpoint: u64,
     /// The file ended in a cut line (a crash): the next header says so.
     recovered: bool,
+    /// The next line's `record` number.
+    next_record: u64,
 }
 
 impl Writer {
@@ -183,6 +188,7 @@ impl Writer {
         let mut prev = GENESIS.to_string();
         let mut size = 0;
         let mut recovered = false;
+        let mut next_record = 0;
         let file = match path.clone() {
             Some(p) => {
                 // Continue the chain of an existing log (bytes: a crash may have cut a line,
@@ -198,6 +204,13 @@ impl Writer {
                             None => body,
                         };
                         prev = sha256_hex(last);
+                        // The last whole line's number (a cut line's may be lost: it is reused).
+                        next_record = body
+                            .split(|b| *b == b'\n')
+                            .rev()
+                            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+                            .find_map(|v| v.get("record").and_then(Value::as_u64))
+                            .map_or(0, |n| n + 1);
                     }
                 }
                 let mut f = std::fs::OpenOptions::new()
@@ -230,6 +243,7 @@ impl Writer {
             seq: 0,
             since_checkpoint: 0,
             recovered,
+            next_record,
         })
     }
 
@@ -284,6 +298,7 @@ impl Writer {
 
     fn write(&mut self, mut rec: Record) -> Result<(), String> {
         rec.insert("prev".into(), self.prev.clone().into());
+        rec.insert("record".into(), self.next_record.into());
         let line = Value::Object(rec).to_string();
         if let Some(f) = self.file.as_mut() {
             f.write_all(line.as_bytes())
@@ -296,6 +311,7 @@ impl Writer {
             writeln!(out, "{line}").map_err(|e| format!("audit stdout: {e}"))?;
         }
         self.prev = sha256_hex(line.as_bytes());
+        self.next_record += 1;
         Ok(())
     }
 
@@ -427,96 +443,153 @@ pub struct Broken {
 }
 
 /// Checks the logs in order: every line's `prev` is the hash of the line before (across
-/// files), every checkpoint's MAC verifies under the key of the header before it, and the log
-/// ends with a checkpoint. `unwrap(kid, wrapped)` opens a header's key.
+/// files), record numbers follow each other, every checkpoint's MAC verifies under the key of
+/// the header before it, and the log ends with a checkpoint. `unwrap(kid, wrapped)` opens a
+/// header's key.
+///
+/// The first line that is wrong is named: a line whose successor does not link to it was
+/// edited (told apart from an edit of the successor's own `prev` by the line after that, or by
+/// the successor's checkpoint MAC, which binds its `prev`); a gap in record numbers names the
+/// line after deleted ones; a number seen again or too early names an inserted or moved line.
 pub fn verify(files: &[(String, String)], unwrap: &mut KeyOpener<'_>) -> Result<usize, Broken> {
+    // Every line with its place, across files.
+    let all: Vec<(&str, usize, &str)> = files
+        .iter()
+        .flat_map(|(name, text)| {
+            text.lines()
+                .enumerate()
+                .map(move |(i, l)| (name.as_str(), i + 1, l))
+        })
+        .collect();
+    let parsed: Vec<Option<Value>> = all
+        .iter()
+        .map(|(_, _, l)| serde_json::from_str::<Value>(l).ok())
+        .collect();
     let mut prev = GENESIS.to_string();
     let mut key: Option<Zeroizing<[u8; 32]>> = None;
     let mut records = 0usize;
     let mut last_kind = String::new();
     let mut expect_seq = 0u64;
-    let mut last_pos = (String::new(), 0usize);
-    for (name, text) in files {
-        for (i, line) in text.lines().enumerate() {
-            let broken = |why: String| Broken {
-                file: name.clone(),
-                line: i + 1,
-                why,
-            };
-            last_pos = (name.clone(), i + 1);
-            let v: Value = match serde_json::from_str(line) {
-                Ok(v) => v,
-                Err(_) => {
-                    // A line cut by a crash is accepted only when the restart's header says
-                    // so (and the next checkpoint still binds it into the chain).
-                    let next_is_recovery = text
-                        .lines()
-                        .nth(i + 1)
-                        .and_then(|n| serde_json::from_str::<Value>(n).ok())
-                        .is_some_and(|n| {
-                            n.get("type").and_then(Value::as_str) == Some("header")
-                                && n.get("recovered_cut_line").and_then(Value::as_bool)
-                                    == Some(true)
-                        });
-                    if !next_is_recovery {
-                        return Err(broken("not a JSON line (edited)".into()));
-                    }
-                    prev = sha256_hex(line.as_bytes());
-                    last_kind = "cut".into();
-                    continue;
-                }
-            };
-            let got_prev = v.get("prev").and_then(Value::as_str).unwrap_or("");
-            if got_prev != prev {
-                return Err(broken(
-                    "does not follow the line before it: that line was edited, or lines were deleted, inserted or reordered here".into(),
-                ));
+    let mut expect_record: Option<u64> = None;
+    for (idx, &(name, _, line)) in all.iter().enumerate() {
+        let at = |i: usize, why: String| Broken {
+            file: all[i].0.to_string(),
+            line: all[i].1,
+            why,
+        };
+        let broken = |why: String| at(idx, why);
+        let Some(v) = parsed[idx].as_ref() else {
+            // A line cut by a crash is accepted only when the restart's header that follows in
+            // the same file says so (and the next checkpoint still binds it into the chain).
+            let next_is_recovery = all.get(idx + 1).is_some_and(|n| n.0 == name)
+                && parsed
+                    .get(idx + 1)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|n| {
+                        n.get("type").and_then(Value::as_str) == Some("header")
+                            && n.get("recovered_cut_line").and_then(Value::as_bool) == Some(true)
+                    });
+            if !next_is_recovery {
+                return Err(broken("not a JSON line (edited)".into()));
             }
-            let kind = v
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            match kind.as_str() {
-                "header" => {
-                    let kid = v.get("kid").and_then(Value::as_str).unwrap_or("");
-                    let wrapped = v
-                        .get("wrapped_key")
-                        .and_then(Value::as_str)
-                        .and_then(b64::decode)
-                        .ok_or_else(|| broken("header without a wrapped key".into()))?;
-                    key = Some(
-                        unwrap(kid, &wrapped).map_err(|e| broken(format!("header key: {e}")))?,
-                    );
-                    expect_seq = 0;
-                }
-                "checkpoint" => {
+            prev = sha256_hex(line.as_bytes());
+            last_kind = "cut".into();
+            continue;
+        };
+        let record = v.get("record").and_then(Value::as_u64);
+        match (record, expect_record) {
+            (Some(n), Some(e)) if n > e => {
+                return Err(broken(format!(
+                    "record {e} expected, {n} found: {} line(s) before this one were deleted, or lines were reordered",
+                    n - e
+                )))
+            }
+            (Some(n), Some(e)) if n < e => {
+                return Err(broken(format!(
+                    "record {n} where {e} was expected: this line was inserted, or lines were reordered"
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(broken("its record number was removed (edited)".into()))
+            }
+            _ => {}
+        }
+        let got_prev = v.get("prev").and_then(Value::as_str).unwrap_or("");
+        if got_prev != prev {
+            // Numbers in order: nothing was deleted or inserted here, so one of the two lines
+            // was edited. This line is intact if the next one links to it, or if it is a
+            // checkpoint whose MAC verifies over its `prev`; then the line before it changed.
+            let in_order = record.is_some() && expect_record.is_some() && idx > 0;
+            let next_links = parsed
+                .get(idx + 1)
+                .and_then(Option::as_ref)
+                .and_then(|n| n.get("prev").and_then(Value::as_str))
+                == Some(sha256_hex(line.as_bytes()).as_str());
+            let sealed_here = v.get("type").and_then(Value::as_str) == Some("checkpoint")
+                && key.as_ref().is_some_and(|k| {
                     let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
                     let mac = v.get("mac").and_then(Value::as_str).unwrap_or("");
-                    let k = key
-                        .as_ref()
-                        .ok_or_else(|| broken("checkpoint before any header".into()))?;
-                    let want = checkpoint_mac(&k[..], seq, &prev);
-                    if seq != expect_seq + 1
-                        || !crate::sigv4::ct_eq(want.as_bytes(), mac.as_bytes())
-                    {
-                        return Err(broken(
-                            "checkpoint does not verify: lines since the previous checkpoint were altered, deleted, inserted or reordered".into(),
-                        ));
-                    }
-                    expect_seq = seq;
-                }
-                "request" | "connection" => records += 1,
-                _ => return Err(broken("unknown line type (edited)".into())),
+                    crate::sigv4::ct_eq(
+                        checkpoint_mac(&k[..], seq, got_prev).as_bytes(),
+                        mac.as_bytes(),
+                    )
+                });
+            if in_order && (next_links || sealed_here) {
+                return Err(at(
+                    idx - 1,
+                    "edited: the next line's hash of it does not match".into(),
+                ));
             }
-            last_kind = kind;
-            prev = sha256_hex(line.as_bytes());
+            return Err(broken(
+                "does not follow the line before it: that line was edited, or lines were deleted, inserted or reordered here".into(),
+            ));
         }
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        match kind.as_str() {
+            "header" => {
+                let kid = v.get("kid").and_then(Value::as_str).unwrap_or("");
+                let wrapped = v
+                    .get("wrapped_key")
+                    .and_then(Value::as_str)
+                    .and_then(b64::decode)
+                    .ok_or_else(|| broken("header without a wrapped key".into()))?;
+                key = Some(unwrap(kid, &wrapped).map_err(|e| broken(format!("header key: {e}")))?);
+                expect_seq = 0;
+            }
+            "checkpoint" => {
+                let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                let mac = v.get("mac").and_then(Value::as_str).unwrap_or("");
+                let k = key
+                    .as_ref()
+                    .ok_or_else(|| broken("checkpoint before any header".into()))?;
+                let want = checkpoint_mac(&k[..], seq, &prev);
+                if seq != expect_seq + 1 || !crate::sigv4::ct_eq(want.as_bytes(), mac.as_bytes()) {
+                    return Err(broken(
+                        "checkpoint does not verify: lines since the previous checkpoint were altered, deleted, inserted or reordered".into(),
+                    ));
+                }
+                expect_seq = seq;
+            }
+            "request" | "connection" => records += 1,
+            _ => return Err(broken("unknown line type (edited)".into())),
+        }
+        if let Some(n) = record {
+            expect_record = Some(n + 1);
+        }
+        last_kind = kind;
+        prev = sha256_hex(line.as_bytes());
     }
     if last_kind != "checkpoint" {
+        let (file, line) = all
+            .last()
+            .map_or((String::new(), 0), |(f, l, _)| (f.to_string(), *l));
         return Err(Broken {
-            file: last_pos.0,
-            line: last_pos.1,
+            file,
+            line,
             why: "the log does not end with a checkpoint: its last lines are not sealed (cut, or still being written)".into(),
         });
     }
@@ -528,10 +601,17 @@ mod tests {
     use super::*;
 
     fn log(lines: usize, key: &[u8; 32]) -> String {
+        log_of_format(lines, key, 2)
+    }
+
+    fn log_of_format(lines: usize, key: &[u8; 32], format: u8) -> String {
         let mut prev = GENESIS.to_string();
         let mut out = Vec::new();
         let mut push = |mut m: Map<String, Value>, prev: &mut String| {
             m.insert("prev".into(), prev.clone().into());
+            if format >= 2 {
+                m.insert("record".into(), out.len().into());
+            }
             let l = Value::Object(m).to_string();
             *prev = sha256_hex(l.as_bytes());
             out.push(l);
@@ -657,21 +737,65 @@ mod tests {
         assert_eq!(check(&text), Ok(7));
         let lines: Vec<&str> = text.lines().collect();
         let join = |v: Vec<&str>| v.join("\n");
-        // Edited line 3: line 4 no longer follows it.
+        // Edited line 3: named itself (line 4 does not link to it, line 5 links to line 4).
         let mut v = lines.clone();
         let edited = v[2].replace("\"n\":1", "\"n\":9");
         v[2] = &edited;
+        let e = check(&join(v)).unwrap_err();
+        assert_eq!((e.line, e.why.contains("edited")), (3, true), "{e:?}");
+        // The edited line before a checkpoint: the checkpoint's MAC vouches for its own `prev`.
+        let cp = lines.iter().position(|l| l.contains("checkpoint")).unwrap();
+        let mut v = lines.clone();
+        let edited = v[cp - 1].replace("\"n\":", "\"n\":1");
+        v[cp - 1] = &edited;
+        let e = check(&join(v)).unwrap_err();
+        assert_eq!(e.line, cp, "{e:?}");
+        // The line before the last checkpoint (no line after it to link).
+        let last = lines.len() - 1;
+        let mut v = lines.clone();
+        let edited = v[last - 1].replace("\"n\":", "\"n\":1");
+        v[last - 1] = &edited;
+        let e = check(&join(v)).unwrap_err();
+        assert_eq!(e.line, last, "{e:?}");
+        // Format 1 logs (no record numbers) still verify, and name the line after an edit.
+        let old = log_of_format(7, &[7u8; 32], 1);
+        assert!(!old.contains("\"record\""));
+        assert_eq!(check(&old), Ok(7));
+        let mut v: Vec<&str> = old.lines().collect();
+        let edited = v[2].replace("\"n\":1", "\"n\":9");
+        v[2] = &edited;
+        assert_eq!(check(&join(v)).unwrap_err().line, 4);
+        // Line 4's own `prev` edited: line 4 is named (line 5 no longer links to it).
+        let mut v = lines.clone();
+        let edited = {
+            let mut m: Map<String, Value> = serde_json::from_str(lines[3]).unwrap();
+            m.insert("prev".into(), "0".repeat(64).into());
+            Value::Object(m).to_string()
+        };
+        v[3] = &edited;
         assert_eq!(check(&join(v)).unwrap_err().line, 4);
         // Deleted, inserted, reordered.
         let mut v = lines.clone();
         v.remove(3);
-        assert_eq!(check(&join(v)).unwrap_err().line, 4);
+        let e = check(&join(v)).unwrap_err();
+        assert_eq!((e.line, e.why.contains("deleted")), (4, true), "{e:?}");
         let mut v = lines.clone();
         v.insert(3, lines[2]);
-        assert_eq!(check(&join(v)).unwrap_err().line, 4);
+        let e = check(&join(v)).unwrap_err();
+        assert_eq!((e.line, e.why.contains("inserted")), (4, true), "{e:?}");
         let mut v = lines.clone();
         v.swap(2, 3);
-        assert!(check(&join(v)).is_err());
+        let e = check(&join(v)).unwrap_err();
+        assert_eq!((e.line, e.why.contains("reordered")), (3, true), "{e:?}");
+        // A record number removed.
+        let mut v = lines.clone();
+        let edited = {
+            let mut m: Map<String, Value> = serde_json::from_str(lines[4]).unwrap();
+            m.remove("record");
+            Value::Object(m).to_string()
+        };
+        v[4] = &edited;
+        assert_eq!(check(&join(v)).unwrap_err().line, 5);
         // Cut after the last checkpoint's records: not sealed.
         let mut v = lines.clone();
         v.pop();

@@ -180,7 +180,7 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
     let e = chmura_proxy::audit::verify_paths(kms, &[check(join(v))])
         .await
         .unwrap_err();
-    assert_eq!(e.line, 4, "edit: {e:?}");
+    assert_eq!(e.line, 3, "edit: the edited line itself is named: {e:?}");
     let mut v = lines.clone();
     v.remove(2);
     let e = chmura_proxy::audit::verify_paths(kms, &[check(join(v))])
