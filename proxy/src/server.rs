@@ -47,16 +47,54 @@ pub fn tls_config(s: &ServerConfig) -> Result<rustls::ServerConfig, String> {
 /// audited as a `connection` line.
 async fn handshake_failed(state: &State, peer: std::net::SocketAddr, why: &str) {
     state.metrics.tls_handshake_failures.inc();
+    audit_connection(state, peer, None, why).await;
+}
+
+/// A `connection` audit line: a connection that failed before a request could be read.
+async fn audit_connection(
+    state: &State,
+    peer: std::net::SocketAddr,
+    tls_version: Option<&str>,
+    why: &str,
+) {
     if let Some(a) = state.audit.as_ref() {
         if let Ok(slot) = a.reserve().await {
             let mut r = crate::audit::Record::new();
             r.insert("type".into(), "connection".into());
             r.insert("time".into(), crate::audit::now_iso().into());
             r.insert("source_ip".into(), peer.ip().to_string().into());
+            r.insert("tls".into(), tls_version.is_some().into());
+            if let Some(v) = tls_version {
+                r.insert("tls_version".into(), v.into());
+            }
             r.insert("error".into(), why.into());
             slot.send(r);
         }
     }
+}
+
+/// How a connection ended, when the HTTP layer refused what the client sent before any of it
+/// became a request (hyper answers 400 or 431, or closes on the header timeout): such a
+/// connection gets a `connection` audit line, as a failed handshake does. Errors of requests
+/// that reached the handler are in those requests' own lines.
+async fn connection_ended(
+    state: &State,
+    peer: std::net::SocketAddr,
+    tls_version: Option<&str>,
+    e: &hyper::Error,
+) {
+    let why = if e.is_parse_too_large() {
+        "request header section too large (answered 431)"
+    } else if e.is_parse() {
+        "malformed HTTP request (answered 400)"
+    } else if e.is_timeout() {
+        "request headers not received in time"
+    } else {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with error");
+        return;
+    };
+    tracing::info!(peer = %peer, error = %e, "connection refused before a request");
+    audit_connection(state, peer, tls_version, why).await;
 }
 
 /// Listeners the server accepts on.
@@ -284,21 +322,23 @@ impl Worker {
                         tls_version: Some(version),
                         ..conn_info
                     };
-                    let svc = service_fn(move |req| handle(st.clone(), info, req));
+                    let handler_state = st.clone();
+                    let svc = service_fn(move |req| handle(handler_state.clone(), info, req));
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
                     if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with error");
+                        connection_ended(&st, peer, Some(version), &e).await;
                     }
                 });
             } else {
-                let svc = service_fn(move |req| handle(st.clone(), conn_info, req));
+                let handler_state = st.clone();
+                let svc = service_fn(move |req| handle(handler_state.clone(), conn_info, req));
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _open = open;
                     if let Err(e) = fut.await {
-                        tracing::debug!(peer = %peer, error = %e, "connection ended with error");
+                        connection_ended(&st, peer, None, &e).await;
                     }
                 });
             }

@@ -38,7 +38,8 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
             .expect("b64");
         base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(raw))
     };
-    s3.put_object()
+    let put = s3
+        .put_object()
         .bucket("aud")
         .key("ok/a.txt")
         .sse_customer_algorithm("AES256")
@@ -48,6 +49,11 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
         .send()
         .await
         .expect("put");
+    // The `x-amz-request-id` the client saw, to find the record by.
+    let put_request_id = {
+        use aws_sdk_s3::operation::RequestId;
+        put.request_id().expect("x-amz-request-id").to_string()
+    };
     // Read the body to the end: the record counts the bytes actually sent, and a body the
     // client drops unread may legitimately be recorded as abandoned.
     let got = s3
@@ -95,6 +101,26 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
         let mut sink = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut sink)).await;
     }
+    // Nor does a TLS connection whose bytes are no HTTP request (the HTTP layer answers 400).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = raw::tls_connect(
+            env.proxy.addr.port(),
+            raw::tls_client(&env.proxy.certs.ca_pem),
+        )
+        .await
+        .expect("tls connect");
+        c.write_all(b"NOT HTTP AT ALL\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut answer)).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
     // The writer seals an idle log with a checkpoint within a second.
     let path = env.proxy.dir.join("audit.log");
     let mut text = String::new();
@@ -106,7 +132,11 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
             .last()
             .is_some_and(|l| l.contains("\"checkpoint\""))
             && text.lines().filter(|l| l.contains("\"request\"")).count() >= 4
-            && text.lines().any(|l| l.contains("\"connection\""))
+            && text
+                .lines()
+                .filter(|l| l.contains("\"connection\""))
+                .count()
+                >= 2
         {
             break;
         }
@@ -118,6 +148,7 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
         .collect();
     assert_eq!(records.len(), 4, "{text}");
     let put = &records[0];
+    assert_eq!(put["request_id"], put_request_id.as_str());
     assert_eq!(put["operation"], "PutObject");
     assert_eq!(put["tenant"], "test");
     assert_eq!(put["access_key_id"], TENANT_AK);
@@ -151,6 +182,19 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
             .any(|l| l.contains("\"type\":\"connection\"") && l.contains("TLS handshake failed")),
         "{text}"
     );
+    let malformed: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .filter(|v: &serde_json::Value| {
+            v["type"] == "connection"
+                && v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("malformed HTTP request"))
+        })
+        .collect();
+    assert_eq!(malformed.len(), 1, "{text}");
+    assert_eq!(malformed[0]["tls_version"], "1.3");
+    assert_eq!(malformed[0]["source_ip"], "127.0.0.1");
     for secret in [
         TENANT_SK,
         "audited body bytes",
@@ -169,7 +213,8 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
     };
     assert_eq!(
         chmura_proxy::audit::verify_paths(kms, std::slice::from_ref(&path)).await,
-        Ok(5)
+        Ok(6),
+        "4 requests and 2 connections"
     );
     let lines: Vec<&str> = text.lines().collect();
     let join = |v: Vec<&str>| v.join("\n") + "\n";

@@ -136,6 +136,13 @@ async fn serve_with_default_chain_credentials_and_sigterm() {
         &store.endpoint(),
         false,
     );
+    // Service logs as JSON lines, to find the request's line by its request id below.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replacen("[server]\n", "[server]\nlog_format = \"json\"\n", 1),
+    )
+    .expect("config");
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
     // Upstream credentials only from the environment of the child (the AWS default chain).
@@ -147,7 +154,9 @@ async fn serve_with_default_chain_credentials_and_sigterm() {
         .env("AWS_ACCESS_KEY_ID", UPSTREAM_AK)
         .env("AWS_SECRET_ACCESS_KEY", UPSTREAM_SK)
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("CHMURA_LOG", "warn")
+        .env("CHMURA_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("serve");
     let mut up = false;
@@ -183,12 +192,35 @@ async fn serve_with_default_chain_credentials_and_sigterm() {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .expect("join")
         .expect("wait");
-    put.expect("put signed upstream with chain credentials (s3s-fs checks the signature)");
-    assert!(status.success(), "exit status {status:?}");
+    let put =
+        put.expect("put signed upstream with chain credentials (s3s-fs checks the signature)");
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    // The service log line of the request is JSON and carries the id the client saw.
+    let request_id = {
+        use aws_sdk_s3::operation::RequestId;
+        put.request_id().expect("x-amz-request-id").to_string()
+    };
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v.pointer("/fields/request_id").and_then(|r| r.as_str()) == Some(request_id.as_str())
+        });
+    assert!(
+        line.as_ref()
+            .and_then(|v| v.pointer("/fields/op"))
+            .is_some_and(|op| op == "PutObject"),
+        "no JSON log line with request_id {request_id}:\n{logs}"
+    );
     assert_eq!(
         store.stored("cli-bucket", "k").map(|v| v.len() as u64),
         Some(chmura_crypto::layout::ciphertext_len(13))
