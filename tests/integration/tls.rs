@@ -69,7 +69,12 @@ async fn tls10_and_tls11_are_refused() {
     else {
         return;
     };
-    let env = Env::start().await;
+    let env = Env::start_with(chmura_tests::ProxyOptions {
+        encrypt: true, // the audit log's checkpoint key comes from the key provider
+        extra_sections: "[audit]\nfile = \"audit.log\"\n".into(),
+        ..Default::default()
+    })
+    .await;
     let port = env.proxy.addr.port();
     let run = |flag: &'static str| {
         let openssl = openssl.clone();
@@ -106,6 +111,23 @@ async fn tls10_and_tls11_are_refused() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+    // Each refused client is counted and audited (issue 6: a connection line per connection
+    // that failed before a request could be read).
+    assert_eq!(env.proxy.state.metrics.tls_handshake_failures.get(), 2);
+    let log = env.proxy.dir.join("audit.log");
+    let mut refused = 0;
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        refused = text
+            .lines()
+            .filter(|l| l.contains("\"type\":\"connection\"") && l.contains("TLS handshake failed"))
+            .count();
+        if refused >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused, 2, "one connection line per refused client");
 }
 
 /// A store reached over https (as AWS S3 is): objects go up encrypted and come back whole
