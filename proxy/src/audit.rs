@@ -667,6 +667,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_queue_makes_requests_wait_under_backpressure() {
+        let dir = tempfile_dir().join("backpressure");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = AuditConfig {
+            file: Some(dir.join("a.log")),
+            stdout: false,
+            checkpoint_every: 10,
+            queue: 1,
+            fail_closed: false,
+            max_file_bytes: None,
+        };
+        let a = std::sync::Arc::new(
+            Audit::start(&cfg, "k", Zeroizing::new([1u8; 32]), vec![1]).expect("start"),
+        );
+        let held = a.reserve().await.expect("the one slot");
+        let waiting = {
+            let a = a.clone();
+            tokio::spawn(async move { a.reserve().await.map(|s| s.send(Record::new())) })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the second request waits for room");
+        assert_eq!(a.waited.load(Ordering::Relaxed), 1);
+        assert_eq!(a.refused.load(Ordering::Relaxed), 0);
+        held.send(Record::new());
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("room came")
+            .expect("join")
+            .expect("not refused");
+    }
+
+    #[tokio::test]
     async fn a_restart_after_a_cut_line_recovers_and_shutdown_seals_the_log() {
         let dir = tempfile_dir().join("recover");
         let _ = std::fs::remove_dir_all(&dir);
