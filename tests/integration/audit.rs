@@ -369,4 +369,17 @@ async fn rotated_logs_verify_as_one_chain() {
         "{e:?}"
     );
     assert_eq!(e.line, 1);
+    assert!(e.why.contains("deleted"), "{e:?}");
+    // Files given in the wrong order: the first out of place is named.
+    let mut swapped = files.clone();
+    swapped.swap(0, 1);
+    let e = chmura_proxy::audit::verify_paths(kms, &swapped)
+        .await
+        .unwrap_err();
+    assert!(
+        e.file
+            .ends_with(&*files[1].file_name().unwrap().to_string_lossy()),
+        "{e:?}"
+    );
+    assert_eq!(e.line, 1);
 }
