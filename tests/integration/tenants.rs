@@ -673,3 +673,82 @@ async fn post_forms_of_a_mapped_tenant() {
         (501, Some("NotImplemented"))
     );
 }
+
+/// Nothing in an answer to a mapped tenant names the store's layout: the upstream bucket, the
+/// tenant's prefix or another tenant, in any header or body, on success or error.
+#[tokio::test]
+async fn answers_to_a_mapped_tenant_never_name_the_store() {
+    use chmura_tests::raw::{self, RawRequest};
+    let s = start().await;
+    let port = s.proxy.addr.port();
+    let host = format!("localhost:{port}");
+    let signed = |method: &str, target: &str, body: &[u8]| {
+        RawRequest::new(method, target)
+            .header("content-length", &body.len().to_string())
+            .body(body.to_vec())
+            .sign_v4(
+                &host,
+                ACME.0,
+                ACME.1,
+                "UNSIGNED-PAYLOAD",
+                std::time::SystemTime::now(),
+            )
+    };
+    let mut answers = Vec::new();
+    for (method, target, body) in [
+        ("PUT", "/data/leak/a.txt", &b"hello"[..]),
+        ("GET", "/data/leak/a.txt", b""),
+        ("HEAD", "/data/leak/a.txt", b""),
+        ("GET", "/data/leak/missing.txt", b""),
+        ("GET", "/data?list-type=2&prefix=leak/", b""),
+        ("GET", "/data?prefix=leak/&delimiter=/", b""),
+        ("POST", "/data/leak/mp.bin?uploads", b""),
+        ("PUT", "/data/leak/copy.txt", b""),
+        ("DELETE", "/data/leak/a.txt", b""),
+        ("GET", "/", b""),
+    ] {
+        let mut req = signed(method, target, body);
+        if target == "/data/leak/copy.txt" {
+            req = RawRequest::new(method, target)
+                .header("content-length", "0")
+                .header("x-amz-copy-source", "/data/leak/a.txt")
+                .sign_v4(
+                    &host,
+                    ACME.0,
+                    ACME.1,
+                    "UNSIGNED-PAYLOAD",
+                    std::time::SystemTime::now(),
+                );
+        }
+        let r = raw::send(port, &s.proxy.certs.ca_pem, &req).await;
+        assert!(
+            r.status < 500,
+            "{method} {target}: {} {}",
+            r.status,
+            r.text()
+        );
+        answers.push((format!("{method} {target}"), r));
+    }
+    // The answers did happen (a leak check on error pages alone proves little).
+    assert_eq!(answers[0].1.status, 200);
+    assert_eq!(answers[1].1.body, b"hello");
+    assert_eq!(answers[3].1.status, 404);
+    assert!(answers[4].1.text().contains("<Key>leak/a.txt</Key>"));
+    assert!(answers[6].1.text().contains("<UploadId>"));
+    assert_eq!(answers[7].1.status, 200, "{}", answers[7].1.text());
+    for (what, r) in &answers {
+        let text = r.text();
+        for secret in ["shared-store", "acme/data", "globex", "acme-key"] {
+            assert!(
+                !text.contains(secret),
+                "{what}: body names {secret}: {text}"
+            );
+            for (n, v) in &r.headers {
+                assert!(
+                    !v.contains(secret),
+                    "{what}: header {n} names {secret}: {v}"
+                );
+            }
+        }
+    }
+}
