@@ -752,3 +752,65 @@ async fn answers_to_a_mapped_tenant_never_name_the_store() {
         }
     }
 }
+
+/// The tenant's name is in every data key's encryption context: two tenants that share the
+/// key provider's key and reach the same upstream bucket (no bucket tables, policies allowing
+/// everything) still cannot read each other's objects.
+#[tokio::test]
+async fn tenants_on_the_same_key_and_bucket_cannot_read_each_other() {
+    let other = ("CHMURAOTHER000000001", "other-secret-key-0000000000000001");
+    let env = chmura_tests::Env::start_with(chmura_tests::ProxyOptions {
+        encrypt: true,
+        files: vec![
+            ("other.secret".into(), other.1.into()),
+            (
+                "other-policy.json".into(),
+                chmura_tests::ALLOW_ALL_POLICY.into(),
+            ),
+        ],
+        extra_sections: format!(
+            "[[tenants]]\nname = \"other\"\naccess_key_id = \"{}\"\nsecret_access_key_file = \"other.secret\"\npolicy_files = [\"other-policy.json\"]\n",
+            other.0
+        ),
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("common");
+    let test = env.proxy.sdk_client();
+    let them = env.proxy.sdk_client_as(other.0, other.1);
+    test.put_object()
+        .bucket("common")
+        .key("mine.txt")
+        .body(ByteStream::from_static(b"test's data"))
+        .send()
+        .await
+        .expect("put");
+    them.put_object()
+        .bucket("common")
+        .key("theirs.txt")
+        .body(ByteStream::from_static(b"other's data"))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        get(&test, "common", "mine.txt").await.unwrap(),
+        b"test's data"
+    );
+    assert_eq!(
+        get(&them, "common", "theirs.txt").await.unwrap(),
+        b"other's data"
+    );
+    for (client, key) in [(&them, "mine.txt"), (&test, "theirs.txt")] {
+        let e = get(client, "common", key).await.expect_err(key);
+        assert!(e.contains("AccessDenied"), "{key}: {e}");
+        let e = client
+            .copy_object()
+            .bucket("common")
+            .key(format!("copied-{key}"))
+            .copy_source(format!("common/{key}"))
+            .send()
+            .await
+            .expect_err("a copy re-wraps the key, which does not open");
+        assert!(err(&e).contains("AccessDenied"), "{}", err(&e));
+    }
+}
