@@ -840,6 +840,8 @@ async fn handle_inner(
             ));
         }
     }
+    // S3's checks of names, list parameters and encryption headers (validate.rs).
+    crate::validate::request(op, addr.bucket.as_deref(), &query, &parts.headers)?;
     ctx.op = Some(if ctx.post.is_some() {
         Op::PostObject
     } else {

@@ -25,6 +25,7 @@ pub mod server;
 pub mod sigv4;
 pub mod ssec;
 pub mod upstream;
+pub mod validate;
 
 use chmura_config::Config;
 

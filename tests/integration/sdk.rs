@@ -579,3 +579,80 @@ async fn deleting_a_folders_name_succeeds_and_changes_nothing() {
     assert!(quiet.errors().is_empty() && quiet.deleted().is_empty());
     assert_eq!(env.store.stored("delfolder", "dir/c"), None);
 }
+
+/// S3's argument checks, made by Chmura whatever the store checks (validate.rs): a new
+/// bucket's name, list numbers, and encryption headers on reads and writes. Nothing reaches
+/// the store.
+#[tokio::test]
+async fn s3s_argument_checks_are_made_before_the_store() {
+    use chmura_tests::raw::{self, RawRequest};
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("argcheck");
+    let port = env.proxy.addr.port();
+    let host = format!("localhost:{port}");
+    let send = |method: &str, target: &str, headers: &[(&str, &str)]| {
+        let mut r = RawRequest::new(method, target).header("content-length", "0");
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        let r = r.sign_v4(
+            &host,
+            chmura_tests::TENANT_AK,
+            chmura_tests::TENANT_SK,
+            "UNSIGNED-PAYLOAD",
+            std::time::SystemTime::now(),
+        );
+        let ca = env.proxy.certs.ca_pem.clone();
+        async move { raw::send(port, &ca, &r).await }
+    };
+    for name in ["foo_bar", "192.168.5.123", "foo-", "a-.b"] {
+        let r = send("PUT", &format!("/{name}"), &[]).await;
+        assert_eq!(
+            (r.status, r.code().as_deref()),
+            (400, Some("InvalidBucketName")),
+            "{name}"
+        );
+        assert!(!env.store.root.join(name).exists(), "{name} created");
+    }
+    let r = send("GET", "/argcheck?max-keys=blah", &[]).await;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (400, Some("InvalidArgument"))
+    );
+    let r = send(
+        "PUT",
+        "/argcheck/k",
+        &[
+            ("x-amz-server-side-encryption", "AES256"),
+            ("x-amz-server-side-encryption-aws-kms-key-id", "some-key"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (400, Some("InvalidArgument"))
+    );
+    assert!(env.store.stored("argcheck", "k").is_none());
+    let r = send(
+        "PUT",
+        "/argcheck/k",
+        &[("x-amz-server-side-encryption", "AES256")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(
+        "GET",
+        "/argcheck/k",
+        &[("x-amz-server-side-encryption", "AES256")],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (400, Some("InvalidArgument"))
+    );
+    assert_eq!(send("GET", "/argcheck/k", &[]).await.status, 200);
+}
