@@ -8,12 +8,6 @@ use aws_sdk_s3::primitives::ByteStream;
 use chmura_tests::raw::{self, RawRequest};
 use chmura_tests::{Env, ProxyOptions, TENANT_AK, TENANT_SK};
 
-fn chmura_bin() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("chmura");
-    p.exists().then_some(p)
-}
-
 #[tokio::test]
 async fn every_request_is_audited_in_a_verifiable_chain() {
     let policy = r#"{"Version":"2012-10-17","Statement":[
@@ -245,7 +239,8 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
         .unwrap_err();
     assert_eq!(e.line, 2, "reorder: {e:?}");
     // The CLI says the same.
-    if let Some(bin) = chmura_bin() {
+    {
+        let bin = chmura_tests::chmura_bin();
         let cfg = env.proxy.dir.join("chmura.toml");
         let run = |log: std::path::PathBuf| {
             let cfg = cfg.clone();

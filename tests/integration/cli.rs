@@ -10,24 +10,9 @@ use chmura_tests::{
     write_private, Store, TestCerts, TENANT_AK, TENANT_SK, UPSTREAM_AK, UPSTREAM_SK,
 };
 
-/// `target/<profile>/chmura`, next to this test binary's `deps/` folder.
-fn chmura_bin() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let p = exe.parent()?.parent()?.join("chmura");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED cli tests: {} not built (cargo test --workspace --all-targets builds it)",
-            p.display()
-        );
-        None
-    }
-}
-
 #[test]
 fn keygen_writes_a_private_keyring_once() {
-    let Some(bin) = chmura_bin() else { return };
+    let bin = chmura_tests::chmura_bin();
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("ring");
     let st = Command::new(&bin)
@@ -87,7 +72,7 @@ fn write_config(
 
 #[test]
 fn check_config_names_the_field_and_fails() {
-    let Some(bin) = chmura_bin() else { return };
+    let bin = chmura_tests::chmura_bin();
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = write_config(dir.path(), "127.0.0.1:0", "http://127.0.0.1:9", true);
     let ok = Command::new(&bin)
@@ -121,7 +106,7 @@ fn check_config_names_the_field_and_fails() {
 
 #[tokio::test]
 async fn serve_with_default_chain_credentials_and_sigterm() {
-    let Some(bin) = chmura_bin() else { return };
+    let bin = chmura_tests::chmura_bin();
     let dir = tempfile::tempdir().expect("tmp");
     let store = Store::start(&dir.path().join("store")).await;
     std::fs::create_dir_all(dir.path().join("store").join("cli-bucket")).expect("bucket");
@@ -239,7 +224,7 @@ impl TapMkdir for PathBuf {
 
 #[test]
 fn check_config_reports_policy_errors_and_warnings_and_simulate_explains() {
-    let Some(bin) = chmura_bin() else { return };
+    let bin = chmura_tests::chmura_bin();
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = write_config(dir.path(), "127.0.0.1:0", "http://127.0.0.1:9", true);
     // A malformed statement: named by file, index and reason.

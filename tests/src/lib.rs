@@ -179,6 +179,49 @@ where
     }
 }
 
+/// The `chmura` binary of this build (`target/<profile>/chmura`), built here first: it belongs
+/// to the proxy package, so `cargo test` builds it only as a unit-test harness, and a binary
+/// left from an earlier build would test old code. One `cargo build` per test process (a
+/// no-op when it is current); a build that fails fails the calling test.
+pub fn chmura_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .ok_or("no target folder")?
+                .to_path_buf();
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut c = std::process::Command::new(cargo);
+            c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .args(["build", "--quiet", "-p", "chmura-proxy", "--bin", "chmura"]);
+            if release {
+                c.arg("--release");
+            }
+            if let Some(target) = profile_dir.parent() {
+                c.env("CARGO_TARGET_DIR", target);
+            }
+            let out = c.output().map_err(|e| format!("cargo build: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo build --bin chmura failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let bin = profile_dir.join("chmura");
+            if bin.exists() {
+                Ok(bin)
+            } else {
+                Err(format!("{} not built", bin.display()))
+            }
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// s3s-fs keeps a folder marker ("dir/", an empty object) as a bare folder on its disk: it
 /// drops the marker's Content-Type and user metadata, answers a HEAD or GET of it (or of
 /// "dir") with a 500, and cannot copy it. S3 keeps markers as objects, and s3fs-fuse keeps a
