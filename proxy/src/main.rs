@@ -11,7 +11,7 @@ const USAGE: &str = "usage:
   chmura check-config FILE
   chmura keygen --output FILE [--id KEY_ID]
   chmura policy simulate --config FILE --tenant T --action s3:GetObject --resource ARN [--context key=value]...
-  chmura audit verify --config FILE [--head SHA256] LOG...
+  chmura audit verify [--config FILE] [--head SHA256] LOG...   (config: $CHMURA_CONFIG, else ./chmura.toml)
   chmura rekey --config FILE --bucket B [--prefix P] --to-key KEY_ID [--start-after KEY] [--max-objects N]";
 
 fn main() -> ExitCode {
@@ -213,10 +213,11 @@ fn policy_simulate(a: &[String]) -> ExitCode {
 
 /// `chmura audit verify`: 0 for an intact log, 1 naming the first broken line.
 fn audit_verify(a: &[String]) -> ExitCode {
-    let Some(config) = flag(a, "--config") else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
+    // The checkpoints' key comes from the key provider the config names: by default the
+    // config of the Chmura that wrote the log, run from its folder.
+    let config = flag(a, "--config")
+        .or_else(|| std::env::var("CHMURA_CONFIG").ok())
+        .unwrap_or_else(|| "chmura.toml".to_string());
     let head = flag(a, "--head");
     let mut files = Vec::new();
     let mut it = a.iter();

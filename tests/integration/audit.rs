@@ -264,6 +264,29 @@ async fn every_request_is_audited_in_a_verifiable_chain() {
             "{}",
             String::from_utf8_lossy(&ok.stdout)
         );
+        // `chmura audit verify FILE` in the config's folder: ./chmura.toml by default.
+        let here = {
+            let bin = bin.clone();
+            let dir = env.proxy.dir.clone();
+            let log = path.clone();
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(bin)
+                    .current_dir(dir)
+                    .env_remove("CHMURA_CONFIG")
+                    .args(["audit", "verify"])
+                    .arg(log)
+                    .output()
+                    .expect("run")
+            })
+            .await
+            .expect("join")
+        };
+        assert!(
+            here.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&here.stdout),
+            String::from_utf8_lossy(&here.stderr)
+        );
         // Cut back to an earlier checkpoint: the chain verifies, the head does not.
         let cp = lines
             .iter()

@@ -230,6 +230,20 @@ async fn kms_down_fails_closed_and_cached_reads_keep_working() {
         env.store.stored("kms-down", "after").is_none(),
         "nothing written while KMS is down"
     );
+    // Readiness: once the provider's last answer is older than the window, a probe of the
+    // dead provider does not renew it, and /readyz says why.
+    {
+        use chmura_proxy::metrics::{probe, ready, unix_now, READY_WINDOW_SECS};
+        let state = &env.proxy.state;
+        let stats = state.kms.as_ref().expect("kms").stats();
+        stats.last_ok.store(
+            unix_now() - READY_WINDOW_SECS - 1,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        probe(state).await;
+        let why = ready(state).expect_err("not ready without the key provider");
+        assert!(why.contains("key provider"), "{why}");
+    }
     let parts = s3
         .list_parts()
         .bucket("kms-down")
