@@ -77,6 +77,9 @@ pub enum Operator {
     Null,
 }
 
+/// A test of whether an operator can read a condition value.
+type ValueCheck = fn(&str) -> bool;
+
 const OPERATORS: &[(&str, Operator)] = &[
     ("StringEquals", Operator::StringEquals),
     ("StringNotEquals", Operator::StringNotEquals),
@@ -308,7 +311,7 @@ impl Policy {
                         // A value its operator cannot read would never match: in a Deny,
                         // a silent hole. Refused here, as IAM refuses it.
                         use Operator::*;
-                        let reads: Option<(&str, fn(&str) -> bool)> = match operator {
+                        let reads: Option<(&str, ValueCheck)> = match operator {
                             NumericEquals
                             | NumericNotEquals
                             | NumericLessThan

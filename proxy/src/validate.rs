@@ -89,12 +89,12 @@ const SSE_CONTEXT: &str = "x-amz-server-side-encryption-context";
 fn sse_headers(op: Op, headers: &HeaderMap) -> Result<(), S3Error> {
     let present = |n: &str| headers.contains_key(n);
     match op {
-        Op::GetObject | Op::HeadObject => {
-            if present(SSE) || present(SSE_KMS_KEY) || present(SSE_CONTEXT) {
-                return Err(S3Error::invalid_argument(
-                    "x-amz-server-side-encryption header is not supported for this operation.",
-                ));
-            }
+        Op::GetObject | Op::HeadObject
+            if present(SSE) || present(SSE_KMS_KEY) || present(SSE_CONTEXT) =>
+        {
+            return Err(S3Error::invalid_argument(
+                "x-amz-server-side-encryption header is not supported for this operation.",
+            ));
         }
         Op::PutObject | Op::CopyObject | Op::CreateMultipartUpload => {
             let method = headers.get(SSE).map(|v| v.to_str().unwrap_or(""));
