@@ -2,18 +2,18 @@
 # Installs the real S3 clients and servers the test suite drives, into .tools/ (idempotent):
 #   - a Python venv with boto3, aws cli (v1), s3cmd, minio-py and moto_server (S3 + KMS, checks no signatures)
 #   - a second venv with fsspec's s3fs (aiobotocore pins its own botocore) and obstore (object_store)
-#   - rclone, s3fs-fuse and restic (Debian packages; the s3fs test also needs /dev/fuse)
+#   - rclone, s3fs-fuse, restic and the aws cli v2 (Debian packages; the s3fs test also needs /dev/fuse)
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
 VENV="$TOOLS/venv"
-STAMP="$TOOLS/.installed-v6"
+STAMP="$TOOLS/.installed-v7"
 FSSPEC_VENV="$TOOLS/venv-fsspec"
 mkdir -p "$TOOLS/bin"
 
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$FSSPEC_VENV/bin/python" ] && command -v rclone >/dev/null \
-  && command -v s3fs >/dev/null && command -v restic >/dev/null && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ]; then
+  && command -v s3fs >/dev/null && command -v restic >/dev/null && [ -x /usr/bin/aws ] && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ]; then
   echo "tools already installed in $TOOLS"
   exit 0
 fi
@@ -22,6 +22,7 @@ missing=""
 command -v rclone >/dev/null || missing="$missing rclone"
 command -v s3fs >/dev/null || missing="$missing s3fs"
 command -v restic >/dev/null || missing="$missing restic"
+[ -x /usr/bin/aws ] || missing="$missing awscli"
 if [ -n "$missing" ]; then
   echo "installing$missing (Debian packages)"
   export DEBIAN_FRONTEND=noninteractive
@@ -55,5 +56,6 @@ echo "tools installed in $TOOLS:"
 rclone version 2>/dev/null | sed -n '1s/^/  /p' || true
 s3fs --version 2>/dev/null | sed -n '1s/^/  /p' || true
 restic version 2>/dev/null | sed 's/^/  /' || true
+/usr/bin/aws --version 2>/dev/null | sed 's/^/  /' || true
 "$FSSPEC_VENV/bin/python" -c 'import s3fs, aiobotocore, obstore; print("  fsspec s3fs", s3fs.__version__, "aiobotocore", aiobotocore.__version__, "obstore", obstore.__version__)' || true
 if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi

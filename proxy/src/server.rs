@@ -2,6 +2,7 @@
 //! a connection limit, and graceful shutdown.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,13 +82,15 @@ async fn connection_ended(
     state: &State,
     peer: std::net::SocketAddr,
     tls_version: Option<&str>,
+    served: usize,
     e: &hyper::Error,
 ) {
     let why = if e.is_parse_too_large() {
         "request header section too large (answered 431)"
     } else if e.is_parse() {
         "malformed HTTP request (answered 400)"
-    } else if e.is_timeout() {
+    } else if e.is_timeout() && served == 0 {
+        // (After requests, a timeout is an idle keep-alive connection closed: not a failure.)
         "request headers not received in time"
     } else {
         tracing::debug!(peer = %peer, error = %e, "connection ended with error");
@@ -323,22 +326,34 @@ impl Worker {
                         ..conn_info
                     };
                     let handler_state = st.clone();
-                    let svc = service_fn(move |req| handle(handler_state.clone(), info, req));
+                    let served = Arc::new(AtomicUsize::new(0));
+                    let counter = served.clone();
+                    let svc = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        handle(handler_state.clone(), info, req)
+                    });
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
                     if let Err(e) = watcher.watch(conn).await {
-                        connection_ended(&st, peer, Some(version), &e).await;
+                        let n = served.load(Ordering::Relaxed);
+                        connection_ended(&st, peer, Some(version), n, &e).await;
                     }
                 });
             } else {
                 let handler_state = st.clone();
-                let svc = service_fn(move |req| handle(handler_state.clone(), conn_info, req));
+                let served = Arc::new(AtomicUsize::new(0));
+                let counter = served.clone();
+                let svc = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    handle(handler_state.clone(), conn_info, req)
+                });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
                 let fut = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _open = open;
                     if let Err(e) = fut.await {
-                        connection_ended(&st, peer, None, &e).await;
+                        let n = served.load(Ordering::Relaxed);
+                        connection_ended(&st, peer, None, n, &e).await;
                     }
                 });
             }

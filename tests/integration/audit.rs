@@ -401,3 +401,61 @@ async fn rotated_logs_verify_as_one_chain() {
     );
     assert_eq!(e.line, 1);
 }
+
+/// A keep-alive connection that idles out after its requests is no failure: it gets no
+/// connection line. A connection that never sends a request within the header timeout does.
+#[tokio::test]
+async fn idle_keep_alive_connections_are_not_failures() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        extra_sections: "[audit]\nfile = \"audit.log\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let port = env.proxy.addr.port();
+    let cfg = raw::tls_client(&env.proxy.certs.ca_pem);
+    // (The harness's header timeout is 5 s.) One request (unsigned: refused, but a request),
+    // then idle until closed.
+    let mut served = raw::tls_connect(port, cfg.clone()).await.expect("connect");
+    served
+        .write_all(format!("GET / HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    // Nothing at all.
+    let mut silent = raw::tls_connect(port, cfg).await.expect("connect");
+    let mut sink = Vec::new();
+    for c in [&mut served, &mut silent] {
+        let r = tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut sink)).await;
+        assert!(r.is_ok(), "the connection was closed by the header timeout");
+    }
+    assert!(String::from_utf8_lossy(&sink).starts_with("HTTP/1.1 403"));
+    let path = env.proxy.dir.join("audit.log");
+    let mut text = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text
+            .lines()
+            .filter(|l| l.contains("\"type\":\"request\""))
+            .count()
+            == 1
+            && text
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains("\"checkpoint\""))
+            && text.contains("\"type\":\"connection\"")
+        {
+            break;
+        }
+    }
+    let connections: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"type\":\"connection\""))
+        .collect();
+    assert_eq!(connections.len(), 1, "{text}");
+    assert!(
+        connections[0].contains("request headers not received in time"),
+        "{text}"
+    );
+}

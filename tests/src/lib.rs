@@ -179,10 +179,11 @@ where
     }
 }
 
-/// The `chmura` binary of this build (`target/<profile>/chmura`), built here first: it belongs
-/// to the proxy package, so `cargo test` builds it only as a unit-test harness, and a binary
-/// left from an earlier build would test old code. One `cargo build` per test process (a
-/// no-op when it is current); a build that fails fails the calling test.
+/// The `chmura` binary of this build (`target/<profile>/chmura`). `cargo test --workspace`
+/// builds it with everything else (the proxy package has integration tests of its own), with
+/// the same features. When it is missing, or older than a source file of the crates it is
+/// made of (`cargo test -p chmura-tests` after an edit), it is built here first, once per
+/// test process; a build that fails fails the calling test.
 pub fn chmura_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
@@ -193,12 +194,22 @@ pub fn chmura_bin() -> PathBuf {
                 .and_then(Path::parent)
                 .ok_or("no target folder")?
                 .to_path_buf();
-            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let bin = profile_dir.join("chmura");
+            let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+            let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+            let current = built.is_some_and(|b| {
+                ["proxy/src", "config/src", "crypto/src"]
+                    .iter()
+                    .all(|d| newest_file(&root.join(d)).is_none_or(|t| t <= b))
+            });
+            if current {
+                return Ok(bin);
+            }
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut c = std::process::Command::new(cargo);
-            c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            c.current_dir(root)
                 .args(["build", "--quiet", "-p", "chmura-proxy", "--bin", "chmura"]);
-            if release {
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
                 c.arg("--release");
             }
             if let Some(target) = profile_dir.parent() {
@@ -211,7 +222,6 @@ pub fn chmura_bin() -> PathBuf {
                     String::from_utf8_lossy(&out.stderr)
                 ));
             }
-            let bin = profile_dir.join("chmura");
             if bin.exists() {
                 Ok(bin)
             } else {
@@ -220,6 +230,21 @@ pub fn chmura_bin() -> PathBuf {
         })
         .clone()
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The latest modification time of the files under `dir`.
+fn newest_file(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 /// s3s-fs keeps a folder marker ("dir/", an empty object) as a bare folder on its disk: it

@@ -22,6 +22,13 @@ pub fn find(name: &str) -> Option<PathBuf> {
         let p = tools_dir().join("venv-fsspec").join("bin").join("python");
         return p.exists().then_some(p);
     }
+    // The aws cli v2 from Debian's package (the venv's `aws` is v1).
+    if name == "aws2" {
+        return ["/usr/bin/aws", "/usr/local/bin/aws"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
+    }
     let venv = tools_dir().join("venv").join("bin").join(name);
     if venv.exists() {
         return Some(venv);

@@ -1,0 +1,51 @@
+//! The `chmura` binary's command line, run as a user runs it. (Its presence here also makes
+//! `cargo test --workspace` build `target/<profile>/chmura` with the rest, so the integration
+//! tests in `tests/` that run the binary find this build of it.)
+
+use std::process::Command;
+
+fn chmura(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chmura"))
+        .args(args)
+        .env_remove("CHMURA_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run chmura")
+}
+
+#[test]
+fn unknown_or_incomplete_commands_print_the_usage_and_exit_2() {
+    for args in [
+        &[][..],
+        &["frobnicate"][..],
+        &["serve"][..],
+        &["keygen"][..],
+        &["rekey", "--config", "x.toml"][..],
+        &["policy", "simulate"][..],
+    ] {
+        let out = chmura(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("usage:") && err.contains("chmura serve --config FILE"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_config_that_cannot_be_read_is_named_and_fails() {
+    let missing = std::env::temp_dir().join("chmura-no-such-config.toml");
+    let out = chmura(&["check-config", missing.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmura-no-such-config.toml"), "{err}");
+    // audit verify without --config looks for ./chmura.toml, and says so when it is not there.
+    let out = chmura(&["audit", "verify", "audit.log"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmura.toml"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
