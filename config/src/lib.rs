@@ -304,71 +304,86 @@ pub fn valid_bucket_name(b: &str) -> bool {
         && !b.contains("..")
 }
 
-/// Characters a store could turn into `/`, `.` or `\\`: every code point whose NFC, NFD, NFKC
-/// or NFKD form contains one of them (38, listed by Python's `unicodedata`, Unicode 14:
-/// `[c for c in map(chr, range(0x80, 0x110000)) if any(x in unicodedata.normalize(f, c)
-/// for f in ("NFC", "NFD", "NFKC", "NFKD") for x in "./\\") ]`), and the slashes and full
-/// stops that only look like them (U+2215, U+2044, U+29F8, U+3002, U+FF61).
-const LOOK_ALIKES: &[char] = &[
-    // Normalised to a form containing '.', '/' or '\\'.
-    '\u{2024}',
-    '\u{2025}',
-    '\u{2026}',
-    '\u{2100}',
-    '\u{2101}',
-    '\u{2105}',
-    '\u{2106}',
-    '\u{2488}',
-    '\u{2489}',
-    '\u{248A}',
-    '\u{248B}',
-    '\u{248C}',
-    '\u{248D}',
-    '\u{248E}',
-    '\u{248F}',
-    '\u{2490}',
-    '\u{2491}',
-    '\u{2492}',
-    '\u{2493}',
-    '\u{2494}',
-    '\u{2495}',
-    '\u{2496}',
-    '\u{2497}',
-    '\u{2498}',
-    '\u{2499}',
-    '\u{249A}',
-    '\u{249B}',
-    '\u{33C2}',
-    '\u{33C7}',
-    '\u{33D8}',
-    '\u{FE19}',
-    '\u{FE30}',
-    '\u{FE52}',
-    '\u{FE68}',
-    '\u{FF0E}',
-    '\u{FF0F}',
-    '\u{FF3C}',
-    '\u{1F100}',
+/// What a store that normalises names (NFKC or NFKD) could make of a character, for the
+/// characters whose normal form holds `.`, `/` or `\\` (38 code points: every one with
+/// `any(x in unicodedata.normalize(f, c) for f in ("NFC", "NFD", "NFKC", "NFKD") for x in "./\\")`
+/// in Python's `unicodedata`, Unicode 14; NFKC and NFKD agree on all of them), and for the
+/// slashes and full stops that only look like one (U+2215, U+2044, U+29F8, U+3002, U+FF61).
+const PATH_FORMS: &[(char, &str)] = &[
+    ('\u{2024}', "."),
+    ('\u{2025}', ".."),
+    ('\u{2026}', "..."),
+    ('\u{2100}', "a/c"),
+    ('\u{2101}', "a/s"),
+    ('\u{2105}', "c/o"),
+    ('\u{2106}', "c/u"),
+    ('\u{2488}', "1."),
+    ('\u{2489}', "2."),
+    ('\u{248A}', "3."),
+    ('\u{248B}', "4."),
+    ('\u{248C}', "5."),
+    ('\u{248D}', "6."),
+    ('\u{248E}', "7."),
+    ('\u{248F}', "8."),
+    ('\u{2490}', "9."),
+    ('\u{2491}', "10."),
+    ('\u{2492}', "11."),
+    ('\u{2493}', "12."),
+    ('\u{2494}', "13."),
+    ('\u{2495}', "14."),
+    ('\u{2496}', "15."),
+    ('\u{2497}', "16."),
+    ('\u{2498}', "17."),
+    ('\u{2499}', "18."),
+    ('\u{249A}', "19."),
+    ('\u{249B}', "20."),
+    ('\u{33C2}', "a.m."),
+    ('\u{33C7}', "Co."),
+    ('\u{33D8}', "p.m."),
+    ('\u{FE19}', "..."),
+    ('\u{FE30}', ".."),
+    ('\u{FE52}', "."),
+    ('\u{FE68}', "\\"),
+    ('\u{FF0E}', "."),
+    ('\u{FF0F}', "/"),
+    ('\u{FF3C}', "\\"),
+    ('\u{1F100}', "0."),
     // Look-alikes only.
-    '\u{2215}',
-    '\u{2044}',
-    '\u{29F8}',
-    '\u{3002}',
-    '\u{FF61}',
+    ('\u{2215}', "/"),
+    ('\u{2044}', "/"),
+    ('\u{29F8}', "/"),
+    ('\u{3002}', "."),
+    ('\u{FF61}', "."),
 ];
 
-/// Whether a key (or key prefix) stays where it is put: no `.`/`..` or empty segments, no
-/// backslashes or control characters, and none of the characters that look like `/` or `.`
-/// after Unicode normalisation (so no store that normalises paths can move it).
+/// A key as a store that normalises names could read it (see [`PATH_FORMS`]).
+fn path_form(k: &str) -> std::borrow::Cow<'_, str> {
+    if !k.chars().any(|c| PATH_FORMS.iter().any(|(p, _)| *p == c)) {
+        return std::borrow::Cow::Borrowed(k);
+    }
+    let mut out = String::with_capacity(k.len() + 8);
+    for c in k.chars() {
+        match PATH_FORMS.iter().find(|(p, _)| *p == c) {
+            Some((_, form)) => out.push_str(form),
+            None => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether a key (or key prefix) stays where it is put, as written and as a store that
+/// normalises names could read it ([`path_form`]): no `.`/`..` or empty segments, no leading
+/// `/`, no backslashes or control characters. ("…" stays allowed: it reads as "...", a name.)
 pub fn contained_key(k: &str) -> bool {
-    !k.starts_with('/')
-        && !k.contains('\\')
-        && !k
-            .chars()
-            .any(|c| c.is_control() || LOOK_ALIKES.contains(&c))
-        && k.split('/').enumerate().all(|(i, seg)| {
-            seg != "." && seg != ".." && (!seg.is_empty() || i == k.split('/').count() - 1)
-        })
+    let plain = |k: &str| {
+        !k.starts_with('/')
+            && !k.contains('\\')
+            && !k.chars().any(char::is_control)
+            && k.split('/').enumerate().all(|(i, seg)| {
+                seg != "." && seg != ".." && (!seg.is_empty() || i == k.split('/').count() - 1)
+            })
+    };
+    plain(k) && plain(&path_form(k))
 }
 
 /// A TOTP device: its serial and decoded secret.
@@ -1307,20 +1322,33 @@ mod mapping_tests {
             ".",
             "a\\b",
             "a\u{FF0F}..",
-            "a\u{2215}b",
+            "..\u{2215}..\u{2215}b",
             "a/\u{FF0E}\u{FF0E}/b",
             "a\u{0}b",
             "a\nb",
-            // NFKC turns these into "..", "a/c", "1." and "c/o".
+            // Normalised: "../../globex", "../x", "x/./y", "a//b", "/x", "a\\b".
             "\u{2025}/\u{2025}/globex",
             "\u{FE30}/x",
-            "\u{2100}",
-            "x/\u{2488}",
-            "\u{2105}",
+            "x/\u{FE52}/y",
+            "a\u{2100}/\u{FF0F}b",
+            "\u{FF0F}x",
+            "a\u{FE68}b",
         ] {
             assert!(!contained_key(bad), "{bad:?}");
         }
-        assert_eq!(LOOK_ALIKES.len(), 38 + 5);
+        // Names that stay names when normalised: "…" is "...", "⒈" is "1.", "℀" is "a/c".
+        for ok in [
+            "a/Chapter 1\u{2026}.txt",
+            "\u{2026}",
+            "list/\u{2488} first",
+            "notes \u{33C2}.txt",
+            "x/\u{2100}",
+            "\u{2105}/y",
+            "a\u{2215}b",
+        ] {
+            assert!(contained_key(ok), "{ok:?}");
+        }
+        assert_eq!(PATH_FORMS.len(), 38 + 5);
     }
 
     #[test]
