@@ -817,31 +817,6 @@ async fn handle_inner(
         ctx.post = Some(reply);
         op = Op::PutObject;
     }
-    if matches!(
-        op,
-        Op::PutObject | Op::CreateMultipartUpload | Op::CopyObject
-    ) {
-        // S3's limit on user metadata (names without the prefix, plus values). Chmura's own
-        // envelope comes on top of it, so a store that enforces the limit on what it receives
-        // may refuse a little less (README).
-        let meta: usize = parts
-            .headers
-            .iter()
-            .filter_map(|(n, v)| {
-                n.as_str()
-                    .strip_prefix("x-amz-meta-")
-                    .map(|k| k.len() + v.as_bytes().len())
-            })
-            .sum();
-        if meta > MAX_USER_METADATA {
-            return Err(S3Error::new(
-                "MetadataTooLarge",
-                "Your metadata headers exceed the maximum allowed metadata size.",
-            ));
-        }
-    }
-    // S3's checks of names, list parameters and encryption headers (validate.rs).
-    crate::validate::request(op, addr.bucket.as_deref(), &query, &parts.headers)?;
     ctx.op = Some(if ctx.post.is_some() {
         Op::PostObject
     } else {
@@ -874,6 +849,32 @@ async fn handle_inner(
     ctx.tenant = Some(authed.tenant.name.clone());
     ctx.access_key = Some(authed.tenant.access_key_id.clone());
     ctx.tls = conn.tls; // Also an input of policy conditions (aws:SecureTransport), issue 5.
+    if matches!(
+        op,
+        Op::PutObject | Op::CreateMultipartUpload | Op::CopyObject
+    ) {
+        // S3's limit on user metadata (names without the prefix, plus values). Chmura's own
+        // envelope comes on top of it, so a store that enforces the limit on what it receives
+        // may refuse a little less (README).
+        let meta: usize = parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                n.as_str()
+                    .strip_prefix("x-amz-meta-")
+                    .map(|k| k.len() + v.as_bytes().len())
+            })
+            .sum();
+        if meta > MAX_USER_METADATA {
+            return Err(S3Error::new(
+                "MetadataTooLarge",
+                "Your metadata headers exceed the maximum allowed metadata size.",
+            ));
+        }
+    }
+    // S3's checks of names, list parameters and encryption headers (validate.rs), once the
+    // tenant is known (a refusal is the tenant's, not an authentication failure).
+    crate::validate::request(op, addr.bucket.as_deref(), &query, &parts.headers)?;
 
     // 3. Policy: the tenant's IAM policies decide every permission the operation needs (pure,
     //    access.rs), with the request's condition keys; an MFA code counts only over TLS.

@@ -655,4 +655,16 @@ async fn s3s_argument_checks_are_made_before_the_store() {
         (400, Some("InvalidArgument"))
     );
     assert_eq!(send("GET", "/argcheck/k", &[]).await.status, 200);
+    // Refused after authentication: the tenant's error, not an authentication failure.
+    let metrics = &env.proxy.state.metrics;
+    for code in ["InvalidBucketName", "InvalidArgument"] {
+        assert_eq!(metrics.auth_failures.with_label_values(&[code]).get(), 0);
+    }
+    assert!(
+        metrics
+            .requests
+            .with_label_values(&["test", "CreateBucket", "4xx"])
+            .get()
+            >= 4
+    );
 }
