@@ -100,6 +100,10 @@ impl Audit {
         writer.key_id = key_id.to_string();
         writer.wrapped = wrapped;
         writer.header()?;
+        // Lines left unsealed by a crash (after the last checkpoint) are sealed at once.
+        if std::mem::take(&mut writer.unsealed) {
+            writer.checkpoint()?;
+        }
         writer.flush()?;
         let written = std::sync::Arc::new(AtomicU64::new(0));
         let counter = written.clone();
@@ -173,10 +177,27 @@ struct Writer {
     key: Zeroizing<[u8; 32]>,
     seq: u64,
     since_checkpoint: u64,
-    /// The file ended in a cut line (a crash): the next header says so.
-    recovered: bool,
+    /// The file ended in a cut line (a crash): its hash, which the next header gives.
+    recovered: Option<String>,
     /// The next line's `record` number.
     next_record: u64,
+    /// The log did not end with a checkpoint when this writer opened it (a crash).
+    unsealed: bool,
+}
+
+/// The rotated file (`<file>.N`) with the highest N.
+fn newest_rotated(path: &std::path::Path) -> Option<PathBuf> {
+    let mut best: Option<(u64, PathBuf)> = None;
+    for n in 1.. {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        let candidate = PathBuf::from(name);
+        if !candidate.exists() {
+            break;
+        }
+        best = Some((n, candidate));
+    }
+    best.map(|(_, p)| p)
 }
 
 impl Writer {
@@ -187,32 +208,54 @@ impl Writer {
     ) -> Result<Writer, String> {
         let mut prev = GENESIS.to_string();
         let mut size = 0;
-        let mut recovered = false;
+        let mut recovered = None;
         let mut next_record = 0;
+        let mut unsealed = false;
         let file = match path.clone() {
             Some(p) => {
                 // Continue the chain of an existing log (bytes: a crash may have cut a line,
-                // even inside a character).
-                let mut partial = false;
-                if let Ok(bytes) = std::fs::read(&p) {
-                    size = bytes.len() as u64;
-                    partial = !bytes.is_empty() && !bytes.ends_with(b"\n");
-                    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+                // even inside a character). The chain continues from the last whole line;
+                // a cut line is named by its hash in the restart's header.
+                let bytes = std::fs::read(&p).unwrap_or_default();
+                size = bytes.len() as u64;
+                let partial = !bytes.is_empty() && !bytes.ends_with(b"\n");
+                let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+                let mut lines: Vec<&[u8]> = if body.is_empty() {
+                    Vec::new()
+                } else {
+                    body.split(|b| *b == b'\n').collect()
+                };
+                if partial {
+                    recovered = lines.pop().map(sha256_hex);
+                }
+                // No whole line here (a crash right after a rotation): the chain goes on from
+                // the newest rotated file.
+                let rotated;
+                if lines.is_empty() {
+                    rotated = newest_rotated(&p)
+                        .and_then(|r| std::fs::read(r).ok())
+                        .unwrap_or_default();
+                    let body = rotated.strip_suffix(b"\n").unwrap_or(&rotated);
                     if !body.is_empty() {
-                        let last = match body.iter().rposition(|b| *b == b'\n') {
-                            Some(i) => &body[i + 1..],
-                            None => body,
-                        };
-                        prev = sha256_hex(last);
-                        // The last whole line's number (a cut line's may be lost: it is reused).
-                        next_record = body
-                            .split(|b| *b == b'\n')
-                            .rev()
-                            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
-                            .find_map(|v| v.get("record").and_then(Value::as_u64))
-                            .map_or(0, |n| n + 1);
+                        lines = body.split(|b| *b == b'\n').collect();
                     }
                 }
+                if let Some(last) = lines.last() {
+                    prev = sha256_hex(last);
+                    unsealed = serde_json::from_slice::<Value>(last)
+                        .ok()
+                        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_string))
+                        .as_deref()
+                        != Some("checkpoint");
+                }
+                unsealed |= recovered.is_some();
+                // The last whole line's number (a cut line's number is lost: it is reused).
+                next_record = lines
+                    .iter()
+                    .rev()
+                    .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+                    .find_map(|v| v.get("record").and_then(Value::as_u64))
+                    .map_or(0, |n| n + 1);
                 let mut f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -223,7 +266,6 @@ impl Writer {
                     f.write_all(b"\n")
                         .map_err(|e| format!("audit file {}: {e}", p.display()))?;
                     size += 1;
-                    recovered = true;
                 }
                 Some(std::io::BufWriter::new(f))
             }
@@ -244,6 +286,7 @@ impl Writer {
             since_checkpoint: 0,
             recovered,
             next_record,
+            unsealed,
         })
     }
 
@@ -255,8 +298,9 @@ impl Writer {
         header.insert("time".into(), now_iso().into());
         header.insert("kid".into(), self.key_id.clone().into());
         header.insert("wrapped_key".into(), b64::encode(&self.wrapped).into());
-        if std::mem::take(&mut self.recovered) {
+        if let Some(cut) = self.recovered.take() {
             header.insert("recovered_cut_line".into(), true.into());
+            header.insert("cut_sha256".into(), cut.into());
         }
         // Checkpoint numbers count from each header.
         self.seq = 0;
@@ -306,12 +350,13 @@ impl Writer {
                 .map_err(|e| format!("audit write: {e}"))?;
             self.size += line.len() as u64 + 1;
         }
+        // The line is in the log: the chain moves on, whatever stdout does.
+        self.prev = sha256_hex(line.as_bytes());
+        self.next_record += 1;
         if self.stdout {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{line}").map_err(|e| format!("audit stdout: {e}"))?;
         }
-        self.prev = sha256_hex(line.as_bytes());
-        self.next_record += 1;
         Ok(())
     }
 
@@ -447,12 +492,14 @@ pub struct Broken {
 /// the header before it, and the log ends with a checkpoint. `unwrap(kid, wrapped)` opens a
 /// header's key.
 ///
-/// The first line that is wrong is named: a line whose successor does not link to it was
-/// edited (told apart from an edit of the successor's own `prev` by the line after that, or by
-/// the successor's checkpoint MAC, which binds its `prev`); a gap in record numbers names the
-/// line after deleted ones; a number seen again or too early names an inserted or moved line.
+/// The first line that is wrong is named. When a line does not link to the one before it and
+/// the numbers say nothing was deleted or inserted there, one of the two was edited: the line
+/// before is named only when this one is proven intact, by the chain from it to the next
+/// checkpoint and that checkpoint's MAC; otherwise this one is. A gap in record numbers names
+/// the line after deleted ones; a number seen again or too early names an inserted or moved
+/// line.
 pub fn verify(files: &[(String, String)], unwrap: &mut KeyOpener<'_>) -> Result<usize, Broken> {
-    // Every line with its place, across files.
+    // Every line with its place, across files; lines are parsed as they are reached.
     let all: Vec<(&str, usize, &str)> = files
         .iter()
         .flat_map(|(name, text)| {
@@ -461,10 +508,11 @@ pub fn verify(files: &[(String, String)], unwrap: &mut KeyOpener<'_>) -> Result<
                 .map(move |(i, l)| (name.as_str(), i + 1, l))
         })
         .collect();
-    let parsed: Vec<Option<Value>> = all
-        .iter()
-        .map(|(_, _, l)| serde_json::from_str::<Value>(l).ok())
-        .collect();
+    let parse = |i: usize| {
+        all.get(i)
+            .and_then(|(_, _, l)| serde_json::from_str::<Value>(l).ok())
+    };
+    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let mut prev = GENESIS.to_string();
     let mut key: Option<Zeroizing<[u8; 32]>> = None;
     let mut records = 0usize;
@@ -478,91 +526,93 @@ pub fn verify(files: &[(String, String)], unwrap: &mut KeyOpener<'_>) -> Result<
             why,
         };
         let broken = |why: String| at(idx, why);
-        let Some(v) = parsed[idx].as_ref() else {
+        let Some(v) = parse(idx) else {
             // A line cut by a crash is accepted only when the restart's header that follows in
-            // the same file says so (and the next checkpoint still binds it into the chain).
-            let next_is_recovery = all.get(idx + 1).is_some_and(|n| n.0 == name)
-                && parsed
-                    .get(idx + 1)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|n| {
-                        n.get("type").and_then(Value::as_str) == Some("header")
-                            && n.get("recovered_cut_line").and_then(Value::as_bool) == Some(true)
-                    });
-            if !next_is_recovery {
+            // the same file says so (and names the cut line's hash, in format 2).
+            let recovery = all
+                .get(idx + 1)
+                .filter(|n| n.0 == name)
+                .and_then(|_| parse(idx + 1))
+                .filter(|n| {
+                    n.get("type").and_then(Value::as_str) == Some("header")
+                        && n.get("recovered_cut_line").and_then(Value::as_bool) == Some(true)
+                });
+            let Some(header) = recovery else {
                 return Err(broken("not a JSON line (edited)".into()));
+            };
+            let hash = sha256_hex(line.as_bytes());
+            match str_of(&header, "cut_sha256") {
+                // Format 2: the header names the cut line and links to the last whole line.
+                Some(named) if named == hash => {}
+                Some(_) => {
+                    return Err(broken(
+                        "a cut line that is not the one its recovery header names (edited)".into(),
+                    ))
+                }
+                // Format 1: the header links to the cut line itself.
+                None => prev = hash,
             }
-            prev = sha256_hex(line.as_bytes());
             last_kind = "cut".into();
             continue;
         };
+        let kind = str_of(&v, "type").unwrap_or_default();
         let record = v.get("record").and_then(Value::as_u64);
+        // A header of format 1 (a restart by an older Chmura): its lines carry no numbers.
+        let unnumbered =
+            kind == "header" && str_of(&v, "format").as_deref() == Some("chmura-audit/1");
+        if unnumbered {
+            expect_record = None;
+        }
         match (record, expect_record) {
-            (Some(n), Some(e)) if n > e => {
-                return Err(broken(format!(
-                    "record {e} expected, {n} found: {} line(s) before this one were deleted, or lines were reordered",
-                    n - e
-                )))
-            }
-            (Some(n), Some(e)) if n < e => {
+            (Some(n), Some(e)) if n != e => {
+                let next = parse(idx + 1).and_then(|n| n.get("record").and_then(Value::as_u64));
+                if next == Some(e + 1) {
+                    return Err(broken(format!(
+                        "its record number was edited (record {e} expected, {n} found)"
+                    )));
+                }
+                if n > e {
+                    return Err(broken(format!(
+                        "record {e} expected, {n} found: {} line(s) before this one were deleted, or lines were reordered",
+                        n - e
+                    )));
+                }
                 return Err(broken(format!(
                     "record {n} where {e} was expected: this line was inserted, or lines were reordered"
-                )))
+                )));
             }
-            (None, Some(_)) => {
+            (None, Some(_)) if !unnumbered => {
                 return Err(broken("its record number was removed (edited)".into()))
             }
             _ => {}
         }
-        let got_prev = v.get("prev").and_then(Value::as_str).unwrap_or("");
+        let got_prev = str_of(&v, "prev").unwrap_or_default();
         if got_prev != prev {
-            // Numbers in order: nothing was deleted or inserted here, so one of the two lines
-            // was edited. This line is intact if the next one links to it, or if it is a
-            // checkpoint whose MAC verifies over its `prev`; then the line before it changed.
             let in_order = record.is_some() && expect_record.is_some() && idx > 0;
-            let next_links = parsed
-                .get(idx + 1)
-                .and_then(Option::as_ref)
-                .and_then(|n| n.get("prev").and_then(Value::as_str))
-                == Some(sha256_hex(line.as_bytes()).as_str());
-            let sealed_here = v.get("type").and_then(Value::as_str) == Some("checkpoint")
-                && key.as_ref().is_some_and(|k| {
-                    let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
-                    let mac = v.get("mac").and_then(Value::as_str).unwrap_or("");
-                    crate::sigv4::ct_eq(
-                        checkpoint_mac(&k[..], seq, got_prev).as_bytes(),
-                        mac.as_bytes(),
-                    )
-                });
-            if in_order && (next_links || sealed_here) {
+            if in_order && sealed_from(&all, idx, key.as_deref()) {
                 return Err(at(
                     idx - 1,
-                    "edited: the next line's hash of it does not match".into(),
+                    "edited: the next line, sealed by the checkpoint after it, does not link to it"
+                        .into(),
                 ));
             }
             return Err(broken(
-                "does not follow the line before it: that line was edited, or lines were deleted, inserted or reordered here".into(),
+                "does not follow the line before it: that line or this one was edited, or lines were deleted, inserted or reordered here".into(),
             ));
         }
-        let kind = v
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
         match kind.as_str() {
             "header" => {
-                let kid = v.get("kid").and_then(Value::as_str).unwrap_or("");
-                let wrapped = v
-                    .get("wrapped_key")
-                    .and_then(Value::as_str)
+                let kid = str_of(&v, "kid").unwrap_or_default();
+                let wrapped = str_of(&v, "wrapped_key")
+                    .as_deref()
                     .and_then(b64::decode)
                     .ok_or_else(|| broken("header without a wrapped key".into()))?;
-                key = Some(unwrap(kid, &wrapped).map_err(|e| broken(format!("header key: {e}")))?);
+                key = Some(unwrap(&kid, &wrapped).map_err(|e| broken(format!("header key: {e}")))?);
                 expect_seq = 0;
             }
             "checkpoint" => {
                 let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
-                let mac = v.get("mac").and_then(Value::as_str).unwrap_or("");
+                let mac = str_of(&v, "mac").unwrap_or_default();
                 let k = key
                     .as_ref()
                     .ok_or_else(|| broken("checkpoint before any header".into()))?;
@@ -594,6 +644,42 @@ pub fn verify(files: &[(String, String)], unwrap: &mut KeyOpener<'_>) -> Result<
         });
     }
     Ok(records)
+}
+
+/// Whether the line at `from` is proven intact: each line after it links to the one before,
+/// up to a checkpoint whose MAC (under `key`) verifies over its own `prev`, with no header in
+/// between.
+fn sealed_from(all: &[(&str, usize, &str)], from: usize, key: Option<&[u8; 32]>) -> bool {
+    let Some(key) = key else { return false };
+    let mut j = from;
+    while let Some(&(_, _, line)) = all.get(j) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return false;
+        };
+        match v.get("type").and_then(Value::as_str) {
+            Some("checkpoint") => {
+                let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+                let mac = v.get("mac").and_then(Value::as_str).unwrap_or("");
+                let prev = v.get("prev").and_then(Value::as_str).unwrap_or("");
+                return crate::sigv4::ct_eq(
+                    checkpoint_mac(key, seq, prev).as_bytes(),
+                    mac.as_bytes(),
+                );
+            }
+            Some("header") if j > from => return false,
+            _ => {}
+        }
+        let hash = sha256_hex(line.as_bytes());
+        let links = all
+            .get(j + 1)
+            .and_then(|(_, _, l)| serde_json::from_str::<Value>(l).ok())
+            .is_some_and(|n| n.get("prev").and_then(Value::as_str) == Some(hash.as_str()));
+        if !links {
+            return false;
+        }
+        j += 1;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -740,6 +826,49 @@ mod tests {
         let text = std::fs::read_to_string(dir.join("a.log")).expect("log");
         assert!(text.contains("recovered_cut_line"));
         assert_eq!(check(&text), Ok(4));
+        // Two records written after the last checkpoint, then a crash cut the third: a restart
+        // seals them. Editing the first and re-linking the second is caught, because the
+        // restart's header links to the last whole line as written (not to the cut line).
+        {
+            let unsealed = {
+                let mut out: Vec<String> = text.lines().map(str::to_string).collect();
+                let last: Value = serde_json::from_str(out.last().unwrap()).unwrap();
+                let first = last["record"].as_u64().unwrap() + 1;
+                let mut prev = sha256_hex(out.last().unwrap().as_bytes());
+                for (record, n) in (first..).zip([100, 101]) {
+                    let mut m = Map::new();
+                    m.insert("type".into(), "request".into());
+                    m.insert("n".into(), n.into());
+                    m.insert("prev".into(), prev.clone().into());
+                    m.insert("record".into(), record.into());
+                    let l = Value::Object(m).to_string();
+                    prev = sha256_hex(l.as_bytes());
+                    out.push(l);
+                }
+                out.join("\n") + "\n{\"type\":\"request\",\"n\":102"
+            };
+            std::fs::write(dir.join("a.log"), &unsealed).expect("write");
+            let c = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("restart");
+            c.shutdown();
+            let sealed = std::fs::read_to_string(dir.join("a.log")).expect("log");
+            assert_eq!(check(&sealed), Ok(6));
+            let lines: Vec<&str> = sealed.lines().collect();
+            let a = lines.iter().position(|l| l.contains("\"n\":100")).unwrap();
+            let mut m: Map<String, Value> = serde_json::from_str(lines[a]).unwrap();
+            m.insert("n".into(), 666.into());
+            let edited = Value::Object(m).to_string();
+            let mut m: Map<String, Value> = serde_json::from_str(lines[a + 1]).unwrap();
+            m.insert("prev".into(), sha256_hex(edited.as_bytes()).into());
+            let relinked = Value::Object(m).to_string();
+            let mut v = lines.clone();
+            v[a] = &edited;
+            v[a + 1] = &relinked;
+            assert!(
+                check(&(v.join("\n") + "\n")).is_err(),
+                "an unsealed edit passed"
+            );
+            std::fs::write(dir.join("a.log"), &text).expect("restore");
+        }
         // The same cut without the restart's header is an edit.
         let lines: Vec<&str> = text.lines().collect();
         let i = lines
@@ -749,6 +878,49 @@ mod tests {
         let mut v = lines.clone();
         v.remove(i);
         assert!(check(&(v.join("\n") + "\n")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_crash_right_after_a_rotation_continues_the_chain_from_the_rotated_file() {
+        let dir = tempfile_dir().join("rotation-crash");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = AuditConfig {
+            file: Some(dir.join("a.log")),
+            stdout: false,
+            checkpoint_every: 100,
+            queue: 16,
+            fail_closed: false,
+            max_file_bytes: None,
+        };
+        let key = [5u8; 32];
+        let a = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("start");
+        for _ in 0..3 {
+            let mut r = Record::new();
+            r.insert("type".into(), "request".into());
+            a.reserve().await.expect("slot").send(r);
+        }
+        a.shutdown();
+        // The rotation renamed the file, then the process died writing the new header.
+        std::fs::rename(dir.join("a.log"), dir.join("a.log.1")).expect("rename");
+        std::fs::write(dir.join("a.log"), b"{\"format\":\"chmura-au").expect("cut header");
+        let b = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("restart");
+        let mut r = Record::new();
+        r.insert("type".into(), "request".into());
+        b.reserve().await.expect("slot").send(r);
+        b.shutdown();
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).expect("log");
+        let files = vec![
+            ("a.log.1".to_string(), read("a.log.1")),
+            ("a.log".to_string(), read("a.log")),
+        ];
+        let mut open = |_: &str, _: &[u8]| Ok(Zeroizing::new(key));
+        assert_eq!(verify(&files, &mut open), Ok(4));
+        // The cut line is the one the recovery header names.
+        let mut forged = files.clone();
+        forged[1].1 = forged[1].1.replacen("chmura-au", "chmura-XX", 1);
+        let e = verify(&forged, &mut open).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("a.log", 1), "{e:?}");
     }
 
     fn tempfile_dir() -> PathBuf {
@@ -798,6 +970,35 @@ mod tests {
         let edited = v[2].replace("\"n\":1", "\"n\":9");
         v[2] = &edited;
         assert_eq!(check(&join(v)).unwrap_err().line, 4);
+        // An older Chmura (format 1) continuing a format-2 log: its lines carry no numbers.
+        let mixed = {
+            let key = [7u8; 32];
+            let mut out: Vec<String> = text.lines().map(str::to_string).collect();
+            let mut prev = sha256_hex(out.last().unwrap().as_bytes());
+            let mut push = |m: Map<String, Value>, prev: &mut String| {
+                let mut m = m;
+                m.insert("prev".into(), prev.clone().into());
+                let l = Value::Object(m).to_string();
+                *prev = sha256_hex(l.as_bytes());
+                out.push(l);
+            };
+            let mut h = Map::new();
+            h.insert("type".into(), "header".into());
+            h.insert("format".into(), "chmura-audit/1".into());
+            h.insert("kid".into(), "k".into());
+            h.insert("wrapped_key".into(), b64::encode(b"wrapped").into());
+            push(h, &mut prev);
+            let mut r = Map::new();
+            r.insert("type".into(), "request".into());
+            push(r, &mut prev);
+            let mut c = Map::new();
+            c.insert("type".into(), "checkpoint".into());
+            c.insert("seq".into(), 1.into());
+            c.insert("mac".into(), checkpoint_mac(&key, 1, &prev).into());
+            push(c, &mut prev);
+            out.join("\n") + "\n"
+        };
+        assert_eq!(check(&mixed), Ok(8));
         // Line 4's own `prev` edited: line 4 is named (line 5 no longer links to it).
         let mut v = lines.clone();
         let edited = {
@@ -820,6 +1021,35 @@ mod tests {
         v.swap(2, 3);
         let e = check(&join(v)).unwrap_err();
         assert_eq!((e.line, e.why.contains("reordered")), (3, true), "{e:?}");
+        // Line 4's `prev` changed and line 5 re-linked to it: line 3 is intact and not named
+        // (only a checkpoint's MAC proves a line intact, and line 5 no longer reaches one).
+        let mut v = lines.clone();
+        let (l4, l5) = {
+            let mut m4: Map<String, Value> = serde_json::from_str(lines[3]).unwrap();
+            m4.insert("prev".into(), "1".repeat(64).into());
+            let l4 = Value::Object(m4).to_string();
+            let mut m5: Map<String, Value> = serde_json::from_str(lines[4]).unwrap();
+            m5.insert("prev".into(), sha256_hex(l4.as_bytes()).into());
+            (l4, Value::Object(m5).to_string())
+        };
+        v[3] = &l4;
+        v[4] = &l5;
+        let e = check(&join(v)).unwrap_err();
+        assert_ne!(e.line, 3, "{e:?}");
+        // A record number edited (the next line goes on from the right one).
+        let mut v = lines.clone();
+        let edited = {
+            let mut m: Map<String, Value> = serde_json::from_str(lines[4]).unwrap();
+            m.insert("record".into(), 40.into());
+            Value::Object(m).to_string()
+        };
+        v[4] = &edited;
+        let e = check(&join(v)).unwrap_err();
+        assert_eq!(
+            (e.line, e.why.contains("record number was edited")),
+            (5, true),
+            "{e:?}"
+        );
         // A record number removed.
         let mut v = lines.clone();
         let edited = {

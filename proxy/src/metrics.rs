@@ -228,7 +228,7 @@ impl Metrics {
             ),
             kms_cache: cv(
                 "chmura_data_key_cache_total",
-                "Data-key cache lookups, by result.",
+                "Data-key cache events: lookups that hit or missed, and entries evicted (result=eviction, not a lookup).",
                 &["result"],
             ),
             kms_errors: c("chmura_kms_errors_total", "Key provider calls that failed."),

@@ -48,13 +48,14 @@ pub fn tls_config(s: &ServerConfig) -> Result<rustls::ServerConfig, String> {
 /// audited as a `connection` line.
 async fn handshake_failed(state: &State, peer: std::net::SocketAddr, why: &str) {
     state.metrics.tls_handshake_failures.inc();
-    audit_connection(state, peer, None, why).await;
+    audit_connection(state, peer, true, None, why).await;
 }
 
 /// A `connection` audit line: a connection that failed before a request could be read.
 async fn audit_connection(
     state: &State,
     peer: std::net::SocketAddr,
+    tls: bool,
     tls_version: Option<&str>,
     why: &str,
 ) {
@@ -64,7 +65,7 @@ async fn audit_connection(
             r.insert("type".into(), "connection".into());
             r.insert("time".into(), crate::audit::now_iso().into());
             r.insert("source_ip".into(), peer.ip().to_string().into());
-            r.insert("tls".into(), tls_version.is_some().into());
+            r.insert("tls".into(), tls.into());
             if let Some(v) = tls_version {
                 r.insert("tls_version".into(), v.into());
             }
@@ -97,7 +98,7 @@ async fn connection_ended(
         return;
     };
     tracing::info!(peer = %peer, error = %e, "connection refused before a request");
-    audit_connection(state, peer, tls_version, why).await;
+    audit_connection(state, peer, tls_version.is_some(), tls_version, why).await;
 }
 
 /// Listeners the server accepts on.

@@ -48,9 +48,18 @@ pub fn creatable_bucket_name(b: &str) -> bool {
     chmura_config::valid_bucket_name(b)
         && !b.contains(".-")
         && !b.contains("-.")
-        && b.parse::<std::net::Ipv4Addr>().is_err()
+        && !looks_like_ipv4(b)
         && !RESERVED_PREFIXES.iter().any(|p| b.starts_with(p))
         && !RESERVED_SUFFIXES.iter().any(|s| b.ends_with(s))
+}
+
+/// Four dot-separated groups of digits (`192.168.5.4`, also with leading zeros).
+fn looks_like_ipv4(b: &str) -> bool {
+    let parts: Vec<&str> = b.split('.').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()))
 }
 
 /// `max-keys` and its kin are non-negative 32-bit integers.
@@ -153,6 +162,7 @@ mod tests {
             "a-.b",
             "a.-b",
             "192.168.5.123",
+            "192.168.05.1",
             "xn--abc",
             "sthree-abc",
             "abc-s3alias",

@@ -4,13 +4,24 @@
 
 use std::process::Command;
 
+/// Runs in a folder of its own, empty (no chmura.toml or audit.log to find by accident).
 fn chmura(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_chmura"))
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "chmura-usage-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_chmura"))
         .args(args)
         .env_remove("CHMURA_CONFIG")
-        .current_dir(std::env::temp_dir())
+        .current_dir(&dir)
         .output()
-        .expect("run chmura")
+        .expect("run chmura");
+    let _ = std::fs::remove_dir_all(&dir);
+    out
 }
 
 #[test]
@@ -35,8 +46,7 @@ fn unknown_or_incomplete_commands_print_the_usage_and_exit_2() {
 
 #[test]
 fn a_config_that_cannot_be_read_is_named_and_fails() {
-    let missing = std::env::temp_dir().join("chmura-no-such-config.toml");
-    let out = chmura(&["check-config", missing.to_str().expect("path")]);
+    let out = chmura(&["check-config", "chmura-no-such-config.toml"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chmura-no-such-config.toml"), "{err}");

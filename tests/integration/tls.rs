@@ -120,7 +120,11 @@ async fn tls10_and_tls11_are_refused() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         refused = text
             .lines()
-            .filter(|l| l.contains("\"type\":\"connection\"") && l.contains("TLS handshake failed"))
+            .filter(|l| {
+                l.contains("\"type\":\"connection\"")
+                    && l.contains("TLS handshake failed")
+                    && l.contains("\"tls\":true")
+            })
             .count();
         if refused >= 2 {
             break;

@@ -198,9 +198,15 @@ pub fn chmura_bin() -> PathBuf {
             let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
             let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
             let current = built.is_some_and(|b| {
-                ["proxy/src", "config/src", "crypto/src"]
-                    .iter()
-                    .all(|d| newest_file(&root.join(d)).is_none_or(|t| t <= b))
+                [
+                    "proxy/src",
+                    "config/src",
+                    "crypto/src",
+                    "Cargo.lock",
+                    "proxy/Cargo.toml",
+                ]
+                .iter()
+                .all(|d| newest_file(&root.join(d)).is_none_or(|t| t <= b))
             });
             if current {
                 return Ok(bin);
@@ -232,8 +238,11 @@ pub fn chmura_bin() -> PathBuf {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The latest modification time of the files under `dir`.
+/// The latest modification time of the files under `dir` (or of `dir`, a file).
 fn newest_file(dir: &Path) -> Option<std::time::SystemTime> {
+    if dir.is_file() {
+        return dir.metadata().and_then(|m| m.modified()).ok();
+    }
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
