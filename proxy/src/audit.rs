@@ -435,12 +435,12 @@ impl Writer {
 pub async fn verify_paths(kms: &crate::kms::Kms, paths: &[PathBuf]) -> Result<usize, Broken> {
     let mut files = Vec::new();
     for p in paths {
-        let text = std::fs::read_to_string(p).map_err(|e| Broken {
+        let bytes = std::fs::read(p).map_err(|e| Broken {
             file: p.display().to_string(),
             line: 0,
             why: format!("cannot read: {e}"),
         })?;
-        files.push((p.display().to_string(), text));
+        files.push((p.display().to_string(), log_text(bytes)));
     }
     // Open every header's key first (the provider is async), then check synchronously.
     let mut keys = std::collections::HashMap::new();
@@ -485,6 +485,43 @@ pub struct Broken {
     pub file: String,
     pub line: usize,
     pub why: String,
+}
+
+/// Marks a line that is not UTF-8 (a line a crash cut inside a character): the line holds
+/// this prefix and the SHA-256 of its bytes, which is what `verify` hashes it as. Chmura
+/// writes no control characters, so no written line starts so.
+const RAW_LINE: &str = "\u{0}raw-line-sha256:";
+
+/// A log file as text: lines that are not UTF-8 become [`RAW_LINE`] markers.
+pub fn log_text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let mut out = String::with_capacity(bytes.len());
+            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                }
+                match std::str::from_utf8(line) {
+                    Ok(l) => out.push_str(l),
+                    Err(_) => {
+                        out.push_str(RAW_LINE);
+                        out.push_str(&sha256_hex(line));
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The hash a line is chained by (its bytes', or the one a [`RAW_LINE`] marker carries).
+fn line_hash(line: &str) -> String {
+    match line.strip_prefix(RAW_LINE) {
+        Some(h) => h.to_string(),
+        None => sha256_hex(line.as_bytes()),
+    }
 }
 
 /// Checks the logs in order: every line's `prev` is the hash of the line before (across
@@ -540,7 +577,7 @@ pub fn verify(files: &[(String, String)], unwrap: &mut KeyOpener<'_>) -> Result<
             let Some(header) = recovery else {
                 return Err(broken("not a JSON line (edited)".into()));
             };
-            let hash = sha256_hex(line.as_bytes());
+            let hash = line_hash(line);
             match str_of(&header, "cut_sha256") {
                 // Format 2: the header names the cut line and links to the last whole line.
                 Some(named) if named == hash => {}
@@ -921,6 +958,42 @@ mod tests {
         forged[1].1 = forged[1].1.replacen("chmura-au", "chmura-XX", 1);
         let e = verify(&forged, &mut open).unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("a.log", 1), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_line_cut_inside_a_character_is_recovered_and_verifies() {
+        let dir = tempfile_dir().join("cut-char");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = AuditConfig {
+            file: Some(dir.join("a.log")),
+            stdout: false,
+            checkpoint_every: 100,
+            queue: 16,
+            fail_closed: false,
+            max_file_bytes: None,
+        };
+        let key = [6u8; 32];
+        let a = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("start");
+        a.shutdown();
+        // A crash cut a record in the middle of "é" (0xC3 0xA9).
+        let mut bytes = std::fs::read(dir.join("a.log")).expect("log");
+        bytes.extend_from_slice(b"{\"key\":\"caf\xC3");
+        std::fs::write(dir.join("a.log"), &bytes).expect("cut");
+        let b = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("restart");
+        let mut r = Record::new();
+        r.insert("type".into(), "request".into());
+        r.insert("key".into(), "caf\u{e9}".into());
+        b.reserve().await.expect("slot").send(r);
+        b.shutdown();
+        let bytes = std::fs::read(dir.join("a.log")).expect("log");
+        assert!(
+            String::from_utf8(bytes.clone()).is_err(),
+            "the cut is in the file"
+        );
+        let mut open = |_: &str, _: &[u8]| Ok(Zeroizing::new(key));
+        let files = vec![("a.log".to_string(), log_text(bytes))];
+        assert_eq!(verify(&files, &mut open), Ok(1));
     }
 
     fn tempfile_dir() -> PathBuf {
