@@ -791,17 +791,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_makes_requests_wait_under_backpressure() {
-        let dir = tempfile_dir().join("backpressure");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let cfg = AuditConfig {
-            file: Some(dir.join("a.log")),
-            stdout: false,
-            checkpoint_every: 10,
-            queue: 1,
-            fail_closed: false,
-            max_file_bytes: None,
-        };
+        let (dir, cfg) = log_config("backpressure", 10, 1, false);
         let a = std::sync::Arc::new(
             Audit::start(&cfg, "k", Zeroizing::new([1u8; 32]), vec![1]).expect("start"),
         );
@@ -824,25 +814,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_restart_after_a_cut_line_recovers_and_shutdown_seals_the_log() {
-        let dir = tempfile_dir().join("recover");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let cfg = AuditConfig {
-            file: Some(dir.join("a.log")),
-            stdout: false,
-            checkpoint_every: 100,
-            queue: 16,
-            fail_closed: false,
-            max_file_bytes: None,
-        };
+        let (dir, cfg) = log_config("recover", 100, 16, false);
         let key = [3u8; 32];
         let a = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("start");
-        for i in 0..3 {
-            let mut r = Record::new();
-            r.insert("type".into(), "request".into());
-            r.insert("n".into(), i.into());
-            a.reserve().await.expect("slot").send(r);
-        }
+        write_requests(&a, 3).await;
         a.shutdown();
         let text = std::fs::read_to_string(dir.join("a.log")).expect("log");
         assert!(
@@ -919,24 +894,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_crash_right_after_a_rotation_continues_the_chain_from_the_rotated_file() {
-        let dir = tempfile_dir().join("rotation-crash");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let cfg = AuditConfig {
-            file: Some(dir.join("a.log")),
-            stdout: false,
-            checkpoint_every: 100,
-            queue: 16,
-            fail_closed: false,
-            max_file_bytes: None,
-        };
+        let (dir, cfg) = log_config("rotation-crash", 100, 16, false);
         let key = [5u8; 32];
         let a = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("start");
-        for _ in 0..3 {
-            let mut r = Record::new();
-            r.insert("type".into(), "request".into());
-            a.reserve().await.expect("slot").send(r);
-        }
+        write_requests(&a, 3).await;
         a.shutdown();
         // The rotation renamed the file, then the process died writing the new header.
         std::fs::rename(dir.join("a.log"), dir.join("a.log.1")).expect("rename");
@@ -962,17 +923,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_line_cut_inside_a_character_is_recovered_and_verifies() {
-        let dir = tempfile_dir().join("cut-char");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let cfg = AuditConfig {
-            file: Some(dir.join("a.log")),
-            stdout: false,
-            checkpoint_every: 100,
-            queue: 16,
-            fail_closed: false,
-            max_file_bytes: None,
-        };
+        let (dir, cfg) = log_config("cut-char", 100, 16, false);
         let key = [6u8; 32];
         let a = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("start");
         a.shutdown();
@@ -994,6 +945,37 @@ mod tests {
         let mut open = |_: &str, _: &[u8]| Ok(Zeroizing::new(key));
         let files = vec![("a.log".to_string(), log_text(bytes))];
         assert_eq!(verify(&files, &mut open), Ok(1));
+    }
+
+    /// A fresh folder for one test's log, and a config writing `a.log` there.
+    fn log_config(
+        name: &str,
+        checkpoint_every: u64,
+        queue: usize,
+        fail_closed: bool,
+    ) -> (PathBuf, AuditConfig) {
+        let dir = tempfile_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let cfg = AuditConfig {
+            file: Some(dir.join("a.log")),
+            stdout: false,
+            checkpoint_every,
+            queue,
+            fail_closed,
+            max_file_bytes: None,
+        };
+        (dir, cfg)
+    }
+
+    /// `n` request records, numbered in `n`.
+    async fn write_requests(a: &Audit, n: usize) {
+        for i in 0..n {
+            let mut r = Record::new();
+            r.insert("type".into(), "request".into());
+            r.insert("n".into(), i.into());
+            a.reserve().await.expect("slot").send(r);
+        }
     }
 
     fn tempfile_dir() -> PathBuf {
