@@ -791,7 +791,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_makes_requests_wait_under_backpressure() {
-        let (dir, cfg) = log_config("backpressure", 10, 1, false);
+        let (_, cfg) = log_config("backpressure", 10, 1, false);
         let a = std::sync::Arc::new(
             Audit::start(&cfg, "k", Zeroizing::new([1u8; 32]), vec![1]).expect("start"),
         );
