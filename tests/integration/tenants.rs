@@ -831,3 +831,101 @@ async fn tenants_on_the_same_key_and_bucket_cannot_read_each_other() {
         assert!(err(&e).contains("AccessDenied"), "{}", err(&e));
     }
 }
+
+/// The store's own answers can name what the operator set up for the shared bucket: here its
+/// default encryption key (moto, like S3, sends `x-amz-server-side-encryption-aws-kms-key-id`
+/// with every object). A mapped tenant never sees it.
+#[tokio::test]
+async fn a_mapped_tenant_never_sees_the_shared_buckets_kms_key() {
+    let test = "a_mapped_tenant_never_sees_the_shared_buckets_kms_key";
+    let Some(program) = chmura_tests::tools::require("moto_server", test) else {
+        return;
+    };
+    let moto = chmura_tests::Moto::start(&program).await;
+    let store =
+        chmura_tests::sdk_client(&moto.endpoint, None, chmura_tests::UPSTREAM_AK, UPSTREAM_SK);
+    store
+        .create_bucket()
+        .bucket("shared-store")
+        .send()
+        .await
+        .expect("bucket");
+    let secret_key_id = "arn:aws:kms:us-east-1:123456789012:key/operator-only-key";
+    use aws_sdk_s3::types::{
+        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+        ServerSideEncryptionRule,
+    };
+    store
+        .put_bucket_encryption()
+        .bucket("shared-store")
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(
+                            ServerSideEncryptionByDefault::builder()
+                                .sse_algorithm(ServerSideEncryption::AwsKms)
+                                .kms_master_key_id(secret_key_id)
+                                .build()
+                                .expect("default"),
+                        )
+                        .build(),
+                )
+                .build()
+                .expect("config"),
+        )
+        .send()
+        .await
+        .expect("default encryption");
+    let env = chmura_tests::Env::start_with(chmura_tests::ProxyOptions {
+        encrypt: true,
+        upstream_endpoint: Some(moto.endpoint.clone()),
+        extra_sections: "[[tenants.buckets]]\nname = \"data\"\nupstream_bucket = \"shared-store\"\nprefix = \"test/\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let s3 = env.proxy.sdk_client();
+    let put = s3
+        .put_object()
+        .bucket("data")
+        .key("k.txt")
+        .body(ByteStream::from_static(b"mapped"))
+        .send()
+        .await
+        .expect("put");
+    let head = s3
+        .head_object()
+        .bucket("data")
+        .key("k.txt")
+        .send()
+        .await
+        .expect("head");
+    let get = s3
+        .get_object()
+        .bucket("data")
+        .key("k.txt")
+        .send()
+        .await
+        .expect("get");
+    // The store did use the operator's key (so there was something to hide).
+    let stored = store
+        .head_object()
+        .bucket("shared-store")
+        .key("test/k.txt")
+        .send()
+        .await
+        .expect("stored");
+    assert_eq!(stored.ssekms_key_id(), Some(secret_key_id));
+    assert_eq!(put.ssekms_key_id(), None);
+    assert_eq!(head.ssekms_key_id(), None);
+    assert_eq!(get.ssekms_key_id(), None);
+    assert_eq!(
+        get.body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref(),
+        b"mapped"
+    );
+}
