@@ -65,6 +65,16 @@ fn err(e: &impl std::fmt::Debug) -> String {
     format!("{e:?}")
 }
 
+async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, body: &[u8]) {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {bucket}/{key}: {}", err(&e)));
+}
+
 async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
     let r = s3
         .get_object()
@@ -87,13 +97,7 @@ async fn two_tenants_are_isolated_by_name_prefix_key_and_policy() {
     let acme = s.proxy.sdk_client_as(ACME.0, ACME.1);
     let globex = s.proxy.sdk_client_as(GLOBEX.0, GLOBEX.1);
     for (c, body) in [(&acme, "acme's report"), (&globex, "globex's report")] {
-        c.put_object()
-            .bucket("data")
-            .key("reports/q1.txt")
-            .body(ByteStream::from(body.as_bytes().to_vec()))
-            .send()
-            .await
-            .expect("put own data");
+        put(c, "data", "reports/q1.txt", body.as_bytes()).await;
     }
     assert_eq!(
         get(&acme, "data", "reports/q1.txt").await.unwrap(),
@@ -240,13 +244,7 @@ async fn two_tenants_are_isolated_by_name_prefix_key_and_policy() {
     }
     // Names that stay names when normalised are keys like any other ("…" reads as "...").
     let ellipsis = "reports/Chapter 1\u{2026}.txt";
-    acme.put_object()
-        .bucket("data")
-        .key(ellipsis)
-        .body(ByteStream::from_static(b"an ellipsis"))
-        .send()
-        .await
-        .expect("a key with an ellipsis");
+    put(&acme, "data", ellipsis, b"an ellipsis").await;
     assert_eq!(get(&acme, "data", ellipsis).await.unwrap(), b"an ellipsis");
     // Listing parameters are key prefixes in the store: held to the same rules.
     for prefix in [
@@ -795,20 +793,8 @@ async fn tenants_on_the_same_key_and_bucket_cannot_read_each_other() {
     env.make_bucket("common");
     let test = env.proxy.sdk_client();
     let them = env.proxy.sdk_client_as(other.0, other.1);
-    test.put_object()
-        .bucket("common")
-        .key("mine.txt")
-        .body(ByteStream::from_static(b"test's data"))
-        .send()
-        .await
-        .expect("put");
-    them.put_object()
-        .bucket("common")
-        .key("theirs.txt")
-        .body(ByteStream::from_static(b"other's data"))
-        .send()
-        .await
-        .expect("put");
+    put(&test, "common", "mine.txt", b"test's data").await;
+    put(&them, "common", "theirs.txt", b"other's data").await;
     assert_eq!(
         get(&test, "common", "mine.txt").await.unwrap(),
         b"test's data"
