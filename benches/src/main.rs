@@ -223,7 +223,7 @@ async fn multipart(
     let block = Bytes::from(chmura_tests::pattern(1024 * 1024, 43));
     let path = format!("/{bucket}/multipart");
     let mut rows = Vec::new();
-    let cpu0 = chmura.map(cpu_secs);
+    let cpu0 = chmura.map(start_phase);
     let start = Instant::now();
     let (_, _, xml) = t
         .send_text(t.request("POST", &format!("{path}?uploads"), Some(0), empty()))
@@ -284,9 +284,10 @@ async fn multipart(
         secs: start.elapsed().as_secs_f64(),
         lat,
         chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+        peak_kib: chmura.map(phase_peak_kib),
     });
 
-    let cpu0 = chmura.map(cpu_secs);
+    let cpu0 = chmura.map(start_phase);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for n in 0..parts {
@@ -318,6 +319,7 @@ async fn multipart(
         secs: start.elapsed().as_secs_f64(),
         lat,
         chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+        peak_kib: chmura.map(phase_peak_kib),
     });
     // As in `big`: the next phase starts without this object in the page cache.
     t.send(t.request("DELETE", &path, None, empty())).await;
@@ -386,6 +388,36 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The highest `VmHWM` read so far: [`reset_peak`] lowers the process's own mark to start a
+/// phase's measurement, so the run's peak is kept here.
+static PEAK_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Chmura's peak RSS since the last [`reset_peak`] (KiB); also folded into [`PEAK_KIB`].
+fn phase_peak_kib(pid: u32) -> u64 {
+    let kib = rss_kib(pid);
+    PEAK_KIB.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+    kib
+}
+
+/// Starts a new peak-RSS measurement (`/proc/PID/clear_refs` with 5 resets `VmHWM` to the
+/// current RSS), after keeping the mark so far in [`PEAK_KIB`].
+fn reset_peak(pid: u32) {
+    phase_peak_kib(pid);
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// At the start of a measured phase: resets the peak RSS, returns Chmura's CPU seconds so far.
+fn start_phase(pid: u32) -> f64 {
+    reset_peak(pid);
+    cpu_secs(pid)
+}
+
+/// The peak RSS of the whole run (KiB).
+fn run_peak_kib(pid: u32) -> u64 {
+    phase_peak_kib(pid);
+    PEAK_KIB.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -402,6 +434,8 @@ struct Row {
     secs: f64,
     lat: Vec<Duration>,
     chmura_cpu: Option<f64>,
+    /// Chmura's peak RSS during this phase (KiB), where measured.
+    peak_kib: Option<u64>,
 }
 
 impl Row {
@@ -415,8 +449,12 @@ impl Row {
             Some(c) => format!("{c:.2} CPU-s"),
             None => "-".into(),
         };
+        let peak = self
+            .peak_kib
+            .map(|k| format!(", peak RSS {} MiB", k / 1024))
+            .unwrap_or_default();
         println!(
-            "{:<8} {:<22} {:>9.1} MB/s {:>9.0} ops/s  p50 {:>8.2} ms  p99 {:>8.2} ms  chmura {}",
+            "{:<8} {:<22} {:>9.1} MB/s {:>9.0} ops/s  p50 {:>8.2} ms  p99 {:>8.2} ms  chmura {}{peak}",
             self.target,
             self.phase,
             self.bytes as f64 / 1e6 / self.secs,
@@ -440,7 +478,7 @@ async fn big(
     let block = Bytes::from(chmura_tests::pattern(1024 * 1024, 42));
     let mut rows = Vec::new();
     for method in ["PUT", "GET"] {
-        let cpu0 = chmura.map(cpu_secs);
+        let cpu0 = chmura.map(start_phase);
         let start = Instant::now();
         let mut tasks = Vec::new();
         for i in 0..streams {
@@ -469,6 +507,7 @@ async fn big(
             secs: start.elapsed().as_secs_f64(),
             lat,
             chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+            peak_kib: chmura.map(phase_peak_kib),
         });
     }
     // The next phase starts from the same store state (and the same free memory: a second
@@ -496,7 +535,7 @@ async fn small(t: Arc<Target>, bucket: &str, o: &Opts, chmura: Option<u32>) -> V
     let body = Bytes::from(chmura_tests::pattern(o.small_kib * 1024, 7));
     let mut rows = Vec::new();
     for method in ["PUT", "GET"] {
-        let cpu0 = chmura.map(cpu_secs);
+        let cpu0 = chmura.map(start_phase);
         let start = Instant::now();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -551,6 +590,7 @@ async fn small(t: Arc<Target>, bucket: &str, o: &Opts, chmura: Option<u32>) -> V
             secs,
             lat,
             chmura_cpu: chmura.map(|p| cpu_secs(p) - cpu0.unwrap_or(0.0)),
+            peak_kib: chmura.map(phase_peak_kib),
         });
     }
     rows
@@ -748,7 +788,7 @@ async fn main() {
             for r in &rows {
                 r.print();
             }
-            println!("chmura peak RSS: {} MiB", rss_kib(pid) / 1024);
+            println!("chmura peak RSS: {} MiB", run_peak_kib(pid) / 1024);
             return;
         }
     }
@@ -772,7 +812,7 @@ async fn main() {
     if let Some(m) = medians {
         println!("{m}");
     }
-    println!("chmura peak RSS: {} MiB", rss_kib(pid) / 1024);
+    println!("chmura peak RSS: {} MiB", run_peak_kib(pid) / 1024);
 }
 
 /// Per large-object phase: the median throughput of each path over the rounds, their ratio,

@@ -505,6 +505,159 @@ mod tests {
         );
     }
 
+    /// Cases of AWS's SigV4 test suite (aws-c-auth `tests/aws-signing-test-suite/v4`: region
+    /// us-east-1, service `service`, 2015-08-30T12:36:00Z, key AKIDEXAMPLE), each as a client
+    /// sends it on the wire: our canonical request and signature must be the suite's.
+    #[test]
+    fn aws_signing_test_suite_vectors() {
+        struct Case {
+            name: &'static str,
+            method: &'static str,
+            raw_path: &'static str,
+            raw_query: &'static str,
+            headers: &'static [(&'static str, &'static str)],
+            canonical: &'static str,
+            signature: &'static str,
+        }
+        const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        const HOST: (&str, &str) = ("host", "example.amazonaws.com");
+        const DATE: (&str, &str) = ("x-amz-date", "20150830T123600Z");
+        let cases = [
+            Case {
+                name: "get-vanilla",
+                method: "GET",
+                raw_path: "/",
+                raw_query: "",
+                headers: &[HOST, DATE],
+                canonical: "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date",
+                signature: "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            },
+            Case {
+                name: "get-vanilla-with-session-token",
+                method: "GET",
+                raw_path: "/",
+                raw_query: "",
+                headers: &[
+                    HOST,
+                    DATE,
+                    ("x-amz-security-token", "6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267"),
+                ],
+                canonical: "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\nx-amz-security-token:6e86291e8372ff2a2260956d9b8aae1d763fbf315fa00fa31553b73ebf194267\n\nhost;x-amz-date;x-amz-security-token",
+                signature: "07ec1639c89043aa0e3e2de82b96708f198cceab042d4a97044c66dd9f74e7f8",
+            },
+            Case {
+                name: "get-utf8",
+                method: "GET",
+                raw_path: "/%E1%88%B4",
+                raw_query: "",
+                headers: &[HOST, DATE],
+                canonical: "GET\n/%E1%88%B4\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date",
+                signature: "8318018e0b0f223aa2bbf98705b62bb787dc9c0e678f255a891fd03141be5d85",
+            },
+            Case {
+                name: "get-header-value-trim",
+                method: "GET",
+                raw_path: "/",
+                raw_query: "",
+                headers: &[HOST, ("my-header1", " value1"), ("my-header2", " \"a   b   c\""), DATE],
+                canonical: "GET\n/\n\nhost:example.amazonaws.com\nmy-header1:value1\nmy-header2:\"a b c\"\nx-amz-date:20150830T123600Z\n\nhost;my-header1;my-header2;x-amz-date",
+                signature: "acc3ed3afb60bb290fc8d2dd0098b9911fcaa05412b367055dee359757a9c736",
+            },
+            Case {
+                name: "get-vanilla-query-order-key-case",
+                method: "GET",
+                raw_path: "/",
+                raw_query: "Param2=value2&Param1=value1",
+                headers: &[HOST, DATE],
+                canonical: "GET\n/\nParam1=value1&Param2=value2\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date",
+                signature: "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500",
+            },
+            Case {
+                name: "get-unreserved",
+                method: "GET",
+                raw_path: "/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+                raw_query: "",
+                headers: &[HOST, DATE],
+                canonical: "GET\n/-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date",
+                signature: "07ef7494c76fa4850883e2b006601f940f8a34d404d0cfa977f52a65bbf5f24f",
+            },
+            Case {
+                name: "get-vanilla-utf8-query",
+                method: "GET",
+                raw_path: "/",
+                raw_query: "%E1%88%B4=bar",
+                headers: &[HOST, DATE],
+                canonical: "GET\n/\n%E1%88%B4=bar\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date",
+                signature: "2cdec8eed098649ff3a119c94853b13c643bcf08f8b0a1d91e12c9027818dd04",
+            },
+            Case {
+                name: "get-vanilla-query-unreserved",
+                method: "GET",
+                raw_path: "/",
+                raw_query: "-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz=-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+                headers: &[HOST, DATE],
+                canonical: "GET\n/\n-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz=-._~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date",
+                signature: "9c3e54bfcdf0b19771a7f523ee5669cdf59bc7cc0884027167c21bb143a40197",
+            },
+            Case {
+                name: "get-header-key-duplicate",
+                method: "GET",
+                raw_path: "/",
+                raw_query: "",
+                headers: &[HOST, ("my-header1", "value2"), ("my-header1", "value2"), ("my-header1", "value1"), DATE],
+                canonical: "GET\n/\n\nhost:example.amazonaws.com\nmy-header1:value2,value2,value1\nx-amz-date:20150830T123600Z\n\nhost;my-header1;x-amz-date",
+                signature: "c9d5ea9f3f72853aea855b47ea873832890dbdd183b4468f858259531a5138ea",
+            },
+            Case {
+                name: "get-header-value-order",
+                method: "GET",
+                raw_path: "/",
+                raw_query: "",
+                headers: &[HOST, ("my-header1", "value4"), ("my-header1", "value1"), ("my-header1", "value3"), ("my-header1", "value2"), DATE],
+                canonical: "GET\n/\n\nhost:example.amazonaws.com\nmy-header1:value4,value1,value3,value2\nx-amz-date:20150830T123600Z\n\nhost;my-header1;x-amz-date",
+                signature: "08c7e5a9acfcfeb3ab6b2185e75ce8b1deb5e634ec47601a50643f830c755c01",
+            },
+            Case {
+                name: "post-vanilla-query",
+                method: "POST",
+                raw_path: "/",
+                raw_query: "Param1=value1",
+                headers: &[HOST, DATE],
+                canonical: "POST\n/\nParam1=value1\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date",
+                signature: "28038455d6de14eafc1f9222cf5aa6f1a96197d7deb8263271d420d138af7f11",
+            },
+        ];
+        let key = SigningKey::derive(
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "20150830",
+            "us-east-1",
+            "service",
+        );
+        for c in &cases {
+            let mut h = http::HeaderMap::new();
+            for (n, v) in c.headers {
+                h.append(*n, v.parse().unwrap());
+            }
+            let mut signed: Vec<String> = h.keys().map(|n| n.as_str().to_string()).collect();
+            signed.sort();
+            let cr = canonical_request(
+                c.method,
+                &canonical_uri(c.raw_path),
+                &canonical_query(&parse_query(c.raw_query), None),
+                &canonical_headers(&h, &signed),
+                &signed.join(";"),
+                EMPTY,
+            );
+            assert_eq!(cr, format!("{}\n{EMPTY}", c.canonical), "{}", c.name);
+            let sts = string_to_sign(
+                "20150830T123600Z",
+                "20150830/us-east-1/service/aws4_request",
+                &cr,
+            );
+            assert_eq!(key.sign(&sts), c.signature, "{}", c.name);
+        }
+    }
+
     #[test]
     fn amz_date_parses() {
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));

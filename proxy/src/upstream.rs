@@ -279,6 +279,9 @@ impl Upstream {
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(30))
                     .pool_max_idle_per_host(256)
+                    // Each download from the store holds one read buffer; hyper's default
+                    // lets it grow to ~400 KiB. The client side's (server.rs) is 256 KiB.
+                    .http1_max_buf_size(UPSTREAM_READ_BUFFER)
                     .build(https.clone())
             })
             .collect();
@@ -555,6 +558,9 @@ mod tests {
         }
     }
 }
+
+/// The most one store connection's read buffer grows to (a download's frames come from it).
+const UPSTREAM_READ_BUFFER: usize = 256 * 1024;
 
 /// The store's connections: TCP from `HttpConnector`, read through
 /// [`crate::server::BlockReader`] when rustls runs on top (https endpoints), so a download

@@ -1323,6 +1323,39 @@ async fn obstore_suite_encrypted() {
     );
 }
 
+/// pyarrow's S3 file system (the AWS SDK for C++ underneath) with encryption on, on the
+/// signature-checking store: a small object, a large one written 1 MiB at a time (a multipart
+/// upload) and read at random offsets, a Parquet table written and read back by column
+/// (footer and column-chunk ranges), listings in plaintext sizes, copy, move, deletes.
+#[tokio::test]
+async fn pyarrow_suite_encrypted() {
+    let test = "pyarrow_suite_encrypted";
+    let Some(python) = require("fsspec-python", test) else {
+        return;
+    };
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    env.make_bucket("pyarrow-bucket");
+    let mut c = isolated(&python, &env);
+    c.arg(suite_file("pyarrow_suite.py"))
+        .arg(env.proxy.endpoint())
+        .arg(&env.proxy.certs.ca_file)
+        .arg("pyarrow-bucket");
+    run_suite(c, "pyarrow suite OK").await;
+    let stored = env
+        .store
+        .stored("pyarrow-bucket", "big.bin")
+        .expect("stored");
+    assert_eq!(
+        stored.len() as u64,
+        chmura_crypto::layout::ciphertext_len(23 * 1024 * 1024 + 4321),
+        "the store holds ciphertext"
+    );
+}
+
 /// fsspec's s3fs (pandas, dask and xarray read S3 through it) with encryption on: a multipart
 /// upload from `open("wb")`, ranged reads across parts, listings and `du` in plaintext sizes,
 /// pseudo-directories, copy, metadata replace, tags, recursive delete.
