@@ -2,7 +2,7 @@
 write Parquet on S3 through it) through Chmura, default settings but for the endpoint, the
 credentials and the test CA.
 
-Usage: pyarrow_suite.py ENDPOINT CA_FILE BUCKET
+Usage: pyarrow_suite.py ENDPOINT BUCKET (the CA file in SSL_CERT_FILE)
 Runs every step, prints "ok"/"FAIL" per step, and exits non-zero if any failed.
 """
 import os
@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 
 from steps import check, finish, step  # tests/clients/steps.py
 
-endpoint, ca, b = sys.argv[1:4]
+endpoint, b = sys.argv[1:3]
+ca = os.environ["SSL_CERT_FILE"]
 scheme, host = endpoint.split("://", 1)
 fs = pafs.S3FileSystem(
     access_key=os.environ["AWS_ACCESS_KEY_ID"],

@@ -1287,40 +1287,13 @@ async fn s3fs_fuse_file_system_on_moto() {
     assert_ciphertext(&stored, &expected);
 }
 
-/// minio-py (PyPI `minio`), default settings, with encryption on, in front of moto (which
-/// has the versioning and tagging s3s-fs lacks): put with metadata, get, ranges, stat,
-/// multipart uploads of unknown length, fput/fget, copy (COPY, REPLACE), compose
-/// (UploadPartCopy), listings v1/v2 recursive and by folder, tags, presigned GET/PUT/POST,
-/// removal, versions.
 /// obstore, the Python face of the Rust `object_store` crate (polars, DataFusion), with
 /// encryption on, on the signature-checking store: ranged and multi-range reads, a streamed
 /// multipart upload, listings in plaintext sizes, conditional create (If-None-Match: *) and
 /// update (If-Match) refusing stale writes, conditional reads, copy, rename, batch delete.
 #[tokio::test]
 async fn obstore_suite_encrypted() {
-    let test = "obstore_suite_encrypted";
-    let Some(python) = require("fsspec-python", test) else {
-        return;
-    };
-    let env = Env::start_with(ProxyOptions {
-        encrypt: true,
-        ..Default::default()
-    })
-    .await;
-    env.make_bucket("obstore-bucket");
-    let mut c = isolated(&python, &env);
-    // object_store trusts the roots rustls-native-certs loads, which honours SSL_CERT_FILE.
-    c.env("SSL_CERT_FILE", &env.proxy.certs.ca_file)
-        .arg(suite_file("obstore_suite.py"))
-        .arg(env.proxy.endpoint())
-        .arg("obstore-bucket");
-    run_suite(c, "obstore suite OK").await;
-    let stored = env.store.stored("obstore-bucket", "mp").expect("stored");
-    assert_eq!(
-        stored.len() as u64,
-        chmura_crypto::layout::ciphertext_len(12 * 1024 * 1024 + 777),
-        "the store holds ciphertext"
-    );
+    python_suite_encrypted("obstore", "mp", 12 * 1024 * 1024 + 777).await;
 }
 
 /// pyarrow's S3 file system (the AWS SDK for C++ underneath) with encryption on, on the
@@ -1329,8 +1302,16 @@ async fn obstore_suite_encrypted() {
 /// (footer and column-chunk ranges), listings in plaintext sizes, copy, move, deletes.
 #[tokio::test]
 async fn pyarrow_suite_encrypted() {
-    let test = "pyarrow_suite_encrypted";
-    let Some(python) = require("fsspec-python", test) else {
+    python_suite_encrypted("pyarrow", "big.bin", 23 * 1024 * 1024 + 4321).await;
+}
+
+/// Runs `tests/clients/<name>_suite.py ENDPOINT BUCKET` from the fsspec venv against Chmura
+/// with encryption on, over the signature-checking store, with the test CA in `SSL_CERT_FILE`
+/// (object_store's rustls-native-certs honours it; the pyarrow suite hands it to the SDK);
+/// then checks that the store holds `key` as ciphertext of a `plain_len`-byte object.
+async fn python_suite_encrypted(name: &str, key: &str, plain_len: u64) {
+    let test = format!("{name}_suite_encrypted");
+    let Some(python) = require("fsspec-python", &test) else {
         return;
     };
     let env = Env::start_with(ProxyOptions {
@@ -1338,20 +1319,18 @@ async fn pyarrow_suite_encrypted() {
         ..Default::default()
     })
     .await;
-    env.make_bucket("pyarrow-bucket");
+    let bucket = format!("{name}-bucket");
+    env.make_bucket(&bucket);
     let mut c = isolated(&python, &env);
-    c.arg(suite_file("pyarrow_suite.py"))
+    c.env("SSL_CERT_FILE", &env.proxy.certs.ca_file)
+        .arg(suite_file(&format!("{name}_suite.py")))
         .arg(env.proxy.endpoint())
-        .arg(&env.proxy.certs.ca_file)
-        .arg("pyarrow-bucket");
-    run_suite(c, "pyarrow suite OK").await;
-    let stored = env
-        .store
-        .stored("pyarrow-bucket", "big.bin")
-        .expect("stored");
+        .arg(&bucket);
+    run_suite(c, &format!("{name} suite OK")).await;
+    let stored = env.store.stored(&bucket, key).expect("stored");
     assert_eq!(
         stored.len() as u64,
-        chmura_crypto::layout::ciphertext_len(23 * 1024 * 1024 + 4321),
+        chmura_crypto::layout::ciphertext_len(plain_len),
         "the store holds ciphertext"
     );
 }
@@ -1386,6 +1365,11 @@ async fn fsspec_s3fs_suite_encrypted_on_moto() {
     );
 }
 
+/// minio-py (PyPI `minio`), default settings, with encryption on, in front of moto (which
+/// has the versioning and tagging s3s-fs lacks): put with metadata, get, ranges, stat,
+/// multipart uploads of unknown length, fput/fget, copy (COPY, REPLACE), compose
+/// (UploadPartCopy), listings v1/v2 recursive and by folder, tags, presigned GET/PUT/POST,
+/// removal, versions.
 #[tokio::test]
 async fn minio_py_suite_encrypted_on_moto() {
     let test = "minio_py_suite_encrypted_on_moto";
