@@ -9,12 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
 VENV="$TOOLS/venv"
-STAMP="$TOOLS/.installed-v8"
+STAMP="$TOOLS/.installed-v9"
 FSSPEC_VENV="$TOOLS/venv-fsspec"
 mkdir -p "$TOOLS/bin"
 
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$FSSPEC_VENV/bin/python" ] && command -v rclone >/dev/null \
-  && command -v s3fs >/dev/null && command -v restic >/dev/null && [ -x /usr/bin/aws ] && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ]; then
+  && command -v s3fs >/dev/null && command -v restic >/dev/null && [ -x /usr/bin/aws ] && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ] \
+  && [ -d "$TOOLS/node/node_modules/minio" ]; then
   echo "tools already installed in $TOOLS"
   exit 0
 fi
@@ -41,11 +42,11 @@ if [ ! -x "$FSSPEC_VENV/bin/python" ]; then
   python3 -m venv "$FSSPEC_VENV"
 fi
 "$FSSPEC_VENV/bin/pip" install -q --disable-pip-version-check "s3fs==2026.9.0" "obstore==0.12.1" "pyarrow==26.0.1"
-# The JS SDK v3 (npm), for its aws-chunked uploads and lib-storage multipart.
+# The JS SDK v3 (npm), for its aws-chunked uploads and lib-storage multipart, and MinIO's JS client.
 if command -v npm >/dev/null; then
   mkdir -p "$TOOLS/node"
   (cd "$TOOLS/node" && [ -f package.json ] || echo '{"name":"chmura-test-tools","private":true}' > package.json)
-  (cd "$TOOLS/node" && npm install --silent --no-audit --no-fund @aws-sdk/client-s3@3 @aws-sdk/lib-storage@3 >/dev/null)
+  (cd "$TOOLS/node" && npm install --silent --no-audit --no-fund @aws-sdk/client-s3@3 @aws-sdk/lib-storage@3 minio@8.0.7 >/dev/null)
 else
   echo "npm not found: the JS SDK tests will fail under CHMURA_REQUIRE_TOOLS=1" >&2
 fi
@@ -60,3 +61,4 @@ restic version 2>/dev/null | sed 's/^/  /' || true
 /usr/bin/aws --version 2>/dev/null | sed 's/^/  /' || true
 "$FSSPEC_VENV/bin/python" -c 'import s3fs, aiobotocore, obstore, pyarrow; print("  fsspec s3fs", s3fs.__version__, "aiobotocore", aiobotocore.__version__, "obstore", obstore.__version__, "pyarrow", pyarrow.__version__)' || true
 if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi
+if [ -d "$TOOLS/node/node_modules/minio" ]; then echo "  minio (JS) $(node -p "require('$TOOLS/node/node_modules/minio/package.json').version")"; fi

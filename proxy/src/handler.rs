@@ -358,7 +358,9 @@ pub async fn handle(
         peer = %conn.peer,
         tenant = ctx.tenant.as_deref().unwrap_or("-"),
         op = ctx.op.map(Op::name).unwrap_or("-"),
-        tls = ctx.tls,
+        // The connection's, not `ctx.tls`: that one is set only once the request is
+        // authenticated (it feeds aws:SecureTransport), and a refusal happened over TLS too.
+        tls = conn.tls,
         status,
         ms = started.elapsed().as_millis() as u64,
         "request"
@@ -1240,6 +1242,9 @@ async fn handle_inner(
                     return Err(S3Error::new(
                         "NoSuchUpload",
                         "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+                    )
+                    .with_detail(
+                        "upload id not issued by Chmura: a store id from ListMultipartUploads can list parts and abort, not take parts",
                     ))
                 }
             }

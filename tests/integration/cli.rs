@@ -173,6 +173,24 @@ async fn serve_with_default_chain_credentials_and_sigterm() {
         .body(ByteStream::from_static(b"via the chain"))
         .send()
         .await;
+    // A request refused before its tenant is known (unknown access key), over the same TLS.
+    let refused = chmura_tests::sdk_client(
+        &format!("https://localhost:{port}"),
+        Some(&ca),
+        "CHMURAUNKNOWN0000001",
+        TENANT_SK,
+    )
+    .get_object()
+    .bucket("cli-bucket")
+    .key("k")
+    .send()
+    .await
+    .expect_err("unknown access key refused");
+    let refused_id = refused
+        .raw_response()
+        .and_then(|r| r.headers().get("x-amz-request-id"))
+        .expect("x-amz-request-id on the refusal")
+        .to_string();
     // SIGTERM: drain and exit 0.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -194,18 +212,23 @@ async fn serve_with_default_chain_credentials_and_sigterm() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| {
-            v.pointer("/fields/request_id").and_then(|r| r.as_str()) == Some(request_id.as_str())
-        });
-    assert!(
-        line.as_ref()
-            .and_then(|v| v.pointer("/fields/op"))
-            .is_some_and(|op| op == "PutObject"),
-        "no JSON log line with request_id {request_id}:\n{logs}"
-    );
+    let line_of = |id: &str| {
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v.pointer("/fields/request_id").and_then(|r| r.as_str()) == Some(id)
+                    && v.pointer("/fields/status").is_some()
+            })
+            .unwrap_or_else(|| panic!("no JSON log line with request_id {id}:\n{logs}"))
+    };
+    let line = line_of(&request_id);
+    assert_eq!(line["fields"]["op"], "PutObject", "{line}");
+    assert_eq!(line["fields"]["tls"], true, "{line}");
+    // The refused request's line says how it came, too.
+    let line = line_of(&refused_id);
+    assert_eq!(line["fields"]["op"], "GetObject", "{line}");
+    assert_eq!(line["fields"]["status"], 403, "{line}");
+    assert_eq!(line["fields"]["tls"], true, "{line}");
     assert_eq!(
         store.stored("cli-bucket", "k").map(|v| v.len() as u64),
         Some(chmura_crypto::layout::ciphertext_len(13))
