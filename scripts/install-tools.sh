@@ -2,14 +2,14 @@
 # Installs the real S3 clients and servers the test suite drives, into .tools/ (idempotent):
 #   - a Python venv with boto3, aws cli (v1), s3cmd, minio-py and moto_server (S3 + KMS, checks no signatures)
 #   - a second venv with fsspec's s3fs (aiobotocore pins its own botocore), obstore (object_store)
-#     and pyarrow (its S3 file system is the AWS SDK for C++)
+#     pyarrow (its S3 file system is the AWS SDK for C++) and DuckDB with its httpfs extension
 #   - rclone, s3fs-fuse, restic and the aws cli v2 (Debian packages; the s3fs test also needs /dev/fuse)
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
 VENV="$TOOLS/venv"
-STAMP="$TOOLS/.installed-v9"
+STAMP="$TOOLS/.installed-v10"
 FSSPEC_VENV="$TOOLS/venv-fsspec"
 mkdir -p "$TOOLS/bin"
 
@@ -41,7 +41,8 @@ fi
 if [ ! -x "$FSSPEC_VENV/bin/python" ]; then
   python3 -m venv "$FSSPEC_VENV"
 fi
-"$FSSPEC_VENV/bin/pip" install -q --disable-pip-version-check "s3fs==2026.9.0" "obstore==0.12.1" "pyarrow==26.0.1"
+"$FSSPEC_VENV/bin/pip" install -q --disable-pip-version-check "s3fs==2026.9.0" "obstore==0.12.1" "pyarrow==26.0.1" \
+  "duckdb==1.4.4" "duckdb-ext-httpfs==1.4.4.20260205"
 # The JS SDK v3 (npm), for its aws-chunked uploads and lib-storage multipart, and MinIO's JS client.
 if command -v npm >/dev/null; then
   mkdir -p "$TOOLS/node"
@@ -59,6 +60,6 @@ rclone version 2>/dev/null | sed -n '1s/^/  /p' || true
 s3fs --version 2>/dev/null | sed -n '1s/^/  /p' || true
 restic version 2>/dev/null | sed 's/^/  /' || true
 /usr/bin/aws --version 2>/dev/null | sed 's/^/  /' || true
-"$FSSPEC_VENV/bin/python" -c 'import s3fs, aiobotocore, obstore, pyarrow; print("  fsspec s3fs", s3fs.__version__, "aiobotocore", aiobotocore.__version__, "obstore", obstore.__version__, "pyarrow", pyarrow.__version__)' || true
+"$FSSPEC_VENV/bin/python" -c 'import s3fs, aiobotocore, obstore, pyarrow, duckdb; print("  fsspec s3fs", s3fs.__version__, "aiobotocore", aiobotocore.__version__, "obstore", obstore.__version__, "pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__)' || true
 if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi
 if [ -d "$TOOLS/node/node_modules/minio" ]; then echo "  minio (JS) $(node -p "require('$TOOLS/node/node_modules/minio/package.json').version")"; fi

@@ -1339,6 +1339,18 @@ async fn pyarrow_suite_encrypted() {
     python_suite_encrypted("pyarrow", "big.bin", 23 * 1024 * 1024 + 4321).await;
 }
 
+/// DuckDB's httpfs extension (its own S3 client; SQL over Parquet and CSV on S3) with
+/// encryption on, on the signature-checking store: COPY to Parquet and CSV, aggregates and a
+/// filtered column read back through ranged GETs, glob listing, a missing object.
+#[tokio::test]
+async fn duckdb_suite_encrypted() {
+    // The CSV holds 0..100000, one number per line.
+    let csv_len = (0..100_000u64)
+        .map(|i| i.to_string().len() as u64 + 1)
+        .sum();
+    python_suite_encrypted("duckdb", "n.csv", csv_len).await;
+}
+
 /// Runs `tests/clients/<name>_suite.py ENDPOINT BUCKET` from the fsspec venv against Chmura
 /// with encryption on, over the signature-checking store, with the test CA in `SSL_CERT_FILE`
 /// (object_store's rustls-native-certs honours it; the pyarrow suite hands it to the SDK);
