@@ -388,14 +388,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The highest `VmHWM` read so far: [`reset_peak`] lowers the process's own mark to start a
-/// phase's measurement, so the run's peak is kept here.
-static PEAK_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The highest `VmHWM` read so far per process (Chmura, and the floor's pipe with `--floor`):
+/// [`reset_peak`] lowers a process's own mark to start a phase's measurement, so the run's
+/// peak is kept here.
+static PEAK_KIB: std::sync::Mutex<Vec<(u32, u64)>> = std::sync::Mutex::new(Vec::new());
 
-/// Chmura's peak RSS since the last [`reset_peak`] (KiB); also folded into [`PEAK_KIB`].
+/// The peak RSS of `pid` since the last [`reset_peak`] (KiB); also folded into [`PEAK_KIB`].
 fn phase_peak_kib(pid: u32) -> u64 {
     let kib = rss_kib(pid);
-    PEAK_KIB.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+    let mut peaks = PEAK_KIB.lock().expect("peaks");
+    match peaks.iter_mut().find(|(p, _)| *p == pid) {
+        Some((_, k)) => *k = (*k).max(kib),
+        None => peaks.push((pid, kib)),
+    }
     kib
 }
 
@@ -406,16 +411,17 @@ fn reset_peak(pid: u32) {
     let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
-/// At the start of a measured phase: resets the peak RSS, returns Chmura's CPU seconds so far.
+/// At the start of a measured phase: resets the peak RSS, returns the CPU seconds so far.
 fn start_phase(pid: u32) -> f64 {
     reset_peak(pid);
     cpu_secs(pid)
 }
 
-/// The peak RSS of the whole run (KiB).
+/// The peak RSS of `pid` over the whole run (KiB).
 fn run_peak_kib(pid: u32) -> u64 {
     phase_peak_kib(pid);
-    PEAK_KIB.load(std::sync::atomic::Ordering::Relaxed)
+    let peaks = PEAK_KIB.lock().expect("peaks");
+    peaks.iter().find(|(p, _)| *p == pid).map_or(0, |(_, k)| *k)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
