@@ -4,18 +4,20 @@
 #   - a second venv with fsspec's s3fs (aiobotocore pins its own botocore), obstore (object_store)
 #     pyarrow (its S3 file system is the AWS SDK for C++) and DuckDB with its httpfs extension
 #   - rclone, s3fs-fuse, restic and the aws cli v2 (Debian packages; the s3fs test also needs /dev/fuse)
+#   - minio-go's functional test suite (the one MinIO's Mint runs), built with Debian's Go from
+#     Debian's minio-go v7 source package
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
 VENV="$TOOLS/venv"
-STAMP="$TOOLS/.installed-v10"
+STAMP="$TOOLS/.installed-v11"
 FSSPEC_VENV="$TOOLS/venv-fsspec"
 mkdir -p "$TOOLS/bin"
 
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$FSSPEC_VENV/bin/python" ] && command -v rclone >/dev/null \
   && command -v s3fs >/dev/null && command -v restic >/dev/null && [ -x /usr/bin/aws ] && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ] \
-  && [ -d "$TOOLS/node/node_modules/minio" ]; then
+  && [ -d "$TOOLS/node/node_modules/minio" ] && [ -x "$TOOLS/bin/minio-go-functional" ]; then
   echo "tools already installed in $TOOLS"
   exit 0
 fi
@@ -25,12 +27,30 @@ command -v rclone >/dev/null || missing="$missing rclone"
 command -v s3fs >/dev/null || missing="$missing s3fs"
 command -v restic >/dev/null || missing="$missing restic"
 [ -x /usr/bin/aws ] || missing="$missing awscli"
+GOCODE=/usr/share/gocode/src/github.com
+command -v go >/dev/null || missing="$missing golang-go"
+for pkg in minio/minio-go/v7:golang-github-minio-minio-go-v7-dev dustin/go-humanize:golang-github-dustin-go-humanize-dev \
+  json-iterator/go:golang-github-json-iterator-go-dev minio/sha256-simd:golang-github-minio-sha256-simd-dev \
+  sirupsen/logrus:golang-github-sirupsen-logrus-dev; do
+  [ -d "$GOCODE/${pkg%%:*}" ] || missing="$missing ${pkg#*:}"
+done
 if [ -n "$missing" ]; then
   echo "installing$missing (Debian packages)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
   # shellcheck disable=SC2086
   apt-get install -y -qq $missing >/dev/null
+fi
+
+# minio-go's functional tests are `package main` behind the `mint` build tag, beside the
+# library: copied out without the tag (the tag would pull the file into the library too) and
+# built alone, in GOPATH mode, against Debian's sources (no module download).
+if [ ! -x "$TOOLS/bin/minio-go-functional" ]; then
+  mkdir -p "$TOOLS/go/src/minio-go-functional"
+  grep -v '^// *+build mint$\|^//go:build mint$' "$GOCODE/minio/minio-go/v7/functional_tests.go" \
+    > "$TOOLS/go/src/minio-go-functional/main.go"
+  (cd "$TOOLS/go/src/minio-go-functional" && GO111MODULE=off GOPATH="$TOOLS/go:/usr/share/gocode" \
+    GOCACHE="$TOOLS/go/cache" GOFLAGS= go build -o "$TOOLS/bin/minio-go-functional" .)
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -62,4 +82,5 @@ restic version 2>/dev/null | sed 's/^/  /' || true
 /usr/bin/aws --version 2>/dev/null | sed 's/^/  /' || true
 "$FSSPEC_VENV/bin/python" -c 'import s3fs, aiobotocore, obstore, pyarrow, duckdb; print("  fsspec s3fs", s3fs.__version__, "aiobotocore", aiobotocore.__version__, "obstore", obstore.__version__, "pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__)' || true
 if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi
+echo "  minio-go functional tests $(dpkg-query -W -f='${Version}' golang-github-minio-minio-go-v7-dev 2>/dev/null), $(go version 2>/dev/null)"
 if [ -d "$TOOLS/node/node_modules/minio" ]; then echo "  minio (JS) $(node -p "require('$TOOLS/node/node_modules/minio/package.json').version")"; fi

@@ -515,7 +515,19 @@ fn v4_query(
     })
 }
 
-fn v2_string_to_sign(req: &RequestView<'_>, date_slot: &str) -> String {
+/// The SigV2 string to sign: one form, or two when a sub-resource has an empty value
+/// (`uploads=`), which signers canonicalize either as sent or as a bare name.
+fn v2_strings_to_sign(req: &RequestView<'_>, date_slot: &str) -> Vec<String> {
+    let first = v2_string_to_sign(req, date_slot, false);
+    let bare = v2_string_to_sign(req, date_slot, true);
+    if bare == first {
+        vec![first]
+    } else {
+        vec![first, bare]
+    }
+}
+
+fn v2_string_to_sign(req: &RequestView<'_>, date_slot: &str, empty_as_bare: bool) -> String {
     let h = |n: &str| {
         req.headers
             .get(n)
@@ -530,13 +542,18 @@ fn v2_string_to_sign(req: &RequestView<'_>, date_slot: &str) -> String {
         h("content-type"),
         date_slot,
         sigv4::sigv2_amz_headers(req.headers),
-        sigv4::sigv2_resource(req.vhost_bucket, req.raw_path, req.raw_query)
+        sigv4::sigv2_resource(req.vhost_bucket, req.raw_path, req.raw_query, empty_as_bare)
     )
 }
 
-fn v2_check(secret: &str, sts: &str, provided: &str) -> Result<(), S3Error> {
-    let expected = sigv4::sigv2_sign(secret, sts);
-    if !sigv4::ct_eq(expected.as_bytes(), provided.trim().as_bytes()) {
+fn v2_check(secret: &str, candidates: &[String], provided: &str) -> Result<(), S3Error> {
+    // Every candidate is compared (in constant time each), whichever matches.
+    let mut ok = false;
+    for sts in candidates {
+        let expected = sigv4::sigv2_sign(secret, sts);
+        ok |= sigv4::ct_eq(expected.as_bytes(), provided.trim().as_bytes());
+    }
+    if !ok {
         return Err(S3Error::signature_mismatch().with_detail("v2 signature mismatch"));
     }
     Ok(())
@@ -578,7 +595,7 @@ fn v2_header(
     check_skew(t, s)?;
     v2_check(
         tenant.secret_access_key.expose(),
-        &v2_string_to_sign(req, &date_slot),
+        &v2_strings_to_sign(req, &date_slot),
         sig,
     )?;
     Ok(Authenticated {
@@ -606,7 +623,7 @@ fn v2_query(
         .map_err(|_| S3Error::access_denied().with_detail("Expires is not a number"))?;
     v2_check(
         tenant.secret_access_key.expose(),
-        &v2_string_to_sign(req, expires),
+        &v2_strings_to_sign(req, expires),
         sig,
     )?;
     if s.now > exp {

@@ -1008,7 +1008,9 @@ async fn handle_inner(
     if listing {
         // S3 reads an empty `delimiter=` (minio-py sends one on recursive listings) as none;
         // some stores (s3s-fs) read it as a delimiter.
-        query.retain(|(k, v)| !(k == "delimiter" && v.is_empty()));
+        query.retain(|(k, v)| {
+            !(k == "delimiter" && v.is_empty()) && k != crate::ops::LISTING_METADATA
+        });
     }
     let mut parts = parts;
     if op == Op::ListBuckets && authed.tenant.buckets.is_some() {
@@ -3469,10 +3471,14 @@ async fn prepare_copy(
         })?;
     let (src_bucket, src_key, version) = source;
     // Chmura always rewrites the envelope, so the store would accept a copy onto itself that
-    // S3 refuses: one that changes nothing.
+    // S3 refuses: one that changes nothing. A customer key on either side is an encryption
+    // attribute (a key rotation or a decryption in place), though its headers never reach
+    // the store.
     let h = up_req.headers();
-    let changes_something = header_str(h, "x-amz-metadata-directive")
-        .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"))
+    let changes_something = ssec.is_some()
+        || src_ssec.is_some()
+        || header_str(h, "x-amz-metadata-directive")
+            .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"))
         || [
             "x-amz-storage-class",
             "x-amz-website-redirect-location",

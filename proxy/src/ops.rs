@@ -214,6 +214,12 @@ const ARGUMENT_PARAMS: &[&str] = &[
     "continuation-token",
 ];
 
+/// MinIO's `metadata=true` on ListObjects v1/v2 (minio-go's `WithMetadata`) asks a MinIO
+/// store for each object's user metadata in the listing, which for Chmura's objects holds
+/// their envelopes. S3 ignores the parameter; Chmura accepts it on object listings only and
+/// drops it before the store sees it.
+pub const LISTING_METADATA: &str = "metadata";
+
 /// Sub-resources that select an operation.
 const SUBRESOURCES: &[&str] = &[
     "uploads",
@@ -259,7 +265,10 @@ pub fn classify(
     let has = |n: &str| query.iter().any(|(k, _)| k == n);
     // Any unknown parameter makes the request unclassifiable.
     for (k, _) in query {
-        if !ARGUMENT_PARAMS.contains(&k.as_str()) && !SUBRESOURCES.contains(&k.as_str()) {
+        if !ARGUMENT_PARAMS.contains(&k.as_str())
+            && !SUBRESOURCES.contains(&k.as_str())
+            && k != LISTING_METADATA
+        {
             return None;
         }
     }
@@ -278,6 +287,14 @@ pub fn classify(
         return (method == Method::GET && sub.is_none()).then_some(Op::ListBuckets);
     };
 
+    if has(LISTING_METADATA) {
+        // Only on an object listing, where the handler drops it (S3 ignores it).
+        let listing = key.is_empty() && method == Method::GET && sub.is_none();
+        if !listing || has("list-type") && !query.iter().any(|(k, v)| k == "list-type" && v == "2")
+        {
+            return None;
+        }
+    }
     if key.is_empty() {
         let op = match (method.as_str(), sub) {
             ("GET", None) if query.iter().any(|(k, v)| k == "list-type" && v == "2") => {
@@ -427,6 +444,33 @@ mod tests {
             assert_eq!(op.name(), format!("{op:?}"));
             // On a key they are no object operation.
             assert_eq!(c(m, Some("b"), "k", sub, false), None, "?{sub} on a key");
+        }
+    }
+
+    #[test]
+    fn minios_listing_metadata_parameter_only_on_object_listings() {
+        use Method as M;
+        let listing = "list-type=2&metadata=true&prefix=a";
+        assert_eq!(
+            c(M::GET, Some("b"), "", listing, false),
+            Some(Op::ListObjectsV2)
+        );
+        assert_eq!(
+            c(M::GET, Some("b"), "", "metadata=true", false),
+            Some(Op::ListObjects)
+        );
+        for (m, k, query) in [
+            (M::GET, "k", "metadata=true"),
+            (M::PUT, "", "metadata=true"),
+            (M::GET, "", "versions&metadata=true"),
+            (M::GET, "", "uploads&metadata=true"),
+            (M::GET, "", "list-type=3&metadata=true"),
+        ] {
+            assert_eq!(
+                c(m.clone(), Some("b"), k, query, false),
+                None,
+                "{m} {k}?{query}"
+            );
         }
     }
 

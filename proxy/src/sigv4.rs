@@ -247,7 +247,16 @@ const SIGV2_SUBRESOURCES: &[&str] = &[
 ];
 
 /// SigV2 canonicalized resource: `/bucket` prefix (virtual host) + raw path + sorted sub-resources.
-pub fn sigv2_resource(vhost_bucket: Option<&str>, raw_path: &str, raw_query: &str) -> String {
+///
+/// A sub-resource sent with an empty value (`uploads=`) is signed as sent by botocore, and as
+/// a bare name (`uploads`) by Go's url.Values-based signers (minio-go) and by MinIO's and
+/// S3's verifiers: `empty_as_bare` picks the second form.
+pub fn sigv2_resource(
+    vhost_bucket: Option<&str>,
+    raw_path: &str,
+    raw_query: &str,
+    empty_as_bare: bool,
+) -> String {
     let mut out = String::new();
     if let Some(b) = vhost_bucket {
         out.push('/');
@@ -266,7 +275,7 @@ pub fn sigv2_resource(vhost_bucket: Option<&str>, raw_path: &str, raw_query: &st
             let decoded = percent_decode_str(n).decode_utf8_lossy();
             let n: &str = &decoded;
             SIGV2_SUBRESOURCES.contains(&n).then(|| {
-                let v = v.map(|v| {
+                let v = v.filter(|v| !(empty_as_bare && v.is_empty())).map(|v| {
                     if n.starts_with("response-") {
                         percent_decode_str(v).decode_utf8_lossy().into_owned()
                     } else {
@@ -481,7 +490,7 @@ mod tests {
         let sts = format!(
             "GET\n\n\nTue, 27 Mar 2007 19:36:42 +0000\n{}{}",
             sigv2_amz_headers(&h),
-            sigv2_resource(Some("awsexamplebucket1"), "/photos/puppy.jpg", "")
+            sigv2_resource(Some("awsexamplebucket1"), "/photos/puppy.jpg", "", false)
         );
         assert_eq!(
             sigv2_sign("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", &sts),
@@ -500,8 +509,17 @@ mod tests {
         );
         assert_eq!(canonical_header_value(b"  a   b\t c "), "a b c");
         assert_eq!(
-            sigv2_resource(None, "/b/k", "uploadId=x&foo=1&acl"),
+            sigv2_resource(None, "/b/k", "uploadId=x&foo=1&acl", false),
             "/b/k?acl&uploadId=x"
+        );
+        // minio-go sends `uploads=` and signs `?uploads`; botocore signs what it sends.
+        assert_eq!(
+            sigv2_resource(None, "/b/", "delimiter=&max-uploads=1000&uploads=", false),
+            "/b/?uploads="
+        );
+        assert_eq!(
+            sigv2_resource(None, "/b/", "delimiter=&max-uploads=1000&uploads=", true),
+            "/b/?uploads"
         );
     }
 

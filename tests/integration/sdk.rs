@@ -506,6 +506,36 @@ async fn an_empty_delimiter_lists_every_key() {
         .expect("list v1");
     let keys: Vec<_> = v1.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, ["a/b.txt", "a/c/d.txt", "e.txt"]);
+    // MinIO's `metadata=true` (minio-go's `WithMetadata`), which S3 ignores, is accepted on
+    // listings (and dropped before the store), not refused as an unknown operation.
+    let v2 = s3
+        .list_objects_v2()
+        .bucket("emptydelim")
+        .customize()
+        .mutate_request(|r| {
+            let uri = format!("{}&metadata=true", r.uri());
+            r.set_uri(uri).expect("uri");
+        })
+        .send()
+        .await
+        .expect("list v2 with metadata=true");
+    let keys: Vec<_> = v2.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["a/b.txt", "a/c/d.txt", "e.txt"]);
+    // On an object it is still an unknown parameter.
+    let e = s3
+        .get_object()
+        .bucket("emptydelim")
+        .key("e.txt")
+        .customize()
+        .mutate_request(|r| {
+            let sep = if r.uri().contains('?') { '&' } else { '?' };
+            let uri = format!("{}{sep}metadata=true", r.uri());
+            r.set_uri(uri).expect("uri");
+        })
+        .send()
+        .await
+        .expect_err("metadata=true on an object");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(501));
 }
 
 /// Deleting a key that is only a folder's name ("dir", for "dir/a"), as fsspec's recursive

@@ -299,6 +299,59 @@ async fn sse_c_objects_open_only_with_their_key_and_the_store_never_sees_it() {
         .into_bytes();
     assert!(body == data[..]);
 
+    // In place (minio-go's key rotation): a copy onto itself that changes the customer key
+    // changes an encryption attribute, as does one that drops the key (decryption in place).
+    s3.copy_object()
+        .bucket("ssec")
+        .key("copy-b")
+        .copy_source("ssec/copy-b")
+        .ssec_source(&b)
+        .ssec(&a)
+        .send()
+        .await
+        .expect("key rotation in place");
+    for (k, ok) in [(&b, false), (&a, true)] {
+        match read(&s3, ("ssec", "copy-b"), Some(k), None).await {
+            Ok(body) if ok => assert!(body == data[..], "rotated to key A"),
+            Err(e) if !ok => assert_eq!(status(&e), Some(403)),
+            _ => panic!(
+                "rotated copy-b read with key {} gave the wrong answer",
+                k.raw[0]
+            ),
+        }
+    }
+    s3.copy_object()
+        .bucket("ssec")
+        .key("copy-b")
+        .copy_source("ssec/copy-b")
+        .ssec_source(&a)
+        .send()
+        .await
+        .expect("decryption in place");
+    let body = s3
+        .get_object()
+        .bucket("ssec")
+        .key("copy-b")
+        .send()
+        .await
+        .expect("GET without a key after decryption in place")
+        .body
+        .collect()
+        .await
+        .expect("body")
+        .into_bytes();
+    assert!(body == data[..]);
+    // A plain object copied onto itself unchanged is still refused.
+    let e = s3
+        .copy_object()
+        .bucket("ssec")
+        .key("copy-b")
+        .copy_source("ssec/copy-b")
+        .send()
+        .await
+        .expect_err("a copy onto itself that changes nothing");
+    assert_eq!(status(&e), Some(400));
+
     // Never over plain HTTP (S3 refuses it too), and nothing stored.
     let http = sdk_client(&env.proxy.http_endpoint(), None, TENANT_AK, TENANT_SK);
     let e = http
