@@ -494,6 +494,38 @@ fn object_listing<B>(req: &http::Request<B>) -> bool {
         })
 }
 
+/// s3s-fs 0.14.1 answers `encoding-type=url` with `<EncodingType>url</EncodingType>` but its
+/// keys and prefixes as stored: a client then decodes `foo-%` (minio-go fails on it) or
+/// `a%2Bb` into something else. Encodes them as S3 does (form encoding: a space is `+`; `/`
+/// and `-_.~` stay).
+fn url_encoded_listing(xml: &str) -> String {
+    use chmura_proxy::multipart::{replace_tag, unescape};
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/')
+        .remove(b' ');
+    let encode = |v: &str| {
+        let raw = unescape(v);
+        let enc: String = percent_encoding::utf8_percent_encode(&raw, KEEP).collect();
+        chmura_proxy::error::xml_escape(&enc.replace(' ', "+"))
+    };
+    let mut out = xml.to_string();
+    for tag in [
+        "Key",
+        "Prefix",
+        "Delimiter",
+        "Marker",
+        "NextMarker",
+        "StartAfter",
+    ] {
+        out = replace_tag(&out, tag, encode);
+    }
+    out
+}
+
 impl FolderMarkers {
     /// s3s-fs 0.14.1 lists objects without their ETags (S3 always lists them; s3cmd's sync
     /// compares them). Adds each one: the ETag s3s-fs saved with the object, else the MD5
@@ -519,15 +551,9 @@ impl FolderMarkers {
             out.push_str(&rest[..i]);
             match tag_values(entry, "Key").first() {
                 Some(key) if !entry.contains("<ETag>") => {
-                    let key = unescape(key);
-                    let key = if url_encoded {
-                        percent_encoding::percent_decode_str(&key)
-                            .decode_utf8_lossy()
-                            .into_owned()
-                    } else {
-                        key
-                    };
-                    let etag = self.etag_of(&bucket, &key);
+                    // s3s-fs lists keys as stored even when asked for `encoding-type=url`
+                    // (they are encoded below).
+                    let etag = self.etag_of(&bucket, &unescape(key));
                     let at = entry
                         .find("</Key>")
                         .map_or(entry.len(), |k| k + "</Key>".len());
@@ -540,6 +566,11 @@ impl FolderMarkers {
             rest = &rest[end..];
         }
         out.push_str(rest);
+        let out = if url_encoded {
+            url_encoded_listing(&out)
+        } else {
+            out
+        };
         parts.headers.insert(
             http::header::CONTENT_LENGTH,
             http::HeaderValue::from(out.len()),
