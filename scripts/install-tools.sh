@@ -4,6 +4,7 @@
 #   - a second venv with fsspec's s3fs (aiobotocore pins its own botocore), obstore (object_store)
 #     pyarrow (its S3 file system is the AWS SDK for C++) and DuckDB with its httpfs extension
 #   - rclone, s3fs-fuse, restic and the aws cli v2 (Debian packages; the s3fs test also needs /dev/fuse)
+#   - the AWS SDK for Ruby (Debian's ruby-aws-sdk-s3)
 #   - minio-go's functional test suite (the one MinIO's Mint runs), built with Debian's Go from
 #     Debian's minio-go v7 source package
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
@@ -17,7 +18,8 @@ mkdir -p "$TOOLS/bin"
 
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$FSSPEC_VENV/bin/python" ] && command -v rclone >/dev/null \
   && command -v s3fs >/dev/null && command -v restic >/dev/null && [ -x /usr/bin/aws ] && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ] \
-  && [ -d "$TOOLS/node/node_modules/minio" ] && [ -x "$TOOLS/bin/minio-go-functional" ]; then
+  && [ -d "$TOOLS/node/node_modules/minio" ] && [ -x "$TOOLS/bin/minio-go-functional" ] \
+  && ruby -e 'require "aws-sdk-s3"' 2>/dev/null; then
   echo "tools already installed in $TOOLS"
   exit 0
 fi
@@ -27,6 +29,7 @@ command -v rclone >/dev/null || missing="$missing rclone"
 command -v s3fs >/dev/null || missing="$missing s3fs"
 command -v restic >/dev/null || missing="$missing restic"
 [ -x /usr/bin/aws ] || missing="$missing awscli"
+ruby -e 'require "aws-sdk-s3"' 2>/dev/null || missing="$missing ruby-aws-sdk-s3"
 GOCODE=/usr/share/gocode/src/github.com
 command -v go >/dev/null || missing="$missing golang-go"
 for pkg in minio/minio-go/v7:golang-github-minio-minio-go-v7-dev dustin/go-humanize:golang-github-dustin-go-humanize-dev \
@@ -82,5 +85,6 @@ restic version 2>/dev/null | sed 's/^/  /' || true
 /usr/bin/aws --version 2>/dev/null | sed 's/^/  /' || true
 "$FSSPEC_VENV/bin/python" -c 'import s3fs, aiobotocore, obstore, pyarrow, duckdb; print("  fsspec s3fs", s3fs.__version__, "aiobotocore", aiobotocore.__version__, "obstore", obstore.__version__, "pyarrow", pyarrow.__version__, "duckdb", duckdb.__version__)' || true
 if [ -d "$TOOLS/node/node_modules/@aws-sdk/client-s3" ]; then echo "  @aws-sdk/client-s3 $(node -p "require('$TOOLS/node/node_modules/@aws-sdk/client-s3/package.json').version")"; fi
+ruby -e 'require "aws-sdk-s3"; puts "  aws-sdk-s3 (Ruby) #{Aws::S3::GEM_VERSION}, aws-sdk-core #{Aws::CORE_GEM_VERSION}"' 2>/dev/null || true
 echo "  minio-go functional tests $(dpkg-query -W -f='${Version}' golang-github-minio-minio-go-v7-dev 2>/dev/null), $(go version 2>/dev/null)"
 if [ -d "$TOOLS/node/node_modules/minio" ]; then echo "  minio (JS) $(node -p "require('$TOOLS/node/node_modules/minio/package.json').version")"; fi

@@ -482,6 +482,76 @@ async fn with_folder_keys_restored(resp: http::Response<s3s::Body>) -> http::Res
     http::Response::from_parts(parts, s3s::Body::from(out))
 }
 
+/// A ListParts request (a GET of an object with an `uploadId`): its upload id.
+fn parts_listing<B>(req: &http::Request<B>) -> Option<String> {
+    if req.method() != http::Method::GET || !req.uri().path().trim_matches('/').contains('/') {
+        return None;
+    }
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("uploadId="))
+        .map(|id| {
+            percent_encoding::percent_decode_str(id)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+}
+
+/// s3s-fs 0.14.1 lists parts of any upload id, aborted, completed or never created, as an
+/// empty list; S3 answers NoSuchUpload. s3s-fs keeps `.upload-<id>.json` in its root while an
+/// upload is open.
+fn upload_is_open(root: &Path, upload_id: &str) -> bool {
+    !upload_id.contains(['/', '\\']) && root.join(format!(".upload-{upload_id}.json")).exists()
+}
+
+fn no_such_upload() -> http::Response<s3s::Body> {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.</Message></Error>";
+    let mut resp = http::Response::new(s3s::Body::from(body.to_string()));
+    *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
+/// s3s-fs 0.14.1 lists an upload's parts in the order they arrived; S3 lists them by part
+/// number. Sorts them (the test store's uploads fit in one page).
+async fn with_parts_in_order(resp: http::Response<s3s::Body>) -> http::Response<s3s::Body> {
+    use http_body_util::BodyExt;
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return http::Response::from_parts(parts, s3s::Body::empty());
+    };
+    let xml = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    let (Some(first), Some(last)) = (xml.find("<Part>"), xml.rfind("</Part>")) else {
+        return http::Response::from_parts(parts, s3s::Body::from(xml));
+    };
+    let end = last + "</Part>".len();
+    let mut entries: Vec<&str> = Vec::new();
+    let mut rest = &xml[first..end];
+    while let Some(i) = rest.find("</Part>") {
+        let j = i + "</Part>".len();
+        entries.push(&rest[..j]);
+        rest = &rest[j..];
+    }
+    let number = |e: &str| {
+        chmura_proxy::multipart::tag_values(e, "PartNumber")
+            .first()
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    entries.sort_by_key(|e| number(e));
+    let out = format!("{}{}{}", &xml[..first], entries.concat(), &xml[end..]);
+    parts.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(out.len()),
+    );
+    http::Response::from_parts(parts, s3s::Body::from(out))
+}
+
 /// A ListObjects (v1 or v2) request: a GET of a bucket with no sub-resource.
 fn object_listing<B>(req: &http::Request<B>) -> bool {
     let bucket_only = !req.uri().path().trim_matches('/').contains('/');
@@ -792,7 +862,9 @@ impl Store {
                         let write = markers.write_of(&req);
                         let copy = req.headers().contains_key("x-amz-copy-source");
                         let listing = object_listing(&req).then(|| markers.clone());
+                        let markers = markers.clone();
                         let deletes = delete_objects_request(&req);
+                        let parts = parts_listing(&req);
                         async move {
                             let resp = hyper::service::Service::call(&service, req).await?;
                             let resp = match (folder, write) {
@@ -806,6 +878,14 @@ impl Store {
                                 Some(m) if resp.status() == 200 => m.with_etags(resp).await,
                                 _ if deletes && resp.status() == 200 => {
                                     with_folder_keys_restored(resp).await
+                                }
+                                _ if parts.is_some() && resp.status() == 200 => {
+                                    match parts.as_deref() {
+                                        Some(id) if !upload_is_open(&markers.root, id) => {
+                                            no_such_upload()
+                                        }
+                                        _ => with_parts_in_order(resp).await,
+                                    }
                                 }
                                 _ => resp,
                             };
