@@ -80,6 +80,8 @@ const DROP_REQUEST_HEADERS: &[&str] = &[
     "x-amz-security-token",
     "x-amz-decoded-content-length",
     "x-amz-trailer",
+    // aws-sdk-go v1's `append-md5`: the store would append the MD5 of the ciphertext it sends.
+    "x-amz-te",
     // CORS is decided here (cors.rs), not by the store.
     "origin",
     "access-control-request-method",
@@ -97,6 +99,8 @@ const DROP_RESPONSE_HEADERS: &[&str] = &[
     "x-amz-request-id",
     "x-amz-id-2",
     "server",
+    // A transfer encoding of the store's body (see `x-amz-te` above), never Chmura's.
+    "x-amz-transfer-encoding",
     // CORS answers are Chmura's (cors.rs), never the store's.
     "access-control-allow-origin",
     "access-control-allow-credentials",

@@ -588,3 +588,76 @@ async fn absurd_content_length_is_refused_before_anything_is_sent() {
     );
     assert!(env.store.stored("bkt", "huge").is_none());
 }
+
+/// A store that answers every request with `answer` and hands over each request's head.
+async fn recording_store(
+    answer: &'static str,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        // Bounded: a test sends a handful of requests.
+        for _ in 0..16 {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65_536 {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+                let _ = sock.write_all(answer.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (endpoint, rx)
+}
+
+/// aws-sdk-go v1's `X-Amz-Te: append-md5` asks S3 to append the MD5 of the body it sends,
+/// and S3 did (`X-Amz-Transfer-Encoding: append-md5`): of the ciphertext, which Chmura would
+/// then take for appended bytes, and which the client would look for after the plaintext.
+/// Neither the ask nor the answer crosses Chmura.
+#[tokio::test]
+async fn a_transfer_encoding_of_the_stores_body_is_neither_asked_nor_passed_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (endpoint, mut seen) = recording_store(
+        "HTTP/1.1 200 OK\r\nx-amz-transfer-encoding: append-md5\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+    )
+    .await;
+    let proxy = chmura_tests::Proxy::start(dir.path(), &endpoint, Default::default()).await;
+    let host = format!("localhost:{}", proxy.addr.port());
+    let req = RawRequest::new("GET", "/bkt/k")
+        .header("x-amz-te", "append-md5")
+        .sign_v4(
+            &host,
+            TENANT_AK,
+            TENANT_SK,
+            &raw::sha256_hex(b""),
+            SystemTime::now(),
+        );
+    let r = raw::send(proxy.addr.port(), &proxy.certs.ca_pem, &req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "ok");
+    assert_eq!(r.header("x-amz-transfer-encoding"), None);
+    // (Chmura's start-up check of the store comes first.)
+    let mut heads = Vec::new();
+    while let Ok(h) = seen.try_recv() {
+        heads.push(h);
+    }
+    let head = heads
+        .iter()
+        .find(|h| h.starts_with("GET /bkt/k"))
+        .unwrap_or_else(|| panic!("the store saw no GET of the object: {heads:?}"));
+    assert!(!head.to_ascii_lowercase().contains("x-amz-te"), "{head}");
+}
