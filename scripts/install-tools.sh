@@ -5,6 +5,7 @@
 #     pyarrow (its S3 file system is the AWS SDK for C++) and DuckDB with its httpfs extension
 #   - rclone, s3fs-fuse, restic and the aws cli v2 (Debian packages; the s3fs test also needs /dev/fuse)
 #   - the AWS SDK for Ruby (Debian's ruby-aws-sdk-s3)
+#   - the AWS SDK for Go v1 (Debian's source package; the test builds tests/clients/go_v1_suite.go)
 #   - minio-go's functional test suite (the one MinIO's Mint runs), built with Debian's Go from
 #     Debian's minio-go v7 source package
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
@@ -19,7 +20,7 @@ mkdir -p "$TOOLS/bin"
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$FSSPEC_VENV/bin/python" ] && command -v rclone >/dev/null \
   && command -v s3fs >/dev/null && command -v restic >/dev/null && [ -x /usr/bin/aws ] && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ] \
   && [ -d "$TOOLS/node/node_modules/minio" ] && [ -x "$TOOLS/bin/minio-go-functional" ] \
-  && ruby -e 'require "aws-sdk-s3"' 2>/dev/null; then
+  && ruby -e 'require "aws-sdk-s3"' 2>/dev/null && [ -d /usr/share/gocode/src/github.com/aws/aws-sdk-go/service/s3 ]; then
   echo "tools already installed in $TOOLS"
   exit 0
 fi
@@ -32,7 +33,8 @@ command -v restic >/dev/null || missing="$missing restic"
 ruby -e 'require "aws-sdk-s3"' 2>/dev/null || missing="$missing ruby-aws-sdk-s3"
 GOCODE=/usr/share/gocode/src/github.com
 command -v go >/dev/null || missing="$missing golang-go"
-for pkg in minio/minio-go/v7:golang-github-minio-minio-go-v7-dev dustin/go-humanize:golang-github-dustin-go-humanize-dev \
+for pkg in minio/minio-go/v7:golang-github-minio-minio-go-v7-dev aws/aws-sdk-go:golang-github-aws-aws-sdk-go-dev \
+  dustin/go-humanize:golang-github-dustin-go-humanize-dev \
   json-iterator/go:golang-github-json-iterator-go-dev minio/sha256-simd:golang-github-minio-sha256-simd-dev \
   sirupsen/logrus:golang-github-sirupsen-logrus-dev; do
   [ -d "$GOCODE/${pkg%%:*}" ] || missing="$missing ${pkg#*:}"

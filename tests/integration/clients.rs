@@ -1441,6 +1441,59 @@ async fn minio_py_suite_encrypted_on_moto() {
     );
 }
 
+/// The AWS SDK for Go v1 (aws-sdk-go 1.44, Debian's source package, built here with Debian's
+/// Go) with encryption on, on the signature-checking store: signed payloads (and a body swapped
+/// after signing, refused with nothing stored), ranges, s3manager's parallel multipart upload
+/// and parallel ranged download, parts out of order, paged listings, copies, presigned URLs,
+/// errors, DeleteObjects.
+#[tokio::test]
+async fn go_sdk_v1_suite_encrypted() {
+    let test = "go_sdk_v1_suite_encrypted";
+    let Some(go) = require("go", test) else {
+        return;
+    };
+    let sdk = Path::new("/usr/share/gocode/src/github.com/aws/aws-sdk-go/service/s3");
+    if !sdk.exists() {
+        assert!(
+            std::env::var("CHMURA_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{test}: Debian's golang-github-aws-aws-sdk-go-dev is required; run scripts/install-tools.sh"
+        );
+        eprintln!("SKIPPED {test}: aws-sdk-go sources not installed");
+        return;
+    }
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    let bin = env.dir.path().join("go_v1_suite");
+    let mut build = isolated(&go, &env);
+    build
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOFLAGS", "")
+        .env(
+            "GOCACHE",
+            chmura_tests::tools::tools_dir().join("go").join("cache"),
+        )
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(suite_file("go_v1_suite.go"));
+    run(build).await;
+    let mut c = isolated(&bin, &env);
+    c.env("SSL_CERT_FILE", &env.proxy.certs.ca_file)
+        .arg(env.proxy.endpoint())
+        .arg("go-bucket");
+    run_suite(c, "go v1 suite OK").await;
+    let stored = env.store.stored("go-bucket", "small").expect("stored");
+    assert_eq!(
+        stored.len() as u64,
+        chmura_crypto::layout::ciphertext_len(70_001),
+        "the store holds ciphertext"
+    );
+}
+
 /// The AWS SDK for Ruby (aws-sdk-s3 1.117, Debian's package) with encryption on, on the
 /// signature-checking store: puts with metadata and SDK checksums, ranges and a streamed GET,
 /// `upload_file` in parts (threads) and `download_file` both by part number (HEAD

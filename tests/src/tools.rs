@@ -37,7 +37,7 @@ pub fn find(name: &str) -> Option<PathBuf> {
     if local.exists() {
         return Some(local);
     }
-    if ["rclone", "openssl", "node", "s3fs", "restic", "ruby"].contains(&name) {
+    if ["rclone", "openssl", "node", "s3fs", "restic", "ruby", "go"].contains(&name) {
         for dir in std::env::var("PATH").unwrap_or_default().split(':') {
             let p = PathBuf::from(dir).join(name);
             if p.exists() {
