@@ -5,7 +5,8 @@
 #     pyarrow (its S3 file system is the AWS SDK for C++) and DuckDB with its httpfs extension
 #   - rclone, s3fs-fuse, restic and the aws cli v2 (Debian packages; the s3fs test also needs /dev/fuse)
 #   - the AWS SDK for Ruby (Debian's ruby-aws-sdk-s3)
-#   - the AWS SDK for Go v1 (Debian's source package; the test builds tests/clients/go_v1_suite.go)
+#   - the AWS SDKs for Go v1 and v2 (Debian's source packages; the tests build
+#     tests/clients/go_v1_suite.go and go_v2_suite.go)
 #   - minio-go's functional test suite (the one MinIO's Mint runs), built with Debian's Go from
 #     Debian's minio-go v7 source package
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
@@ -20,7 +21,8 @@ mkdir -p "$TOOLS/bin"
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] && [ -x "$FSSPEC_VENV/bin/python" ] && command -v rclone >/dev/null \
   && command -v s3fs >/dev/null && command -v restic >/dev/null && [ -x /usr/bin/aws ] && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ] \
   && [ -d "$TOOLS/node/node_modules/minio" ] && [ -x "$TOOLS/bin/minio-go-functional" ] \
-  && ruby -e 'require "aws-sdk-s3"' 2>/dev/null && [ -d /usr/share/gocode/src/github.com/aws/aws-sdk-go/service/s3 ]; then
+  && ruby -e 'require "aws-sdk-s3"' 2>/dev/null && [ -d /usr/share/gocode/src/github.com/aws/aws-sdk-go/service/s3 ] \
+  && [ -d /usr/share/gocode/src/github.com/aws/aws-sdk-go-v2/service/s3 ]; then
   echo "tools already installed in $TOOLS"
   exit 0
 fi
@@ -34,6 +36,7 @@ ruby -e 'require "aws-sdk-s3"' 2>/dev/null || missing="$missing ruby-aws-sdk-s3"
 GOCODE=/usr/share/gocode/src/github.com
 command -v go >/dev/null || missing="$missing golang-go"
 for pkg in minio/minio-go/v7:golang-github-minio-minio-go-v7-dev aws/aws-sdk-go:golang-github-aws-aws-sdk-go-dev \
+  aws/aws-sdk-go-v2:golang-github-aws-aws-sdk-go-v2-dev \
   dustin/go-humanize:golang-github-dustin-go-humanize-dev \
   json-iterator/go:golang-github-json-iterator-go-dev minio/sha256-simd:golang-github-minio-sha256-simd-dev \
   sirupsen/logrus:golang-github-sirupsen-logrus-dev; do
