@@ -7,6 +7,7 @@
 #   - the AWS SDK for Ruby (Debian's ruby-aws-sdk-s3)
 #   - the AWS SDKs for Go v1 and v2 (Debian's source packages; the tests build
 #     tests/clients/go_v1_suite.go and go_v2_suite.go)
+#   - minio-py's functional test suite (from minio's sdist on PyPI)
 #   - minio-go's functional test suite (the one MinIO's Mint runs), built with Debian's Go from
 #     Debian's minio-go v7 source package
 # Nothing is assumed to be on the machine beyond python3 and apt-get.
@@ -22,7 +23,7 @@ if [ -f "$STAMP" ] && [ -x "$VENV/bin/aws" ] && [ -x "$VENV/bin/moto_server" ] &
   && command -v s3fs >/dev/null && command -v restic >/dev/null && [ -x /usr/bin/aws ] && [ -d "$TOOLS/node/node_modules/@aws-sdk/lib-storage" ] \
   && [ -d "$TOOLS/node/node_modules/minio" ] && [ -x "$TOOLS/bin/minio-go-functional" ] \
   && ruby -e 'require "aws-sdk-s3"' 2>/dev/null && [ -d /usr/share/gocode/src/github.com/aws/aws-sdk-go/service/s3 ] \
-  && [ -d /usr/share/gocode/src/github.com/aws/aws-sdk-go-v2/service/s3 ]; then
+  && [ -d /usr/share/gocode/src/github.com/aws/aws-sdk-go-v2/service/s3 ] && [ -f "$TOOLS/minio-py-functional/tests.py" ]; then
   echo "tools already installed in $TOOLS"
   exit 0
 fi
@@ -66,6 +67,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check \
   "boto3>=1.40" "awscli>=1.38" "s3cmd==2.4.0" "moto[s3]==5.2.5" "minio==7.2.20" flask flask-cors pyotp
+# minio-py's functional test suite (the one MinIO's Mint runs), from minio's sdist on PyPI.
+MINIO_PY_SUITE="$TOOLS/minio-py-functional/tests.py"
+if [ ! -f "$MINIO_PY_SUITE" ]; then
+  sdist="$(mktemp -d)"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$sdist" "minio==7.2.20"
+  tar -xzf "$sdist/minio-7.2.20.tar.gz" -C "$sdist"
+  mkdir -p "$TOOLS/minio-py-functional"
+  cp "$sdist/minio-7.2.20/tests/functional/tests.py" "$MINIO_PY_SUITE"
+  rm -rf "$sdist"
+fi
 if [ ! -x "$FSSPEC_VENV/bin/python" ]; then
   python3 -m venv "$FSSPEC_VENV"
 fi

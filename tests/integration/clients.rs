@@ -1614,6 +1614,124 @@ async fn minio_go_functional_suite_encrypted() {
     minio_go_functional(&suite, &env, &known, 90).await;
 }
 
+/// minio-py's functional test suite (`tests/functional/tests.py` of minio 7.2.20's sdist, the
+/// suite MinIO's Mint runs for minio-py; full mode, SSE-C on) through Chmura, encryption on,
+/// moto upstream: every test passes or answers NA, but for the few below (MinIO extensions
+/// and moto's versioning), each of which may pass too.
+#[tokio::test]
+async fn minio_py_functional_suite_encrypted_on_moto() {
+    let test = "minio_py_functional_suite_encrypted_on_moto";
+    let Some((_moto, env)) = chmura_tests::encrypted_env_on_moto(test).await else {
+        return;
+    };
+    let known = [
+        SNOWBALL,
+        SNOWBALL_STAGING,
+        (
+            "minio-py:test_stat_object",
+            "moto answers a Complete on an unversioned bucket with version id `null`, then refuses `versionId=null`",
+        ),
+        (
+            "minio-py:test_stat_object_SSEC",
+            "moto answers a Complete on an unversioned bucket with version id `null`, then refuses `versionId=null`",
+        ),
+        (
+            "minio-py:test_set_get_bucket_versioning",
+            "MinIO's ExcludeFolders versioning extension",
+        ),
+    ];
+    minio_py_functional(test, &env, &known, 50).await;
+}
+
+/// The same suite on the embedded default store (s3s-fs: no versioning or bucket policies, so
+/// those tests answer NA).
+#[tokio::test]
+async fn minio_py_functional_suite_encrypted() {
+    let test = "minio_py_functional_suite_encrypted";
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    let known = [
+        SNOWBALL,
+        SNOWBALL_STAGING,
+        (
+            "minio-py:test_negative_put_object_with_path_segment",
+            "s3s-fs answers a key starting with `/` with a 500",
+        ),
+    ];
+    minio_py_functional(test, &env, &known, 38).await;
+}
+
+const SNOWBALL: (&str, &str) = (
+    "minio-py:test_upload_snowball_objects",
+    "MinIO extracts an uploaded tar archive into objects (`X-Amz-Meta-Snowball-Auto-Extract`); S3 stores the archive",
+);
+const SNOWBALL_STAGING: (&str, &str) = (
+    "minio-py:test_upload_snowball_objects_with_staging",
+    "MinIO extracts an uploaded tar archive into objects; S3 stores the archive",
+);
+
+/// Runs minio-py's functional suite against `env`'s Chmura to its end: every result is PASS
+/// or NA, but for the `known` tests (name, why), and at least `min_passed` pass.
+async fn minio_py_functional(test: &str, env: &Env, known: &[(&str, &str)], min_passed: usize) {
+    let Some(python) = require("python", test) else {
+        return;
+    };
+    let suite = chmura_tests::tools::tools_dir()
+        .join("minio-py-functional")
+        .join("tests.py");
+    if !suite.exists() {
+        assert!(
+            std::env::var("CHMURA_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{test}: {} is required; run scripts/install-tools.sh",
+            suite.display()
+        );
+        eprintln!("SKIPPED {test}: {} not installed", suite.display());
+        return;
+    }
+    let work = env.dir.path().join("minio-py-functional");
+    std::fs::create_dir_all(&work).expect("work");
+    let mut c = isolated(&python, env);
+    c.env(
+        "SERVER_ENDPOINT",
+        format!("localhost:{}", env.proxy.addr.port()),
+    )
+    .env("ACCESS_KEY", TENANT_AK)
+    .env("SECRET_KEY", TENANT_SK)
+    .env("ENABLE_HTTPS", "1")
+    .env("MINT_MODE", "full")
+    .env("DATA_DIR", work.join("no-mint-data"))
+    .env("SSL_CERT_FILE", &env.proxy.certs.ca_file)
+    .arg(suite_file("minio_py_functional.py"))
+    .arg(&suite)
+    .arg(&work);
+    let out = run(c).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("minio-py functional suite ran to the end"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut passed, mut failed) = (0, Vec::new());
+    for line in stdout.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON result line");
+        let name = v["name"].as_str().unwrap_or("?");
+        match v["status"].as_str() {
+            Some("PASS") => passed += 1,
+            Some("NA") => {}
+            _ if known.iter().any(|(n, _)| *n == name) => {}
+            _ => failed.push(format!("{name}: {}", v["message"].as_str().unwrap_or(""))),
+        }
+    }
+    assert!(failed.is_empty(), "failed:\n{}", failed.join("\n"));
+    assert!(
+        passed >= min_passed,
+        "only {passed} passed (want {min_passed}):\n{stdout}"
+    );
+}
+
 const MAKE_BUCKET_ERROR: (&str, &str) = (
     "minio-go: testMakeBucketError",
     "signs CreateBucket for eu-central-1; Chmura serves one region and names it, as S3 does",

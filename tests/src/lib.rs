@@ -482,6 +482,16 @@ async fn with_folder_keys_restored(resp: http::Response<s3s::Body>) -> http::Res
     http::Response::from_parts(parts, s3s::Body::from(out))
 }
 
+/// A GetObject or HeadObject request: a GET or HEAD of a key with no sub-resource.
+fn object_read<B>(req: &http::Request<B>) -> bool {
+    (req.method() == http::Method::GET || req.method() == http::Method::HEAD)
+        && req.uri().path().trim_matches('/').contains('/')
+        && !req.uri().query().unwrap_or("").split('&').any(|p| {
+            let name = p.split('=').next().unwrap_or("");
+            name == "uploadId" || chmura_proxy::ops::is_subresource(name)
+        })
+}
+
 /// A ListParts request (a GET of an object with an `uploadId`): its upload id.
 fn parts_listing<B>(req: &http::Request<B>) -> Option<String> {
     if req.method() != http::Method::GET || !req.uri().path().trim_matches('/').contains('/') {
@@ -865,6 +875,7 @@ impl Store {
                         let markers = markers.clone();
                         let deletes = delete_objects_request(&req);
                         let parts = parts_listing(&req);
+                        let read = object_read(&req);
                         async move {
                             let resp = hyper::service::Service::call(&service, req).await?;
                             let resp = match (folder, write) {
@@ -874,6 +885,18 @@ impl Store {
                                 (_, Some(w)) => FolderMarkers::after(w, copy, resp),
                                 _ => resp,
                             };
+                            let mut resp = resp;
+                            // s3s-fs answers an object stored without a Content-Type
+                            // without one; S3 says `binary/octet-stream`.
+                            if read
+                                && resp.status().is_success()
+                                && !resp.headers().contains_key(http::header::CONTENT_TYPE)
+                            {
+                                resp.headers_mut().insert(
+                                    http::header::CONTENT_TYPE,
+                                    http::HeaderValue::from_static("binary/octet-stream"),
+                                );
+                            }
                             let resp = match listing {
                                 Some(m) if resp.status() == 200 => m.with_etags(resp).await,
                                 _ if deletes && resp.status() == 200 => {
