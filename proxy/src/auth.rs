@@ -480,11 +480,20 @@ fn v4_query(
     let tenant = tenants.get(cred.access_key_id)?;
     let signed = parse_signed_headers(get("X-Amz-SignedHeaders")?, QE)?;
     let signature = get("X-Amz-Signature")?.to_ascii_lowercase();
-    let payload_hash = query_value(req, "X-Amz-Content-Sha256").unwrap_or("UNSIGNED-PAYLOAD");
-    if payload_hash != "UNSIGNED-PAYLOAD" {
+    // The payload hash: UNSIGNED-PAYLOAD, unless the URL or the request states one (aws-sdk-go
+    // v1 signs an `X-Amz-Content-Sha256` header set before presigning with its value, as
+    // MinIO and S3 verify it); a stated SHA-256 is then checked against the body.
+    let payload_hash = query_value(req, "X-Amz-Content-Sha256")
+        .or_else(|| {
+            req.headers
+                .get("x-amz-content-sha256")
+                .and_then(|v| v.to_str().ok())
+        })
+        .unwrap_or("UNSIGNED-PAYLOAD");
+    if payload_hash.starts_with("STREAMING-") {
         return Err(S3Error::new(
             QE,
-            "Presigned requests must use UNSIGNED-PAYLOAD.",
+            "Presigned requests must use UNSIGNED-PAYLOAD or the payload's SHA-256.",
         ));
     }
     let canonical_query = sigv4::canonical_query(req.query, Some("X-Amz-Signature"));
@@ -508,10 +517,25 @@ fn v4_query(
     if t - s.now > s.max_skew_secs {
         return Err(S3Error::new("AccessDenied", "Request is not valid yet"));
     }
+    let payload = match payload_hash {
+        "UNSIGNED-PAYLOAD" => PayloadCheck::Unsigned,
+        h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            let mut d = [0u8; 32];
+            hex::decode_to_slice(h.to_ascii_lowercase(), &mut d).map_err(|_| bad_sha_header())?;
+            PayloadCheck::Sha256(d)
+        }
+        // Signed as it is, but no body has that hash.
+        _ => {
+            return Err(S3Error::new(
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            ))
+        }
+    };
     Ok(Authenticated {
         tenant: tenant.clone(),
         kind: AuthKind::V4Query,
-        payload: PayloadCheck::Unsigned,
+        payload,
     })
 }
 
