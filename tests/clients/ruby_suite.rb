@@ -187,6 +187,35 @@ step("presigned GET and PUT URLs") do
   check(http.call(tampered, Net::HTTP::Get.new(tampered)).code == "403", "tampered URL refused")
 end
 
+step("presigned_post: a browser form upload within its content-length-range; one over it refused") do
+  post = res.bucket(bucket).object("posted").presigned_post(expires: Time.now + 300,
+                                                           content_length_range: 1..1000)
+  form = lambda do |fields, data|
+    boundary = "chmura-ruby-#{rand(1 << 32)}"
+    body = +""
+    fields.each do |k, v|
+      body << "--#{boundary}\r\nContent-Disposition: form-data; name=\"#{k}\"\r\n\r\n#{v}\r\n"
+    end
+    body << "--#{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\n"
+    body << "Content-Type: application/octet-stream\r\n\r\n#{data}\r\n--#{boundary}--\r\n"
+    uri = URI(post.url)
+    req = Net::HTTP::Post.new(uri)
+    req["Content-Type"] = "multipart/form-data; boundary=#{boundary}"
+    req.body = body
+    Net::HTTP.start(uri.host, uri.port, use_ssl: true, ca_file: ca,
+                                        verify_mode: OpenSSL::SSL::VERIFY_PEER) { |h| h.request(req) }
+  end
+  r = form.call(post.fields, "posted through a form")
+  check(r.code == "204", "form POST #{r.code} #{r.body}")
+  check(s3.get_object(bucket: bucket, key: "posted").body.read == "posted through a form", "posted content")
+  over = form.call(post.fields, "x" * 1001)
+  check(over.code == "400" && over.body.include?("EntityTooLarge"), "over the range: #{over.code}")
+  other = form.call(post.fields.merge("key" => "elsewhere"), "a key the policy does not allow")
+  check(other.code == "403", "a key outside the policy: #{other.code}")
+  check(s3.get_object(bucket: bucket, key: "posted").body.read == "posted through a form",
+        "the refused forms changed nothing")
+end
+
 step("errors: NoSuchKey, NotFound on HEAD, NoSuchBucket") do
   begin
     s3.get_object(bucket: bucket, key: "missing")
