@@ -595,6 +595,150 @@ async fn listings_encode_keys_when_asked() {
     assert_eq!(listed, keys);
 }
 
+/// Folder markers (`dir/`, an empty object) are listed as S3 lists them: as keys, or rolled
+/// into their common prefix under a delimiter, empty folders included, in key order across
+/// pages; deleted markers (one by one or in a batch) are not. (The embedded default store's
+/// s3s-fs keeps a marker as a folder; the test store lists it.) A write into a bucket that
+/// does not exist is NoSuchBucket and makes no bucket.
+#[tokio::test]
+async fn folder_markers_are_listed_as_keys_and_writes_need_a_bucket() {
+    let env = Env::start().await;
+    env.make_bucket("markers");
+    let s3 = env.proxy.sdk_client();
+    for key in [
+        "foo/",
+        "foo/bar",
+        "foo/baz/xyzzy",
+        "quux/thud",
+        "asdf",
+        "empty/",
+        "gone/",
+    ] {
+        let body: &'static [u8] = if key.ends_with('/') { b"" } else { b"xx" };
+        s3.put_object()
+            .bucket("markers")
+            .key(key)
+            .body(ByteStream::from_static(body))
+            .send()
+            .await
+            .expect("put");
+    }
+    s3.delete_objects()
+        .bucket("markers")
+        .delete(
+            aws_sdk_s3::types::Delete::builder()
+                .objects(
+                    aws_sdk_s3::types::ObjectIdentifier::builder()
+                        .key("gone/")
+                        .build()
+                        .expect("id"),
+                )
+                .build()
+                .expect("delete"),
+        )
+        .send()
+        .await
+        .expect("delete_objects");
+    let list = |prefix: Option<&'static str>, delimiter: Option<&'static str>| {
+        let s3 = s3.clone();
+        async move {
+            let mut keys = Vec::new();
+            let mut prefixes = Vec::new();
+            let mut token = None;
+            loop {
+                let page = s3
+                    .list_objects_v2()
+                    .bucket("markers")
+                    .set_prefix(prefix.map(str::to_string))
+                    .set_delimiter(delimiter.map(str::to_string))
+                    .max_keys(2)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .expect("list");
+                assert!(page.key_count().unwrap_or(0) <= 2, "a page over max-keys");
+                keys.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_string)),
+                );
+                prefixes.extend(
+                    page.common_prefixes()
+                        .iter()
+                        .filter_map(|p| p.prefix().map(str::to_string)),
+                );
+                token = page.next_continuation_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+            (keys, prefixes)
+        }
+    };
+    let (keys, prefixes) = list(None, None).await;
+    assert_eq!(
+        keys,
+        [
+            "asdf",
+            "empty/",
+            "foo/",
+            "foo/bar",
+            "foo/baz/xyzzy",
+            "quux/thud"
+        ]
+    );
+    assert!(prefixes.is_empty());
+    let (keys, prefixes) = list(None, Some("/")).await;
+    assert_eq!(
+        (keys, prefixes),
+        (
+            vec!["asdf".to_string()],
+            vec!["empty/".to_string(), "foo/".into(), "quux/".into()]
+        )
+    );
+    let (keys, prefixes) = list(Some("foo/"), Some("/")).await;
+    assert_eq!(
+        (keys, prefixes),
+        (
+            vec!["foo/".to_string(), "foo/bar".into()],
+            vec!["foo/baz/".to_string()]
+        )
+    );
+    let v1 = s3
+        .list_objects()
+        .bucket("markers")
+        .prefix("e")
+        .send()
+        .await
+        .expect("list v1");
+    let sizes: Vec<_> = v1
+        .contents()
+        .iter()
+        .map(|o| (o.key().unwrap_or(""), o.size()))
+        .collect();
+    assert_eq!(sizes, [("empty/", Some(0))]);
+
+    // No bucket, no write, and no bucket made.
+    let e = s3
+        .put_object()
+        .bucket("no-such-bucket")
+        .key("k")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("a PUT into a missing bucket");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
+    let e = s3
+        .create_multipart_upload()
+        .bucket("no-such-bucket")
+        .key("k")
+        .send()
+        .await
+        .expect_err("an upload into a missing bucket");
+    assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
+    assert!(!env.store.root.join("no-such-bucket").exists());
+}
+
 /// Deleting a key that is only a folder's name ("dir", for "dir/a"), as fsspec's recursive
 /// `rm` does, succeeds and changes nothing, as in S3; the rest of the batch is deleted. (On
 /// the embedded default store, s3s-fs answered both with a 500.)

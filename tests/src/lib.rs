@@ -430,9 +430,16 @@ impl s3s::access::S3Access for FolderKeysAccess {
         req: &mut s3s::S3Request<s3s::dto::DeleteObjectsInput>,
     ) -> s3s::S3Result<()> {
         let bucket = req.input.bucket.clone();
+        let markers = FolderMarkers {
+            root: self.root.clone(),
+        };
         for o in &mut req.input.delete.objects {
             if let Some(k) = self.stand_in(&bucket, &o.key) {
                 o.key = k;
+            }
+            // A folder marker deleted in a batch is no longer listed.
+            if o.key.ends_with('/') {
+                let _ = std::fs::remove_file(markers.file(&bucket, &o.key));
             }
         }
         Ok(())
@@ -480,6 +487,31 @@ async fn with_folder_keys_restored(resp: http::Response<s3s::Body>) -> http::Res
         http::HeaderValue::from(out.len()),
     );
     http::Response::from_parts(parts, s3s::Body::from(out))
+}
+
+/// A write of an object (PutObject, UploadPart, CreateMultipartUpload, a copy) into a bucket
+/// that is not on the store's disk: s3s-fs would make the bucket (S3 answers NoSuchBucket).
+fn write_to_missing_bucket<B>(root: &Path, req: &http::Request<B>) -> bool {
+    let write = req.method() == http::Method::PUT || req.method() == http::Method::POST;
+    let Some((bucket, _key)) = FolderMarkers::bucket_key(req.uri().path()) else {
+        return false;
+    };
+    write
+        && bucket != "."
+        && bucket != ".."
+        && !bucket.contains('\\')
+        && !root.join(&bucket).is_dir()
+}
+
+fn no_such_bucket() -> http::Response<s3s::Body> {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>";
+    let mut resp = http::Response::new(s3s::Body::from(body.to_string()));
+    *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
 }
 
 /// A GetObject or HeadObject request: a GET or HEAD of a key with no sub-resource.
@@ -606,11 +638,179 @@ fn url_encoded_listing(xml: &str) -> String {
     out
 }
 
+/// A listing's entry: a key (`<Contents>`) or a common prefix, with its XML.
+struct ListEntry {
+    name: String,
+    xml: String,
+}
+
 impl FolderMarkers {
+    /// The folder markers of `bucket` that exist: a kept marker whose folder is on the disk.
+    fn markers_of(&self, bucket: &str) -> Vec<(String, std::time::SystemTime)> {
+        let mut dir = self.root.clone().into_os_string();
+        dir.push(".folder-markers");
+        let Ok(rd) = std::fs::read_dir(PathBuf::from(dir)) else {
+            return Vec::new();
+        };
+        let want = format!("{bucket}/");
+        rd.flatten()
+            .filter_map(|e| {
+                let name = String::from_utf8(hex::decode(e.file_name().to_str()?).ok()?).ok()?;
+                let key = name.strip_prefix(&want)?.to_string();
+                let mtime = e.metadata().ok()?.modified().ok()?;
+                self.root
+                    .join(bucket)
+                    .join(&key)
+                    .is_dir()
+                    .then_some((key, mtime))
+            })
+            .collect()
+    }
+
+    /// s3s-fs keeps a folder marker as a folder, which its listings leave out (or show as a
+    /// common prefix only while something is in it); S3 lists the marker as a key. Adds the
+    /// kept markers to the page as S3 would: as keys, or rolled into their common prefix
+    /// under a delimiter, in key order, within the page's window (after its start, up to its
+    /// last entry when truncated), keeping `max-keys` (a page cut short ends with a
+    /// continuation at its new last key, s3s-fs's own form of the token).
+    fn with_markers_listed(&self, xml: &str, bucket: &str, query: &str) -> String {
+        use chmura_proxy::multipart::{tag_values, unescape};
+        let markers = self.markers_of(bucket);
+        if markers.is_empty() {
+            return xml.to_string();
+        }
+        let q: Vec<(String, String)> = chmura_proxy::sigv4::parse_query(query);
+        let arg = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let v2 = arg("list-type").as_deref() == Some("2");
+        let prefix = arg("prefix").unwrap_or_default();
+        let delimiter = arg("delimiter").filter(|d| !d.is_empty());
+        let max_keys: usize = arg("max-keys").and_then(|m| m.parse().ok()).unwrap_or(1000);
+        let after = if v2 {
+            std::cmp::max(arg("start-after"), arg("continuation-token")).unwrap_or_default()
+        } else {
+            arg("marker").unwrap_or_default()
+        };
+        // Pull the page's entries out of the answer.
+        let mut entries: Vec<ListEntry> = Vec::new();
+        let mut rest_xml = String::with_capacity(xml.len());
+        let mut rest = xml;
+        // Where the entries go back (the place of the first one).
+        const SLOT: &str = "\u{0}entries\u{0}";
+        let mut slot = false;
+        loop {
+            let c = rest.find("<Contents>");
+            let p = rest.find("<CommonPrefixes>");
+            let (i, close, tag) = match (c, p) {
+                (Some(c), Some(p)) if p < c => (p, "</CommonPrefixes>", "Prefix"),
+                (Some(c), _) => (c, "</Contents>", "Key"),
+                (None, Some(p)) => (p, "</CommonPrefixes>", "Prefix"),
+                (None, None) => break,
+            };
+            let end = rest[i..]
+                .find(close)
+                .map_or(rest.len(), |e| i + e + close.len());
+            rest_xml.push_str(&rest[..i]);
+            if !slot {
+                rest_xml.push_str(SLOT);
+                slot = true;
+            }
+            let entry = &rest[i..end];
+            let name = tag_values(entry, tag)
+                .first()
+                .map(|n| unescape(n))
+                .unwrap_or_default();
+            entries.push(ListEntry {
+                name,
+                xml: entry.to_string(),
+            });
+            rest = &rest[end..];
+        }
+        rest_xml.push_str(rest);
+        let truncated = xml.contains("<IsTruncated>true</IsTruncated>");
+        let upto = truncated
+            .then(|| entries.iter().map(|e| e.name.clone()).max())
+            .flatten();
+        let esc = chmura_proxy::error::xml_escape;
+        for (key, mtime) in markers {
+            let Some(tail) = key.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
+            let rolled = delimiter
+                .as_deref()
+                .and_then(|d| tail.find(d).map(|i| (d, i)));
+            let name = match rolled {
+                Some((d, i)) => key[..prefix.len() + i + d.len()].to_string(),
+                None => key.clone(),
+            };
+            let in_window =
+                name.as_str() > after.as_str() && upto.as_ref().is_none_or(|u| &name <= u);
+            if !in_window || entries.iter().any(|e| e.name == name) {
+                continue;
+            }
+            let xml = if rolled.is_none() {
+                format!(
+                    "<Contents><Key>{}</Key><ETag>&quot;d41d8cd98f00b204e9800998ecf8427e&quot;</ETag><LastModified>{}</LastModified><Size>0</Size></Contents>",
+                    esc(&key),
+                    iso8601(mtime)
+                )
+            } else {
+                format!(
+                    "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>",
+                    esc(&name)
+                )
+            };
+            entries.push(ListEntry { name, xml });
+        }
+        entries.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        let mut out = rest_xml;
+        if entries.len() > max_keys {
+            entries.truncate(max_keys);
+            let last = entries.last().map(|e| e.name.clone()).unwrap_or_default();
+            out = out.replace(
+                "<IsTruncated>false</IsTruncated>",
+                "<IsTruncated>true</IsTruncated>",
+            );
+            let (tag, have) = if v2 {
+                (
+                    "NextContinuationToken",
+                    out.contains("<NextContinuationToken>"),
+                )
+            } else {
+                ("NextMarker", out.contains("<NextMarker>"))
+            };
+            if have {
+                out = chmura_proxy::multipart::replace_tag(&out, tag, |_| esc(&last));
+            } else if let Some(i) = out.find("</IsTruncated>") {
+                out.insert_str(
+                    i + "</IsTruncated>".len(),
+                    &format!("<{tag}>{}</{tag}>", esc(&last)),
+                );
+            }
+        }
+        if v2 {
+            out = chmura_proxy::multipart::replace_tag(&out, "KeyCount", |_| {
+                entries.len().to_string()
+            });
+        }
+        let block: String = entries.iter().map(|e| e.xml.as_str()).collect();
+        if !slot {
+            let at = ["<Delimiter>", "<EncodingType>", "</ListBucketResult>"]
+                .iter()
+                .find_map(|t| out.find(t))
+                .unwrap_or(out.len());
+            out.insert_str(at, SLOT);
+        }
+        out.replace(SLOT, &block)
+    }
+
     /// s3s-fs 0.14.1 lists objects without their ETags (S3 always lists them; s3cmd's sync
     /// compares them). Adds each one: the ETag s3s-fs saved with the object, else the MD5
     /// of its file (an empty object's for a folder).
-    async fn with_etags(&self, resp: http::Response<s3s::Body>) -> http::Response<s3s::Body> {
+    async fn with_etags(
+        &self,
+        resp: http::Response<s3s::Body>,
+        query: String,
+    ) -> http::Response<s3s::Body> {
         use http_body_util::BodyExt;
         let (mut parts, body) = resp.into_parts();
         let Ok(collected) = body.collect().await else {
@@ -646,6 +846,7 @@ impl FolderMarkers {
             rest = &rest[end..];
         }
         out.push_str(rest);
+        let out = self.with_markers_listed(&out, &bucket, &query);
         let out = if url_encoded {
             url_encoded_listing(&out)
         } else {
@@ -692,7 +893,12 @@ fn read_marker_headers(file: &Path) -> Option<Vec<(String, String)>> {
 
 /// The current time as S3's XML writes it (`2026-01-02T03:04:05.000Z`).
 fn iso8601_now() -> String {
-    let t = raw::amz_date(std::time::SystemTime::now()); // YYYYMMDDTHHMMSSZ
+    iso8601(std::time::SystemTime::now())
+}
+
+/// A time as S3's XML writes it.
+fn iso8601(time: std::time::SystemTime) -> String {
+    let t = raw::amz_date(time); // YYYYMMDDTHHMMSSZ
     format!(
         "{}-{}-{}T{}:{}:{}.000Z",
         &t[0..4],
@@ -872,11 +1078,18 @@ impl Store {
                         let write = markers.write_of(&req);
                         let copy = req.headers().contains_key("x-amz-copy-source");
                         let listing = object_listing(&req).then(|| markers.clone());
+                        let query = req.uri().query().unwrap_or("").to_string();
                         let markers = markers.clone();
                         let deletes = delete_objects_request(&req);
                         let parts = parts_listing(&req);
                         let read = object_read(&req);
+                        let missing_bucket = write_to_missing_bucket(&markers.root, &req);
                         async move {
+                            if missing_bucket {
+                                return Ok(
+                                    no_such_bucket().map(|b| FillBody::new(b, 64 * 1024, None))
+                                );
+                            }
                             let resp = hyper::service::Service::call(&service, req).await?;
                             let resp = match (folder, write) {
                                 // s3s-fs answers a HEAD or GET of a key that is a folder on
@@ -898,7 +1111,7 @@ impl Store {
                                 );
                             }
                             let resp = match listing {
-                                Some(m) if resp.status() == 200 => m.with_etags(resp).await,
+                                Some(m) if resp.status() == 200 => m.with_etags(resp, query).await,
                                 _ if deletes && resp.status() == 200 => {
                                     with_folder_keys_restored(resp).await
                                 }
