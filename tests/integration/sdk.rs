@@ -599,7 +599,8 @@ async fn listings_encode_keys_when_asked() {
 /// into their common prefix under a delimiter, empty folders included, in key order across
 /// pages; deleted markers (one by one or in a batch) are not. (The embedded default store's
 /// s3s-fs keeps a marker as a folder; the test store lists it.) A write into a bucket that
-/// does not exist is NoSuchBucket and makes no bucket.
+/// does not exist is NoSuchBucket and makes no bucket; a bucket with objects is not deleted
+/// (s3s-fs deletes it with them); creating one's own bucket again is BucketAlreadyOwnedByYou.
 #[tokio::test]
 async fn folder_markers_are_listed_as_keys_and_writes_need_a_bucket() {
     let env = Env::start().await;
@@ -737,6 +738,69 @@ async fn folder_markers_are_listed_as_keys_and_writes_need_a_bucket() {
         .expect_err("an upload into a missing bucket");
     assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(404));
     assert!(!env.store.root.join("no-such-bucket").exists());
+    let e = s3
+        .get_object()
+        .bucket("no-such-bucket")
+        .key("k")
+        .send()
+        .await
+        .expect_err("a GET in a missing bucket");
+    assert_eq!(
+        e.as_service_error().and_then(|e| e.meta().code()),
+        Some("NoSuchBucket")
+    );
+
+    // The bucket again: already ours. Deleting it while it holds objects (a marker is one)
+    // is refused and changes nothing; once empty, it goes.
+    let e = s3
+        .create_bucket()
+        .bucket("markers")
+        .send()
+        .await
+        .expect_err("create again");
+    assert_eq!(
+        e.as_service_error().and_then(|e| e.meta().code()),
+        Some("BucketAlreadyOwnedByYou")
+    );
+    let e = s3
+        .delete_bucket()
+        .bucket("markers")
+        .send()
+        .await
+        .expect_err("delete a bucket with objects");
+    assert_eq!(
+        e.as_service_error().and_then(|e| e.meta().code()),
+        Some("BucketNotEmpty")
+    );
+    for key in ["foo/bar", "foo/baz/xyzzy", "quux/thud", "asdf", "foo/"] {
+        s3.delete_object()
+            .bucket("markers")
+            .key(key)
+            .send()
+            .await
+            .expect("delete");
+    }
+    let e = s3
+        .delete_bucket()
+        .bucket("markers")
+        .send()
+        .await
+        .expect_err("a marker is still there");
+    assert_eq!(
+        e.as_service_error().and_then(|e| e.meta().code()),
+        Some("BucketNotEmpty")
+    );
+    s3.delete_object()
+        .bucket("markers")
+        .key("empty/")
+        .send()
+        .await
+        .expect("delete the marker");
+    s3.delete_bucket()
+        .bucket("markers")
+        .send()
+        .await
+        .expect("delete the empty bucket");
 }
 
 /// Deleting a key that is only a folder's name ("dir", for "dir/a"), as fsspec's recursive

@@ -503,15 +503,105 @@ fn write_to_missing_bucket<B>(root: &Path, req: &http::Request<B>) -> bool {
         && !root.join(&bucket).is_dir()
 }
 
-fn no_such_bucket() -> http::Response<s3s::Body> {
-    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>";
-    let mut resp = http::Response::new(s3s::Body::from(body.to_string()));
-    *resp.status_mut() = http::StatusCode::NOT_FOUND;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    resp
+/// The bucket of a bucket-level request (`/bucket` or `/bucket/`, no key) with no query.
+fn bare_bucket<B>(req: &http::Request<B>) -> Option<String> {
+    if req.uri().query().is_some_and(|q| !q.is_empty()) {
+        return None;
+    }
+    let path = percent_encoding::percent_decode_str(req.uri().path())
+        .decode_utf8()
+        .ok()?;
+    let bucket = path.trim_start_matches('/').trim_end_matches('/');
+    (!bucket.is_empty() && !bucket.contains('/') && bucket != "." && bucket != "..")
+        .then(|| bucket.to_string())
+}
+
+/// Whether a bucket on the store's disk holds an object: a file anywhere under its folder
+/// (s3s-fs leaves empty folders behind) or a kept folder marker.
+fn bucket_holds_objects(markers: &FolderMarkers, bucket: &str) -> bool {
+    fn any_file(dir: &Path) -> bool {
+        std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten().any(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => any_file(&e.path()),
+                Ok(_) => true,
+                Err(_) => false,
+            })
+        })
+    }
+    any_file(&markers.root.join(bucket)) || !markers.markers_of(bucket).is_empty()
+}
+
+/// Corrections made before s3s-fs sees a request: it makes a missing bucket for a write
+/// into it, deletes a bucket with objects in it, and answers a read of an object in a
+/// missing bucket with NoSuchKey.
+fn refused_before_the_store<B>(
+    markers: &FolderMarkers,
+    req: &http::Request<B>,
+) -> Option<S3Answer> {
+    if write_to_missing_bucket(&markers.root, req) {
+        return Some(S3Answer::NoSuchBucket);
+    }
+    if req.method() == http::Method::DELETE {
+        if let Some(b) = bare_bucket(req) {
+            if bucket_holds_objects(markers, &b) {
+                return Some(S3Answer::BucketNotEmpty);
+            }
+        }
+    }
+    if object_read(req) {
+        let bucket = FolderMarkers::bucket_key(req.uri().path()).map(|(b, _)| b)?;
+        if !markers.root.join(&bucket).is_dir() {
+            return Some(if req.method() == http::Method::HEAD {
+                S3Answer::NotFoundHead
+            } else {
+                S3Answer::NoSuchBucket
+            });
+        }
+    }
+    None
+}
+
+/// An S3 error the test store gives in s3s-fs's place.
+enum S3Answer {
+    NoSuchBucket,
+    NotFoundHead,
+    BucketNotEmpty,
+    BucketAlreadyOwnedByYou,
+}
+
+impl S3Answer {
+    fn response(self) -> http::Response<s3s::Body> {
+        let (status, code, message) = match self {
+            S3Answer::NoSuchBucket | S3Answer::NotFoundHead => (
+                http::StatusCode::NOT_FOUND,
+                "NoSuchBucket",
+                "The specified bucket does not exist",
+            ),
+            S3Answer::BucketNotEmpty => (
+                http::StatusCode::CONFLICT,
+                "BucketNotEmpty",
+                "The bucket you tried to delete is not empty",
+            ),
+            S3Answer::BucketAlreadyOwnedByYou => (
+                http::StatusCode::CONFLICT,
+                "BucketAlreadyOwnedByYou",
+                "Your previous request to create the named bucket succeeded and you already own it.",
+            ),
+        };
+        let body = match self {
+            S3Answer::NotFoundHead => String::new(),
+            _ => format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            ),
+        };
+        let mut resp = http::Response::new(s3s::Body::from(body));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml"),
+        );
+        resp
+    }
 }
 
 /// A GetObject or HeadObject request: a GET or HEAD of a key with no sub-resource.
@@ -1083,14 +1173,22 @@ impl Store {
                         let deletes = delete_objects_request(&req);
                         let parts = parts_listing(&req);
                         let read = object_read(&req);
-                        let missing_bucket = write_to_missing_bucket(&markers.root, &req);
+                        let refused = refused_before_the_store(&markers, &req);
+                        // s3s-fs says BucketAlreadyExists to the bucket's own (only) owner.
+                        let create_bucket =
+                            req.method() == http::Method::PUT && bare_bucket(&req).is_some();
                         async move {
-                            if missing_bucket {
-                                return Ok(
-                                    no_such_bucket().map(|b| FillBody::new(b, 64 * 1024, None))
-                                );
+                            if let Some(answer) = refused {
+                                return Ok(answer
+                                    .response()
+                                    .map(|b| FillBody::new(b, 64 * 1024, None)));
                             }
                             let resp = hyper::service::Service::call(&service, req).await?;
+                            let resp = if create_bucket && resp.status() == 409 {
+                                S3Answer::BucketAlreadyOwnedByYou.response()
+                            } else {
+                                resp
+                            };
                             let resp = match (folder, write) {
                                 // s3s-fs answers a HEAD or GET of a key that is a folder on
                                 // its disk with a 500 (it reads the folder as a file).
