@@ -595,6 +595,51 @@ async fn listings_encode_keys_when_asked() {
     assert_eq!(listed, keys);
 }
 
+/// Listings name each object's storage class, and its owner in v1 and in v2 with
+/// `fetch-owner`; ListBuckets names the owner (the embedded store's s3s-fs names neither).
+#[tokio::test]
+async fn listings_name_storage_class_and_owner() {
+    let env = Env::start().await;
+    env.make_bucket("owned");
+    let s3 = env.proxy.sdk_client();
+    s3.put_object()
+        .bucket("owned")
+        .key("k")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("put");
+    let v1 = s3.list_objects().bucket("owned").send().await.expect("v1");
+    let o = &v1.contents()[0];
+    assert_eq!(o.storage_class().map(|c| c.as_str()), Some("STANDARD"));
+    let owner = o.owner().and_then(|o| o.id()).expect("v1 names the owner");
+    assert_eq!(owner.len(), 64);
+    let v2 = s3
+        .list_objects_v2()
+        .bucket("owned")
+        .send()
+        .await
+        .expect("v2");
+    assert!(
+        v2.contents()[0].owner().is_none(),
+        "v2 names no owner unasked"
+    );
+    assert_eq!(
+        v2.contents()[0].storage_class().map(|c| c.as_str()),
+        Some("STANDARD")
+    );
+    let v2 = s3
+        .list_objects_v2()
+        .bucket("owned")
+        .fetch_owner(true)
+        .send()
+        .await
+        .expect("v2 fetch-owner");
+    assert_eq!(v2.contents()[0].owner().and_then(|o| o.id()), Some(owner));
+    let buckets = s3.list_buckets().send().await.expect("list buckets");
+    assert_eq!(buckets.owner().and_then(|o| o.id()), Some(owner));
+}
+
 /// Folder markers (`dir/`, an empty object) are listed as S3 lists them: as keys, or rolled
 /// into their common prefix under a delimiter, empty folders included, in key order across
 /// pages; deleted markers (one by one or in a batch) are not. (The embedded default store's

@@ -728,6 +728,61 @@ fn url_encoded_listing(xml: &str) -> String {
     out
 }
 
+/// The store's one owner, as listings name it (S3's canonical user ids are 64 hex digits).
+fn store_owner_xml() -> String {
+    format!(
+        "<Owner><ID>{}</ID><DisplayName>chmura-dev-store</DisplayName></Owner>",
+        raw::sha256_hex(UPSTREAM_AK.as_bytes())
+    )
+}
+
+/// s3s-fs answers ListBuckets without the owner, which S3 names.
+async fn with_buckets_owner(resp: http::Response<s3s::Body>) -> http::Response<s3s::Body> {
+    use http_body_util::BodyExt;
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return http::Response::from_parts(parts, s3s::Body::empty());
+    };
+    let mut xml = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    if !xml.contains("<Owner>") {
+        if let Some(i) = xml
+            .find("<ListAllMyBucketsResult")
+            .and_then(|i| xml[i..].find('>').map(|j| i + j + 1))
+        {
+            xml.insert_str(i, &store_owner_xml());
+        }
+    }
+    parts.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(xml.len()),
+    );
+    http::Response::from_parts(parts, s3s::Body::from(xml))
+}
+
+/// s3s-fs lists objects without their storage class and owner; S3 lists `STANDARD` (the test
+/// store's only class) and, in ListObjects v1 and a v2 listing with `fetch-owner=true`, the
+/// owner.
+fn with_storage_class_and_owner(xml: &str, owner: bool) -> String {
+    let mut out = String::with_capacity(xml.len() + 64);
+    let mut rest = xml;
+    while let Some(i) = rest.find("</Contents>") {
+        let entry = &rest[..i];
+        let start = entry.rfind("<Contents>").unwrap_or(0);
+        out.push_str(entry);
+        let this = &entry[start..];
+        if !this.contains("<StorageClass>") {
+            out.push_str("<StorageClass>STANDARD</StorageClass>");
+        }
+        if owner && !this.contains("<Owner>") {
+            out.push_str(&store_owner_xml());
+        }
+        out.push_str("</Contents>");
+        rest = &rest[i + "</Contents>".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A listing's entry: a key (`<Contents>`) or a common prefix, with its XML.
 struct ListEntry {
     name: String,
@@ -937,6 +992,8 @@ impl FolderMarkers {
         }
         out.push_str(rest);
         let out = self.with_markers_listed(&out, &bucket, &query);
+        let fetch_owner = !query.contains("list-type=2") || query.contains("fetch-owner=true");
+        let out = with_storage_class_and_owner(&out, fetch_owner);
         let out = if url_encoded {
             url_encoded_listing(&out)
         } else {
@@ -1173,6 +1230,8 @@ impl Store {
                         let deletes = delete_objects_request(&req);
                         let parts = parts_listing(&req);
                         let read = object_read(&req);
+                        let list_buckets =
+                            req.method() == http::Method::GET && req.uri().path() == "/";
                         let refused = refused_before_the_store(&markers, &req);
                         // s3s-fs says BucketAlreadyExists to the bucket's own (only) owner.
                         let create_bucket =
@@ -1212,6 +1271,9 @@ impl Store {
                                 Some(m) if resp.status() == 200 => m.with_etags(resp, query).await,
                                 _ if deletes && resp.status() == 200 => {
                                     with_folder_keys_restored(resp).await
+                                }
+                                _ if list_buckets && resp.status() == 200 => {
+                                    with_buckets_owner(resp).await
                                 }
                                 _ if parts.is_some() && resp.status() == 200 => {
                                     match parts.as_deref() {
