@@ -2,7 +2,8 @@
 # Installs the real S3 clients and servers the test suite drives, into .tools/ (idempotent):
 #   - a Python venv with boto3, aws cli (v1), s3cmd, minio-py and moto_server (S3 + KMS, checks no signatures)
 #   - a second venv with fsspec's s3fs (aiobotocore pins its own botocore), obstore (object_store)
-#     pyarrow (its S3 file system is the AWS SDK for C++) and DuckDB with its httpfs extension
+#     pyarrow (its S3 file system is the AWS SDK for C++), DuckDB with its httpfs extension and
+#     Apache OpenDAL
 #   - rclone, s3fs-fuse, restic and the aws cli v2 (Debian packages; the s3fs test also needs /dev/fuse)
 #   - the AWS SDK for Ruby (Debian's ruby-aws-sdk-s3)
 #   - the AWS SDKs for Go v1 and v2 (Debian's source packages; the tests build
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${CHMURA_TOOLS_DIR:-$PWD/.tools}"
 VENV="$TOOLS/venv"
-STAMP="$TOOLS/.installed-v11"
+STAMP="$TOOLS/.installed-v12"
 FSSPEC_VENV="$TOOLS/venv-fsspec"
 mkdir -p "$TOOLS/bin"
 
@@ -81,7 +82,7 @@ if [ ! -x "$FSSPEC_VENV/bin/python" ]; then
   python3 -m venv "$FSSPEC_VENV"
 fi
 "$FSSPEC_VENV/bin/pip" install -q --disable-pip-version-check "s3fs==2026.9.0" "obstore==0.12.1" "pyarrow==26.0.1" \
-  "duckdb==1.4.4" "duckdb-ext-httpfs==1.4.4.20260205"
+  "duckdb==1.4.4" "duckdb-ext-httpfs==1.4.4.20260205" "opendal==0.47.12"
 # The JS SDK v3 (npm), for its aws-chunked uploads and lib-storage multipart, and MinIO's JS client.
 if command -v npm >/dev/null; then
   mkdir -p "$TOOLS/node"
