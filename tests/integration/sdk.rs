@@ -595,6 +595,89 @@ async fn listings_encode_keys_when_asked() {
     assert_eq!(listed, keys);
 }
 
+/// ListParts names each part's ETag (the one its upload answered), and a Complete naming a
+/// part by another ETag is InvalidPart and completes nothing (the embedded store's s3s-fs
+/// neither lists part ETags nor checks them; the test store does both).
+#[tokio::test]
+async fn part_etags_are_listed_and_checked_at_complete() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let env = Env::start().await;
+    env.make_bucket("parts");
+    let s3 = env.proxy.sdk_client();
+    let up = s3
+        .create_multipart_upload()
+        .bucket("parts")
+        .key("m")
+        .send()
+        .await
+        .expect("create");
+    let id = up.upload_id().expect("id");
+    let mut etags = Vec::new();
+    for (n, len) in [(1, 5 * 1024 * 1024), (2, 1000)] {
+        let r = s3
+            .upload_part()
+            .bucket("parts")
+            .key("m")
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(vec![n as u8; len]))
+            .send()
+            .await
+            .expect("part");
+        etags.push(r.e_tag().expect("etag").to_string());
+    }
+    let listed = s3
+        .list_parts()
+        .bucket("parts")
+        .key("m")
+        .upload_id(id)
+        .send()
+        .await
+        .expect("list parts");
+    let listed: Vec<_> = listed
+        .parts()
+        .iter()
+        .map(|p| p.e_tag().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(listed, etags);
+    let complete = |etag2: String| {
+        CompletedMultipartUpload::builder()
+            .parts(
+                CompletedPart::builder()
+                    .part_number(1)
+                    .e_tag(&etags[0])
+                    .build(),
+            )
+            .parts(CompletedPart::builder().part_number(2).e_tag(etag2).build())
+            .build()
+    };
+    let e = s3
+        .complete_multipart_upload()
+        .bucket("parts")
+        .key("m")
+        .upload_id(id)
+        .multipart_upload(complete("\"0123456789abcdef0123456789abcdef\"".to_string()))
+        .send()
+        .await
+        .expect_err("a part named by another ETag");
+    assert_eq!(
+        e.as_service_error().and_then(|e| e.meta().code()),
+        Some("InvalidPart")
+    );
+    assert!(
+        env.store.stored("parts", "m").is_none(),
+        "nothing completed"
+    );
+    s3.complete_multipart_upload()
+        .bucket("parts")
+        .key("m")
+        .upload_id(id)
+        .multipart_upload(complete(etags[1].clone()))
+        .send()
+        .await
+        .expect("complete");
+}
+
 /// Listings name each object's storage class, and its owner in v1 and in v2 with
 /// `fetch-owner`; ListBuckets names the owner (the embedded store's s3s-fs names neither).
 #[tokio::test]

@@ -561,12 +561,89 @@ fn refused_before_the_store<B>(
     None
 }
 
+/// s3s-fs neither lists a part's ETag nor checks the ETags a CompleteMultipartUpload names
+/// (S3 answers InvalidPart for one that is not the part's). The test store keeps the ETag
+/// each UploadPart answered, beside the store's root (`<root>.part-etags/`).
+struct PartEtags {
+    dir: PathBuf,
+}
+
+impl PartEtags {
+    fn new(root: &Path) -> PartEtags {
+        let mut dir = root.to_path_buf().into_os_string();
+        dir.push(".part-etags");
+        PartEtags {
+            dir: PathBuf::from(dir),
+        }
+    }
+
+    fn file(&self, upload_id: &str, part: u32) -> Option<PathBuf> {
+        (!upload_id.contains(['/', '\\', '.']))
+            .then(|| self.dir.join(format!("{upload_id}.{part}")))
+    }
+
+    fn get(&self, upload_id: &str, part: u32) -> Option<String> {
+        std::fs::read_to_string(self.file(upload_id, part)?).ok()
+    }
+
+    fn forget(&self, upload_id: &str, part: u32) {
+        if let Some(f) = self.file(upload_id, part) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    fn put(&self, upload_id: &str, part: u32, etag: &str) {
+        if let Some(f) = self.file(upload_id, part) {
+            let _ = std::fs::create_dir_all(&self.dir);
+            let _ = std::fs::write(f, etag);
+        }
+    }
+}
+
+/// The upload id and part number of an UploadPart or UploadPartCopy, and whether a copy.
+fn upload_part_of<B>(req: &http::Request<B>) -> Option<(String, u32, bool)> {
+    if req.method() != http::Method::PUT {
+        return None;
+    }
+    let q = chmura_proxy::sigv4::parse_query(req.uri().query()?);
+    let arg = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    Some((
+        arg("uploadId")?,
+        arg("partNumber")?.parse().ok()?,
+        req.headers().contains_key("x-amz-copy-source"),
+    ))
+}
+
+/// The upload id of a CompleteMultipartUpload.
+fn complete_of<B>(req: &http::Request<B>) -> Option<String> {
+    if req.method() != http::Method::POST {
+        return None;
+    }
+    let q = chmura_proxy::sigv4::parse_query(req.uri().query()?);
+    q.into_iter().find(|(k, _)| k == "uploadId").map(|(_, v)| v)
+}
+
+/// Whether a Complete names a part by an ETag other than the one its upload answered.
+fn names_a_wrong_etag(etags: &PartEtags, upload_id: &str, body: &[u8]) -> bool {
+    let norm = |e: &str| e.trim().trim_matches('"').to_ascii_lowercase();
+    chmura_proxy::multipart::parse_complete(&String::from_utf8_lossy(body))
+        .map(|parts| {
+            parts.iter().any(|p| {
+                etags
+                    .get(upload_id, p.number)
+                    .is_some_and(|kept| norm(&kept) != norm(&p.etag))
+            })
+        })
+        .unwrap_or(false)
+}
+
 /// An S3 error the test store gives in s3s-fs's place.
 enum S3Answer {
     NoSuchBucket,
     NotFoundHead,
     BucketNotEmpty,
     BucketAlreadyOwnedByYou,
+    InvalidPart,
 }
 
 impl S3Answer {
@@ -586,6 +663,11 @@ impl S3Answer {
                 http::StatusCode::CONFLICT,
                 "BucketAlreadyOwnedByYou",
                 "Your previous request to create the named bucket succeeded and you already own it.",
+            ),
+            S3Answer::InvalidPart => (
+                http::StatusCode::BAD_REQUEST,
+                "InvalidPart",
+                "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag.",
             ),
         };
         let body = match self {
@@ -649,9 +731,14 @@ fn no_such_upload() -> http::Response<s3s::Body> {
     resp
 }
 
-/// s3s-fs 0.14.1 lists an upload's parts in the order they arrived; S3 lists them by part
-/// number. Sorts them (the test store's uploads fit in one page).
-async fn with_parts_in_order(resp: http::Response<s3s::Body>) -> http::Response<s3s::Body> {
+/// s3s-fs 0.14.1 lists an upload's parts in the order they arrived and without their ETags;
+/// S3 lists them by part number, with ETags. Sorts them (the test store's uploads fit in one
+/// page) and adds the ETags kept from their uploads.
+async fn with_parts_in_order(
+    resp: http::Response<s3s::Body>,
+    etags: &PartEtags,
+    upload_id: &str,
+) -> http::Response<s3s::Body> {
     use http_body_util::BodyExt;
     let (mut parts, body) = resp.into_parts();
     let Ok(collected) = body.collect().await else {
@@ -676,6 +763,18 @@ async fn with_parts_in_order(resp: http::Response<s3s::Body>) -> http::Response<
             .unwrap_or(0)
     };
     entries.sort_by_key(|e| number(e));
+    let esc = chmura_proxy::error::xml_escape;
+    let entries: Vec<String> = entries
+        .into_iter()
+        .map(|e| match etags.get(upload_id, number(e)) {
+            Some(etag) if !e.contains("<ETag>") => e.replacen(
+                "</PartNumber>",
+                &format!("</PartNumber><ETag>{}</ETag>", esc(&etag)),
+                1,
+            ),
+            _ => e.to_string(),
+        })
+        .collect();
     let out = format!("{}{}{}", &xml[..first], entries.concat(), &xml[end..]);
     parts.headers.insert(
         http::header::CONTENT_LENGTH,
@@ -1236,13 +1335,47 @@ impl Store {
                         // s3s-fs says BucketAlreadyExists to the bucket's own (only) owner.
                         let create_bucket =
                             req.method() == http::Method::PUT && bare_bucket(&req).is_some();
+                        let part = upload_part_of(&req);
+                        let complete = complete_of(&req);
+                        let etags = PartEtags::new(&markers.root);
                         async move {
                             if let Some(answer) = refused {
                                 return Ok(answer
                                     .response()
                                     .map(|b| FillBody::new(b, 64 * 1024, None)));
                             }
-                            let resp = hyper::service::Service::call(&service, req).await?;
+                            let mut req = req.map(s3s::Body::from);
+                            if let Some(id) = &complete {
+                                // A Complete's XML is small: read it, check it, hand it on.
+                                use http_body_util::BodyExt;
+                                let (head, body) = req.into_parts();
+                                let bytes = match body.collect().await {
+                                    Ok(c) => c.to_bytes(),
+                                    Err(_) => bytes::Bytes::new(),
+                                };
+                                if names_a_wrong_etag(&etags, id, &bytes) {
+                                    return Ok(S3Answer::InvalidPart
+                                        .response()
+                                        .map(|b| FillBody::new(b, 64 * 1024, None)));
+                                }
+                                req = http::Request::from_parts(head, s3s::Body::from(bytes));
+                            }
+                            if let Some((id, n, _)) = &part {
+                                etags.forget(id, *n);
+                            }
+                            let resp = service.call(req).await?;
+                            // An UploadPartCopy's ETag is in its body: its part goes unchecked.
+                            if let (Some((id, n, false)), true) =
+                                (&part, resp.status().is_success())
+                            {
+                                if let Some(etag) = resp
+                                    .headers()
+                                    .get(http::header::ETAG)
+                                    .and_then(|v| v.to_str().ok())
+                                {
+                                    etags.put(id, *n, etag);
+                                }
+                            }
                             let resp = if create_bucket && resp.status() == 409 {
                                 S3Answer::BucketAlreadyOwnedByYou.response()
                             } else {
@@ -1280,7 +1413,8 @@ impl Store {
                                         Some(id) if !upload_is_open(&markers.root, id) => {
                                             no_such_upload()
                                         }
-                                        _ => with_parts_in_order(resp).await,
+                                        Some(id) => with_parts_in_order(resp, &etags, id).await,
+                                        None => resp,
                                     }
                                 }
                                 _ => resp,
