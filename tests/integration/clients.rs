@@ -1739,6 +1739,10 @@ const MAKE_BUCKET_REGIONS: (&str, &str) = (
 /// for the `known` tests (name, why), and at least `min_passed` pass.
 async fn minio_go_functional(suite: &Path, env: &Env, known: &[(&str, &str)], min_passed: usize) {
     let mut c = isolated(suite, env);
+    // The suite writes (and leaves) data files in its working folder.
+    let work = env.dir.path().join("minio-go-functional");
+    std::fs::create_dir_all(&work).expect("work");
+    c.current_dir(&work);
     c.env(
         "SERVER_ENDPOINT",
         format!("localhost:{}", env.proxy.addr.port()),
