@@ -457,17 +457,29 @@ fn delete_objects_request<B>(req: &http::Request<B>) -> bool {
             .any(|p| p == "delete" || p == "delete=")
 }
 
-/// A DeleteObjects answer with each stand-in key of [`FolderKeysAccess`] named as the client
-/// named it.
-async fn with_folder_keys_restored(resp: http::Response<s3s::Body>) -> http::Response<s3s::Body> {
+/// A store answer whose (small, XML) body `fix` rewrites, with its Content-Length set again.
+async fn rewrite_xml(
+    resp: http::Response<s3s::Body>,
+    fix: impl FnOnce(&str) -> String,
+) -> http::Response<s3s::Body> {
     use http_body_util::BodyExt;
     let (mut parts, body) = resp.into_parts();
     let Ok(collected) = body.collect().await else {
         return http::Response::from_parts(parts, s3s::Body::empty());
     };
-    let xml = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    let out = fix(&String::from_utf8_lossy(&collected.to_bytes()));
+    parts.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(out.len()),
+    );
+    http::Response::from_parts(parts, s3s::Body::from(out))
+}
+
+/// A DeleteObjects answer with each stand-in key of [`FolderKeysAccess`] named as the client
+/// named it.
+fn with_folder_keys_restored(xml: &str) -> String {
     let mut out = String::with_capacity(xml.len());
-    let mut rest = xml.as_str();
+    let mut rest = xml;
     let open = format!("<Key>{NOT_AN_OBJECT}");
     while let Some(i) = rest.find(&open) {
         out.push_str(&rest[..i]);
@@ -482,11 +494,7 @@ async fn with_folder_keys_restored(resp: http::Response<s3s::Body>) -> http::Res
         rest = &after[end..];
     }
     out.push_str(rest);
-    parts.headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(out.len()),
-    );
-    http::Response::from_parts(parts, s3s::Body::from(out))
+    out
 }
 
 /// A write of an object (PutObject, UploadPart, CreateMultipartUpload, a copy) into a bucket
@@ -644,6 +652,7 @@ enum S3Answer {
     BucketNotEmpty,
     BucketAlreadyOwnedByYou,
     InvalidPart,
+    NoSuchUpload,
 }
 
 impl S3Answer {
@@ -663,6 +672,11 @@ impl S3Answer {
                 http::StatusCode::CONFLICT,
                 "BucketAlreadyOwnedByYou",
                 "Your previous request to create the named bucket succeeded and you already own it.",
+            ),
+            S3Answer::NoSuchUpload => (
+                http::StatusCode::NOT_FOUND,
+                "NoSuchUpload",
+                "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
             ),
             S3Answer::InvalidPart => (
                 http::StatusCode::BAD_REQUEST,
@@ -720,33 +734,12 @@ fn upload_is_open(root: &Path, upload_id: &str) -> bool {
     !upload_id.contains(['/', '\\']) && root.join(format!(".upload-{upload_id}.json")).exists()
 }
 
-fn no_such_upload() -> http::Response<s3s::Body> {
-    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.</Message></Error>";
-    let mut resp = http::Response::new(s3s::Body::from(body.to_string()));
-    *resp.status_mut() = http::StatusCode::NOT_FOUND;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/xml"),
-    );
-    resp
-}
-
 /// s3s-fs 0.14.1 lists an upload's parts in the order they arrived and without their ETags;
 /// S3 lists them by part number, with ETags. Sorts them (the test store's uploads fit in one
 /// page) and adds the ETags kept from their uploads.
-async fn with_parts_in_order(
-    resp: http::Response<s3s::Body>,
-    etags: &PartEtags,
-    upload_id: &str,
-) -> http::Response<s3s::Body> {
-    use http_body_util::BodyExt;
-    let (mut parts, body) = resp.into_parts();
-    let Ok(collected) = body.collect().await else {
-        return http::Response::from_parts(parts, s3s::Body::empty());
-    };
-    let xml = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+fn with_parts_in_order(xml: &str, etags: &PartEtags, upload_id: &str) -> String {
     let (Some(first), Some(last)) = (xml.find("<Part>"), xml.rfind("</Part>")) else {
-        return http::Response::from_parts(parts, s3s::Body::from(xml));
+        return xml.to_string();
     };
     let end = last + "</Part>".len();
     let mut entries: Vec<&str> = Vec::new();
@@ -775,12 +768,7 @@ async fn with_parts_in_order(
             _ => e.to_string(),
         })
         .collect();
-    let out = format!("{}{}{}", &xml[..first], entries.concat(), &xml[end..]);
-    parts.headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(out.len()),
-    );
-    http::Response::from_parts(parts, s3s::Body::from(out))
+    format!("{}{}{}", &xml[..first], entries.concat(), &xml[end..])
 }
 
 /// A ListObjects (v1 or v2) request: a GET of a bucket with no sub-resource.
@@ -836,13 +824,8 @@ fn store_owner_xml() -> String {
 }
 
 /// s3s-fs answers ListBuckets without the owner, which S3 names.
-async fn with_buckets_owner(resp: http::Response<s3s::Body>) -> http::Response<s3s::Body> {
-    use http_body_util::BodyExt;
-    let (mut parts, body) = resp.into_parts();
-    let Ok(collected) = body.collect().await else {
-        return http::Response::from_parts(parts, s3s::Body::empty());
-    };
-    let mut xml = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+fn with_buckets_owner(xml: &str) -> String {
+    let mut xml = xml.to_string();
     if !xml.contains("<Owner>") {
         if let Some(i) = xml
             .find("<ListAllMyBucketsResult")
@@ -851,11 +834,7 @@ async fn with_buckets_owner(resp: http::Response<s3s::Body>) -> http::Response<s
             xml.insert_str(i, &store_owner_xml());
         }
     }
-    parts.headers.insert(
-        http::header::CONTENT_LENGTH,
-        http::HeaderValue::from(xml.len()),
-    );
-    http::Response::from_parts(parts, s3s::Body::from(xml))
+    xml
 }
 
 /// s3s-fs lists objects without their storage class and owner; S3 lists `STANDARD` (the test
@@ -1047,28 +1026,19 @@ impl FolderMarkers {
         out.replace(SLOT, &block)
     }
 
-    /// s3s-fs 0.14.1 lists objects without their ETags (S3 always lists them; s3cmd's sync
-    /// compares them). Adds each one: the ETag s3s-fs saved with the object, else the MD5
-    /// of its file (an empty object's for a folder).
-    async fn with_etags(
-        &self,
-        resp: http::Response<s3s::Body>,
-        query: String,
-    ) -> http::Response<s3s::Body> {
-        use http_body_util::BodyExt;
-        let (mut parts, body) = resp.into_parts();
-        let Ok(collected) = body.collect().await else {
-            return http::Response::from_parts(parts, s3s::Body::empty());
-        };
-        let xml = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    /// An object listing as S3 gives it. s3s-fs 0.14.1 lists objects without their ETags (S3
+    /// always lists them; s3cmd's sync compares them): adds each one, the ETag s3s-fs saved
+    /// with the object, else the MD5 of its file (an empty object's for a folder). Then the
+    /// folder markers, storage classes and owners, and the `encoding-type=url` encoding.
+    fn listing_fixed(&self, xml: &str, query: &str) -> String {
         use chmura_proxy::multipart::{tag_values, unescape};
-        let bucket = tag_values(&xml, "Name")
+        let bucket = tag_values(xml, "Name")
             .first()
             .map(|b| unescape(b))
             .unwrap_or_default();
         let url_encoded = xml.contains("<EncodingType>url</EncodingType>");
         let mut out = String::with_capacity(xml.len() + 64);
-        let mut rest = xml.as_str();
+        let mut rest = xml;
         while let Some(i) = rest.find("<Contents>") {
             let end = rest[i..].find("</Contents>").map_or(rest.len(), |e| i + e);
             let entry = &rest[i..end];
@@ -1090,19 +1060,14 @@ impl FolderMarkers {
             rest = &rest[end..];
         }
         out.push_str(rest);
-        let out = self.with_markers_listed(&out, &bucket, &query);
+        let out = self.with_markers_listed(&out, &bucket, query);
         let fetch_owner = !query.contains("list-type=2") || query.contains("fetch-owner=true");
         let out = with_storage_class_and_owner(&out, fetch_owner);
-        let out = if url_encoded {
+        if url_encoded {
             url_encoded_listing(&out)
         } else {
             out
-        };
-        parts.headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(out.len()),
-        );
-        http::Response::from_parts(parts, s3s::Body::from(out))
+        }
     }
 
     fn etag_of(&self, bucket: &str, key: &str) -> String {
@@ -1400,22 +1365,18 @@ impl Store {
                                     http::HeaderValue::from_static("binary/octet-stream"),
                                 );
                             }
-                            let resp = match listing {
-                                Some(m) if resp.status() == 200 => m.with_etags(resp, query).await,
-                                _ if deletes && resp.status() == 200 => {
-                                    with_folder_keys_restored(resp).await
+                            let resp = match (listing, parts.as_deref()) {
+                                _ if resp.status() != 200 => resp,
+                                (Some(m), _) => {
+                                    rewrite_xml(resp, |x| m.listing_fixed(x, &query)).await
                                 }
-                                _ if list_buckets && resp.status() == 200 => {
-                                    with_buckets_owner(resp).await
+                                _ if deletes => rewrite_xml(resp, with_folder_keys_restored).await,
+                                _ if list_buckets => rewrite_xml(resp, with_buckets_owner).await,
+                                (_, Some(id)) if !upload_is_open(&markers.root, id) => {
+                                    S3Answer::NoSuchUpload.response()
                                 }
-                                _ if parts.is_some() && resp.status() == 200 => {
-                                    match parts.as_deref() {
-                                        Some(id) if !upload_is_open(&markers.root, id) => {
-                                            no_such_upload()
-                                        }
-                                        Some(id) => with_parts_in_order(resp, &etags, id).await,
-                                        None => resp,
-                                    }
+                                (_, Some(id)) => {
+                                    rewrite_xml(resp, |x| with_parts_in_order(x, &etags, id)).await
                                 }
                                 _ => resp,
                             };
