@@ -374,12 +374,7 @@ fn v4_header(
                 trailers: payload_hash.ends_with("TRAILER"),
             }
         }
-        h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            let mut d = [0u8; 32];
-            hex::decode_to_slice(h.to_ascii_lowercase(), &mut d).map_err(|_| bad_sha_header())?;
-            PayloadCheck::Sha256(d)
-        }
-        _ => return Err(bad_sha_header()),
+        h => PayloadCheck::Sha256(sha256_value(h).ok_or_else(bad_sha_header)?),
     };
     let canonical_query = sigv4::canonical_query(req.query, None);
     let key = verify_v4(
@@ -415,6 +410,12 @@ fn v4_header(
         kind: AuthKind::V4Header,
         payload,
     })
+}
+
+/// A stated payload hash: 64 hex digits, in either case.
+fn sha256_value(h: &str) -> Option<[u8; 32]> {
+    let mut d = [0u8; 32];
+    (h.len() == 64 && hex::decode_to_slice(h.to_ascii_lowercase(), &mut d).is_ok()).then_some(d)
 }
 
 fn bad_sha_header() -> S3Error {
@@ -519,18 +520,13 @@ fn v4_query(
     }
     let payload = match payload_hash {
         "UNSIGNED-PAYLOAD" => PayloadCheck::Unsigned,
-        h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            let mut d = [0u8; 32];
-            hex::decode_to_slice(h.to_ascii_lowercase(), &mut d).map_err(|_| bad_sha_header())?;
-            PayloadCheck::Sha256(d)
-        }
-        // Signed as it is, but no body has that hash.
-        _ => {
-            return Err(S3Error::new(
+        // Signed as it is, but no body has a hash that is no SHA-256.
+        h => PayloadCheck::Sha256(sha256_value(h).ok_or_else(|| {
+            S3Error::new(
                 "XAmzContentSHA256Mismatch",
                 "The provided 'x-amz-content-sha256' header does not match what was computed.",
-            ))
-        }
+            )
+        })?),
     };
     Ok(Authenticated {
         tenant: tenant.clone(),
