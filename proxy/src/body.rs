@@ -219,21 +219,24 @@ impl VerifyingBody {
         Ok(())
     }
 
-    /// Drains a small body completely (used when the upstream length is 0, so nothing can be
-    /// withheld) and returns whether every check passed.
-    pub async fn drain_verified(mut self, max_framed: usize) -> Result<(), S3Error> {
-        let mut seen = 0usize;
+    /// Reads a small body completely and returns it once every check passed: used when the
+    /// upstream length is 0 (nothing could be withheld), and for a small PutObject whose
+    /// checksum arrives as a trailer (kept with the object, so needed before the metadata
+    /// leaves). More than `max` bytes is refused, so at most `max` is held.
+    pub async fn collect_verified(mut self, max: usize) -> Result<Bytes, S3Error> {
+        let mut held = bytes::BytesMut::new();
         loop {
             match std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
-                None => return Ok(()),
+                None => return Ok(held.freeze()),
                 Some(Err(e)) => return Err(e),
                 Some(Ok(f)) => {
-                    seen += f.data_ref().map_or(0, Bytes::len);
-                    if seen > max_framed {
+                    let Some(d) = f.data_ref() else { continue };
+                    if held.len() + d.len() > max {
                         return Err(S3Error::invalid_request(
                             "The request body is longer than its declared length.",
                         ));
                     }
+                    held.extend_from_slice(d);
                 }
             }
         }

@@ -51,6 +51,10 @@ const RESPONSE_FRAME_TARGET: usize = 256 * 1024;
 const MAX_OBJECT_BODY: u64 = 5 << 30;
 /// Largest body of any other request (XML documents).
 const MAX_OTHER_BODY: u64 = 64 << 20;
+/// The largest PutObject body held whole so that its trailer checksum can be kept with the
+/// object: one aws-chunked chunk of boto3 and the aws cli (what a signed aws-chunked body
+/// holds anyway).
+const HELD_TRAILER_BODY: u64 = 1 << 20;
 
 /// Longest accepted object key in bytes (S3's limit).
 const MAX_KEY_BYTES: usize = 1024;
@@ -1349,13 +1353,24 @@ async fn handle_inner(
 
     let slot = FailureSlot::default();
     let idle = Duration::from_secs(server.body_idle_timeout_secs);
-    let header_checksum = exp.checksum.clone();
+    let mut header_checksum = exp.checksum.clone();
+    // A small PutObject whose checksum comes as a trailer (what current SDKs send) is read
+    // and verified before anything is sent, so that checksum is kept with the object as a
+    // header one is (FORMAT.md §8); at most HELD_TRAILER_BODY bytes are held.
+    // Passed through, it reaches the store as a header, for the store to keep.
+    let hold_for_trailer = op == Op::PutObject
+        && matches!(plan, Plan::Encrypt | Plan::Pass)
+        && exp.trailer_checksum.is_some()
+        && upstream_len <= HELD_TRAILER_BODY;
     let verified: Option<UpstreamBody> = if has_body {
         let vb = VerifyingBody::new(body, decoder, exp, slot.clone(), idle);
         if upstream_len == 0 {
             // Nothing could be withheld from an empty upstream body: verify before sending.
-            vb.drain_verified(64 * 1024).await?;
+            vb.collect_verified(0).await?;
             None
+        } else if hold_for_trailer {
+            let held = vb.collect_verified(upstream_len as usize).await?;
+            Some(Full::new(held).map_err(|e| match e {}).boxed_unsync())
         } else {
             Some(vb.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
         }
@@ -1363,6 +1378,16 @@ async fn handle_inner(
         drop(body);
         None
     };
+    if hold_for_trailer && header_checksum.is_none() {
+        header_checksum = slot.verified_checksum();
+        if let (Plan::Pass, Some((alg, v))) = (plan, header_checksum.as_ref()) {
+            let value = HeaderValue::from_str(&crate::checksum::b64(v))
+                .map_err(|_| S3Error::internal("checksum value"))?;
+            up.headers_mut()
+                .ok_or_else(|| S3Error::internal("request builder"))?
+                .insert(HeaderName::from_static(alg.header_name()), value);
+        }
+    }
     let bucket_name = addr.bucket.as_deref().unwrap_or_default();
     let mut denied_deletes: Vec<(String, Option<String>)> = Vec::new();
     // DeleteObjects with <Quiet>true</Quiet>: the result lists only errors (S3), whatever the
@@ -1915,6 +1940,18 @@ async fn handle_inner(
         .map(str::to_string);
     for n in DROP_RESPONSE_HEADERS {
         rp.headers.remove(*n);
+    }
+    // S3 states an object's checksum only when asked (x-amz-checksum-mode); s3s-fs always does.
+    if matches!(op, Op::GetObject | Op::HeadObject) && !wants_checksum(&parts.headers) {
+        let names: Vec<HeaderName> = rp
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-amz-checksum-"))
+            .cloned()
+            .collect();
+        for n in names {
+            rp.headers.remove(n);
+        }
     }
     // S3 echoes the checksum it verified. The store saw none of the plaintext (a checksum it
     // echoes is of the ciphertext: the Object Lock trailer, CrcTrailerBody), so Chmura shows

@@ -153,6 +153,37 @@ async fn boto3_default_settings() {
     );
 }
 
+/// The same suite with encryption on: the store holds ciphertext of every object it left.
+#[tokio::test]
+async fn boto3_default_settings_encrypted() {
+    let Some(python) = require("python", "boto3_default_settings_encrypted") else {
+        return;
+    };
+    let env = Env::start_with(ProxyOptions {
+        encrypt: true,
+        ..Default::default()
+    })
+    .await;
+    let work = env.dir.path().join("boto3");
+    std::fs::create_dir_all(&work).expect("work");
+    let mut c = isolated(&python, &env);
+    c.arg(suite_file("boto3_suite.py"))
+        .arg(env.proxy.endpoint())
+        .arg(&env.proxy.certs.ca_file)
+        .arg("boto3-bucket")
+        .arg(&work);
+    let out = run(c).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("boto3 suite OK"));
+    let stored = env
+        .store
+        .stored("boto3-bucket", "big/file.bin")
+        .expect("stored");
+    assert_eq!(
+        stored.len() as u64,
+        chmura_crypto::layout::ciphertext_len(20 * 1024 * 1024 + 123)
+    );
+}
+
 /// POST Object: forms whose policies boto3 signed (SigV4 and SigV2), sent as browsers send
 /// them, are stored encrypted; forged, oversized, over-broad and expired forms store nothing.
 #[tokio::test]
