@@ -1294,6 +1294,14 @@ async fn handle_inner(
             }
         }
     }
+    // A listing continued from an upload shown by its token continues from its store id.
+    if op == Op::ListMultipartUploads {
+        for (k, v) in fwd_query.iter_mut() {
+            if let Some(t) = UploadToken::decode(v).filter(|_| k == "upload-id-marker") {
+                *v = t.upstream_id;
+            }
+        }
+    }
     let (uri, host) = state.upstream.uri(
         addr.bucket.as_deref(),
         &addr.key,
@@ -1357,9 +1365,9 @@ async fn handle_inner(
     // A small PutObject whose checksum comes as a trailer (what current SDKs send) is read
     // and verified before anything is sent, so that checksum is kept with the object as a
     // header one is (FORMAT.md §8); at most HELD_TRAILER_BODY bytes are held.
-    // Passed through, it reaches the store as a header, for the store to keep.
-    let hold_for_trailer = op == Op::PutObject
-        && matches!(plan, Plan::Encrypt | Plan::Pass)
+    // (Passed through, a trailer checksum goes on to the store as a trailer: TrailerBody.)
+    let trailer_alg = exp.trailer_checksum;
+    let hold_for_trailer = plan == Plan::Encrypt
         && exp.trailer_checksum.is_some()
         && upstream_len <= HELD_TRAILER_BODY;
     let verified: Option<UpstreamBody> = if has_body {
@@ -1380,8 +1388,12 @@ async fn handle_inner(
     };
     if hold_for_trailer && header_checksum.is_none() {
         header_checksum = slot.verified_checksum();
-        if let (Plan::Pass, Some((alg, v))) = (plan, header_checksum.as_ref()) {
-            let value = HeaderValue::from_str(&crate::checksum::b64(v))
+    }
+    // An empty body passed through has no trailer to carry its checksum: a header does.
+    if let (Plan::Pass, true, Some((alg, v))) = (plan, verified.is_none(), slot.verified_checksum())
+    {
+        if trailer_alg.is_some() {
+            let value = HeaderValue::from_str(&crate::checksum::b64(&v))
                 .map_err(|_| S3Error::internal("checksum value"))?;
             up.headers_mut()
                 .ok_or_else(|| S3Error::internal("request builder"))?
@@ -1507,33 +1519,9 @@ async fn handle_inner(
             let h = up
                 .headers_mut()
                 .ok_or_else(|| S3Error::internal("request builder"))?;
-            h.remove(CONTENT_LENGTH);
-            h.insert(
-                "x-amz-decoded-content-length",
-                HeaderValue::from(cipher_len),
-            );
-            let encoding = match h
-                .get(http::header::CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(rest) => format!("aws-chunked,{rest}"),
-                None => "aws-chunked".to_string(),
-            };
-            h.insert(
-                http::header::CONTENT_ENCODING,
-                HeaderValue::from_str(&encoding)
-                    .map_err(|_| S3Error::internal("content-encoding"))?,
-            );
-            h.insert(
-                "x-amz-trailer",
-                HeaderValue::from_static(crate::seal::CRC_TRAILER),
-            );
-            h.insert(
-                "x-amz-sdk-checksum-algorithm",
-                HeaderValue::from_static("CRC32"),
-            );
+            crate::seal::TrailerBody::frame_headers(h, ChecksumAlgorithm::Crc32, cipher_len)?;
             (
-                crate::seal::CrcTrailerBody::new(sealed).boxed_unsync(),
+                crate::seal::TrailerBody::new(sealed, ChecksumAlgorithm::Crc32).boxed_unsync(),
                 true,
             )
         } else {
@@ -1838,9 +1826,22 @@ async fn handle_inner(
             true,
         )
     } else {
-        match verified {
-            Some(b) => (crate::seal::CopyingBody::new(b).boxed_unsync(), true),
-            None => (Empty::new().map_err(|e| match e {}).boxed_unsync(), false),
+        match (verified, trailer_alg.filter(|_| plan == Plan::Pass)) {
+            // The client's trailer checksum goes on to the store as a trailer: the store keeps
+            // it, as it would have from the client, and checks a part's at Complete.
+            (Some(b), Some(alg)) => {
+                let h = up
+                    .headers_mut()
+                    .ok_or_else(|| S3Error::internal("request builder"))?;
+                crate::seal::TrailerBody::frame_headers(h, alg, upstream_len)?;
+                (
+                    crate::seal::TrailerBody::new(crate::seal::CopyingBody::new(b), alg)
+                        .boxed_unsync(),
+                    true,
+                )
+            }
+            (Some(b), None) => (crate::seal::CopyingBody::new(b).boxed_unsync(), true),
+            (None, _) => (Empty::new().map_err(|e| match e {}).boxed_unsync(), false),
         }
     };
     let mut up_req = up
@@ -1954,7 +1955,7 @@ async fn handle_inner(
         }
     }
     // S3 echoes the checksum it verified. The store saw none of the plaintext (a checksum it
-    // echoes is of the ciphertext: the Object Lock trailer, CrcTrailerBody), so Chmura shows
+    // echoes is of the ciphertext: the Object Lock trailer, TrailerBody), so Chmura shows
     // only the one it verified.
     if encrypting {
         let names: Vec<HeaderName> = rp
@@ -1995,12 +1996,32 @@ async fn handle_inner(
     if matches!(plan, Plan::ListSizes) && rp.status.is_success() {
         return list_plaintext_sizes(rp, rbody).await;
     }
+    if op == Op::ListMultipartUploads && state.kms.is_some() && rp.status.is_success() {
+        return list_uploads_with_tokens(state, bucket_name, &query, rp, rbody).await;
+    }
+    if plan == Plan::MpAbort {
+        // An upload aborted by its store id (what listings showed before sidecars) has its
+        // sidecar found by a listing.
+        let t = match (token.as_ref(), client_upload_id.as_deref()) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(raw)) => find_sidecar(state, bucket_name, &addr.key, raw).await,
+            (None, None) => None,
+        };
+        if let Some(t) = t {
+            abort_sidecar(state, bucket_name, &addr.key, &t).await;
+        }
+    }
     if matches!(
         plan,
         Plan::MpCreate | Plan::MpComplete | Plan::MpList | Plan::Copy | Plan::Attributes
     ) && rp.status.is_success()
     {
         let mut xml = read_small_body(rbody).await?;
+        if let (Plan::MpComplete, Some(t)) = (plan, token.as_ref()) {
+            if xml.contains("<CompleteMultipartUploadResult") {
+                abort_sidecar(state, bucket_name, &addr.key, t).await;
+            }
+        }
         if let Some(parts) = irregular
             .as_ref()
             .filter(|_| xml.contains("<CompleteMultipartUploadResult"))
@@ -2101,18 +2122,29 @@ async fn handle_inner(
                 let (header, _) = created
                     .as_ref()
                     .ok_or_else(|| S3Error::internal("create without envelope"))?;
-                multipart::replace_tag(&xml, "UploadId", |id| {
-                    UploadToken {
-                        upstream_id: id.trim().to_string(),
-                        key_id: header.key_id.clone(),
-                        wrapped_key: header.wrapped_key.clone(),
-                        salt: header.salt,
-                        full_object: full_object_requested(&parts.headers),
-                        locked: has_object_lock_headers(&parts.headers),
-                        customer_check: header.customer_check,
-                    }
-                    .encode()
-                })
+                let upstream_id = multipart::tag_values(&xml, "UploadId")
+                    .first()
+                    .map(|id| multipart::unescape(id.trim()))
+                    .ok_or_else(|| {
+                        S3Error::upstream(
+                            "InternalError",
+                            "The upstream store's answer named no upload.",
+                            "CreateMultipartUpload without UploadId",
+                        )
+                    })?;
+                let mut token = UploadToken {
+                    upstream_id,
+                    key_id: header.key_id.clone(),
+                    wrapped_key: header.wrapped_key.clone(),
+                    salt: header.salt,
+                    full_object: full_object_requested(&parts.headers),
+                    locked: has_object_lock_headers(&parts.headers),
+                    customer_check: header.customer_check,
+                    sidecar_id: None,
+                };
+                token.sidecar_id = create_sidecar(state, bucket_name, &addr.key, &token).await;
+                let shown = crate::error::xml_escape(&token.encode());
+                multipart::replace_tag(&xml, "UploadId", |_| shown.clone())
             }
             Plan::MpList => {
                 // S3's root element (moto answers `ListPartsResponse`, which SDKs refuse).
@@ -3898,6 +3930,151 @@ fn store_request(
         .method(method)
         .uri(&uri)
         .header(HOST, host)
+}
+
+/// Creates the sidecar of a new upload (`UploadToken::sidecar_key`) and returns its store id.
+/// Without one (a key too long for the sidecar's, or a store that refused it) the upload works
+/// as before, and ListMultipartUploads shows its store id.
+async fn create_sidecar(state: &State, bucket: &str, key: &str, t: &UploadToken) -> Option<String> {
+    let sidecar = t.sidecar_key(key);
+    if sidecar.len() > MAX_KEY_BYTES {
+        return None;
+    }
+    let (uri, host) = state.upstream.uri(
+        Some(bucket),
+        &sidecar,
+        &sigv4::canonical_query(&[("uploads".to_string(), String::new())], None),
+    );
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(&uri)
+        .header(HOST, host)
+        .header(CONTENT_LENGTH, 0)
+        .body(empty_body())
+        .ok()?;
+    let (rp, rbody) = match state.upstream.send(req, false).await {
+        Ok(r) => r.into_parts(),
+        Err(e) => {
+            tracing::warn!(error = %e.message, "multipart sidecar not created");
+            return None;
+        }
+    };
+    let xml = read_small_body(rbody).await.ok()?;
+    if !rp.status.is_success() {
+        tracing::warn!(status = %rp.status, "multipart sidecar not created");
+        return None;
+    }
+    multipart::tag_values(&xml, "UploadId")
+        .first()
+        .map(|id| multipart::unescape(id.trim()))
+        .filter(|id| !id.is_empty())
+}
+
+/// Aborts the sidecar of an upload that was completed or aborted (a failure leaves an empty
+/// upload that listings do not show and a lifecycle rule removes).
+async fn abort_sidecar(state: &State, bucket: &str, key: &str, t: &UploadToken) {
+    let Some(id) = t.sidecar_id.as_deref() else {
+        return;
+    };
+    let q = sigv4::canonical_query(&[("uploadId".to_string(), id.to_string())], None);
+    let (uri, host) = state.upstream.uri(Some(bucket), &t.sidecar_key(key), &q);
+    let Ok(req) = Request::builder()
+        .method(Method::DELETE)
+        .uri(&uri)
+        .header(HOST, host)
+        .body(empty_body())
+    else {
+        return;
+    };
+    match state.upstream.send(req, false).await {
+        Ok(r) if r.status().is_success() || r.status() == http::StatusCode::NOT_FOUND => {}
+        Ok(r) => tracing::warn!(status = %r.status(), "multipart sidecar not aborted"),
+        Err(e) => tracing::warn!(error = %e.message, "multipart sidecar not aborted"),
+    }
+}
+
+/// The token of the upload `upstream_id` of `key`, from its sidecar, found by a listing of
+/// the sidecar's key prefix (for an upload whose sidecar is not in the page being answered).
+async fn find_sidecar(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    upstream_id: &str,
+) -> Option<UploadToken> {
+    let prefix = multipart::sidecar_prefix(key, upstream_id);
+    let q = sigv4::canonical_query(
+        &[
+            ("uploads".to_string(), String::new()),
+            ("prefix".to_string(), prefix),
+            ("max-uploads".to_string(), "10".to_string()),
+        ],
+        None,
+    );
+    let (uri, host) = state.upstream.uri(Some(bucket), "", &q);
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(&uri)
+        .header(HOST, host)
+        .body(empty_body())
+        .ok()?;
+    let (rp, rbody) = state.upstream.send(req, false).await.ok()?.into_parts();
+    let xml = read_small_body(rbody).await.ok()?;
+    if !rp.status.is_success() {
+        return None;
+    }
+    multipart::listed_uploads(&xml, false)
+        .iter()
+        .find_map(|(k, id)| multipart::sidecar_of(key, upstream_id, (k, id)))
+}
+
+/// At most this many uploads of one ListMultipartUploads page get a listing of their own to
+/// find a sidecar the page does not hold (it sorts elsewhere: keys such as `k-1` come between
+/// `k` and `k.chmura-upload.…`).
+const SIDECAR_LOOKUPS: usize = 50;
+
+/// A ListMultipartUploads answer with Chmura's tokens for the store's upload ids (each from
+/// its sidecar) and without the sidecars themselves.
+async fn list_uploads_with_tokens(
+    state: &State,
+    bucket: &str,
+    query: &[(String, String)],
+    mut rp: http::response::Parts,
+    rbody: Incoming,
+) -> Result<Response<ResponseBody>, S3Error> {
+    let xml = read_small_body(rbody).await?;
+    let url_encoded = query
+        .iter()
+        .any(|(k, v)| k == "encoding-type" && v.eq_ignore_ascii_case("url"));
+    let listed = multipart::listed_uploads(&xml, url_encoded);
+    let mut tokens: std::collections::HashMap<(String, String), String> =
+        std::collections::HashMap::new();
+    let mut lookups = 0;
+    for (key, id) in &listed {
+        if multipart::parse_sidecar_key(key).is_some() {
+            continue;
+        }
+        let mut found = listed
+            .iter()
+            .find_map(|(k, sid)| multipart::sidecar_of(key, id, (k, sid)));
+        if found.is_none() && lookups < SIDECAR_LOOKUPS {
+            lookups += 1;
+            found = find_sidecar(state, bucket, key, id).await;
+        }
+        if let Some(t) = found {
+            tokens.insert((key.clone(), id.clone()), t.encode());
+        }
+    }
+    let xml = multipart::rewrite_upload_listing(&xml, url_encoded, |k, id| {
+        tokens.get(&(k.to_string(), id.to_string())).cloned()
+    });
+    rp.headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(xml.len()));
+    Ok(Response::from_parts(
+        rp,
+        Full::new(Bytes::from(xml))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    ))
 }
 
 /// Whether the store has `bucket` (a HEAD of it answers 404 only when it does not; any other

@@ -20,6 +20,8 @@ const TOKEN_PREFIX: &str = "c1.";
 const LOCKED: u8 = 0x80;
 /// Flag bit: the upload is under a customer key (SSE-C); its check value follows (32 bytes).
 const SSEC: u8 = 0x40;
+/// Flag bit: the store's id of the upload's sidecar follows (u16 length, bytes).
+const SIDECAR: u8 = 0x20;
 
 /// What a Chmura UploadId carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +41,10 @@ pub struct UploadToken {
     /// masked with; every part must come with that key. Bit 6 of the trailing byte, then the
     /// 32 bytes.
     pub customer_check: Option<[u8; 32]>,
+    /// The store's id of the upload's sidecar (an empty upload whose key records this token
+    /// without the ids, so ListMultipartUploads can show the token: `sidecar_key`). Bit 5 of
+    /// the trailing byte, then its length (u16) and bytes.
+    pub sidecar_id: Option<String>,
 }
 
 /// The token byte for a full-object CRC algorithm.
@@ -88,6 +94,11 @@ impl UploadToken {
                 SSEC
             } else {
                 0
+            }
+            | if self.sidecar_id.is_some() {
+                SIDECAR
+            } else {
+                0
             };
         if code != 0 {
             b.push(code);
@@ -95,12 +106,20 @@ impl UploadToken {
         if let Some(c) = &self.customer_check {
             b.extend_from_slice(c);
         }
+        if let Some(id) = &self.sidecar_id {
+            b.extend_from_slice(&(id.len() as u16).to_be_bytes());
+            b.extend_from_slice(id.as_bytes());
+        }
         format!("{TOKEN_PREFIX}{}", b64url(&b))
     }
 
     /// `None` when `s` is not a Chmura token (for example a raw upload id from
     /// ListMultipartUploads).
     pub fn decode(s: &str) -> Option<UploadToken> {
+        Self::decode_fields(s).filter(|t| !t.upstream_id.is_empty())
+    }
+
+    fn decode_fields(s: &str) -> Option<UploadToken> {
         let raw = b64url_decode(s.strip_prefix(TOKEN_PREFIX)?)?;
         let mut r = raw.as_slice();
         let mut take = |n: usize| -> Option<&[u8]> {
@@ -119,17 +138,27 @@ impl UploadToken {
         let wrapped_key = take(n)?.to_vec();
         let salt: [u8; 32] = take(32)?.try_into().ok()?;
         use crate::checksum::ChecksumAlgorithm as A;
-        let (flags, customer_check) = match r {
-            [] => (0, None),
+        let flags = match take(1) {
+            None => 0,
             // Written only when something is set.
-            [0] => return None,
-            [c] if c & SSEC == 0 => (*c, None),
-            [c, check @ ..] if c & SSEC != 0 && check.len() == 32 => {
-                (*c, Some(<[u8; 32]>::try_from(check).ok()?))
-            }
-            _ => return None,
+            Some([0]) => return None,
+            Some(c) => c[0],
         };
-        let code = flags & !(LOCKED | SSEC);
+        let customer_check = match flags & SSEC {
+            0 => None,
+            _ => Some(<[u8; 32]>::try_from(take(32)?).ok()?),
+        };
+        let sidecar_id = match flags & SIDECAR {
+            0 => None,
+            _ => {
+                let n = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+                Some(String::from_utf8(take(n)?.to_vec()).ok()?).filter(|id| !id.is_empty())
+            }
+        };
+        if !r.is_empty() {
+            return None;
+        }
+        let code = flags & !(LOCKED | SSEC | SIDECAR);
         let full_object = match code {
             0 => None,
             _ => Some(
@@ -139,9 +168,6 @@ impl UploadToken {
             ),
         };
         let locked = flags & LOCKED != 0;
-        if upstream_id.is_empty() {
-            return None;
-        }
         Some(UploadToken {
             upstream_id,
             key_id,
@@ -150,9 +176,124 @@ impl UploadToken {
             full_object,
             locked,
             customer_check,
+            sidecar_id,
         })
     }
 
+    /// The key of this upload's sidecar in the store: the upload's key, [`SIDECAR_SEP`], a
+    /// hash of the store's upload id (which upload of the key it belongs to) and the token
+    /// without the two ids. An empty multipart upload under that key is never completed: the
+    /// store's ListMultipartUploads then holds what a client needs to continue the upload, and
+    /// Chmura keeps nothing (`sidecar_of` reads it back).
+    pub fn sidecar_key(&self, key: &str) -> String {
+        let rest = UploadToken {
+            upstream_id: String::new(),
+            sidecar_id: None,
+            ..self.clone()
+        }
+        .encode();
+        format!("{}{rest}", sidecar_prefix(key, &self.upstream_id))
+    }
+}
+
+/// Between an upload's key and the rest of its sidecar's key. No character of the rest is
+/// `/`, so a sidecar never makes a common prefix of its own under the `/` delimiter.
+pub const SIDECAR_SEP: &str = ".chmura-upload.";
+
+/// Every sidecar key of the upload `upstream_id` of `key` starts with this.
+pub fn sidecar_prefix(key: &str, upstream_id: &str) -> String {
+    format!("{key}{SIDECAR_SEP}{}.", upload_id_hash(upstream_id))
+}
+
+/// 96 bits of SHA-256 of the store's upload id, URL-safe base64 (16 characters).
+fn upload_id_hash(upstream_id: &str) -> String {
+    let mut h = crate::checksum::Hasher::new(crate::checksum::ChecksumAlgorithm::Sha256);
+    h.update(upstream_id.as_bytes());
+    b64url(&h.finish()[..12])
+}
+
+/// A sidecar key read back: the upload's key, the hash of its store id, and the token without
+/// its ids. `None` for any other key.
+pub fn parse_sidecar_key(k: &str) -> Option<(&str, &str, UploadToken)> {
+    let at = k.rfind(SIDECAR_SEP)?;
+    let (key, rest) = (&k[..at], &k[at + SIDECAR_SEP.len()..]);
+    let (hash, token) = rest.split_once('.')?;
+    if hash.len() != 16 {
+        return None;
+    }
+    let t = UploadToken::decode_fields(token)?;
+    (t.upstream_id.is_empty() && t.sidecar_id.is_none()).then_some((key, hash, t))
+}
+
+/// The token of the upload `upstream_id` of `key`, when `sidecar` (a key and its store id, as
+/// a listing shows them) is that upload's sidecar.
+pub fn sidecar_of(key: &str, upstream_id: &str, sidecar: (&str, &str)) -> Option<UploadToken> {
+    let (k, hash, t) = parse_sidecar_key(sidecar.0)?;
+    (k == key && hash == upload_id_hash(upstream_id)).then(|| UploadToken {
+        upstream_id: upstream_id.to_string(),
+        sidecar_id: Some(sidecar.1.to_string()),
+        ..t
+    })
+}
+
+/// Every `<Upload>` of a ListMultipartUploads answer: its key (XML-unescaped, and URL-decoded
+/// when the listing is `url_encoded`) and upload id.
+pub fn listed_uploads(xml: &str, url_encoded: bool) -> Vec<(String, String)> {
+    tag_values(xml, "Upload")
+        .into_iter()
+        .filter_map(|u| upload_fields(u, url_encoded))
+        .collect()
+}
+
+fn upload_fields(upload: &str, url_encoded: bool) -> Option<(String, String)> {
+    let key = unescape(tag_values(upload, "Key").first()?);
+    let key = if url_encoded {
+        percent_encoding::percent_decode_str(&key)
+            .decode_utf8()
+            .ok()?
+            .into_owned()
+    } else {
+        key
+    };
+    let id = unescape(tag_values(upload, "UploadId").first()?.trim());
+    Some((key, id))
+}
+
+/// A ListMultipartUploads answer as the client sees it: sidecars left out, and each upload
+/// shown by `token(key, store id)` when that gives one (its store id otherwise).
+pub fn rewrite_upload_listing(
+    xml: &str,
+    url_encoded: bool,
+    token: impl Fn(&str, &str) -> Option<String>,
+) -> String {
+    let (open, close) = ("<Upload>", "</Upload>");
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(i) = rest.find(open) {
+        out.push_str(&rest[..i]);
+        let Some(j) = rest[i..].find(close) else {
+            rest = &rest[i..];
+            break;
+        };
+        let element = &rest[i..i + j + close.len()];
+        rest = &rest[i + j + close.len()..];
+        match upload_fields(
+            &element[open.len()..element.len() - close.len()],
+            url_encoded,
+        ) {
+            Some((key, _)) if parse_sidecar_key(&key).is_some() => {}
+            Some((key, id)) => match token(&key, &id) {
+                Some(t) => out.push_str(&replace_tag(element, "UploadId", |_| escape(&t))),
+                None => out.push_str(element),
+            },
+            None => out.push_str(element),
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+impl UploadToken {
     /// Whether the parts fit in a token field (key ids up to 255 bytes, ids and wrapped keys up
     /// to 64 KiB).
     pub fn fits(upstream_id: &str, key_id: &str, wrapped: &[u8]) -> bool {
@@ -574,6 +715,7 @@ mod tests {
             salt: [7; 32],
             locked: false,
             customer_check: None,
+            sidecar_id: None,
         };
         let s = t.encode();
         assert!(s
@@ -624,6 +766,77 @@ mod tests {
             UploadToken::decode(&format!("{TOKEN_PREFIX}{}", b64url(&raw))),
             None
         );
+    }
+
+    #[test]
+    fn sidecars_carry_tokens_through_upload_listings() {
+        let t = UploadToken {
+            upstream_id: "store-id-1".into(),
+            key_id: "k1".into(),
+            wrapped_key: vec![1; 60],
+            salt: [3; 32],
+            full_object: Some(crate::checksum::ChecksumAlgorithm::Crc32),
+            locked: true,
+            customer_check: Some([5; 32]),
+            sidecar_id: None,
+        };
+        let key = "dir/a file&<x>.chmura-upload.y";
+        let sk = t.sidecar_key(key);
+        assert!(sk.starts_with(&sidecar_prefix(key, "store-id-1")));
+        assert!(!sk[key.len()..].contains('/'), "{sk}");
+        let (k, _, _) = parse_sidecar_key(&sk).expect("sidecar key");
+        assert_eq!(k, key);
+        let back = sidecar_of(key, "store-id-1", (&sk, "sidecar-id")).expect("token");
+        let want = UploadToken {
+            sidecar_id: Some("sidecar-id".into()),
+            ..t.clone()
+        };
+        assert_eq!(back, want);
+        assert_eq!(UploadToken::decode(&want.encode()), Some(want.clone()));
+        // Another upload of the same key, or the same upload id under another key: no match.
+        assert!(sidecar_of(key, "store-id-2", (&sk, "s")).is_none());
+        assert!(sidecar_of("dir/a file&<x>", "store-id-1", (&sk, "s")).is_none());
+        assert!(parse_sidecar_key("plain/key").is_none());
+        assert!(parse_sidecar_key(&format!("x{SIDECAR_SEP}short.c1.AAAA")).is_none());
+        // A full token (ids included) in a sidecar's place is not a sidecar.
+        let h = &sk[sidecar_prefix(key, "store-id-1").len() - 17..][..16];
+        assert!(parse_sidecar_key(&format!("x{SIDECAR_SEP}{h}.{}", t.encode())).is_none());
+
+        let page = |k: &str, side: &str| {
+            format!(
+                "<ListMultipartUploadsResult><Bucket>b</Bucket><Upload><Key>{}</Key><UploadId>store-id-1</UploadId><Initiated>x</Initiated></Upload><Upload><Key>{}</Key><UploadId>sidecar-id</UploadId></Upload><Upload><Key>other</Key><UploadId>raw&amp;id</UploadId></Upload><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>",
+                k, side
+            )
+        };
+        let url = |k: &str| -> String {
+            percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC).collect()
+        };
+        for (xml, url_encoded) in [
+            (page(&escape(key), &escape(&sk)), false),
+            (page(&url(key), &url(&sk)), true),
+        ] {
+            let listed = listed_uploads(&xml, url_encoded);
+            assert_eq!(listed.len(), 3);
+            assert_eq!(listed[0].0, key);
+            assert_eq!(listed[2].1, "raw&id");
+            let out = rewrite_upload_listing(&xml, url_encoded, |k, id| {
+                listed
+                    .iter()
+                    .find_map(|(s, sid)| sidecar_of(k, id, (s, sid)))
+                    .map(|t| t.encode())
+            });
+            assert_eq!(
+                listed_uploads(&out, url_encoded),
+                vec![
+                    (key.to_string(), want.encode()),
+                    ("other".to_string(), "raw&id".to_string())
+                ]
+            );
+            assert!(
+                out.contains("<Initiated>x</Initiated>")
+                    && out.ends_with("</ListMultipartUploadsResult>")
+            );
+        }
     }
 
     #[test]

@@ -201,39 +201,73 @@ impl Body for CopyingBody {
     }
 }
 
-/// Frames an upload to the store as `aws-chunked` with a CRC32 trailer over what it carries
-/// (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`), for stores that require a checksum with an upload
-/// (S3 for PutObject with Object Lock headers). The client's checksums describe the plaintext;
-/// this one describes the ciphertext the store receives. The trailer goes out only after the
-/// inner body ended cleanly: an error in it aborts the request before the store could commit.
-pub struct CrcTrailerBody {
+/// Frames an upload to the store as `aws-chunked` with a checksum trailer over what it
+/// carries (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`):
+/// - encrypted, a CRC32 for stores that require a checksum with an upload (S3 for PutObject
+///   with Object Lock headers): the client's checksums describe the plaintext, this one the
+///   ciphertext the store receives;
+/// - passed through, the client's trailer algorithm, so the store keeps the checksum the
+///   client sent (and, for a part, can check the ones stated at Complete).
+///
+/// The trailer goes out only after the inner body ended cleanly: an error in it aborts the
+/// request before the store could commit.
+pub struct TrailerBody {
     inner: Inner,
-    crc: crate::checksum::Hasher,
+    alg: crate::checksum::ChecksumAlgorithm,
+    hasher: crate::checksum::Hasher,
     out: VecDeque<Bytes>,
     /// A data frame went out (its closing CRLF is owed).
     open: bool,
     done: bool,
 }
 
-/// The trailer header [`CrcTrailerBody`] sends.
-pub const CRC_TRAILER: &str = "x-amz-checksum-crc32";
-
-impl CrcTrailerBody {
-    pub fn new<B>(inner: B) -> Self
+impl TrailerBody {
+    pub fn new<B>(inner: B, alg: crate::checksum::ChecksumAlgorithm) -> Self
     where
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
-        CrcTrailerBody {
+        TrailerBody {
             inner: Box::pin(inner),
-            crc: crate::checksum::Hasher::new(crate::checksum::ChecksumAlgorithm::Crc32),
+            alg,
+            hasher: crate::checksum::Hasher::new(alg),
             out: VecDeque::new(),
             open: false,
             done: false,
         }
     }
+
+    /// Sets the headers of an upstream request whose body this is: `aws-chunked`, the
+    /// trailer's name, the decoded length; no Content-Length (the framing goes out chunked).
+    pub fn frame_headers(
+        h: &mut http::HeaderMap,
+        alg: crate::checksum::ChecksumAlgorithm,
+        decoded_len: u64,
+    ) -> Result<(), crate::error::S3Error> {
+        use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH};
+        h.remove(CONTENT_LENGTH);
+        h.insert(
+            "x-amz-decoded-content-length",
+            HeaderValue::from(decoded_len),
+        );
+        let encoding = match h.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+            Some(rest) => format!("aws-chunked,{rest}"),
+            None => "aws-chunked".to_string(),
+        };
+        h.insert(
+            CONTENT_ENCODING,
+            HeaderValue::from_str(&encoding)
+                .map_err(|_| crate::error::S3Error::internal("content-encoding"))?,
+        );
+        h.insert("x-amz-trailer", HeaderValue::from_static(alg.header_name()));
+        h.insert(
+            "x-amz-sdk-checksum-algorithm",
+            HeaderValue::from_static(alg.name()),
+        );
+        Ok(())
+    }
 }
 
-impl Body for CrcTrailerBody {
+impl Body for TrailerBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -260,7 +294,7 @@ impl Body for CrcTrailerBody {
                     if d.is_empty() {
                         continue;
                     }
-                    this.crc.update(&d);
+                    this.hasher.update(&d);
                     let close = if this.open { "\r\n" } else { "" };
                     this.open = true;
                     this.out
@@ -269,15 +303,14 @@ impl Body for CrcTrailerBody {
                 }
                 Poll::Ready(None) => {
                     this.done = true;
-                    let crc = std::mem::replace(
-                        &mut this.crc,
-                        crate::checksum::Hasher::new(crate::checksum::ChecksumAlgorithm::Crc32),
-                    )
-                    .finish();
+                    let digest =
+                        std::mem::replace(&mut this.hasher, crate::checksum::Hasher::new(this.alg))
+                            .finish();
                     let close = if this.open { "\r\n" } else { "" };
                     this.out.push_back(Bytes::from(format!(
-                        "{close}0\r\n{CRC_TRAILER}:{}\r\n\r\n",
-                        crate::checksum::b64(&crc)
+                        "{close}0\r\n{}:{}\r\n\r\n",
+                        this.alg.header_name(),
+                        crate::checksum::b64(&digest)
                     )));
                 }
             }
@@ -521,7 +554,10 @@ mod tests {
     }
 
     fn drain_crc(script: Vec<Option<Result<Frame<Bytes>, BoxError>>>) -> Result<Vec<u8>, ()> {
-        let mut body = CrcTrailerBody::new(Script(script.into()));
+        let mut body = TrailerBody::new(
+            Script(script.into()),
+            crate::checksum::ChecksumAlgorithm::Crc32,
+        );
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut out = Vec::new();
         for _ in 0..100 {

@@ -6,7 +6,7 @@
 //! sees the client's aws-chunked framing and the body is never buffered to hash it. The one
 //! exception is Chmura's own framing: an upload that must carry a checksum (Object Lock,
 //! `upstream.checksum_uploads`) goes as aws-chunked with a CRC32 trailer over the ciphertext
-//! (`seal::CrcTrailerBody`, `STREAMING-UNSIGNED-PAYLOAD-TRAILER`, Transfer-Encoding chunked).
+//! (`seal::TrailerBody`, `STREAMING-UNSIGNED-PAYLOAD-TRAILER`, Transfer-Encoding chunked).
 //!
 //! Signing uses `sigv4.rs` (the same canonical forms the client side verifies) with the day's
 //! signing key kept between requests; a unit test checks every signature against the
@@ -105,7 +105,7 @@ fn sign_v4<B>(
     let amz_date = crate::auth::format_amz_date(now);
     let date = &amz_date[..8];
     let payload = if unsigned_body && req.headers().contains_key("x-amz-trailer") {
-        // An aws-chunked body with a checksum trailer (seal::CrcTrailerBody).
+        // An aws-chunked body with a checksum trailer (seal::TrailerBody).
         "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
     } else if unsigned_body {
         "UNSIGNED-PAYLOAD"

@@ -57,6 +57,15 @@ const big = randomBytes(70 * 1024 * 1024 + 5);
 writeFileSync(join(dir, "big"), big);
 await c.fPutObject(b, "dir/big", join(dir, "big"), {});
 check((await c.statObject(b, "dir/big")).size === big.length, "fPutObject multipart: plaintext size");
+// An unfinished upload of a key (what an interrupted upload leaves): minio-js finds it in
+// ListMultipartUploads and continues it, with the UploadId listed.
+await c.initiateNewMultipartUpload(b, "dir/resumed", {});
+await c.fPutObject(b, "dir/resumed", join(dir, "big"), {});
+check((await c.statObject(b, "dir/resumed")).size === big.length, "fPutObject continues the unfinished upload it lists");
+const unfinished = [];
+for await (const u of c.listIncompleteUploads(b, "dir/", true)) unfinished.push(u.key);
+check(unfinished.length === 0, "no unfinished upload left: " + unfinished);
+await c.removeObject(b, "dir/resumed");
 await c.fGetObject(b, "dir/big", join(dir, "big.back"));
 check(readFileSync(join(dir, "big.back")).equals(big), "fGetObject round trip");
 check((await read(await c.getPartialObject(b, "dir/big", 64 * 1024 * 1024 - 3, 10))).equals(big.subarray(64 * 1024 * 1024 - 3, 64 * 1024 * 1024 + 7)), "range across the part boundary");

@@ -141,7 +141,8 @@ async fn boto3_default_settings() {
         .arg(env.proxy.endpoint())
         .arg(&env.proxy.certs.ca_file)
         .arg("boto3-bucket")
-        .arg(&work);
+        .arg(&work)
+        .arg("pass-through");
     let out = run(c).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("boto3 suite OK"));
     // The store holds the objects the suite left.

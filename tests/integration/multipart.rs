@@ -1082,14 +1082,7 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
         .await
         .expect("uploads");
     assert_eq!(uploads.uploads().len(), 1);
-    let raw = uploads.uploads()[0]
-        .upload_id()
-        .expect("raw id")
-        .to_string();
-    assert_eq!(
-        chmura_proxy::multipart::UploadToken::decode(&id).map(|t| t.upstream_id),
-        Some(raw.clone())
-    );
+    assert_eq!(uploads.uploads()[0].upload_id(), Some(id.as_str()));
     // A wrong part ETag is the store's InvalidPart; nothing is created.
     let err = s3
         .complete_multipart_upload()
@@ -1426,6 +1419,198 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
         .await
         .expect("uploads");
     assert!(left.uploads().is_empty());
+}
+
+/// ListMultipartUploads shows the UploadIds Chmura handed out (each read back from its
+/// upload's sidecar in the store), never the sidecars, across pages and prefixes (moto
+/// ignores a delimiter here; a sidecar's key adds no `/` to its upload's, unit-tested);
+/// an id from the listing takes parts (a client resuming an upload); Complete and Abort, by
+/// token or by store id, leave the store with no upload at all.
+#[tokio::test]
+async fn upload_listings_show_chmuras_upload_ids_on_moto() {
+    use std::collections::BTreeSet;
+    let Some((moto, env)) =
+        encrypted_env_on_moto("upload_listings_show_chmuras_upload_ids_on_moto").await
+    else {
+        return;
+    };
+    let s3 = env.proxy.sdk_client();
+    let store = chmura_tests::sdk_client(
+        &moto.endpoint,
+        None,
+        chmura_tests::UPSTREAM_AK,
+        chmura_tests::UPSTREAM_SK,
+    );
+    s3.create_bucket()
+        .bucket("lups")
+        .send()
+        .await
+        .expect("bucket");
+    // "k-1" sorts between "k" and k's sidecars; "dir/x" is under a common prefix.
+    let mut created = Vec::new();
+    for key in ["k", "k", "k-1", "dir/x"] {
+        let id = s3
+            .create_multipart_upload()
+            .bucket("lups")
+            .key(key)
+            .send()
+            .await
+            .expect("create")
+            .upload_id()
+            .expect("id")
+            .to_string();
+        created.push((key.to_string(), id));
+    }
+    let want: BTreeSet<(String, String)> = created.iter().cloned().collect();
+    let listed = s3
+        .list_multipart_uploads()
+        .bucket("lups")
+        .send()
+        .await
+        .expect("list");
+    let got: BTreeSet<(String, String)> = listed
+        .uploads()
+        .iter()
+        .map(|u| {
+            (
+                u.key().unwrap_or("").to_string(),
+                u.upload_id().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    // One upload a page: every id once, sidecars never.
+    let mut paged = BTreeSet::new();
+    let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+    for _ in 0..40 {
+        let page = s3
+            .list_multipart_uploads()
+            .bucket("lups")
+            .max_uploads(1)
+            .set_key_marker(key_marker.clone())
+            .set_upload_id_marker(id_marker.clone())
+            .send()
+            .await
+            .expect("page");
+        for u in page.uploads() {
+            assert!(paged.insert((
+                u.key().unwrap_or("").to_string(),
+                u.upload_id().unwrap_or("").to_string(),
+            )));
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        id_marker = page.next_upload_id_marker().map(str::to_string);
+    }
+    assert_eq!(paged, want);
+    let under = s3
+        .list_multipart_uploads()
+        .bucket("lups")
+        .prefix("dir/")
+        .send()
+        .await
+        .expect("prefix");
+    assert_eq!(under.uploads().len(), 1);
+    assert_eq!(under.uploads()[0].upload_id(), Some(created[3].1.as_str()));
+
+    // A client that finds its upload in the listing continues it with that id.
+    let resumed = listed
+        .uploads()
+        .iter()
+        .find(|u| u.key() == Some("k-1"))
+        .and_then(|u| u.upload_id())
+        .expect("k-1 listed")
+        .to_string();
+    let data = pattern(300_000, 17);
+    let part = s3
+        .upload_part()
+        .bucket("lups")
+        .key("k-1")
+        .upload_id(&resumed)
+        .part_number(1)
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("part with the listed id");
+    s3.complete_multipart_upload()
+        .bucket("lups")
+        .key("k-1")
+        .upload_id(&resumed)
+        .multipart_upload(completed(&[(1, part.e_tag().expect("etag").to_string())]))
+        .send()
+        .await
+        .expect("complete");
+    assert!(get_all(&s3, "lups", "k-1").await.expect("get") == data);
+    // Abort by token, and by the store's id.
+    s3.abort_multipart_upload()
+        .bucket("lups")
+        .key("k")
+        .upload_id(&created[0].1)
+        .send()
+        .await
+        .expect("abort by token");
+    let raw = chmura_proxy::multipart::UploadToken::decode(&created[1].1)
+        .expect("token")
+        .upstream_id;
+    s3.abort_multipart_upload()
+        .bucket("lups")
+        .key("k")
+        .upload_id(&raw)
+        .send()
+        .await
+        .expect("abort by store id");
+    let left = s3
+        .list_multipart_uploads()
+        .bucket("lups")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(left.uploads().len(), 1);
+    assert_eq!(left.uploads()[0].upload_id(), Some(created[3].1.as_str()));
+    s3.abort_multipart_upload()
+        .bucket("lups")
+        .key("dir/x")
+        .upload_id(&created[3].1)
+        .send()
+        .await
+        .expect("abort");
+    // The store itself holds no upload: no sidecar outlived its upload.
+    let in_store = store
+        .list_multipart_uploads()
+        .bucket("lups")
+        .send()
+        .await
+        .expect("store listing");
+    assert!(in_store.uploads().is_empty(), "{:?}", in_store.uploads());
+    // A new upload's sidecar is in the store, under the key's sidecar prefix.
+    let id = s3
+        .create_multipart_upload()
+        .bucket("lups")
+        .key("n")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let t = chmura_proxy::multipart::UploadToken::decode(&id).expect("token");
+    let in_store = store
+        .list_multipart_uploads()
+        .bucket("lups")
+        .send()
+        .await
+        .expect("store listing");
+    let keys: Vec<&str> = in_store.uploads().iter().filter_map(|u| u.key()).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.contains(&"n"));
+    assert!(keys
+        .iter()
+        .any(|k| k.starts_with(&chmura_proxy::multipart::sidecar_prefix(
+            "n",
+            &t.upstream_id
+        ))));
 }
 
 /// Plaintext checksums: each part's verified checksum is echoed, and Complete answers with
