@@ -1365,9 +1365,11 @@ async fn handle_inner(
     // A small PutObject whose checksum comes as a trailer (what current SDKs send) is read
     // and verified before anything is sent, so that checksum is kept with the object as a
     // header one is (FORMAT.md §8); at most HELD_TRAILER_BODY bytes are held.
-    // (Passed through, a trailer checksum goes on to the store as a trailer: TrailerBody.)
+    // Passed through, such a body reaches the store with the checksum as a header, for the
+    // store to keep (a larger one reaches it without).
     let trailer_alg = exp.trailer_checksum;
-    let hold_for_trailer = plan == Plan::Encrypt
+    let hold_for_trailer = op == Op::PutObject
+        && matches!(plan, Plan::Encrypt | Plan::Pass)
         && exp.trailer_checksum.is_some()
         && upstream_len <= HELD_TRAILER_BODY;
     let verified: Option<UpstreamBody> = if has_body {
@@ -1389,10 +1391,8 @@ async fn handle_inner(
     if hold_for_trailer && header_checksum.is_none() {
         header_checksum = slot.verified_checksum();
     }
-    // An empty body passed through has no trailer to carry its checksum: a header does.
-    if let (Plan::Pass, true, Some((alg, v))) = (plan, verified.is_none(), slot.verified_checksum())
-    {
-        if trailer_alg.is_some() {
+    if let (Plan::Pass, Some((alg, v))) = (plan, slot.verified_checksum()) {
+        if trailer_alg.is_some() && (hold_for_trailer || verified.is_none()) {
             let value = HeaderValue::from_str(&crate::checksum::b64(&v))
                 .map_err(|_| S3Error::internal("checksum value"))?;
             up.headers_mut()
@@ -1826,22 +1826,9 @@ async fn handle_inner(
             true,
         )
     } else {
-        match (verified, trailer_alg.filter(|_| plan == Plan::Pass)) {
-            // The client's trailer checksum goes on to the store as a trailer: the store keeps
-            // it, as it would have from the client, and checks a part's at Complete.
-            (Some(b), Some(alg)) => {
-                let h = up
-                    .headers_mut()
-                    .ok_or_else(|| S3Error::internal("request builder"))?;
-                crate::seal::TrailerBody::frame_headers(h, alg, upstream_len)?;
-                (
-                    crate::seal::TrailerBody::new(crate::seal::CopyingBody::new(b), alg)
-                        .boxed_unsync(),
-                    true,
-                )
-            }
-            (Some(b), None) => (crate::seal::CopyingBody::new(b).boxed_unsync(), true),
-            (None, _) => (Empty::new().map_err(|e| match e {}).boxed_unsync(), false),
+        match verified {
+            Some(b) => (crate::seal::CopyingBody::new(b).boxed_unsync(), true),
+            None => (Empty::new().map_err(|e| match e {}).boxed_unsync(), false),
         }
     };
     let mut up_req = up
@@ -1999,7 +1986,8 @@ async fn handle_inner(
     if op == Op::ListMultipartUploads && state.kms.is_some() && rp.status.is_success() {
         return list_uploads_with_tokens(state, bucket_name, &query, rp, rbody).await;
     }
-    if plan == Plan::MpAbort {
+    if plan == Plan::MpAbort && (rp.status.is_success() || rp.status == http::StatusCode::NOT_FOUND)
+    {
         // An upload aborted by its store id (what listings showed before sidecars) has its
         // sidecar found by a listing.
         let t = match (token.as_ref(), client_upload_id.as_deref()) {
@@ -4046,6 +4034,17 @@ async fn list_uploads_with_tokens(
         .iter()
         .any(|(k, v)| k == "encoding-type" && v.eq_ignore_ascii_case("url"));
     let listed = multipart::listed_uploads(&xml, url_encoded);
+    // A sidecar sorts after its upload's key: on a last page without a delimiter it is in
+    // the page or gone, and nothing is looked up.
+    let truncated = multipart::tag_values(&xml, "IsTruncated")
+        .first()
+        .is_some_and(|v| v.trim() == "true");
+    let delimited = query.iter().any(|(k, v)| k == "delimiter" && !v.is_empty());
+    let max_lookups = if truncated || delimited {
+        SIDECAR_LOOKUPS
+    } else {
+        0
+    };
     let mut tokens: std::collections::HashMap<(String, String), String> =
         std::collections::HashMap::new();
     let mut lookups = 0;
@@ -4056,7 +4055,7 @@ async fn list_uploads_with_tokens(
         let mut found = listed
             .iter()
             .find_map(|(k, sid)| multipart::sidecar_of(key, id, (k, sid)));
-        if found.is_none() && lookups < SIDECAR_LOOKUPS {
+        if found.is_none() && lookups < max_lookups {
             lookups += 1;
             found = find_sidecar(state, bucket, key, id).await;
         }

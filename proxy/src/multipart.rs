@@ -152,7 +152,11 @@ impl UploadToken {
             0 => None,
             _ => {
                 let n = u16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
-                Some(String::from_utf8(take(n)?.to_vec()).ok()?).filter(|id| !id.is_empty())
+                let id = String::from_utf8(take(n)?.to_vec()).ok()?;
+                if id.is_empty() {
+                    return None;
+                }
+                Some(id)
             }
         };
         if !r.is_empty() {
@@ -248,7 +252,8 @@ pub fn listed_uploads(xml: &str, url_encoded: bool) -> Vec<(String, String)> {
 fn upload_fields(upload: &str, url_encoded: bool) -> Option<(String, String)> {
     let key = unescape(tag_values(upload, "Key").first()?);
     let key = if url_encoded {
-        percent_encoding::percent_decode_str(&key)
+        // S3 writes a space as `+` in URL-encoded listings.
+        percent_encoding::percent_decode_str(&key.replace('+', " "))
             .decode_utf8()
             .ok()?
             .into_owned()
@@ -780,7 +785,7 @@ mod tests {
             customer_check: Some([5; 32]),
             sidecar_id: None,
         };
-        let key = "dir/a file&<x>.chmura-upload.y";
+        let key = "dir/a file+&<x>.chmura-upload.y";
         let sk = t.sidecar_key(key);
         assert!(sk.starts_with(&sidecar_prefix(key, "store-id-1")));
         assert!(!sk[key.len()..].contains('/'), "{sk}");
@@ -795,7 +800,7 @@ mod tests {
         assert_eq!(UploadToken::decode(&want.encode()), Some(want.clone()));
         // Another upload of the same key, or the same upload id under another key: no match.
         assert!(sidecar_of(key, "store-id-2", (&sk, "s")).is_none());
-        assert!(sidecar_of("dir/a file&<x>", "store-id-1", (&sk, "s")).is_none());
+        assert!(sidecar_of("dir/a file+&<x>", "store-id-1", (&sk, "s")).is_none());
         assert!(parse_sidecar_key("plain/key").is_none());
         assert!(parse_sidecar_key(&format!("x{SIDECAR_SEP}short.c1.AAAA")).is_none());
         // A full token (ids included) in a sidecar's place is not a sidecar.
@@ -808,8 +813,11 @@ mod tests {
                 k, side
             )
         };
+        // S3's URL encoding: a space as `+`, a `+` as `%2B`.
         let url = |k: &str| -> String {
-            percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC).collect()
+            percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC)
+                .collect::<String>()
+                .replace("%20", "+")
         };
         for (xml, url_encoded) in [
             (page(&escape(key), &escape(&sk)), false),
