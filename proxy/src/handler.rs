@@ -1930,21 +1930,12 @@ async fn handle_inner(
         rp.headers.remove(*n);
     }
     // S3 states an object's checksum only when asked (x-amz-checksum-mode); s3s-fs always does.
-    if matches!(op, Op::GetObject | Op::HeadObject) && !wants_checksum(&parts.headers) {
-        let names: Vec<HeaderName> = rp
-            .headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-amz-checksum-"))
-            .cloned()
-            .collect();
-        for n in names {
-            rp.headers.remove(n);
-        }
-    }
-    // S3 echoes the checksum it verified. The store saw none of the plaintext (a checksum it
-    // echoes is of the ciphertext: the Object Lock trailer, TrailerBody), so Chmura shows
+    // And S3 echoes the checksum it verified: the store saw none of the plaintext (a checksum
+    // it echoes is of the ciphertext: the Object Lock trailer, TrailerBody), so Chmura shows
     // only the one it verified.
-    if encrypting {
+    if encrypting
+        || (matches!(op, Op::GetObject | Op::HeadObject) && !wants_checksum(&parts.headers))
+    {
         let names: Vec<HeaderName> = rp
             .headers
             .keys()
