@@ -237,6 +237,10 @@ pub mod meta {
     pub const CHECKSUM: &str = "chmura-ck";
     /// SSE-C (§14): base64 of the customer key's check value; present only on such objects.
     pub const CUSTOMER_KEY_CHECK: &str = "chmura-ssec";
+    /// Present (value `1`) when Chmura keeps the object's plaintext checksum in an object tag
+    /// (§8a): a PutObject whose trailer checksum arrived after the metadata left, or a
+    /// multipart upload created with a checksum algorithm.
+    pub const CHECKSUM_TAG: &str = "chmura-ckt";
 }
 
 /// The per-object envelope as stored in metadata (§8).
@@ -256,6 +260,9 @@ pub struct ObjectHeader {
     pub checksum: Option<String>,
     /// SSE-C (§14): the check value of the customer key the data key is masked with.
     pub customer_check: Option<[u8; 32]>,
+    /// The plaintext checksum may be kept in the object tag `chmura-ck` (§8a): tag counts
+    /// shown to clients leave that tag out.
+    pub checksum_tag: bool,
 }
 
 impl ObjectHeader {
@@ -278,6 +285,9 @@ impl ObjectHeader {
         }
         if let Some(c) = &self.customer_check {
             v.push((meta::CUSTOMER_KEY_CHECK, b64::encode(c)));
+        }
+        if self.checksum_tag {
+            v.push((meta::CHECKSUM_TAG, "1".to_string()));
         }
         v
     }
@@ -318,6 +328,11 @@ impl ObjectHeader {
             customer_check: match get(meta::CUSTOMER_KEY_CHECK) {
                 Some(_) => Some(fixed(meta::CUSTOMER_KEY_CHECK)?),
                 None => None,
+            },
+            checksum_tag: match get(meta::CHECKSUM_TAG).map(str::trim) {
+                None => false,
+                Some("1") => true,
+                Some(_) => return Err(CryptoError::Metadata(meta::CHECKSUM_TAG)),
             },
         }))
     }
@@ -459,12 +474,14 @@ mod tests {
             multipart: false,
             checksum: Some("SHA256 AAAA".into()),
             customer_check: None,
+            checksum_tag: false,
         };
         let mp = ObjectHeader {
             plain_len: 0,
             multipart: true,
             checksum: None,
             customer_check: Some([8; 32]),
+            checksum_tag: true,
             ..h.clone()
         };
         let md = mp.to_metadata();
@@ -501,6 +518,17 @@ mod tests {
         assert_eq!(
             ObjectHeader::from_metadata(short_check),
             Err(CryptoError::Metadata(meta::CUSTOMER_KEY_CHECK))
+        );
+        let odd_flag = |n: &str| {
+            if n == meta::CHECKSUM_TAG {
+                Some("yes")
+            } else {
+                get(n)
+            }
+        };
+        assert_eq!(
+            ObjectHeader::from_metadata(odd_flag),
+            Err(CryptoError::Metadata(meta::CHECKSUM_TAG))
         );
     }
 

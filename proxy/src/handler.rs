@@ -18,6 +18,7 @@ use crate::auth::{self, AuthSettings, PayloadCheck, RequestView};
 use crate::body::{Coalesce, Expectations, FailureSlot, VerifyingBody};
 use crate::checksum::{decode_b64, ChecksumAlgorithm};
 use crate::chunked::ChunkedDecoder;
+use crate::cktag;
 use crate::error::S3Error;
 use crate::etag;
 use crate::kms;
@@ -1445,6 +1446,20 @@ async fn handle_inner(
                     )
                 }),
             customer_check: ssec.as_ref().map(|c| c.key.check_value(&salt)),
+            // A checksum known only after the metadata left is kept in a tag (cktag.rs): a
+            // PutObject's trailer checksum on a body not held whole, a multipart upload's
+            // checksum at Complete.
+            checksum_tag: match plan {
+                Plan::MpCreate => {
+                    full_object_requested(&parts.headers).is_some()
+                        || header_str(&parts.headers, "x-amz-checksum-algorithm")
+                            .and_then(|v| {
+                                ChecksumAlgorithm::from_name(&v.trim().to_ascii_uppercase())
+                            })
+                            .is_some()
+                }
+                _ => op == Op::PutObject && trailer_alg.is_some() && header_checksum.is_none(),
+            },
         };
         let h = up
             .headers_mut()
@@ -1459,6 +1474,28 @@ async fn handle_inner(
         }
         ctx.kms_key = Some(header.key_id.clone());
         created = Some((header, okey));
+    }
+    let tag_version = query
+        .iter()
+        .find(|(k, _)| k == "versionId")
+        .map(|(_, v)| v.clone());
+    // DeleteObjectTagging removes the client's tags; Chmura's checksum tag (cktag.rs) stays.
+    if op == Op::DeleteObjectTagging && state.kms.is_some() {
+        let version = tag_version.as_deref();
+        if let Some(ours) = all_tags(state, bucket_name, &addr.key, version)
+            .await
+            .and_then(|t| cktag::split(t).1)
+        {
+            let ours = [(cktag::TAG_KEY.to_string(), ours)];
+            if put_store_tags(state, bucket_name, &addr.key, version, &ours).await {
+                let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
+                *r.status_mut() = http::StatusCode::NO_CONTENT;
+                if let Some(v) = version.and_then(|v| HeaderValue::from_str(v).ok()) {
+                    r.headers_mut().insert("x-amz-version-id", v);
+                }
+                return Ok(r);
+            }
+        }
     }
     let (up_body, unsigned): (UpstreamBody, bool) = if encrypting {
         let (okey, part) = if plan == Plan::MpPart {
@@ -1664,6 +1701,73 @@ async fn handle_inner(
                 .boxed_unsync(),
             true,
         )
+    } else if op == Op::PutObjectTagging && state.kms.is_some() {
+        // The client's tag set replaces the client's tags: Chmura's checksum tag (cktag.rs)
+        // is carried over, and no client may set it.
+        let Some(vb) = verified else {
+            return Err(S3Error::new(
+                "MalformedXML",
+                "The XML you provided was not well-formed or did not validate against our published schema.",
+            ));
+        };
+        let bytes = match collect_capped(vb, MAX_COMPLETE_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(slot.take().unwrap_or_else(|| {
+                    S3Error::new("MalformedXML", "The XML you provided was too large.")
+                        .with_detail(e)
+                }))
+            }
+        };
+        let xml = String::from_utf8_lossy(&bytes).into_owned();
+        let mut tags = multipart::parse_tags(&xml);
+        if tags.iter().any(|(k, _)| k == cktag::TAG_KEY) {
+            return Err(S3Error::new(
+                "InvalidTag",
+                format!(
+                    "The TagKey you have provided is reserved: {}",
+                    cktag::TAG_KEY
+                ),
+            ));
+        }
+        let ours = all_tags(state, bucket_name, &addr.key, tag_version.as_deref())
+            .await
+            .and_then(|t| cktag::split(t).1);
+        let body = match ours {
+            Some(ours)
+                if tags.len() < cktag::MAX_TAGS
+                    && xml.contains("<Tagging")
+                    && xml.contains("<TagSet") =>
+            {
+                tags.push((cktag::TAG_KEY.to_string(), ours));
+                let body = cktag::tagging_xml(&tags);
+                let mut md5 = crate::checksum::Hasher::md5();
+                md5.update(body.as_bytes());
+                let h = up
+                    .headers_mut()
+                    .ok_or_else(|| S3Error::internal("request builder"))?;
+                let stale: Vec<HeaderName> = h
+                    .keys()
+                    .filter(|k| {
+                        k.as_str().starts_with("x-amz-checksum-")
+                            || k.as_str() == "x-amz-sdk-checksum-algorithm"
+                    })
+                    .cloned()
+                    .collect();
+                for n in stale {
+                    h.remove(n);
+                }
+                h.insert(
+                    "content-md5",
+                    HeaderValue::from_str(&crate::checksum::b64(&md5.finish()))
+                        .map_err(|_| S3Error::internal("content-md5"))?,
+                );
+                h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                Bytes::from(body)
+            }
+            _ => Bytes::from(bytes),
+        };
+        (Full::new(body).map_err(|e| match e {}).boxed_unsync(), true)
     } else if plan == Plan::MpComplete {
         let t = token
             .as_ref()
@@ -1954,6 +2058,31 @@ async fn handle_inner(
             }
         }
     }
+    // A trailer checksum that came after the metadata left is kept in a tag (cktag.rs).
+    if let (true, Op::PutObject, Some((header, okey)), Some((alg, digest))) = (
+        rp.status.is_success(),
+        op,
+        created.as_ref(),
+        slot.verified_checksum(),
+    ) {
+        if header.checksum_tag {
+            let version = rp
+                .headers
+                .get("x-amz-version-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| *v != "null");
+            let theirs = header_str(&parts.headers, "x-amz-tagging")
+                .map(cktag::parse_tagging_header)
+                .unwrap_or_default();
+            let kept = cktag::Kept {
+                alg,
+                parts: None,
+                digest: digest.to_vec(),
+            };
+            let object = (bucket_name, addr.key.as_str(), version);
+            keep_checksum_tag(state, object, okey, &kept, Some(theirs)).await;
+        }
+    }
     if (!denied_deletes.is_empty() || quiet_delete) && rp.status.is_success() {
         let mut xml = read_small_body(rbody).await?;
         if quiet_delete {
@@ -1973,6 +2102,16 @@ async fn handle_inner(
     }
     if matches!(plan, Plan::ListSizes) && rp.status.is_success() {
         return list_plaintext_sizes(rp, rbody).await;
+    }
+    // Chmura's checksum tag (cktag.rs) is not the client's.
+    if op == Op::GetObjectTagging && state.kms.is_some() && rp.status.is_success() {
+        let xml = read_small_body(rbody).await?;
+        let (theirs, ours) = cktag::split(multipart::parse_tags(&xml));
+        let xml = match ours {
+            Some(_) => cktag::tagging_xml(&theirs),
+            None => xml,
+        };
+        return Ok(xml_answer(rp, xml));
     }
     if op == Op::ListMultipartUploads && state.kms.is_some() && rp.status.is_success() {
         return list_uploads_with_tokens(state, bucket_name, &query, rp, rbody).await;
@@ -1999,6 +2138,36 @@ async fn handle_inner(
         if let (Plan::MpComplete, Some(t)) = (plan, token.as_ref()) {
             if xml.contains("<CompleteMultipartUploadResult") {
                 abort_sidecar(state, bucket_name, &addr.key, t).await;
+            }
+        }
+        // The checksum Complete states is kept in a tag (cktag.rs) when the upload was
+        // created with a checksum algorithm; an upload rewritten off the grid has none.
+        if let (Plan::MpComplete, Some(t), Some((element, value, kind)), None) = (
+            plan,
+            token.as_ref(),
+            complete_checksum.as_ref(),
+            irregular.as_ref(),
+        ) {
+            if t.checksum_tag && xml.contains("<CompleteMultipartUploadResult") {
+                let kept = cktag::Kept::from_stated(element, value, kind);
+                if let (Some(kept), Ok(()), Some(kms)) = (
+                    kept,
+                    upload_keys_match(t, ssec.as_ref()),
+                    state.kms.as_ref(),
+                ) {
+                    let kctx = kms::context(&ctx_tenant.name, bucket_name, &addr.key);
+                    if let Ok(dk) = kms.decrypt(&t.key_id, &t.wrapped_key, &kctx).await {
+                        let dk = crate::ssec::mask(ssec.as_ref(), &t.salt, dk);
+                        let okey = ObjectKey::derive(&dk, &t.salt);
+                        let version = rp
+                            .headers
+                            .get("x-amz-version-id")
+                            .and_then(|v| v.to_str().ok())
+                            .filter(|v| *v != "null");
+                        let object = (bucket_name, addr.key.as_str(), version);
+                        keep_checksum_tag(state, object, &okey, &kept, None).await;
+                    }
+                }
             }
         }
         if let Some(parts) = irregular
@@ -2120,6 +2289,7 @@ async fn handle_inner(
                     locked: has_object_lock_headers(&parts.headers),
                     customer_check: header.customer_check,
                     sidecar_id: None,
+                    checksum_tag: header.checksum_tag,
                 };
                 token.sidecar_id = create_sidecar(state, bucket_name, &addr.key, &token).await;
                 let shown = crate::error::xml_escape(&token.encode());
@@ -2743,6 +2913,7 @@ async fn get_encrypted(
     }
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
+    show_tag_count(&mut rp.headers, env.checksum_tag, None);
     rp.status = http::StatusCode::PARTIAL_CONTENT;
     rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(p.take));
     rp.headers.insert(
@@ -2841,6 +3012,7 @@ async fn get_range_at_once(
     let opener = open_chunks(&env, okey, p.first_chunk, p.chunks, p.skip, p.take);
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
+    show_tag_count(&mut rp.headers, env.checksum_tag, None);
     rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(p.take));
     rp.headers.insert(
         http::header::CONTENT_RANGE,
@@ -2892,11 +3064,17 @@ async fn get_whole(
     } else {
         None
     };
+    let tagged = if checksum.is_none() && env.checksum_tag && wants_checksum(conditions) {
+        tag_checksum(state, (bucket, key), &rp.headers, &okey).await
+    } else {
+        None
+    };
     let n = layout::chunk_count(env.plain_len);
     let mut opener = open_chunks(&env, okey, 0, n, 0, env.plain_len);
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
     add_checksum_header(&mut rp.headers, checksum);
+    add_tag_checksum(&mut rp.headers, &env, tagged);
     rp.headers
         .insert(CONTENT_LENGTH, HeaderValue::from(env.plain_len));
     if env.plain_len == 0 {
@@ -3263,6 +3441,7 @@ async fn rewrite_irregular_inner(
         multipart: !whole,
         checksum: None,
         customer_check: ssec.map(|c| c.key.check_value(&salt)),
+        checksum_tag: false,
     };
     let tagged = rp
         .headers
@@ -3633,10 +3812,15 @@ async fn prepare_copy(
             &kms::context(tenant, dst_bucket, dst_key),
         )
         .await?;
+    // The copy keeps the salt, so a checksum tag (cktag.rs) copied with the source's tags
+    // still opens; with new tags (`x-amz-tagging-directive: REPLACE`) it has none.
+    let new_tags = header_str(up_req.headers(), "x-amz-tagging-directive")
+        .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"));
     let new_env = ObjectHeader {
         key_id: dst_key_id,
         wrapped_key: wrapped,
         customer_check: ssec.map(|c| c.key.check_value(&env.salt)),
+        checksum_tag: env.checksum_tag && !new_tags,
         ..env
     };
     let h = up_req.headers_mut();
@@ -3866,16 +4050,23 @@ async fn head_encrypted(
                 .map_err(|_| S3Error::internal("content-range"))?,
         );
     }
-    // The plaintext checksum needs the object's key: one KMS call, only when asked for.
-    let checksum = if part_number.is_none() && env.checksum.is_some() && wants_checksum(request) {
+    // The plaintext checksum needs the object's key: one KMS call, only when asked for; a
+    // checksum kept in a tag (cktag.rs) also one GetObjectTagging.
+    let (mut checksum, mut tagged) = (None, None);
+    if part_number.is_none()
+        && (env.checksum.is_some() || env.checksum_tag)
+        && wants_checksum(request)
+    {
         let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;
-        checksum_header(&env, &okey)?
-    } else {
-        None
-    };
+        checksum = checksum_header(&env, &okey)?;
+        if checksum.is_none() && env.checksum_tag {
+            tagged = tag_checksum(state, (bucket, key), &rp.headers, &okey).await;
+        }
+    }
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
     add_checksum_header(&mut rp.headers, checksum);
+    add_tag_checksum(&mut rp.headers, &env, tagged);
     rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
     Ok(Response::from_parts(
         rp,
@@ -4214,6 +4405,24 @@ fn add_checksum_header(h: &mut HeaderMap, checksum: Option<(HeaderName, HeaderVa
     }
 }
 
+/// The checksum read from the object's tag (when it was), and the tag count the client sees.
+fn add_tag_checksum(
+    h: &mut HeaderMap,
+    env: &ObjectHeader,
+    tagged: Option<(Option<cktag::Kept>, usize)>,
+) {
+    let (kept, exact) = match tagged {
+        Some((k, n)) => (k, Some(n)),
+        None => (None, None),
+    };
+    if let Some(k) = kept {
+        for (n, v) in k.headers() {
+            h.insert(n, v);
+        }
+    }
+    show_tag_count(h, env.checksum_tag, exact);
+}
+
 /// A store response returned as is on the encrypted paths (errors, plaintext objects).
 fn passthrough(rp: http::response::Parts, rbody: Incoming) -> Response<ResponseBody> {
     respond(rp, rbody, true)
@@ -4244,12 +4453,60 @@ fn respond(
 
 /// The tags of an object (for `s3:ExistingObjectTag/<key>` conditions): none when the object
 /// does not exist; a store that cannot answer refuses the request (a Deny must not be skipped).
+/// Chmura's checksum tag (cktag.rs) is not the client's.
 pub(crate) async fn object_tags(
     state: &State,
     bucket: &str,
     key: &str,
     version: Option<&str>,
 ) -> Result<Vec<(String, String)>, S3Error> {
+    let (status, xml) = store_tagging(state, bucket, key, version).await?;
+    if status == http::StatusCode::NOT_FOUND {
+        return Ok(Vec::new());
+    }
+    if !status.is_success() {
+        return Err(access::access_denied().with_detail(format!(
+            "object tags unreadable for a policy condition: status {status}"
+        )));
+    }
+    Ok(cktag::split(multipart::parse_tags(&xml)).0)
+}
+
+/// All of an object's tags, Chmura's included; `None` when the store does not answer with
+/// them (no such object, or a store without object tagging).
+async fn all_tags(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+) -> Option<Vec<(String, String)>> {
+    match store_tagging(state, bucket, key, version).await {
+        Ok((status, xml)) if status.is_success() => Some(multipart::parse_tags(&xml)),
+        _ => None,
+    }
+}
+
+/// GetObjectTagging in the store: status and body.
+async fn store_tagging(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+) -> Result<(http::StatusCode, String), S3Error> {
+    let req = tagging_request(state, Method::GET, bucket, key, version)
+        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+        .map_err(|e| S3Error::internal(format!("tagging request: {e}")))?;
+    let (rp, body) = state.upstream.send(req, false).await?.into_parts();
+    Ok((rp.status, read_small_body(body).await?))
+}
+
+fn tagging_request(
+    state: &State,
+    method: Method,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+) -> http::request::Builder {
     let mut q = vec![("tagging".to_string(), String::new())];
     if let Some(v) = version {
         q.push(("versionId".to_string(), v.to_string()));
@@ -4257,24 +4514,119 @@ pub(crate) async fn object_tags(
     let (uri, host) = state
         .upstream
         .uri(Some(bucket), key, &sigv4::canonical_query(&q, None));
-    let req = Request::builder()
-        .method(Method::GET)
+    Request::builder()
+        .method(method)
         .uri(&uri)
         .header(HOST, host)
-        .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
-        .map_err(|e| S3Error::internal(format!("tagging request: {e}")))?;
-    let (rp, body) = state.upstream.send(req, false).await?.into_parts();
-    let xml = read_small_body(body).await?;
-    if rp.status == http::StatusCode::NOT_FOUND {
-        return Ok(Vec::new());
+}
+
+/// PutObjectTagging in the store with `tags`; whether the store took them.
+async fn put_store_tags(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+    tags: &[(String, String)],
+) -> bool {
+    let xml = cktag::tagging_xml(tags);
+    let mut md5 = crate::checksum::Hasher::md5();
+    md5.update(xml.as_bytes());
+    let Ok(req) = tagging_request(state, Method::PUT, bucket, key, version)
+        .header(CONTENT_LENGTH, xml.len())
+        .header("content-md5", crate::checksum::b64(&md5.finish()))
+        .header(CONTENT_TYPE, "application/xml")
+        .body(
+            Full::new(Bytes::from(xml))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        )
+    else {
+        return false;
+    };
+    match state.upstream.send(req, true).await {
+        Ok(r) => {
+            let ok = r.status().is_success();
+            drop(r);
+            ok
+        }
+        Err(_) => false,
     }
-    if !rp.status.is_success() {
-        return Err(access::access_denied().with_detail(format!(
-            "object tags unreadable for a policy condition: status {}",
-            rp.status
-        )));
+}
+
+/// Keeps a checksum that became known after the object's metadata was written in the object
+/// tag `chmura-ck` (cktag.rs, FORMAT.md §8a), beside the client's tags (`theirs`, or read from
+/// the store when `None`). Best effort: the object is already stored and its checksum was
+/// verified; a store without object tagging, or a client that filled all ten tags, leaves the
+/// object without it (GET and HEAD then state no checksum).
+async fn keep_checksum_tag(
+    state: &State,
+    (bucket, key, version): (&str, &str, Option<&str>),
+    okey: &ObjectKey,
+    kept: &cktag::Kept,
+    theirs: Option<Vec<(String, String)>>,
+) {
+    let theirs = match theirs {
+        Some(t) => t,
+        None => match all_tags(state, bucket, key, version).await {
+            Some(t) => cktag::split(t).0,
+            None => return,
+        },
+    };
+    if theirs.len() >= cktag::MAX_TAGS {
+        return;
     }
-    Ok(multipart::parse_tags(&xml))
+    let mut tags = theirs;
+    tags.push((cktag::TAG_KEY.to_string(), kept.seal(okey)));
+    if !put_store_tags(state, bucket, key, version, &tags).await {
+        tracing::debug!(bucket, "the store did not keep the checksum tag");
+    }
+}
+
+/// The checksum kept in an object's tag, and the client's tag count, for a GET or HEAD of an
+/// object whose envelope has `chmura-ckt`. One GetObjectTagging, only when the store counts
+/// tags on the object. `None`: the tags could not be read.
+async fn tag_checksum(
+    state: &State,
+    (bucket, key): (&str, &str),
+    store_headers: &HeaderMap,
+    okey: &ObjectKey,
+) -> Option<(Option<cktag::Kept>, usize)> {
+    let count = store_headers
+        .get("x-amz-tagging-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())?;
+    if count == 0 {
+        return None;
+    }
+    let version = store_headers
+        .get("x-amz-version-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| *v != "null");
+    let (theirs, ours) = cktag::split(all_tags(state, bucket, key, version).await?);
+    let kept = ours.and_then(|v| {
+        let k = cktag::Kept::open(&v, okey);
+        if k.is_none() {
+            tracing::warn!(bucket, "a checksum tag does not open; no checksum stated");
+        }
+        k
+    });
+    Some((kept, theirs.len()))
+}
+
+/// Sets `x-amz-tagging-count` to what the client sees (cktag::shown_count).
+fn show_tag_count(h: &mut HeaderMap, flagged: bool, exact: Option<usize>) {
+    let store = h
+        .get("x-amz-tagging-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match cktag::shown_count(store, flagged, exact) {
+        Some(n) => {
+            h.insert("x-amz-tagging-count", HeaderValue::from(n));
+        }
+        None => {
+            h.remove("x-amz-tagging-count");
+        }
+    }
 }
 
 /// A DeleteResult with AccessDenied errors for `denied` added (to the store's result, or

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod body;
 pub mod checksum;
 pub mod chunked;
+pub mod cktag;
 pub mod cors;
 pub mod error;
 pub mod etag;

@@ -22,6 +22,9 @@ const LOCKED: u8 = 0x80;
 const SSEC: u8 = 0x40;
 /// Flag bit: the store's id of the upload's sidecar follows (u16 length, bytes).
 const SIDECAR: u8 = 0x20;
+/// Token flag: the upload was created with a checksum algorithm, so its envelope says the
+/// object's checksum is kept in a tag (FORMAT.md §8a) and Complete writes that tag.
+const CHECKSUM_TAG: u8 = 0x10;
 
 /// What a Chmura UploadId carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +48,9 @@ pub struct UploadToken {
     /// without the ids, so ListMultipartUploads can show the token: `sidecar_key`). Bit 5 of
     /// the trailing byte, then its length (u16) and bytes.
     pub sidecar_id: Option<String>,
+    /// The upload's envelope has `chmura-ckt` (FORMAT.md §8a): Complete keeps the checksum
+    /// it states in the object tag `chmura-ck`. Bit 4 of the trailing byte.
+    pub checksum_tag: bool,
 }
 
 /// The token byte for a full-object CRC algorithm.
@@ -99,7 +105,8 @@ impl UploadToken {
                 SIDECAR
             } else {
                 0
-            };
+            }
+            | if self.checksum_tag { CHECKSUM_TAG } else { 0 };
         if code != 0 {
             b.push(code);
         }
@@ -162,7 +169,7 @@ impl UploadToken {
         if !r.is_empty() {
             return None;
         }
-        let code = flags & !(LOCKED | SSEC | SIDECAR);
+        let code = flags & !(LOCKED | SSEC | SIDECAR | CHECKSUM_TAG);
         let full_object = match code {
             0 => None,
             _ => Some(
@@ -181,6 +188,7 @@ impl UploadToken {
             locked,
             customer_check,
             sidecar_id,
+            checksum_tag: flags & CHECKSUM_TAG != 0,
         })
     }
 
@@ -721,6 +729,7 @@ mod tests {
             locked: false,
             customer_check: None,
             sidecar_id: None,
+            checksum_tag: false,
         };
         let s = t.encode();
         assert!(s
@@ -743,7 +752,12 @@ mod tests {
                 ..base.clone()
             };
             assert_eq!(UploadToken::decode(&locked.encode()), Some(locked.clone()));
-            assert_eq!(UploadToken::decode(&base.encode()), Some(base));
+            assert_eq!(UploadToken::decode(&base.encode()), Some(base.clone()));
+            let tagged = UploadToken {
+                checksum_tag: true,
+                ..base.clone()
+            };
+            assert_eq!(UploadToken::decode(&tagged.encode()), Some(tagged));
             let ssec = UploadToken {
                 customer_check: Some([9; 32]),
                 ..locked
@@ -784,6 +798,7 @@ mod tests {
             locked: true,
             customer_check: Some([5; 32]),
             sidecar_id: None,
+            checksum_tag: true,
         };
         let key = "dir/a file+&<x>.chmura-upload.y";
         let sk = t.sidecar_key(key);

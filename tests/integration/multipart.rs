@@ -3112,3 +3112,308 @@ async fn locked_uploads_parts_and_checksum_uploads_carry_the_trailer() {
     assert_eq!(stored.content_encoding(), Some("aws-chunked"));
     assert_eq!(get_all(&s3, "always", "k").await.expect("get"), body);
 }
+
+/// Checksums that become known after the object's metadata left (a PutObject's aws-chunked
+/// trailer on a body over 1 MiB; a multipart upload's composite at Complete) are kept sealed
+/// in the object tag `chmura-ck` (FORMAT.md §8a) and returned by HEAD and GET with
+/// `x-amz-checksum-mode: ENABLED`. Clients never see the tag: tag listings and counts leave
+/// it out, their tag sets replace only their tags, and they may not set it.
+#[tokio::test]
+async fn late_checksums_are_kept_in_a_tag_on_moto() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, Tag, Tagging};
+    use base64::Engine;
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let sha256 = |d: &[u8]| {
+        let mut h =
+            chmura_proxy::checksum::Hasher::new(chmura_proxy::checksum::ChecksumAlgorithm::Sha256);
+        h.update(d);
+        h.finish()
+    };
+    let Some((moto, env)) = encrypted_env_on_moto("late_checksums_are_kept_in_a_tag_on_moto").await
+    else {
+        return;
+    };
+    let s3 = env.proxy.sdk_client();
+    let store = chmura_tests::sdk_client(
+        &moto.endpoint,
+        None,
+        chmura_tests::UPSTREAM_AK,
+        chmura_tests::UPSTREAM_SK,
+    );
+    s3.create_bucket()
+        .bucket("late")
+        .send()
+        .await
+        .expect("bucket");
+    let store_tags = |key: &'static str| {
+        let store = store.clone();
+        async move {
+            let out = store
+                .get_object_tagging()
+                .bucket("late")
+                .key(key)
+                .send()
+                .await
+                .expect("store tags");
+            out.tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let client_tags = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            let out = s3
+                .get_object_tagging()
+                .bucket("late")
+                .key(key)
+                .send()
+                .await
+                .expect("tags");
+            out.tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let head_sha = |key: &'static str| {
+        let s3 = s3.clone();
+        async move {
+            let h = s3
+                .head_object()
+                .bucket("late")
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .expect("head");
+            h.checksum_sha256().map(str::to_string)
+        }
+    };
+
+    // A 3 MiB PutObject from a file: the SDK streams it with its checksum as an aws-chunked
+    // trailer. With a tag of the client's.
+    let data = pattern(3 << 20, 17);
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("big");
+    std::fs::write(&path, &data).expect("write");
+    let put = s3
+        .put_object()
+        .bucket("late")
+        .key("big")
+        .tagging("mine=1")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .body(ByteStream::from_path(&path).await.expect("file"))
+        .send()
+        .await
+        .expect("put");
+    let want = b64(&sha256(&data));
+    assert_eq!(put.checksum_sha256(), Some(want.as_str()));
+    let raw = store_tags("big").await;
+    assert_eq!(raw.len(), 2, "{raw:?}");
+    let sealed = raw
+        .iter()
+        .find(|(k, _)| k == "chmura-ck")
+        .map(|(_, v)| v.clone())
+        .expect("the store holds the sealed checksum");
+    assert!(
+        sealed.starts_with("SHA256 FULL_OBJECT ") && !sealed.contains(&want),
+        "{sealed}"
+    );
+    assert_eq!(head_sha("big").await.as_deref(), Some(want.as_str()));
+    let get = s3
+        .get_object()
+        .bucket("late")
+        .key("big")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(get.checksum_sha256(), Some(want.as_str()));
+    assert_eq!(get.tag_count(), Some(1), "the client's tags only");
+    let body = get
+        .body
+        .collect()
+        .await
+        .expect("validated body")
+        .into_bytes();
+    assert!(body.as_ref() == data.as_slice());
+    let plain = s3
+        .get_object()
+        .bucket("late")
+        .key("big")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(plain.tag_count(), Some(1));
+    assert_eq!(client_tags("big").await, vec![("mine".into(), "1".into())]);
+
+    // The client's tag sets replace the client's tags; Chmura's stays.
+    let set = |pairs: &[(&str, &str)]| {
+        Tagging::builder()
+            .set_tag_set(Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build().expect("tag"))
+                    .collect(),
+            ))
+            .build()
+            .expect("tagging")
+    };
+    s3.put_object_tagging()
+        .bucket("late")
+        .key("big")
+        .tagging(set(&[("a", "x"), ("b", "y")]))
+        .send()
+        .await
+        .expect("put tags");
+    assert_eq!(
+        client_tags("big").await,
+        vec![("a".into(), "x".into()), ("b".into(), "y".into())]
+    );
+    assert_eq!(store_tags("big").await.len(), 3);
+    assert_eq!(head_sha("big").await.as_deref(), Some(want.as_str()));
+    let e = s3
+        .put_object_tagging()
+        .bucket("late")
+        .key("big")
+        .tagging(set(&[("chmura-ck", "SHA256 FULL_OBJECT AAAA")]))
+        .send()
+        .await
+        .expect_err("reserved tag");
+    assert_eq!(e.into_service_error().meta().code(), Some("InvalidTag"));
+    s3.delete_object_tagging()
+        .bucket("late")
+        .key("big")
+        .send()
+        .await
+        .expect("delete tags");
+    assert!(client_tags("big").await.is_empty());
+    assert_eq!(head_sha("big").await.as_deref(), Some(want.as_str()));
+    let plain = s3
+        .get_object()
+        .bucket("late")
+        .key("big")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(plain.tag_count(), None);
+    drop(plain);
+
+    // A tag edited in the store does not open: no checksum is stated, the body still reads.
+    let mut edited = sealed.clone();
+    edited.replace_range(edited.len() - 8..edited.len() - 4, "AAAA");
+    store
+        .put_object_tagging()
+        .bucket("late")
+        .key("big")
+        .tagging(set(&[("chmura-ck", edited.as_str())]))
+        .send()
+        .await
+        .expect("store tags");
+    assert_eq!(head_sha("big").await, None);
+    assert!(get_all(&s3, "late", "big").await.expect("get") == data);
+
+    // A multipart upload created with a checksum algorithm: Complete's composite is kept.
+    let created = s3
+        .create_multipart_upload()
+        .bucket("late")
+        .key("mp")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .expect("create");
+    let id = created.upload_id().expect("id").to_string();
+    let data = pattern(PART + 1000, 18);
+    let (mut parts, mut digests) = (Vec::new(), Vec::new());
+    for (i, piece) in data.chunks(PART).enumerate() {
+        let n = i as i32 + 1;
+        let d = sha256(piece);
+        let out = s3
+            .upload_part()
+            .bucket("late")
+            .key("mp")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_sha256(b64(&d))
+            .body(ByteStream::from(piece.to_vec()))
+            .send()
+            .await
+            .expect("part");
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().expect("etag"))
+                .checksum_sha256(b64(&d))
+                .build(),
+        );
+        digests.extend_from_slice(&d);
+    }
+    let want = format!("{}-2", b64(&sha256(&digests)));
+    let done = s3
+        .complete_multipart_upload()
+        .bucket("late")
+        .key("mp")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("complete");
+    assert_eq!(done.checksum_sha256(), Some(want.as_str()));
+    let head = s3
+        .head_object()
+        .bucket("late")
+        .key("mp")
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.checksum_sha256(), Some(want.as_str()));
+    assert_eq!(
+        head.checksum_type(),
+        Some(&aws_sdk_s3::types::ChecksumType::Composite)
+    );
+    assert!(client_tags("mp").await.is_empty());
+    assert_eq!(store_tags("mp").await.len(), 1);
+    // A copy keeps it (same salt); a copy with new tags has none, and shows only those.
+    s3.copy_object()
+        .bucket("late")
+        .key("mp-copy")
+        .copy_source("late/mp")
+        .send()
+        .await
+        .expect("copy");
+    assert_eq!(head_sha("mp-copy").await.as_deref(), Some(want.as_str()));
+    s3.copy_object()
+        .bucket("late")
+        .key("mp-retagged")
+        .copy_source("late/mp")
+        .tagging_directive(aws_sdk_s3::types::TaggingDirective::Replace)
+        .tagging("t=1")
+        .send()
+        .await
+        .expect("copy with tags");
+    assert_eq!(head_sha("mp-retagged").await, None);
+    let get = s3
+        .get_object()
+        .bucket("late")
+        .key("mp-retagged")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(get.tag_count(), Some(1));
+    assert!(
+        get.body
+            .collect()
+            .await
+            .expect("body")
+            .into_bytes()
+            .as_ref()
+            == data.as_slice()
+    );
+}
