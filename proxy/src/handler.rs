@@ -2334,10 +2334,10 @@ async fn handle_inner(
                 attributes_checksum =
                     stored_checksum(state, object, version, ssec.as_ref(), wants)
                         .await?
-                        .and_then(|(name, value)| {
+                        .and_then(|(name, value, kind)| {
                             let a = ChecksumAlgorithm::from_header_name(name.as_str())?;
                             Some(format!(
-                                "<Checksum><Checksum{n}>{v}</Checksum{n}><ChecksumType>FULL_OBJECT</ChecksumType></Checksum>",
+                                "<Checksum><Checksum{n}>{v}</Checksum{n}><ChecksumType>{kind}</ChecksumType></Checksum>",
                                 n = a.name(),
                                 v = value.to_str().ok()?
                             ))
@@ -4339,7 +4339,7 @@ async fn stored_checksum(
     version: Option<&str>,
     ssec: Option<&crate::ssec::SseC>,
     wanted: bool,
-) -> Result<Option<(HeaderName, HeaderValue)>, S3Error> {
+) -> Result<Option<(HeaderName, HeaderValue, &'static str)>, S3Error> {
     let head = store_request(state, Method::HEAD, bucket, key, version)
         .body(empty_body())
         .map_err(|e| S3Error::internal(format!("attributes head: {e}")))?;
@@ -4351,11 +4351,24 @@ async fn stored_checksum(
         return Ok(None);
     };
     crate::ssec::check_object(&env, ssec)?;
-    if !wanted || env.checksum.is_none() {
+    if !wanted || (env.checksum.is_none() && !env.checksum_tag) {
         return Ok(None);
     }
     let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;
-    checksum_header(&env, &okey)
+    if let Some((n, v)) = checksum_header(&env, &okey)? {
+        return Ok(Some((n, v, "FULL_OBJECT")));
+    }
+    // A checksum kept in a tag (cktag.rs): a composite is stated with its part count.
+    let tagged = tag_checksum(state, (bucket, key), &hp.headers, &okey).await;
+    Ok(tagged.and_then(|(k, _)| k).map(|k| {
+        let [(n, v), (_, kind)] = k.headers();
+        let kind = if kind == "COMPOSITE" {
+            "COMPOSITE"
+        } else {
+            "FULL_OBJECT"
+        };
+        (n, v, kind)
+    }))
 }
 
 /// Whether a GET or HEAD asks for the object's checksum (`x-amz-checksum-mode: ENABLED`).

@@ -3380,6 +3380,20 @@ async fn late_checksums_are_kept_in_a_tag_on_moto() {
     );
     assert!(client_tags("mp").await.is_empty());
     assert_eq!(store_tags("mp").await.len(), 1);
+    let attrs = s3
+        .get_object_attributes()
+        .bucket("late")
+        .key("mp")
+        .object_attributes(aws_sdk_s3::types::ObjectAttributes::Checksum)
+        .send()
+        .await
+        .expect("attributes");
+    let ck = attrs.checksum().expect("checksum attribute");
+    assert_eq!(ck.checksum_sha256(), Some(want.as_str()));
+    assert_eq!(
+        ck.checksum_type(),
+        Some(&aws_sdk_s3::types::ChecksumType::Composite)
+    );
     // A copy keeps it (same salt); a copy with new tags has none, and shows only those.
     s3.copy_object()
         .bucket("late")
