@@ -2170,6 +2170,14 @@ async fn handle_inner(
                 }
             }
         }
+        // An upload rewritten off the grid takes the checksum Complete stated into the new
+        // object's tags (cktag.rs).
+        let kept_at_rewrite = match (token.as_ref(), complete_checksum.as_ref()) {
+            (Some(t), Some((element, value, kind))) if t.checksum_tag => {
+                cktag::Kept::from_stated(element, value, kind)
+            }
+            _ => None,
+        };
         if let Some(parts) = irregular
             .as_ref()
             .filter(|_| xml.contains("<CompleteMultipartUploadResult"))
@@ -2198,12 +2206,14 @@ async fn handle_inner(
                     ssec,
                 );
                 let (parts, checksum) = (parts.clone(), complete_checksum.clone());
+                let kept = kept_at_rewrite.clone();
                 let (resource, request_id) = (format!("/{bucket}/{key}"), ctx.request_id.clone());
                 let task = tokio::spawn(async move {
                     let rewritten = rewrite_irregular(
                         &st,
                         (&tenant, &bucket, &key),
                         task_ssec.as_ref(),
+                        kept.as_ref(),
                         &parts,
                         &store_etag,
                         version.as_deref(),
@@ -2239,6 +2249,7 @@ async fn handle_inner(
                 state,
                 (&ctx_tenant.name, bucket_name, &addr.key),
                 ssec.as_ref(),
+                kept_at_rewrite.as_ref(),
                 parts,
                 &store_etag,
                 version.as_deref(),
@@ -3351,12 +3362,21 @@ async fn rewrite_irregular(
     state: &State,
     (tenant, bucket, key): (&str, &str, &str),
     ssec: Option<&crate::ssec::SseC>,
+    kept: Option<&cktag::Kept>,
     parts: &[(u32, u64)],
     etag: &str,
     version: Option<&str>,
 ) -> Result<(String, Option<String>), S3Error> {
-    let result =
-        rewrite_irregular_inner(state, (tenant, bucket, key), ssec, parts, etag, version).await;
+    let result = rewrite_irregular_inner(
+        state,
+        (tenant, bucket, key),
+        ssec,
+        kept,
+        parts,
+        etag,
+        version,
+    )
+    .await;
     let remove = match (&result, version) {
         (Ok((_, Some(new))), Some(old)) if new != old => Some(Some(old)),
         (Err(_), v) => Some(v),
@@ -3383,6 +3403,7 @@ async fn rewrite_irregular_inner(
     state: &State,
     (tenant, bucket, key): (&str, &str, &str),
     ssec: Option<&crate::ssec::SseC>,
+    kept: Option<&cktag::Kept>,
     parts: &[(u32, u64)],
     etag: &str,
     version: Option<&str>,
@@ -3432,7 +3453,7 @@ async fn rewrite_irregular_inner(
     let cipher_len = layout::ciphertext_len(total);
     // One PUT when the store takes it whole; otherwise a multipart upload on the grid.
     let whole = cipher_len <= state.config.upstream.max_put_bytes;
-    let new_env = ObjectHeader {
+    let mut new_env = ObjectHeader {
         key_id: env.key_id.clone(),
         wrapped_key,
         salt,
@@ -3449,11 +3470,16 @@ async fn rewrite_irregular_inner(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u32>().ok())
         .is_some_and(|n| n > 0);
-    let tags = if tagged {
+    let mut tags = if tagged {
         object_tags(state, bucket, key, version).await?
     } else {
         Vec::new()
     };
+    // The checksum Complete stated goes with the new object's tags (cktag.rs).
+    if let Some(k) = kept.filter(|_| tags.len() < cktag::MAX_TAGS) {
+        tags.push((cktag::TAG_KEY.to_string(), k.seal(&new)));
+        new_env.checksum_tag = true;
+    }
     let mut object_headers = multipart::copied_headers(&rp.headers);
     if let Some(v) = rp.headers.get("x-amz-storage-class") {
         object_headers.push((HeaderName::from_static("x-amz-storage-class"), v.clone()));
