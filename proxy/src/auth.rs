@@ -537,17 +537,32 @@ fn v4_query(
 
 /// The SigV2 string to sign: one form, or two when a sub-resource has an empty value
 /// (`uploads=`), which signers canonicalize either as sent or as a bare name.
+///
+/// A path-style request for a bucket itself (`/bucket`) is signed by botocore (and so by S3's
+/// verifier) with the resource `/bucket/`; both forms are candidates.
 fn v2_strings_to_sign(req: &RequestView<'_>, date_slot: &str) -> Vec<String> {
-    let first = v2_string_to_sign(req, date_slot, false);
-    let bare = v2_string_to_sign(req, date_slot, true);
-    if bare == first {
-        vec![first]
-    } else {
-        vec![first, bare]
+    let mut paths = vec![req.raw_path.to_string()];
+    if req.vhost_bucket.is_none() && req.raw_path.len() > 1 && !req.raw_path[1..].contains('/') {
+        paths.push(format!("{}/", req.raw_path));
     }
+    let mut out: Vec<String> = Vec::new();
+    for path in &paths {
+        for bare in [false, true] {
+            let sts = v2_string_to_sign(req, path, date_slot, bare);
+            if !out.contains(&sts) {
+                out.push(sts);
+            }
+        }
+    }
+    out
 }
 
-fn v2_string_to_sign(req: &RequestView<'_>, date_slot: &str, empty_as_bare: bool) -> String {
+fn v2_string_to_sign(
+    req: &RequestView<'_>,
+    raw_path: &str,
+    date_slot: &str,
+    empty_as_bare: bool,
+) -> String {
     let h = |n: &str| {
         req.headers
             .get(n)
@@ -562,7 +577,7 @@ fn v2_string_to_sign(req: &RequestView<'_>, date_slot: &str, empty_as_bare: bool
         h("content-type"),
         date_slot,
         sigv4::sigv2_amz_headers(req.headers),
-        sigv4::sigv2_resource(req.vhost_bucket, req.raw_path, req.raw_query, empty_as_bare)
+        sigv4::sigv2_resource(req.vhost_bucket, raw_path, req.raw_query, empty_as_bare)
     )
 }
 

@@ -412,6 +412,27 @@ async fn sigv2_sub_resources_with_an_empty_value_signed_either_way() {
     expect(&r, 403, "SignatureDoesNotMatch");
 }
 
+/// botocore signs a path-style request for the bucket itself (`PUT /bkt` for CreateBucket,
+/// `GET /bkt` for ListObjects) over the resource `/bkt/`, as S3 verifies it; `/bkt` signed as
+/// sent works too, and another bucket's resource does not.
+#[tokio::test]
+async fn sigv2_bucket_requests_signed_with_a_trailing_slash() {
+    let t = T::new().await;
+    let now = httpdate::fmt_http_date(SystemTime::now());
+    for signed in ["/bkt/", "/bkt"] {
+        let r = t.send(&sigv2_header("GET", "/bkt", signed, &now)).await;
+        assert_eq!(r.status, 200, "signed {signed}: {}", r.text());
+        assert!(r.text().contains("ListBucketResult"), "{}", r.text());
+    }
+    let r = t.send(&sigv2_header("GET", "/bkt", "/bk/", &now)).await;
+    expect(&r, 403, "SignatureDoesNotMatch");
+    // An object's resource stays exact.
+    let r = t
+        .send(&sigv2_header("GET", "/bkt/k", "/bkt/k/", &now))
+        .await;
+    expect(&r, 403, "SignatureDoesNotMatch");
+}
+
 #[tokio::test]
 async fn dates_as_clients_write_them_and_the_clock_before_the_signature() {
     let t = T::new().await;
