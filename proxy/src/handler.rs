@@ -1124,6 +1124,12 @@ async fn handle_inner(
             S3Error::invalid_request(format!("Checksum algorithm {a} is not supported."))
         })?;
         let declared = exp.checksum.as_ref().map(|c| c.0).or(exp.trailer_checksum);
+        if declared.is_some_and(|d| d != alg) {
+            // Another algorithm's checksum than the one named: S3's answer.
+            return Err(S3Error::invalid_request(
+                "Value for x-amz-sdk-checksum-algorithm header is invalid.",
+            ));
+        }
         if declared != Some(alg) {
             return Err(S3Error::invalid_request(format!(
                 "x-amz-sdk-checksum-algorithm specified, but no corresponding x-amz-checksum-* or x-amz-trailer headers were found for {}.",

@@ -159,6 +159,24 @@ async fn content_md5_and_checksum_headers_are_verified() {
         )
         .await;
     expect(&r, 400, "BadDigest");
+    // The SDK's algorithm header naming another algorithm than the checksum sent.
+    let r = t
+        .send(
+            &t.sign(
+                t.put(&body)
+                    .header("x-amz-sdk-checksum-algorithm", "crc32c")
+                    .header("x-amz-checksum-crc32", &crc32_b64(&body)),
+                UNSIGNED,
+            ),
+        )
+        .await;
+    expect(&r, 400, "InvalidRequest");
+    assert!(
+        r.text()
+            .contains("Value for x-amz-sdk-checksum-algorithm header is invalid."),
+        "{}",
+        r.text()
+    );
     t.intact();
     let r = t
         .send(
