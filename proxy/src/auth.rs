@@ -622,7 +622,8 @@ fn v2_header(
             })?;
         (d.trim().to_string(), parse_any_date(d))
     };
-    let t = t.ok_or_else(|| {
+    // A date before 1970 is no valid date to S3 (AccessDenied, not RequestTimeTooSkewed).
+    let t = t.filter(|t| *t >= 0).ok_or_else(|| {
         S3Error::access_denied()
             .with_detail("AWS authentication requires a valid Date or x-amz-date header")
     })?;

@@ -517,18 +517,22 @@ async fn own_request_id(resp: Response<ResponseBody>, request_id: &str) -> Respo
 
 /// A Content-Encoding without its `aws-chunked` token (transfer framing, not the object's
 /// encoding); `None` when nothing else is left.
+/// A value without that token is kept as sent; the rest of one with it is joined with `, `
+/// (S3 stores `deflate, gzip` as sent, and `gzip, aws-chunked` as `gzip`).
 fn without_aws_chunked(value: &HeaderValue) -> Option<HeaderValue> {
-    let rest: Vec<&str> = value
-        .to_str()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
+    let text = value.to_str().unwrap_or("");
+    let tokens: Vec<&str> = text.split(',').map(str::trim).collect();
+    if !tokens.iter().any(|t| t.eq_ignore_ascii_case("aws-chunked")) {
+        return (!text.trim().is_empty()).then(|| value.clone());
+    }
+    let rest: Vec<&str> = tokens
+        .into_iter()
         .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("aws-chunked"))
         .collect();
     if rest.is_empty() {
         return None;
     }
-    HeaderValue::from_str(&rest.join(",")).ok()
+    HeaderValue::from_str(&rest.join(", ")).ok()
 }
 
 /// A response of `parts` whose body is now `xml` (its length set).
@@ -5075,6 +5079,23 @@ mod tests {
             rewrite_sizes(&xml),
             "<Contents><Key>a</Key><Size>100</Size></Contents><Contents><Size>5</Size></Contents>"
         );
+    }
+
+    #[test]
+    fn aws_chunked_leaves_the_content_encoding_as_s3_stores_it() {
+        let v = |s: &str| {
+            without_aws_chunked(&HeaderValue::from_str(s).unwrap())
+                .map(|h| h.to_str().unwrap().to_string())
+        };
+        assert_eq!(v("deflate, gzip").as_deref(), Some("deflate, gzip"));
+        assert_eq!(v("deflate,gzip").as_deref(), Some("deflate,gzip"));
+        assert_eq!(v("gzip, aws-chunked").as_deref(), Some("gzip"));
+        assert_eq!(
+            v("aws-chunked,deflate,gzip").as_deref(),
+            Some("deflate, gzip")
+        );
+        assert_eq!(v("aws-chunked"), None);
+        assert_eq!(v("aws-chunked, AWS-CHUNKED"), None);
     }
 
     #[test]

@@ -465,6 +465,12 @@ async fn dates_as_clients_write_them_and_the_clock_before_the_signature() {
     ] {
         expect(&t.send(&sigv2_put(date)).await, 403, "RequestTimeTooSkewed");
     }
+    // A date before 1970 is no valid date (S3: AccessDenied).
+    expect(
+        &t.send(&sigv2_put("Tue, 07 Jul 1950 21:53:04 GMT")).await,
+        403,
+        "AccessDenied",
+    );
     t.intact();
     // A PUT that states no length at all (no Content-Length, no Transfer-Encoding): S3 wants
     // it said (411), and nothing is stored.
