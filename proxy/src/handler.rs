@@ -535,6 +535,32 @@ fn without_aws_chunked(value: &HeaderValue) -> Option<HeaderValue> {
     HeaderValue::from_str(&rest.join(", ")).ok()
 }
 
+/// The headers of a request whose small body Chmura wrote itself (DeleteObjects with the
+/// allowed keys, a tag set with Chmura's tag): the client's checksums no longer describe it,
+/// so its own Content-MD5 and length go with it.
+fn replaced_body_headers(h: &mut HeaderMap, body: &[u8]) -> Result<(), S3Error> {
+    let stale: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| {
+            k.as_str().starts_with("x-amz-checksum-")
+                || k.as_str() == "x-amz-sdk-checksum-algorithm"
+        })
+        .cloned()
+        .collect();
+    for n in stale {
+        h.remove(n);
+    }
+    let mut md5 = crate::checksum::Hasher::md5();
+    md5.update(body);
+    h.insert(
+        "content-md5",
+        HeaderValue::from_str(&crate::checksum::b64(&md5.finish()))
+            .map_err(|_| S3Error::internal("content-md5"))?,
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Ok(())
+}
+
 /// A response of `parts` whose body is now `xml` (its length set).
 fn xml_answer(mut parts: http::response::Parts, xml: String) -> Response<ResponseBody> {
     parts
@@ -1683,28 +1709,11 @@ async fn handle_inner(
                 .map(|o| format!("<Object>{o}</Object>"))
                 .collect::<String>()
         );
-        let mut md5 = crate::checksum::Hasher::md5();
-        md5.update(body.as_bytes());
-        let h = up
-            .headers_mut()
-            .ok_or_else(|| S3Error::internal("request builder"))?;
-        let stale: Vec<HeaderName> = h
-            .keys()
-            .filter(|k| {
-                k.as_str().starts_with("x-amz-checksum-")
-                    || k.as_str() == "x-amz-sdk-checksum-algorithm"
-            })
-            .cloned()
-            .collect();
-        for n in stale {
-            h.remove(n);
-        }
-        h.insert(
-            "content-md5",
-            HeaderValue::from_str(&crate::checksum::b64(&md5.finish()))
-                .map_err(|_| S3Error::internal("content-md5"))?,
-        );
-        h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        replaced_body_headers(
+            up.headers_mut()
+                .ok_or_else(|| S3Error::internal("request builder"))?,
+            body.as_bytes(),
+        )?;
         (
             Full::new(Bytes::from(body))
                 .map_err(|e| match e {})
@@ -1751,28 +1760,11 @@ async fn handle_inner(
             {
                 tags.push((cktag::TAG_KEY.to_string(), ours));
                 let body = cktag::tagging_xml(&tags);
-                let mut md5 = crate::checksum::Hasher::md5();
-                md5.update(body.as_bytes());
-                let h = up
-                    .headers_mut()
-                    .ok_or_else(|| S3Error::internal("request builder"))?;
-                let stale: Vec<HeaderName> = h
-                    .keys()
-                    .filter(|k| {
-                        k.as_str().starts_with("x-amz-checksum-")
-                            || k.as_str() == "x-amz-sdk-checksum-algorithm"
-                    })
-                    .cloned()
-                    .collect();
-                for n in stale {
-                    h.remove(n);
-                }
-                h.insert(
-                    "content-md5",
-                    HeaderValue::from_str(&crate::checksum::b64(&md5.finish()))
-                        .map_err(|_| S3Error::internal("content-md5"))?,
-                );
-                h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+                replaced_body_headers(
+                    up.headers_mut()
+                        .ok_or_else(|| S3Error::internal("request builder"))?,
+                    body.as_bytes(),
+                )?;
                 Bytes::from(body)
             }
             _ => Bytes::from(bytes),

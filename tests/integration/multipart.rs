@@ -3145,26 +3145,11 @@ async fn late_checksums_are_kept_in_a_tag_on_moto() {
         .send()
         .await
         .expect("bucket");
-    let store_tags = |key: &'static str| {
-        let store = store.clone();
+    // An object's tags as `client` (the store itself, or a tenant through Chmura) sees them.
+    let tags_seen_by = |client: &Client, key: &'static str| {
+        let client = client.clone();
         async move {
-            let out = store
-                .get_object_tagging()
-                .bucket("late")
-                .key(key)
-                .send()
-                .await
-                .expect("store tags");
-            out.tag_set()
-                .iter()
-                .map(|t| (t.key().to_string(), t.value().to_string()))
-                .collect::<Vec<_>>()
-        }
-    };
-    let client_tags = |key: &'static str| {
-        let s3 = s3.clone();
-        async move {
-            let out = s3
+            let out = client
                 .get_object_tagging()
                 .bucket("late")
                 .key(key)
@@ -3177,6 +3162,8 @@ async fn late_checksums_are_kept_in_a_tag_on_moto() {
                 .collect::<Vec<_>>()
         }
     };
+    let store_tags = |key: &'static str| tags_seen_by(&store, key);
+    let client_tags = |key: &'static str| tags_seen_by(&s3, key);
     let head_sha = |key: &'static str| {
         let s3 = s3.clone();
         async move {
