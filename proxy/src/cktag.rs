@@ -147,13 +147,15 @@ pub fn parse_tagging_header(v: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The tag count a client sees: the store's, less Chmura's tag when the object may carry one.
-/// `exact`: the client's tags, when they were read.
+/// The tag count a client sees: the store's, less Chmura's tag when the object may carry one;
+/// `exact`: the client's tags, when they were read. None where the store states none (S3
+/// states no count on HEAD).
 pub fn shown_count(store: Option<u32>, flagged: bool, exact: Option<usize>) -> Option<u32> {
+    let store = store?;
     let n = match exact {
         Some(n) => n as u32,
-        None if flagged => store?.saturating_sub(1),
-        None => store?,
+        None if flagged => store.saturating_sub(1),
+        None => store,
     };
     (n > 0).then_some(n)
 }
@@ -236,6 +238,11 @@ mod tests {
         assert_eq!(shown_count(None, true, None), None);
         assert_eq!(shown_count(Some(3), true, Some(1)), Some(1));
         assert_eq!(shown_count(Some(1), true, Some(0)), None);
+        assert_eq!(
+            shown_count(None, true, Some(2)),
+            None,
+            "HEAD on S3 states no count"
+        );
         assert_eq!(
             parse_tagging_header("k%20x=a%26b&e=&=z"),
             vec![
