@@ -2143,7 +2143,8 @@ async fn handle_inner(
             }
         }
         // The checksum Complete states is kept in a tag (cktag.rs) when the upload was
-        // created with a checksum algorithm; an upload rewritten off the grid has none.
+        // created with a checksum algorithm; an upload rewritten off the grid gets it with
+        // its rewrite (`kept_at_rewrite`, below).
         if let (Plan::MpComplete, Some(t), Some((element, value, kind)), None) = (
             plan,
             token.as_ref(),
