@@ -1603,21 +1603,7 @@ async fn handle_inner(
     } else if op == Op::DeleteObjects {
         // Every key is its own s3:DeleteObject decision: the denied ones are reported as
         // AccessDenied in the result, only the allowed ones reach the store.
-        let Some(vb) = verified else {
-            return Err(S3Error::new(
-                "MalformedXML",
-                "The XML you provided was not well-formed or did not validate against our published schema.",
-            ));
-        };
-        let bytes = match collect_capped(vb, MAX_COMPLETE_BODY).await {
-            Ok(b) => b,
-            Err(e) => {
-                return Err(slot.take().unwrap_or_else(|| {
-                    S3Error::new("MalformedXML", "The XML you provided was too large.")
-                        .with_detail(e)
-                }))
-            }
-        };
+        let bytes = client_xml(verified, &slot).await?;
         let xml = String::from_utf8_lossy(&bytes).into_owned();
         // Policies name the tenant's bucket; the store gets mapped keys.
         let bucket = ctx
@@ -1723,21 +1709,7 @@ async fn handle_inner(
     } else if op == Op::PutObjectTagging && state.kms.is_some() {
         // The client's tag set replaces the client's tags: Chmura's checksum tag (cktag.rs)
         // is carried over, and no client may set it.
-        let Some(vb) = verified else {
-            return Err(S3Error::new(
-                "MalformedXML",
-                "The XML you provided was not well-formed or did not validate against our published schema.",
-            ));
-        };
-        let bytes = match collect_capped(vb, MAX_COMPLETE_BODY).await {
-            Ok(b) => b,
-            Err(e) => {
-                return Err(slot.take().unwrap_or_else(|| {
-                    S3Error::new("MalformedXML", "The XML you provided was too large.")
-                        .with_detail(e)
-                }))
-            }
-        };
+        let bytes = client_xml(verified, &slot).await?;
         let xml = String::from_utf8_lossy(&bytes).into_owned();
         let mut tags = multipart::parse_tags(&xml);
         if tags.iter().any(|(k, _)| k == cktag::TAG_KEY) {
@@ -4732,6 +4704,26 @@ const CHECKSUM_ELEMENTS: &[&str] = &[
 const MAX_COMPLETE_BODY: usize = 4 * 1024 * 1024;
 /// S3's largest part.
 const MAX_PART_BYTES: u64 = 5 << 30;
+
+/// A client's XML request document (DeleteObjects, a tag set), verified and read whole; no
+/// body, or one over `MAX_COMPLETE_BODY`, is `MalformedXML`, a body that failed a check is
+/// that check's error.
+async fn client_xml(
+    verified: Option<UpstreamBody>,
+    slot: &FailureSlot,
+) -> Result<Vec<u8>, S3Error> {
+    let Some(vb) = verified else {
+        return Err(S3Error::new(
+            "MalformedXML",
+            "The XML you provided was not well-formed or did not validate against our published schema.",
+        ));
+    };
+    collect_capped(vb, MAX_COMPLETE_BODY).await.map_err(|e| {
+        slot.take().unwrap_or_else(|| {
+            S3Error::new("MalformedXML", "The XML you provided was too large.").with_detail(e)
+        })
+    })
+}
 
 /// A verified request body, read whole up to `cap` bytes (small control documents only).
 async fn collect_capped(mut body: UpstreamBody, cap: usize) -> Result<Vec<u8>, String> {

@@ -3179,6 +3179,39 @@ async fn late_checksums_are_kept_in_a_tag_on_moto() {
         }
     };
 
+    // Uploads `data` as parts of `size` with their SHA-256; the parts for Complete and the
+    // composite S3 computes from them.
+    let upload_parts = |id: &str, key: &'static str, data: &[u8], size: usize| {
+        let (s3, id, data) = (s3.clone(), id.to_string(), data.to_vec());
+        async move {
+            let (mut parts, mut digests) = (Vec::new(), Vec::new());
+            for (i, piece) in data.chunks(size).enumerate() {
+                let n = i as i32 + 1;
+                let d = sha256(piece);
+                let out = s3
+                    .upload_part()
+                    .bucket("late")
+                    .key(key)
+                    .upload_id(&id)
+                    .part_number(n)
+                    .checksum_sha256(b64(&d))
+                    .body(ByteStream::from(piece.to_vec()))
+                    .send()
+                    .await
+                    .expect("part");
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .e_tag(out.e_tag().expect("etag"))
+                        .checksum_sha256(b64(&d))
+                        .build(),
+                );
+                digests.extend_from_slice(&d);
+            }
+            let composite = format!("{}-{}", b64(&sha256(&digests)), parts.len());
+            (parts, composite)
+        }
+    };
     // A 3 MiB PutObject from a file: the SDK streams it with its checksum as an aws-chunked
     // trailer. With a tag of the client's.
     let data = pattern(3 << 20, 17);
@@ -3313,31 +3346,7 @@ async fn late_checksums_are_kept_in_a_tag_on_moto() {
         .expect("create");
     let id = created.upload_id().expect("id").to_string();
     let data = pattern(PART + 1000, 18);
-    let (mut parts, mut digests) = (Vec::new(), Vec::new());
-    for (i, piece) in data.chunks(PART).enumerate() {
-        let n = i as i32 + 1;
-        let d = sha256(piece);
-        let out = s3
-            .upload_part()
-            .bucket("late")
-            .key("mp")
-            .upload_id(&id)
-            .part_number(n)
-            .checksum_sha256(b64(&d))
-            .body(ByteStream::from(piece.to_vec()))
-            .send()
-            .await
-            .expect("part");
-        parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(out.e_tag().expect("etag"))
-                .checksum_sha256(b64(&d))
-                .build(),
-        );
-        digests.extend_from_slice(&d);
-    }
-    let want = format!("{}-2", b64(&sha256(&digests)));
+    let (parts, want) = upload_parts(&id, "mp", &data, PART).await;
     let done = s3
         .complete_multipart_upload()
         .bucket("late")
@@ -3393,31 +3402,7 @@ async fn late_checksums_are_kept_in_a_tag_on_moto() {
         .expect("create");
     let id = created.upload_id().expect("id").to_string();
     let odd = pattern(PART + 1000 + 500, 19);
-    let (mut parts, mut digests) = (Vec::new(), Vec::new());
-    for (i, piece) in odd.chunks(PART + 1000).enumerate() {
-        let n = i as i32 + 1;
-        let d = sha256(piece);
-        let out = s3
-            .upload_part()
-            .bucket("late")
-            .key("odd")
-            .upload_id(&id)
-            .part_number(n)
-            .checksum_sha256(b64(&d))
-            .body(ByteStream::from(piece.to_vec()))
-            .send()
-            .await
-            .expect("part");
-        parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(out.e_tag().expect("etag"))
-                .checksum_sha256(b64(&d))
-                .build(),
-        );
-        digests.extend_from_slice(&d);
-    }
-    let odd_want = format!("{}-2", b64(&sha256(&digests)));
+    let (parts, odd_want) = upload_parts(&id, "odd", &odd, PART + 1000).await;
     s3.complete_multipart_upload()
         .bucket("late")
         .key("odd")
