@@ -86,17 +86,22 @@ impl Kept {
         Some(Kept { alg, parts, digest })
     }
 
+    /// S3's checksum type: `COMPOSITE` or `FULL_OBJECT`.
+    pub fn kind(&self) -> &'static str {
+        if self.parts.is_some() {
+            "COMPOSITE"
+        } else {
+            "FULL_OBJECT"
+        }
+    }
+
     /// The response headers S3 sends with `x-amz-checksum-mode: ENABLED`.
     pub fn headers(&self) -> [(HeaderName, HeaderValue); 2] {
         let mut v = crate::checksum::b64(&self.digest);
         if let Some(n) = self.parts {
             v.push_str(&format!("-{n}"));
         }
-        let kind = if self.parts.is_some() {
-            "COMPOSITE"
-        } else {
-            "FULL_OBJECT"
-        };
+        let kind = self.kind();
         [
             (
                 HeaderName::from_static(self.alg.header_name()),

@@ -4362,13 +4362,8 @@ async fn stored_checksum(
     // A checksum kept in a tag (cktag.rs): a composite is stated with its part count.
     let tagged = tag_checksum(state, (bucket, key), &hp.headers, &okey).await;
     Ok(tagged.and_then(|(k, _)| k).map(|k| {
-        let [(n, v), (_, kind)] = k.headers();
-        let kind = if kind == "COMPOSITE" {
-            "COMPOSITE"
-        } else {
-            "FULL_OBJECT"
-        };
-        (n, v, kind)
+        let [(n, v), _] = k.headers();
+        (n, v, k.kind())
     }))
 }
 
