@@ -2,7 +2,7 @@
 //! derives the content key and a key commitment. The commitment is stored with the object and
 //! checked, in constant time, before any plaintext is released.
 
-use aws_lc_rs::{aead, hkdf};
+use aws_lc_rs::{aead, hkdf, hmac};
 use zeroize::Zeroizing;
 
 use crate::layout::CHUNK;
@@ -14,6 +14,7 @@ pub const COMMITMENT_LEN: usize = 32;
 
 const INFO_CONTENT: &[u8] = b"chmura/v1 content key";
 const INFO_COMMIT: &[u8] = b"chmura/v1 key commitment";
+const INFO_PART_NONCE: &[u8] = b"chmura/v1 part nonce key";
 const VALUE_AAD: &[u8] = b"chmura/v1 value ";
 const INFO_SSEC_MASK: &[u8] = b"chmura/v1 sse-c mask";
 const INFO_SSEC_CHECK: &[u8] = b"chmura/v1 sse-c check";
@@ -29,6 +30,8 @@ impl hkdf::KeyType for Len {
 pub struct ObjectKey {
     pub(crate) aead: aead::LessSafeKey,
     commitment: [u8; COMMITMENT_LEN],
+    /// `NK` (§13): the keys multipart parts derive their synthetic nonces from.
+    part_nonce: Zeroizing<[u8; 64]>,
 }
 
 impl ObjectKey {
@@ -38,7 +41,8 @@ impl ObjectKey {
         let chunk = (CHUNK as u32).to_be_bytes();
         let mut ck = Zeroizing::new([0u8; 32]);
         let mut commitment = [0u8; COMMITMENT_LEN];
-        // Expanding 32 bytes from HKDF-SHA256 cannot fail (limit is 255 * 32).
+        let mut part_nonce = Zeroizing::new([0u8; 64]);
+        // Expanding 32 or 64 bytes from HKDF-SHA256 cannot fail (limit is 255 * 32).
         #[allow(clippy::expect_used)]
         {
             prk.expand(&[INFO_CONTENT, &chunk], Len(32))
@@ -47,12 +51,28 @@ impl ObjectKey {
             prk.expand(&[INFO_COMMIT, &chunk], Len(COMMITMENT_LEN))
                 .and_then(|okm| okm.fill(&mut commitment))
                 .expect("HKDF expand of 32 bytes");
+            prk.expand(&[INFO_PART_NONCE, &chunk], Len(64))
+                .and_then(|okm| okm.fill(&mut part_nonce[..]))
+                .expect("HKDF expand of 64 bytes");
         }
         #[allow(clippy::expect_used)]
         let key = aead::UnboundKey::new(&aead::AES_256_GCM, &ck[..]).expect("32-byte AES key");
         ObjectKey {
             aead: aead::LessSafeKey::new(key),
             commitment,
+            part_nonce,
+        }
+    }
+
+    /// The keys of the synthetic nonces of multipart parts (§13).
+    pub(crate) fn part_nonce_key(&self) -> PartNonceKey {
+        let (g, m) = self.part_nonce.split_at(32);
+        // A 32-byte AES key is always valid.
+        #[allow(clippy::expect_used)]
+        let gmac = aead::UnboundKey::new(&aead::AES_256_GCM, g).expect("32-byte AES key");
+        PartNonceKey {
+            gmac: aead::LessSafeKey::new(gmac),
+            mac: hmac::Key::new(hmac::HMAC_SHA256, m),
         }
     }
 
@@ -113,6 +133,36 @@ impl ObjectKey {
         } else {
             Err(CryptoError::CommitmentMismatch)
         }
+    }
+}
+
+/// Derives the last 8 bytes of a multipart chunk's nonce from its identity and plaintext
+/// (§13): `HMAC-SHA256(NK_mac, ident || GMAC(NK_gmac, 0^12, plaintext))[0..8]`. GMAC (GHASH
+/// under AES) is a universal hash, ~20 times faster than SHA-256 here; the HMAC over its 16
+/// bytes makes the result a PRF, so nothing about `NK_gmac` leaks through the nonces.
+pub(crate) struct PartNonceKey {
+    gmac: aead::LessSafeKey,
+    mac: hmac::Key,
+}
+
+impl PartNonceKey {
+    pub(crate) fn synthetic(&self, ident: [u8; 4], plain: &[u8]) -> [u8; 8] {
+        // Sealing an empty message with `plain` as AAD fails only above 2^61 bytes.
+        #[allow(clippy::expect_used)]
+        let tag = self
+            .gmac
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key([0; 12]),
+                aead::Aad::from(plain),
+                &mut [],
+            )
+            .expect("GMAC of one chunk");
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        ctx.update(&ident);
+        ctx.update(tag.as_ref());
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&ctx.sign().as_ref()[..8]);
+        out
     }
 }
 

@@ -1,11 +1,11 @@
 //! Chunked AES-256-GCM (FORMAT.md §3). Each chunk is `nonce(12) || ciphertext || tag(16)`
-//! with a fresh random nonce; the AAD binds the format version, the part number, the chunk
+//! with a fresh random nonce (for multipart parts, one derived from the chunk, §13); the AAD binds the format version, the part number, the chunk
 //! index and whether the chunk is the last one, so reordering, dropping, duplicating,
 //! truncating and appending chunks all fail authentication or the length check.
 
 use aws_lc_rs::aead::{Aad, Nonce};
 
-use crate::keys::{random, ObjectKey};
+use crate::keys::{random, ObjectKey, PartNonceKey};
 use crate::layout::{chunk_count, CHUNK, NONCE, OVERHEAD, SEALED_CHUNK, TAG};
 use crate::pool::Buf;
 use crate::CryptoError;
@@ -112,6 +112,8 @@ pub struct Sealer<K> {
     remaining: u64,
     buf: Vec<u8>,
     nonce_source: Option<Vec<[u8; 12]>>,
+    /// Multipart parts only, made at the first chunk: their nonces are synthetic (§13).
+    part_nonce: Option<PartNonceKey>,
 }
 
 /// Whether `plain_len` bytes fit in one multipart part (§13).
@@ -124,6 +126,7 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
     /// part `part` (1..=10000, §13; callers check [`part_fits`] first).
     pub fn new(key: K, part: u32, plain_len: u64) -> Self {
         Sealer {
+            part_nonce: None,
             key,
             part,
             next: 0,
@@ -143,22 +146,38 @@ impl<K: std::ops::Deref<Target = ObjectKey>> Sealer<K> {
         self
     }
 
-    fn nonce(&mut self, index: u64, last: bool) -> [u8; 12] {
-        let mut n = match self.nonce_source.as_mut().and_then(Vec::pop) {
-            Some(n) => n,
-            None => random::<12>(),
-        };
-        if self.part != 0 {
-            n[..4].copy_from_slice(&chunk_ident(self.part, index, last));
-        }
-        n
-    }
-
     /// Seals the pending tail plus `more` as chunk `self.next` into `out`.
-    fn emit(&mut self, more: &[u8], out: &mut Buf) {
+    fn emit(&mut self, mut more: &[u8], out: &mut Buf) {
         let index = self.next;
         let last = index + 1 == self.chunks;
-        let nonce = self.nonce(index, last);
+        let mut nonce = match self.nonce_source.as_mut().and_then(Vec::pop) {
+            Some(n) => n,
+            None if self.part == 0 => random::<12>(),
+            None => {
+                // A part's nonce is a function of the chunk's place and plaintext, so the
+                // same part sent again seals to the same bytes (and the store gives it the
+                // same ETag, as S3 does). The plaintext must be one slice: however the
+                // network cut the body, the nonce must come out the same.
+                if !self.buf.is_empty() && !more.is_empty() {
+                    self.buf.extend_from_slice(more);
+                    more = &[];
+                }
+                let plain = if self.buf.is_empty() {
+                    more
+                } else {
+                    &self.buf[..]
+                };
+                let ident = chunk_ident(self.part, index, last);
+                let key = &self.key;
+                let k = self.part_nonce.get_or_insert_with(|| key.part_nonce_key());
+                let mut n = [0u8; 12];
+                n[4..].copy_from_slice(&k.synthetic(ident, plain));
+                n
+            }
+        };
+        if self.part != 0 {
+            nonce[..4].copy_from_slice(&chunk_ident(self.part, index, last));
+        }
         let aad = if self.part == 0 {
             AadBuf::single(0, index, last)
         } else {
@@ -642,6 +661,51 @@ mod tests {
     fn sealing_is_randomized() {
         let k = key();
         assert_ne!(seal_all(&k, 0, b"same", 4), seal_all(&k, 0, b"same", 4));
+    }
+
+    #[test]
+    fn a_part_sent_again_seals_to_the_same_bytes_however_it_is_cut() {
+        // Three chunks and a tail, fed in pieces that do and do not line up with chunks.
+        let data = body(3 * CHUNK as usize + 1000);
+        let k = key();
+        let once = seal_all(&k, 7, &data, 1 << 20);
+        for step in [1, 4096, 65_535, 65_537, 100_000] {
+            assert_eq!(seal_all(&k, 7, &data, step), once, "pieces of {step}");
+        }
+        // It opens, as part 7 of its own length.
+        let mut o = Opener::part(&k, 7, data.len() as u64);
+        let mut out = Vec::new();
+        o.push(&once, &mut out).unwrap();
+        o.finish().unwrap();
+        assert_eq!(out.concat(), data);
+        // Each nonce: the chunk's identity, then 8 bytes that differ from chunk to chunk.
+        let nonces: Vec<&[u8]> = once
+            .chunks(SEALED_CHUNK as usize)
+            .map(|c| &c[..12])
+            .collect();
+        assert_eq!(nonces.len(), 4);
+        for (i, n) in nonces.iter().enumerate() {
+            assert_eq!(parse_ident(n), (7, i as u64, i == 3));
+        }
+        let tails: std::collections::HashSet<&[u8]> = nonces.iter().map(|n| &n[4..]).collect();
+        assert_eq!(tails.len(), 4);
+        // One byte changed: that chunk's nonce changes, the others stay.
+        let mut other = data.clone();
+        other[CHUNK as usize + 5] ^= 1;
+        let again = seal_all(&k, 7, &other, 4096);
+        let nonces2: Vec<&[u8]> = again
+            .chunks(SEALED_CHUNK as usize)
+            .map(|c| &c[..12])
+            .collect();
+        assert_eq!(nonces2[0], nonces[0]);
+        assert_ne!(nonces2[1], nonces[1]);
+        assert_eq!(nonces2[2..], nonces[2..]);
+        // Another part number, another key or another salt: other nonces.
+        assert_ne!(seal_all(&k, 8, &data, 4096)[4..12], once[4..12]);
+        let k2 = ObjectKey::derive(&[1; 32], &[3; 32]);
+        assert_ne!(seal_all(&k2, 7, &data, 4096)[4..12], once[4..12]);
+        // Single-part objects keep random nonces.
+        assert_ne!(seal_all(&k, 0, &data, 4096), seal_all(&k, 0, &data, 4096));
     }
 
     #[test]

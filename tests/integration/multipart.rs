@@ -2826,6 +2826,100 @@ async fn heads_and_ranges_show_only_the_plaintext_view() {
 }
 
 #[tokio::test]
+async fn a_part_sent_again_keeps_its_etag() {
+    // S3's part ETag is the MD5 of the part, so a client that sends a part again (a retry,
+    // or s3-tests' test_multipart_upload_resend_part) may complete with the ETag of either
+    // answer. A part's chunk nonces are a function of the upload's key, the chunk's place and
+    // its plaintext (FORMAT.md §13), so the store gets the same ciphertext and the same ETag.
+    let env = encrypted_env().await;
+    let s3 = env.proxy.sdk_client();
+    s3.create_bucket()
+        .bucket("resend")
+        .send()
+        .await
+        .expect("bucket");
+    let id = s3
+        .create_multipart_upload()
+        .bucket("resend")
+        .key("k")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let one = pattern(PART, 31);
+    let e1 = upload_part(&s3, "resend", "k", &id, 1, &one).await;
+    assert_eq!(upload_part(&s3, "resend", "k", &id, 1, &one).await, e1);
+    // Another part number with the same bytes, or other bytes: another ETag.
+    let two = pattern(100_000, 32);
+    let e2 = upload_part(&s3, "resend", "k", &id, 2, &two).await;
+    let mut two_b = two.clone();
+    two_b[70_000] ^= 1;
+    let e2b = upload_part(&s3, "resend", "k", &id, 2, &two_b).await;
+    assert_ne!(e2, e2b);
+    let e3 = upload_part(&s3, "resend", "k", &id, 3, &one[..100_000]).await;
+    assert_ne!(
+        e3,
+        upload_part(&s3, "resend", "k", &id, 1, &one[..100_000]).await
+    );
+    s3.abort_multipart_upload()
+        .bucket("resend")
+        .key("k")
+        .upload_id(&id)
+        .send()
+        .await
+        .expect("abort");
+    // A fresh upload of the same bytes gets a fresh data key: other ETags.
+    let id2 = s3
+        .create_multipart_upload()
+        .bucket("resend")
+        .key("k")
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let f1 = upload_part(&s3, "resend", "k", &id2, 1, &one).await;
+    assert_ne!(f1, e1);
+    let f2 = upload_part(&s3, "resend", "k", &id2, 2, &two).await;
+    let f2b = upload_part(&s3, "resend", "k", &id2, 2, &two_b).await;
+    // The part now in the store is the changed one: completing with the first ETag is
+    // refused, as S3 refuses it, and leaves nothing.
+    let e = s3
+        .complete_multipart_upload()
+        .bucket("resend")
+        .key("k")
+        .upload_id(&id2)
+        .multipart_upload(completed(&[(1, f1.clone()), (2, f2)]))
+        .send()
+        .await
+        .expect_err("stale part ETag");
+    assert_eq!(
+        e.as_service_error().and_then(|e| e.meta().code()),
+        Some("InvalidPart"),
+        "{e:?}"
+    );
+    assert!(
+        get_all(&s3, "resend", "k").await.is_err(),
+        "an object appeared"
+    );
+    // Sending part 1 again and completing with the ETag of its first sending works.
+    assert_eq!(upload_part(&s3, "resend", "k", &id2, 1, &one).await, f1);
+    complete_upload(&s3, "resend", "k", &id2, &[(1, f1), (2, f2b)]).await;
+    let whole = [one.clone(), two_b].concat();
+    reads_back(
+        &s3,
+        "resend",
+        "k",
+        &whole,
+        &[(PART - 10, PART + 10), (0, 0)],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_completed_upload_completes_again_with_the_same_answer() {
     // S3 answers a repeated CompleteMultipartUpload of an upload it completed with the same
     // result (s3-tests' test_multipart_upload does this). The store no longer has the upload's
