@@ -1,10 +1,12 @@
-//! `chmura-dev-store --dir DIR [--port 9000] [--listen ADDR] [--tls]`: the quickstart's local
-//! S3 store.
+//! `chmura-dev-store --dir DIR [--port 9000] [--listen ADDR] [--tls] [--write-config]`: the
+//! quickstart's local S3 store on disk.
 //!
 //! Writes (once) a test CA and server certificate, tenant and upstream secrets, and a
 //! `chmura.toml` into DIR, then serves an `s3s-fs` store (which verifies SigV4) from DIR/store
 //! on 127.0.0.1:PORT until interrupted. With `--tls` the store speaks HTTPS with the same test
 //! certificate (as a real S3 does), and a new `chmura.toml` trusts it through `ca_file`.
+//! `--write-config` writes the files and exits (the quickstart then starts moto_server on
+//! PORT instead).
 
 use std::path::PathBuf;
 
@@ -100,6 +102,10 @@ policy_files = ["dev-policy.json"]
             )
             .expect("write config");
         }
+    }
+    if args.iter().any(|a| a == "--write-config") {
+        // The quickstart with another store on PORT (moto_server) needs only the files.
+        return;
     }
     let store = if tls {
         let certs = chmura_tests::TestCerts::load(&dir);
