@@ -1044,11 +1044,17 @@ async fn handle_inner(
         op,
         Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions | Op::ListMultipartUploads
     );
+    // S3 reads an empty `continuation-token=` as none and states it back (moto refuses it).
+    let empty_token = op == Op::ListObjectsV2
+        && query
+            .iter()
+            .any(|(k, v)| k == "continuation-token" && v.is_empty());
     if listing {
         // S3 reads an empty `delimiter=` (minio-py sends one on recursive listings) as none;
         // some stores (s3s-fs) read it as a delimiter.
         query.retain(|(k, v)| {
-            !(k == "delimiter" && v.is_empty()) && k != crate::ops::LISTING_METADATA
+            !((k == "delimiter" || k == "continuation-token") && v.is_empty())
+                && k != crate::ops::LISTING_METADATA
         });
     }
     let mut parts = parts;
@@ -2075,7 +2081,10 @@ async fn handle_inner(
         ));
     }
     if matches!(plan, Plan::ListSizes) && rp.status.is_success() {
-        return list_plaintext_sizes(rp, rbody).await;
+        return list_plaintext_sizes(rp, rbody, |xml| {
+            echo_listing_params(xml, op, &query, empty_token)
+        })
+        .await;
     }
     // Chmura's checksum tag (cktag.rs) is not the client's.
     if op == Op::GetObjectTagging && state.kms.is_some() && rp.status.is_success() {
@@ -4837,6 +4846,7 @@ const MAX_LIST_BODY: usize = 32 * 1024 * 1024;
 async fn list_plaintext_sizes(
     mut rp: http::response::Parts,
     rbody: Incoming,
+    echo: impl FnOnce(&str) -> String,
 ) -> Result<Response<ResponseBody>, S3Error> {
     let limited = http_body_util::Limited::new(rbody, MAX_LIST_BODY);
     let bytes = limited
@@ -4850,7 +4860,7 @@ async fn list_plaintext_sizes(
             )
         })?
         .to_bytes();
-    let text = String::from_utf8_lossy(&bytes);
+    let text = echo(&String::from_utf8_lossy(&bytes));
     let out = etag::present_in_xml(&rewrite_sizes(&text));
     rp.headers
         .insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
@@ -4860,6 +4870,63 @@ async fn list_plaintext_sizes(
             .map_err(|e| match e {})
             .boxed_unsync(),
     ))
+}
+
+/// S3 states a ListObjects page's `Marker` (empty when none was asked) and a ListObjectsV2
+/// page's `ContinuationToken` and `StartAfter` when they were asked. A store that leaves them
+/// out (moto) has them added as the request gave them: URL-encoded under `encoding-type=url`,
+/// as S3 encodes markers (never a continuation token). What the store states is kept. A
+/// ListObjectsV2 page names owners only under `fetch-owner=true` (moto always does).
+fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_token: bool) -> String {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let url = param("encoding-type").is_some_and(|v| v.eq_ignore_ascii_case("url"));
+    let encoded = |v: &str| {
+        if url {
+            crate::sigv4::uri_encode_string(v.as_bytes(), false)
+        } else {
+            crate::error::xml_escape(v)
+        }
+    };
+    let wanted: Vec<(&str, String)> = match op {
+        Op::ListObjects => vec![("Marker", encoded(param("marker").unwrap_or("")))],
+        Op::ListObjectsV2 => {
+            let token = param("continuation-token").or(empty_token.then_some(""));
+            [
+                token.map(|t| ("ContinuationToken", crate::error::xml_escape(t))),
+                param("start-after").map(|v| ("StartAfter", encoded(v))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        }
+        _ => return xml.to_string(),
+    };
+    let mut out = xml.to_string();
+    if op == Op::ListObjectsV2 && param("fetch-owner").is_none_or(|v| v != "true") {
+        out = multipart::remove_elements(&out, "Owner");
+    }
+    for (tag, value) in wanted {
+        let stated = [
+            format!("<{tag}>"),
+            format!("<{tag}/>"),
+            format!("<{tag} />"),
+        ]
+        .iter()
+        .any(|t| out.contains(t.as_str()));
+        if stated {
+            continue;
+        }
+        let element = format!("<{tag}>{value}</{tag}>");
+        if let Some(i) = out.find("<MaxKeys>").or_else(|| out.find("<IsTruncated>")) {
+            out.insert_str(i, &element);
+        }
+    }
+    out
 }
 
 fn rewrite_sizes(xml: &str) -> String {
@@ -4959,6 +5026,81 @@ mod tests {
         assert_eq!(
             h["etag"],
             crate::etag::present("\"0123456789abcdef0123456789abcdef\"").as_str()
+        );
+    }
+
+    #[test]
+    fn listing_pages_state_the_markers_they_were_asked_for() {
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let v1 = "<ListBucketResult><Name>b</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>";
+        // No marker asked: an empty one, as S3 states it.
+        let out = echo_listing_params(v1, Op::ListObjects, &[], false);
+        assert!(
+            out.contains("<Prefix></Prefix><Marker></Marker><MaxKeys>"),
+            "{out}"
+        );
+        // Asked, URL-encoded as the request asked (botocore decodes it), or XML-escaped.
+        let out = echo_listing_params(
+            v1,
+            Op::ListObjects,
+            &q(&[("marker", "a\nb&c"), ("encoding-type", "url")]),
+            false,
+        );
+        assert!(out.contains("<Marker>a%0Ab%26c</Marker>"), "{out}");
+        let out = echo_listing_params(v1, Op::ListObjects, &q(&[("marker", "x&y")]), false);
+        assert!(out.contains("<Marker>x&amp;y</Marker>"), "{out}");
+        // What the store states is kept.
+        let stated = v1.replace("<MaxKeys>", "<Marker>m</Marker><MaxKeys>");
+        let out = echo_listing_params(&stated, Op::ListObjects, &q(&[("marker", "z")]), false);
+        assert_eq!(out, stated);
+        let stated = v1.replace("<MaxKeys>", "<Marker/><MaxKeys>");
+        assert_eq!(
+            echo_listing_params(&stated, Op::ListObjects, &[], false),
+            stated
+        );
+        // V2: the token and start-after when asked, nothing when not.
+        let v2 = v1.replace("<IsTruncated>", "<KeyCount>0</KeyCount><IsTruncated>");
+        assert_eq!(echo_listing_params(&v2, Op::ListObjectsV2, &[], false), v2);
+        let out = echo_listing_params(
+            &v2,
+            Op::ListObjectsV2,
+            &q(&[
+                ("continuation-token", "t/+="),
+                ("start-after", "a b"),
+                ("encoding-type", "url"),
+            ]),
+            false,
+        );
+        assert!(
+            out.contains("<ContinuationToken>t/+=</ContinuationToken><StartAfter>a%20b</StartAfter><MaxKeys>"),
+            "{out}"
+        );
+        let out = echo_listing_params(&v2, Op::ListObjectsV2, &[], true);
+        assert!(
+            out.contains("<ContinuationToken></ContinuationToken>"),
+            "{out}"
+        );
+        // V2 owners only when asked for.
+        let owned = v2.replace(
+            "</Name>",
+            "</Name><Contents><Key>k</Key><Owner><ID>o</ID></Owner></Contents>",
+        );
+        let out = echo_listing_params(&owned, Op::ListObjectsV2, &[], false);
+        assert!(out.contains("<Contents><Key>k</Key></Contents>"), "{out}");
+        let asked = q(&[("fetch-owner", "true")]);
+        assert_eq!(
+            echo_listing_params(&owned, Op::ListObjectsV2, &asked, false),
+            owned
+        );
+        // Other listings are left alone.
+        assert_eq!(
+            echo_listing_params(v1, Op::ListObjectVersions, &[], true),
+            v1
         );
     }
 
