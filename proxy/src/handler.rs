@@ -1323,6 +1323,15 @@ async fn handle_inner(
         .await;
     }
 
+    // 5c. A conditional write is checked against the store's current object first
+    // (`write_condition`), so it holds also on stores that check none or only some forms.
+    let condition = match (op, addr.bucket.as_deref()) {
+        (Op::PutObject | Op::CompleteMultipartUpload, Some(b)) if !addr.key.is_empty() => {
+            write_condition(state, b, &addr.key, &parts.headers).await?
+        }
+        _ => None,
+    };
+
     // 6. Build the upstream request.
     let mut fwd_query: Vec<(String, String)> = query
         .iter()
@@ -1378,6 +1387,9 @@ async fn handle_inner(
             {
                 continue; // Parts reach the store without plaintext checksums.
             }
+            if condition.is_some() && (n == "if-match" || n == "if-none-match") {
+                continue; // Replaced by what `write_condition` decided to send.
+            }
             if n == "content-encoding" {
                 if let Some(v) = without_aws_chunked(value) {
                     h.append(name.clone(), v);
@@ -1392,6 +1404,14 @@ async fn handle_inner(
                 continue;
             }
             h.append(name.clone(), value.clone());
+        }
+        if let Some(c) = &condition {
+            if let Some(Ok(v)) = c.if_match.as_deref().map(HeaderValue::from_str) {
+                h.insert(http::header::IF_MATCH, v);
+            }
+            if c.none_match_star {
+                h.insert(http::header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+            }
         }
         h.insert(
             HOST,
@@ -4095,6 +4115,101 @@ fn full_object_requested(h: &HeaderMap) -> Option<ChecksumAlgorithm> {
 }
 
 /// A request to the store for `bucket`/`key` (a version of it, if given), signed when sent.
+/// What a conditional write sends on to the store once Chmura checked it.
+#[derive(Debug, PartialEq, Eq)]
+struct WriteCondition {
+    /// `If-Match` with the ETag the check saw (S3 then refuses the write atomically if the
+    /// object changed since).
+    if_match: Option<String>,
+    /// `If-None-Match: *` (S3 checks it atomically; moto too).
+    none_match_star: bool,
+}
+
+/// S3's conditional writes (PutObject and CompleteMultipartUpload with `If-Match` or
+/// `If-None-Match`): `If-Match` (an ETag list or `*`) needs the object to exist (else
+/// `NoSuchKey`, 404) with a listed ETag (else 412); `If-None-Match` (`*` or an ETag list)
+/// refuses the write when the object exists (with a listed ETag). Checked here against a HEAD
+/// of the current object, with ETags as the client sees them, so the semantics hold on a
+/// store that checks none or some of these (moto 5.2.5 takes only `If-None-Match: *` and
+/// `If-Match: <etag>`). `None` without conditions, or when the HEAD answers neither 2xx nor
+/// 404 (the store then decides on the client's headers).
+async fn write_condition(
+    state: &State,
+    bucket: &str,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<Option<WriteCondition>, S3Error> {
+    let if_match = header_str(headers, "if-match").map(str::to_string);
+    let if_none = header_str(headers, "if-none-match").map(str::to_string);
+    if if_match.is_none() && if_none.is_none() {
+        return Ok(None);
+    }
+    let head = store_request(state, Method::HEAD, bucket, key, None)
+        .body(empty_body())
+        .map_err(|e| S3Error::internal(format!("condition head: {e}")))?;
+    let (hp, _) = state.upstream.send(head, false).await?.into_parts();
+    let current = if hp.status.is_success() {
+        Some(header_str(&hp.headers, "etag").unwrap_or("").to_string())
+    } else if hp.status == http::StatusCode::NOT_FOUND {
+        None
+    } else {
+        return Ok(None);
+    };
+    decide_write_condition(
+        if_match.as_deref(),
+        if_none.as_deref(),
+        current.as_deref(),
+        state.kms.is_some(),
+    )
+    .map(Some)
+}
+
+/// The decision of [`write_condition`], given the store's current ETag (`None`: no object).
+fn decide_write_condition(
+    if_match: Option<&str>,
+    if_none: Option<&str>,
+    current: Option<&str>,
+    encrypted: bool,
+) -> Result<WriteCondition, S3Error> {
+    let listed = |list: &str, etag: &str| {
+        let etag = etag.trim().trim_matches('"');
+        list.split(',').map(str::trim).any(|v| {
+            let v = if encrypted {
+                etag::to_store(v)
+            } else {
+                v.to_string()
+            };
+            v == "*" || v.trim_matches('"') == etag
+        })
+    };
+    let failed = || {
+        S3Error::new(
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+        )
+    };
+    if let Some(list) = if_match {
+        let Some(etag) = current else {
+            return Err(S3Error::new(
+                "NoSuchKey",
+                "The specified key does not exist.",
+            ));
+        };
+        if !listed(list, etag) {
+            return Err(failed());
+        }
+    }
+    if let (Some(list), Some(etag)) = (if_none, current) {
+        if listed(list, etag) {
+            return Err(failed());
+        }
+    }
+    Ok(WriteCondition {
+        if_match: if_match.and(current).map(str::to_string),
+        none_match_star: if_none.is_some_and(|v| v.trim() == "*"),
+    })
+}
+
 fn store_request(
     state: &State,
     method: Method,
@@ -5026,6 +5141,68 @@ mod tests {
         assert_eq!(
             h["etag"],
             crate::etag::present("\"0123456789abcdef0123456789abcdef\"").as_str()
+        );
+    }
+
+    #[test]
+    fn conditional_writes_decide_as_s3_does() {
+        let code = |r: Result<WriteCondition, S3Error>| r.map_err(|e| e.code).err();
+        let ok = |m: Option<&str>, star| {
+            Some(WriteCondition {
+                if_match: m.map(str::to_string),
+                none_match_star: star,
+            })
+        };
+        let cur = Some("\"abc\"");
+        // If-Match: * or the ETag as the client sees it ("<store>-0" when encrypted).
+        assert_eq!(
+            decide_write_condition(Some("*"), None, cur, true).ok(),
+            ok(cur, false)
+        );
+        assert_eq!(
+            decide_write_condition(Some("\"abc-0\""), None, cur, true).ok(),
+            ok(cur, false)
+        );
+        assert_eq!(
+            decide_write_condition(Some("abc"), None, cur, false).ok(),
+            ok(cur, false)
+        );
+        assert_eq!(
+            decide_write_condition(Some("\"x\", \"abc-0\""), None, cur, true).ok(),
+            ok(cur, false)
+        );
+        assert_eq!(
+            code(decide_write_condition(Some("\"x\""), None, cur, true)),
+            Some("PreconditionFailed")
+        );
+        assert_eq!(
+            code(decide_write_condition(Some("*"), None, None, true)),
+            Some("NoSuchKey")
+        );
+        assert_eq!(
+            code(decide_write_condition(Some("\"x\""), None, None, true)),
+            Some("NoSuchKey")
+        );
+        // If-None-Match: * refuses any object; an ETag refuses only that one.
+        assert_eq!(
+            code(decide_write_condition(None, Some("*"), cur, true)),
+            Some("PreconditionFailed")
+        );
+        assert_eq!(
+            decide_write_condition(None, Some("*"), None, true).ok(),
+            ok(None, true)
+        );
+        assert_eq!(
+            code(decide_write_condition(None, Some("\"abc-0\""), cur, true)),
+            Some("PreconditionFailed")
+        );
+        assert_eq!(
+            decide_write_condition(None, Some("\"zzz-0\""), cur, true).ok(),
+            ok(None, false)
+        );
+        assert_eq!(
+            decide_write_condition(None, Some("\"abc\""), None, true).ok(),
+            ok(None, false)
         );
     }
 

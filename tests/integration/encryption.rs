@@ -730,3 +730,117 @@ async fn listing_pages_state_their_markers_on_moto() {
         .expect("fetch-owner");
     assert!(owned.contents().iter().all(|o| o.owner().is_some()));
 }
+
+/// Conditional writes as S3 answers them (s3-tests' test_put_object_if_match and
+/// test_put_*_current_*): checked by Chmura against the current object, whatever the store
+/// checks itself.
+async fn conditional_writes(s3: &aws_sdk_s3::Client, bucket: &str) {
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("bucket");
+    let status = |e: &aws_sdk_s3::error::SdkError<_>| {
+        e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    let put = |body: &'static [u8]| {
+        s3.put_object()
+            .bucket(bucket)
+            .key("k")
+            .body(ByteStream::from_static(body))
+    };
+    let etag = put(b"one")
+        .if_none_match("*")
+        .send()
+        .await
+        .expect("new key")
+        .e_tag()
+        .expect("etag")
+        .to_string();
+    let e = put(b"two")
+        .if_none_match("*")
+        .send()
+        .await
+        .expect_err("exists");
+    assert_eq!(status(&e), 412, "{e:?}");
+    let e = put(b"two")
+        .if_none_match(&etag)
+        .send()
+        .await
+        .expect_err("same etag");
+    assert_eq!(status(&e), 412, "{e:?}");
+    put(b"two")
+        .if_none_match("\"badetag\"")
+        .send()
+        .await
+        .expect("other etag");
+    let body = |r: aws_sdk_s3::operation::get_object::GetObjectOutput| async move {
+        r.body.collect().await.expect("body").into_bytes().to_vec()
+    };
+    let get = || s3.get_object().bucket(bucket).key("k").send();
+    assert_eq!(body(get().await.expect("get")).await, b"two");
+    let e = put(b"three")
+        .if_match(&etag)
+        .send()
+        .await
+        .expect_err("stale etag");
+    assert_eq!(status(&e), 412, "{e:?}");
+    let current = s3
+        .head_object()
+        .bucket(bucket)
+        .key("k")
+        .send()
+        .await
+        .expect("head")
+        .e_tag()
+        .expect("etag")
+        .to_string();
+    put(b"three")
+        .if_match(&current)
+        .send()
+        .await
+        .expect("current etag");
+    put(b"four").if_match("*").send().await.expect("any object");
+    assert_eq!(body(get().await.expect("get")).await, b"four");
+    s3.delete_object()
+        .bucket(bucket)
+        .key("k")
+        .send()
+        .await
+        .expect("delete");
+    for cond in ["*", "\"badetag\""] {
+        let e = put(b"five")
+            .if_match(cond)
+            .send()
+            .await
+            .expect_err("no object");
+        assert_eq!(status(&e), 404, "{e:?}");
+        assert_eq!(
+            e.as_service_error().and_then(|e| e.meta().code()),
+            Some("NoSuchKey")
+        );
+    }
+    assert!(get().await.is_err(), "nothing was written");
+    put(b"six")
+        .if_match("*")
+        .send()
+        .await
+        .expect_err("still no object");
+    put(b"six")
+        .if_none_match(&etag)
+        .send()
+        .await
+        .expect("no object to match");
+}
+
+#[tokio::test]
+async fn conditional_writes_hold_on_any_store() {
+    let env = encrypted_env().await;
+    conditional_writes(&env.proxy.sdk_client(), "cond").await;
+    let Some((_moto, env)) =
+        chmura_tests::encrypted_env_on_moto("conditional_writes_hold_on_any_store").await
+    else {
+        return;
+    };
+    conditional_writes(&env.proxy.sdk_client(), "cond").await;
+}
