@@ -124,10 +124,9 @@ async fn get_all(s3: &Client, bucket: &str, key: &str) -> Result<Vec<u8>, String
         .map_err(|e| format!("{e:?}"))
 }
 
-/// Uploads `data` in `PART`-sized parts through `s3` and completes it.
-async fn put_multipart(s3: &Client, bucket: &str, key: &str, data: &[u8]) {
-    let id = s3
-        .create_multipart_upload()
+/// Creates a multipart upload and returns its UploadId.
+async fn create_upload(s3: &Client, bucket: &str, key: &str) -> String {
+    s3.create_multipart_upload()
         .bucket(bucket)
         .key(key)
         .send()
@@ -135,7 +134,12 @@ async fn put_multipart(s3: &Client, bucket: &str, key: &str, data: &[u8]) {
         .expect("create")
         .upload_id()
         .expect("id")
-        .to_string();
+        .to_string()
+}
+
+/// Uploads `data` in `PART`-sized parts through `s3` and completes it.
+async fn put_multipart(s3: &Client, bucket: &str, key: &str, data: &[u8]) {
+    let id = create_upload(s3, bucket, key).await;
     let mut parts = Vec::new();
     for (i, piece) in data.chunks(PART).enumerate() {
         let n = i as i32 + 1;
@@ -2838,16 +2842,7 @@ async fn a_part_sent_again_keeps_its_etag() {
         .send()
         .await
         .expect("bucket");
-    let id = s3
-        .create_multipart_upload()
-        .bucket("resend")
-        .key("k")
-        .send()
-        .await
-        .expect("create")
-        .upload_id()
-        .expect("id")
-        .to_string();
+    let id = create_upload(&s3, "resend", "k").await;
     let one = pattern(PART, 31);
     let e1 = upload_part(&s3, "resend", "k", &id, 1, &one).await;
     assert_eq!(upload_part(&s3, "resend", "k", &id, 1, &one).await, e1);
@@ -2871,16 +2866,7 @@ async fn a_part_sent_again_keeps_its_etag() {
         .await
         .expect("abort");
     // A fresh upload of the same bytes gets a fresh data key: other ETags.
-    let id2 = s3
-        .create_multipart_upload()
-        .bucket("resend")
-        .key("k")
-        .send()
-        .await
-        .expect("create")
-        .upload_id()
-        .expect("id")
-        .to_string();
+    let id2 = create_upload(&s3, "resend", "k").await;
     let f1 = upload_part(&s3, "resend", "k", &id2, 1, &one).await;
     assert_ne!(f1, e1);
     let f2 = upload_part(&s3, "resend", "k", &id2, 2, &two).await;
