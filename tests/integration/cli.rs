@@ -342,3 +342,62 @@ fn check_config_reports_policy_errors_and_warnings_and_simulate_explains() {
     ]);
     assert_eq!(code, Some(0), "{text}");
 }
+
+#[test]
+fn the_quickstarts_config_is_written_without_a_store() {
+    // scripts/quickstart.sh runs `chmura-dev-store --write-config` to get Chmura's files, then
+    // starts the store it was asked for (moto_server by default) on the same port.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/quickstart.sh");
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(script)
+        .status()
+        .expect("bash");
+    assert!(syntax.success(), "quickstart.sh parses");
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chmura-dev-store"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--port", "9", "--write-config"])
+            .spawn()
+            .expect("run");
+        // It must exit by itself, not serve.
+        for _ in 0..300 {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("chmura-dev-store --write-config did not exit");
+    };
+    assert!(run().success());
+    let config = dir.path().join("chmura.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    assert!(text.contains("endpoint = \"http://127.0.0.1:9\""), "{text}");
+    for f in [
+        "ca.pem",
+        "cert.pem",
+        "key.pem",
+        "tenant.secret",
+        "chmura.keyring",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+    assert!(!dir.path().join("store").exists(), "no store was started");
+    let check = Command::new(chmura_tests::chmura_bin())
+        .arg("check-config")
+        .arg(&config)
+        .status()
+        .expect("check-config");
+    assert!(check.success());
+    // A second run keeps what the first wrote (the keyring above all).
+    let ring = std::fs::read_to_string(dir.path().join("chmura.keyring")).expect("ring");
+    assert!(run().success());
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), text);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("chmura.keyring")).expect("ring"),
+        ring
+    );
+}
