@@ -24,13 +24,18 @@ case "$STORE_KIND" in moto|fs) ;; *) echo "--store takes moto or fs" >&2; exit 2
 cargo build --release -q --bin chmura --bin chmura-dev-store
 # Both stores listen on 127.0.0.1:9000, so one chmura.toml serves either.
 ./target/release/chmura-dev-store --dir "$DIR" --port 9000 --write-config
-if [ "$STORE_KIND" = moto ]; then
-  VENV="$DIR/venv"
-  if [ ! -x "$VENV/bin/moto_server" ]; then
-    echo "installing moto_server into $VENV (once)"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check "moto[s3]==5.2.5" flask flask-cors
+VENV="$DIR/venv"
+if [ "$STORE_KIND" = moto ] && [ ! -x "$VENV/bin/moto_server" ]; then
+  echo "installing moto_server into $VENV (once)"
+  if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q --disable-pip-version-check \
+      "moto[s3]==5.2.5" flask flask-cors; }; then
+    rm -rf "$VENV"
+    echo "could not install moto_server (python3-venv missing, or no package index?);" \
+      "starting the s3s-fs store instead (--store fs)" >&2
+    STORE_KIND=fs
   fi
+fi
+if [ "$STORE_KIND" = moto ]; then
   "$VENV/bin/moto_server" -H 127.0.0.1 -p 9000 > "$DIR/moto.log" 2>&1 &
   STORE_DESC="moto_server (in memory; log in $DIR/moto.log)"
 else
