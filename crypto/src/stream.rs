@@ -1,7 +1,8 @@
 //! Chunked AES-256-GCM (FORMAT.md §3). Each chunk is `nonce(12) || ciphertext || tag(16)`
-//! with a fresh random nonce (for multipart parts, one derived from the chunk, §13); the AAD binds the format version, the part number, the chunk
-//! index and whether the chunk is the last one, so reordering, dropping, duplicating,
-//! truncating and appending chunks all fail authentication or the length check.
+//! with a fresh random nonce (for multipart parts, one derived from the chunk, §13); the AAD
+//! binds the format version, the part number, the chunk index and whether the chunk is the
+//! last one, so reordering, dropping, duplicating, truncating and appending chunks all fail
+//! authentication or the length check.
 
 use aws_lc_rs::aead::{Aad, Nonce};
 
