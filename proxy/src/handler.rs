@@ -3126,6 +3126,21 @@ async fn get_whole(
     Ok(Response::from_parts(rp, body.boxed_unsync()))
 }
 
+/// Whether an `If-Match`/`If-None-Match` list (`*` or ETags, quoted or not) names `etag`.
+fn etag_listed(list: &str, etag: &str) -> bool {
+    let etag = etag.trim().trim_matches('"');
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_matches('"') == etag)
+}
+
+fn precondition_failed() -> S3Error {
+    S3Error::new(
+        "PreconditionFailed",
+        "At least one of the pre-conditions you specified did not hold",
+    )
+}
+
 /// GET/HEAD preconditions, evaluated by Chmura too (some stores ignore them on reads), with
 /// S3's precedence: a true If-Match wins over If-Unmodified-Since, a false If-None-Match
 /// over If-Modified-Since. `req` carries store-form ETags; `resp` is the store's response.
@@ -3147,23 +3162,14 @@ fn preconditions(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
     };
-    let matches = |list: &str| {
-        list.split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t.trim_matches('"') == etag.trim_matches('"'))
-    };
+    let matches = |list: &str| etag_listed(list, etag);
     let if_match = req
         .get(http::header::IF_MATCH)
         .and_then(|v| v.to_str().ok());
     let if_none = req
         .get(http::header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
-    let failed = || {
-        Some(Err(S3Error::new(
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-        )))
-    };
+    let failed = || Some(Err(precondition_failed()));
     match if_match {
         Some(m) if !matches(m) => return failed(),
         Some(_) => {}
@@ -3265,10 +3271,7 @@ async fn upload_part_copy(
     let what = format!("{src_bucket}/{src_key}");
     let src = get_encrypted(state, get, src_ssec, tenant, &src_bucket, &src_key, what).await?;
     if src.status() == http::StatusCode::NOT_MODIFIED {
-        return Err(S3Error::new(
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-        ));
+        return Err(precondition_failed());
     }
     if !src.status().is_success() {
         return Ok(src);
@@ -3795,10 +3798,7 @@ async fn prepare_copy(
         }
     }
     if preconditions(&cond, &hp.headers).is_some() {
-        return Err(S3Error::new(
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-        ));
+        return Err(precondition_failed());
     }
     let Some(mut env) = envelope_of(&hp.headers, folder_marker(&src_key, &hp.headers))? else {
         crate::ssec::check(None, src_ssec.or(ssec))?; // No envelope: under no customer key.
@@ -4171,22 +4171,13 @@ fn decide_write_condition(
     current: Option<&str>,
     encrypted: bool,
 ) -> Result<WriteCondition, S3Error> {
+    // The client's ETags, in the store's form.
     let listed = |list: &str, etag: &str| {
-        let etag = etag.trim().trim_matches('"');
-        list.split(',').map(str::trim).any(|v| {
-            let v = if encrypted {
-                etag::to_store(v)
-            } else {
-                v.to_string()
-            };
-            v == "*" || v.trim_matches('"') == etag
-        })
-    };
-    let failed = || {
-        S3Error::new(
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-        )
+        if encrypted {
+            etag_listed(&etag::to_store(list), etag)
+        } else {
+            etag_listed(list, etag)
+        }
     };
     if let Some(list) = if_match {
         let Some(etag) = current else {
@@ -4196,12 +4187,12 @@ fn decide_write_condition(
             ));
         };
         if !listed(list, etag) {
-            return Err(failed());
+            return Err(precondition_failed());
         }
     }
     if let (Some(list), Some(etag)) = (if_none, current) {
         if listed(list, etag) {
-            return Err(failed());
+            return Err(precondition_failed());
         }
     }
     Ok(WriteCondition {
