@@ -30,8 +30,8 @@ impl hkdf::KeyType for Len {
 pub struct ObjectKey {
     pub(crate) aead: aead::LessSafeKey,
     commitment: [u8; COMMITMENT_LEN],
-    /// `NK` (§13): the keys multipart parts derive their synthetic nonces from.
-    part_nonce: Zeroizing<[u8; 64]>,
+    /// `PRK` (§2), kept for `NK` (§13), which only multipart parts need (zeroized on drop).
+    prk: hkdf::Prk,
 }
 
 impl ObjectKey {
@@ -41,8 +41,7 @@ impl ObjectKey {
         let chunk = (CHUNK as u32).to_be_bytes();
         let mut ck = Zeroizing::new([0u8; 32]);
         let mut commitment = [0u8; COMMITMENT_LEN];
-        let mut part_nonce = Zeroizing::new([0u8; 64]);
-        // Expanding 32 or 64 bytes from HKDF-SHA256 cannot fail (limit is 255 * 32).
+        // Expanding 32 bytes from HKDF-SHA256 cannot fail (limit is 255 * 32).
         #[allow(clippy::expect_used)]
         {
             prk.expand(&[INFO_CONTENT, &chunk], Len(32))
@@ -51,22 +50,27 @@ impl ObjectKey {
             prk.expand(&[INFO_COMMIT, &chunk], Len(COMMITMENT_LEN))
                 .and_then(|okm| okm.fill(&mut commitment))
                 .expect("HKDF expand of 32 bytes");
-            prk.expand(&[INFO_PART_NONCE, &chunk], Len(64))
-                .and_then(|okm| okm.fill(&mut part_nonce[..]))
-                .expect("HKDF expand of 64 bytes");
         }
         #[allow(clippy::expect_used)]
         let key = aead::UnboundKey::new(&aead::AES_256_GCM, &ck[..]).expect("32-byte AES key");
         ObjectKey {
             aead: aead::LessSafeKey::new(key),
             commitment,
-            part_nonce,
+            prk,
         }
     }
 
     /// The keys of the synthetic nonces of multipart parts (§13).
     pub(crate) fn part_nonce_key(&self) -> PartNonceKey {
-        let (g, m) = self.part_nonce.split_at(32);
+        let chunk = (CHUNK as u32).to_be_bytes();
+        let mut nk = Zeroizing::new([0u8; 64]);
+        // Expanding 64 bytes from HKDF-SHA256 cannot fail (limit is 255 * 32).
+        #[allow(clippy::expect_used)]
+        self.prk
+            .expand(&[INFO_PART_NONCE, &chunk], Len(64))
+            .and_then(|okm| okm.fill(&mut nk[..]))
+            .expect("HKDF expand of 64 bytes");
+        let (g, m) = nk.split_at(32);
         // A 32-byte AES key is always valid.
         #[allow(clippy::expect_used)]
         let gmac = aead::UnboundKey::new(&aead::AES_256_GCM, g).expect("32-byte AES key");
