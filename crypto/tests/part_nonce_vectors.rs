@@ -3,14 +3,11 @@
 //! and cryptography), a second implementation; the crate's sealer must reproduce every nonce
 //! and the sealed part byte for byte, whatever pieces the plaintext arrives in.
 
+mod common;
+
 use chmura_crypto::keys::ObjectKey;
 use chmura_crypto::layout::{chunk_count, SEALED_CHUNK};
 use chmura_crypto::stream::{Opener, Sealer};
-
-fn hex32(s: &str) -> [u8; 32] {
-    let v = hex::decode(s.trim()).expect("hex");
-    v.try_into().expect("32 bytes")
-}
 
 fn seal(key: &ObjectKey, part: u32, plain: &[u8], piece: usize) -> Vec<u8> {
     let mut s = Sealer::new(key, part, plain.len() as u64);
@@ -24,29 +21,17 @@ fn seal(key: &ObjectKey, part: u32, plain: &[u8], piece: usize) -> Vec<u8> {
 
 #[test]
 fn part_nonce_vectors() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/part-nonce-vectors.txt"
-    ))
-    .expect("vectors file");
+    let text = common::testdata("part-nonce-vectors.txt");
     let mut checked = 0;
-    for block in text.split("\n\n") {
-        let field = |name: &str| {
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-                .map(str::to_string)
-        };
-        let Some(name) = field("name") else { continue };
-        let num = |f: &str| -> u64 { field(f).expect(f).parse().expect("number") };
-        let key = ObjectKey::derive(
-            &hex32(&field("data_key").expect("data_key")),
-            &hex32(&field("salt").expect("salt")),
-        );
-        let part = num("part") as u32;
-        let plain: Vec<u8> = (0..num("plaintext_len")).map(|i| (i % 251) as u8).collect();
-        let nonces: Vec<Vec<u8>> = field("nonces")
-            .expect("nonces")
+    for b in common::blocks(&text) {
+        let Some(name) = b.get("name") else { continue };
+        let key = ObjectKey::derive(&b.hex32("data_key"), &b.hex32("salt"));
+        let part = b.num("part") as u32;
+        let plain: Vec<u8> = (0..b.num("plaintext_len"))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let nonces: Vec<Vec<u8>> = b
+            .field("nonces")
             .split(' ')
             .map(|n| hex::decode(n).expect("hex"))
             .collect();
@@ -57,7 +42,7 @@ fn part_nonce_vectors() {
         );
         for piece in [1_000_000, 7_000, 65_535] {
             let sealed = seal(&key, part, &plain, piece);
-            assert_eq!(sealed.len() as u64, num("sealed_len"), "{name}: length");
+            assert_eq!(sealed.len() as u64, b.num("sealed_len"), "{name}: length");
             let got: Vec<&[u8]> = sealed
                 .chunks(SEALED_CHUNK as usize)
                 .map(|c| &c[..12])
@@ -66,7 +51,7 @@ fn part_nonce_vectors() {
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &sealed);
             assert_eq!(
                 hex::encode(digest.as_ref()),
-                field("sealed_sha256").expect("sealed_sha256"),
+                b.field("sealed_sha256"),
                 "{name}: sealed part, pieces of {piece}"
             );
             let mut o = Opener::part(&key, part, plain.len() as u64);

@@ -3,6 +3,8 @@
 //! reproduce the file byte for byte. `CHMURA_WRITE_VECTORS=1 cargo test -p chmura-crypto --test
 //! vectors` rewrites the file (only after a deliberate format change, with a version bump).
 
+mod common;
+
 use chmura_crypto::envelope::{EncryptionContext, Keyring};
 use chmura_crypto::keys::ObjectKey;
 use chmura_crypto::layout::{chunk_count, CHUNK, SEALED_CHUNK};
@@ -204,26 +206,21 @@ fn render(vs: &[Vector]) -> String {
 fn parse(text: &str) -> (Vec<Vector>, Vec<u8>) {
     let mut vs = Vec::new();
     let mut wrap = Vec::new();
-    for block in text.split("\n\n") {
-        let field = |n: &str| {
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{n}: ")))
-                .map(str::to_string)
-        };
-        if let Some(w) = field("keyring_wrap") {
+    for b in common::blocks(text) {
+        if let Some(w) = b.get("keyring_wrap") {
             wrap = hex::decode(w).unwrap();
         }
-        let Some(name) = field("name") else { continue };
+        let Some(name) = b.get("name") else { continue };
+        let hex = |f: &str| hex::decode(b.field(f)).unwrap();
         vs.push(Vector {
             name,
-            data_key: hex::decode(field("data_key").unwrap()).unwrap(),
-            salt: hex::decode(field("salt").unwrap()).unwrap(),
-            part: field("part").unwrap().parse().unwrap(),
-            plaintext_len: field("plaintext_len").unwrap().parse().unwrap(),
-            commitment: hex::decode(field("commitment").unwrap()).unwrap(),
-            ciphertext: hex::decode(field("ciphertext").unwrap()).unwrap(),
-            expect: field("expect").unwrap(),
+            data_key: hex("data_key"),
+            salt: hex("salt"),
+            part: b.num("part") as u32,
+            plaintext_len: b.num("plaintext_len"),
+            commitment: hex("commitment"),
+            ciphertext: hex("ciphertext"),
+            expect: b.field("expect"),
         });
     }
     (vs, wrap)
