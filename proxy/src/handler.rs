@@ -1477,6 +1477,14 @@ async fn handle_inner(
     let mut attributes_checksum: Option<String> = None;
     // A new envelope for a PUT or a new multipart upload: a fresh data key and salt.
     let mut created: Option<(ObjectHeader, Arc<ObjectKey>)> = None;
+    // A key in the form of a sidecar's would hide its upload from upload listings (and could
+    // pass for another upload's sidecar): refused.
+    if plan == Plan::MpCreate && multipart::parse_sidecar_key(&addr.key).is_some() {
+        return Err(S3Error::invalid_argument(
+            "Keys that end in the form of a Chmura upload sidecar are reserved.",
+        )
+        .with_element("ArgumentName", "key"));
+    }
     if matches!(plan, Plan::Encrypt | Plan::MpCreate) {
         let kms = state
             .kms
@@ -4318,6 +4326,9 @@ async fn find_sidecar(
 /// `k` and `k.chmura-upload.…`).
 const SIDECAR_LOOKUPS: usize = 50;
 
+/// How many of those lookups are in flight at once.
+const SIDECAR_LOOKUPS_AT_ONCE: usize = 8;
+
 /// A ListMultipartUploads answer with Chmura's tokens for the store's upload ids (each from
 /// its sidecar) and without the sidecars themselves.
 async fn list_uploads_with_tokens(
@@ -4345,23 +4356,42 @@ async fn list_uploads_with_tokens(
     };
     let mut tokens: std::collections::HashMap<(String, String), String> =
         std::collections::HashMap::new();
-    let mut lookups = 0;
+    let mut missing = Vec::new();
     for (key, id) in &listed {
         if multipart::parse_sidecar_key(key).is_some() {
             continue;
         }
-        let mut found = listed
+        match listed
             .iter()
-            .find_map(|(k, sid)| multipart::sidecar_of(key, id, (k, sid)));
-        if found.is_none() && lookups < max_lookups {
-            lookups += 1;
-            found = find_sidecar(state, bucket, key, id).await;
-        }
-        if let Some(t) = found {
-            tokens.insert((key.clone(), id.clone()), t.encode());
+            .find_map(|(k, sid)| multipart::sidecar_of(key, id, (k, sid)))
+        {
+            Some(t) => {
+                tokens.insert((key.clone(), id.clone()), t.encode());
+            }
+            None if missing.len() < max_lookups => missing.push((key.clone(), id.clone())),
+            None => {}
         }
     }
-    let xml = multipart::rewrite_upload_listing(&xml, url_encoded, |k, id| {
+    // The lookups run side by side, a few at a time.
+    use futures_util::StreamExt;
+    let found: Vec<_> = futures_util::stream::iter(missing)
+        .map(|(key, id)| async move {
+            let t = find_sidecar(state, bucket, &key, &id).await;
+            (key, id, t)
+        })
+        .buffer_unordered(SIDECAR_LOOKUPS_AT_ONCE)
+        .collect()
+        .await;
+    for (key, id, t) in found {
+        if let Some(t) = t {
+            tokens.insert((key, id), t.encode());
+        }
+    }
+    let asked_marker = query
+        .iter()
+        .find(|(k, _)| k == "upload-id-marker")
+        .map(|(_, v)| v.as_str());
+    let xml = multipart::rewrite_upload_listing(&xml, url_encoded, asked_marker, |k, id| {
         tokens.get(&(k.to_string(), id.to_string())).cloned()
     });
     rp.headers

@@ -257,27 +257,58 @@ pub fn listed_uploads(xml: &str, url_encoded: bool) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A key as a listing writes it (XML-escaped, and URL-encoded when `url_encoded`), read back.
+pub fn listed_key(text: &str, url_encoded: bool) -> Option<String> {
+    let key = unescape(text);
+    if !url_encoded {
+        return Some(key);
+    }
+    // S3 writes a space as `+` in URL-encoded listings.
+    percent_encoding::percent_decode_str(&key.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
+}
+
 fn upload_fields(upload: &str, url_encoded: bool) -> Option<(String, String)> {
-    let key = unescape(tag_values(upload, "Key").first()?);
-    let key = if url_encoded {
-        // S3 writes a space as `+` in URL-encoded listings.
-        percent_encoding::percent_decode_str(&key.replace('+', " "))
-            .decode_utf8()
-            .ok()?
-            .into_owned()
-    } else {
-        key
-    };
+    let key = listed_key(tag_values(upload, "Key").first()?, url_encoded)?;
     let id = unescape(tag_values(upload, "UploadId").first()?.trim());
     Some((key, id))
 }
 
-/// A ListMultipartUploads answer as the client sees it: sidecars left out, and each upload
-/// shown by `token(key, store id)` when that gives one (its store id otherwise).
+/// A ListMultipartUploads answer as the client sees it: sidecars left out, each upload shown
+/// by `token(key, store id)` when that gives one (its store id otherwise), the
+/// `upload-id-marker` the client sent (`asked_marker`) echoed as sent, and the next marker
+/// naming the page's last upload as the page shows it.
 pub fn rewrite_upload_listing(
     xml: &str,
     url_encoded: bool,
+    asked_marker: Option<&str>,
     token: impl Fn(&str, &str) -> Option<String>,
+) -> String {
+    let xml = rewrite_uploads(xml, url_encoded, &token);
+    let xml = match asked_marker {
+        Some(m) => replace_tag(&xml, "UploadIdMarker", |_| escape(m)),
+        None => xml,
+    };
+    match tag_values(&xml, "NextKeyMarker")
+        .first()
+        .and_then(|k| listed_key(k, url_encoded))
+    {
+        Some(k) => replace_tag(&xml, "NextUploadIdMarker", |id| {
+            match token(&k, &unescape(id.trim())) {
+                Some(t) => escape(&t),
+                None => id.to_string(),
+            }
+        }),
+        None => xml,
+    }
+}
+
+fn rewrite_uploads(
+    xml: &str,
+    url_encoded: bool,
+    token: &impl Fn(&str, &str) -> Option<String>,
 ) -> String {
     let (open, close) = ("<Upload>", "</Upload>");
     let mut out = String::with_capacity(xml.len());
@@ -842,12 +873,13 @@ mod tests {
             assert_eq!(listed.len(), 3);
             assert_eq!(listed[0].0, key);
             assert_eq!(listed[2].1, "raw&id");
-            let out = rewrite_upload_listing(&xml, url_encoded, |k, id| {
+            let token = |k: &str, id: &str| {
                 listed
                     .iter()
                     .find_map(|(s, sid)| sidecar_of(k, id, (s, sid)))
                     .map(|t| t.encode())
-            });
+            };
+            let out = rewrite_upload_listing(&xml, url_encoded, None, token);
             assert_eq!(
                 listed_uploads(&out, url_encoded),
                 vec![
@@ -859,6 +891,34 @@ mod tests {
                 out.contains("<Initiated>x</Initiated>")
                     && out.ends_with("</ListMultipartUploadsResult>")
             );
+            // Markers: the one the client sent is echoed as sent (the store saw its store id),
+            // the next one names the last upload by its token, or stays a sidecar's own.
+            let (k_text, sk_text) = if url_encoded {
+                (url(key), url(&sk))
+            } else {
+                (escape(key), escape(&sk))
+            };
+            for (next_key, next_id, want_next) in [
+                (&k_text, "store-id-1", escape(&want.encode())),
+                (&sk_text, "sidecar-id", "sidecar-id".to_string()),
+            ] {
+                let marked = xml.replace(
+                    "<IsTruncated>false</IsTruncated>",
+                    &format!("<KeyMarker>a</KeyMarker><UploadIdMarker>store-id-0</UploadIdMarker><NextKeyMarker>{next_key}</NextKeyMarker><NextUploadIdMarker>{next_id}</NextUploadIdMarker><IsTruncated>true</IsTruncated>"),
+                );
+                let out = rewrite_upload_listing(&marked, url_encoded, Some("tok&0"), token);
+                assert!(
+                    out.contains("<UploadIdMarker>tok&amp;0</UploadIdMarker>"),
+                    "{out}"
+                );
+                assert!(
+                    out.contains(&format!(
+                        "<NextUploadIdMarker>{want_next}</NextUploadIdMarker>"
+                    )),
+                    "{out}"
+                );
+                assert_eq!(listed_uploads(&out, url_encoded).len(), 2);
+            }
         }
     }
 

@@ -1483,7 +1483,27 @@ async fn upload_listings_show_chmuras_upload_ids_on_moto() {
         })
         .collect();
     assert_eq!(got, want);
-    // One upload a page: every id once, sidecars never.
+    // A key in a sidecar's form would hide its upload: refused, and nothing is created.
+    let sidecar_form = chmura_proxy::multipart::UploadToken::decode(&created[0].1)
+        .expect("token")
+        .sidecar_key("k");
+    let refused = s3
+        .create_multipart_upload()
+        .bucket("lups")
+        .key(&sidecar_form)
+        .send()
+        .await
+        .expect_err("a sidecar's key");
+    assert_eq!(
+        refused.raw_response().map(|r| r.status().as_u16()),
+        Some(400)
+    );
+    assert_eq!(
+        refused.into_service_error().meta().code(),
+        Some("InvalidArgument")
+    );
+    // One upload a page: every id once, sidecars never. (moto 5 ignores max-uploads and
+    // answers one page; the markers of later pages are unit-tested in `multipart`.)
     let mut paged = BTreeSet::new();
     let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
     for _ in 0..40 {
@@ -1501,6 +1521,17 @@ async fn upload_listings_show_chmuras_upload_ids_on_moto() {
                 u.key().unwrap_or("").to_string(),
                 u.upload_id().unwrap_or("").to_string(),
             )));
+        }
+        // The markers name uploads as the client sees them: the one sent comes back as sent,
+        // and the next one is the last upload's id as listed (not the store's).
+        assert_eq!(
+            page.upload_id_marker().filter(|m| !m.is_empty()),
+            id_marker.as_deref()
+        );
+        if let Some(last) = page.uploads().last() {
+            if page.next_key_marker() == last.key() {
+                assert_eq!(page.next_upload_id_marker(), last.upload_id());
+            }
         }
         if page.is_truncated() != Some(true) {
             break;
