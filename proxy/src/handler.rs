@@ -2009,8 +2009,10 @@ async fn handle_inner(
         }
         _ => {}
     }
+    // The copy's checksum, as CopyObjectResult states it.
+    let mut copy_checksum: Option<String> = None;
     if plan == Plan::Copy {
-        prepare_copy(
+        copy_checksum = prepare_copy(
             state,
             &ctx_tenant.name,
             state
@@ -2370,7 +2372,7 @@ async fn handle_inner(
             _ => etag::present_in_xml(&xml),
         };
         let mut xml = complete_result(&xml, complete_checksum.as_ref());
-        if let Some(c) = attributes_checksum.as_ref() {
+        if let Some(c) = attributes_checksum.as_ref().or(copy_checksum.as_ref()) {
             append_to_root(&mut xml, c);
         }
         for n in ["x-amz-checksum-algorithm", "x-amz-checksum-type"] {
@@ -3729,11 +3731,24 @@ async fn prepare_copy(
     dst_key: &str,
     up_req: &mut Request<UpstreamBody>,
     (ssec, src_ssec): (Option<&crate::ssec::SseC>, Option<&crate::ssec::SseC>),
-) -> Result<(), S3Error> {
+) -> Result<Option<String>, S3Error> {
     let kms = state
         .kms
         .as_ref()
         .ok_or_else(|| S3Error::internal("copy without kms"))?;
+    // A checksum algorithm for the copy (S3 computes the copy's checksum with it); the store
+    // would compute one of the ciphertext.
+    let wanted = match up_req.headers_mut().remove("x-amz-checksum-algorithm") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| ChecksumAlgorithm::from_name(&v.trim().to_ascii_uppercase()))
+                .ok_or_else(|| {
+                    S3Error::invalid_request("Checksum algorithm provided is unsupported.")
+                })?,
+        ),
+        None => None,
+    };
     let source = header_str(up_req.headers(), "x-amz-copy-source")
         .and_then(multipart::parse_copy_source)
         .ok_or_else(|| {
@@ -3814,7 +3829,7 @@ async fn prepare_copy(
                                                       // metadata this way) stays a plain empty object; anywhere else it would be an
                                                       // unencrypted object under a data key.
         if dst_key.ends_with('/') {
-            return Ok(());
+            return Ok(None);
         }
         return Err(S3Error::invalid_request(
             "An empty folder object (a key ending in \"/\") can only be copied to another key ending in \"/\".",
@@ -3834,15 +3849,14 @@ async fn prepare_copy(
     // SSE-C (FORMAT.md §14): unmasked with the source's customer key, masked again with the
     // destination's; the body and its content key stay as they are.
     let dk = crate::ssec::mask(src_ssec, &env.salt, provider_key);
-    ObjectKey::derive(&dk, &env.salt)
-        .verify_commitment(&env.commitment)
-        .map_err(|e| {
-            S3Error::new(
-                "InvalidObjectState",
-                "The object's key commitment does not match; it was altered in the store.",
-            )
-            .with_detail(format!("integrity: {e}"))
-        })?;
+    let okey = Arc::new(ObjectKey::derive(&dk, &env.salt));
+    okey.verify_commitment(&env.commitment).map_err(|e| {
+        S3Error::new(
+            "InvalidObjectState",
+            "The object's key commitment does not match; it was altered in the store.",
+        )
+        .with_detail(format!("integrity: {e}"))
+    })?;
     let wrapped = kms
         .wrap(
             &dst_key_id,
@@ -3854,7 +3868,43 @@ async fn prepare_copy(
     // still opens; with new tags (`x-amz-tagging-directive: REPLACE`) it has none.
     let new_tags = header_str(up_req.headers(), "x-amz-tagging-directive")
         .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"));
+    // The copy keeps the source's checksum (the body does not change), unless another
+    // algorithm was asked for: then the source is read, decrypted, and summed.
+    let kept = checksum_header(&env, &okey)?;
+    let checksum = match wanted {
+        Some(alg) if kept.as_ref().map(|(n, _)| n.as_str()) != Some(alg.header_name()) => {
+            let etag = hp.headers.get(http::header::ETAG);
+            let digest = plaintext_checksum(
+                state,
+                (&src_bucket, &src_key, version.as_deref()),
+                etag,
+                &env,
+                okey.clone(),
+                alg,
+            )
+            .await?;
+            Some((alg, digest))
+        }
+        _ => kept.as_ref().and_then(|(n, v)| {
+            let alg = ChecksumAlgorithm::from_header_name(n.as_str())?;
+            Some((alg, decode_b64(v.to_str().ok()?, alg.digest_len())?))
+        }),
+    };
+    let shown = checksum.as_ref().map(|(alg, digest)| {
+        let tag = format!("Checksum{}", alg.name());
+        format!(
+            "<{tag}>{}</{tag}><ChecksumType>FULL_OBJECT</ChecksumType>",
+            crate::checksum::b64(digest)
+        )
+    });
     let new_env = ObjectHeader {
+        checksum: checksum.map(|(alg, digest)| {
+            format!(
+                "{} {}",
+                alg.name(),
+                chmura_crypto::envelope::b64::encode(&okey.seal_value(alg.name(), &digest))
+            )
+        }),
         key_id: dst_key_id,
         wrapped_key: wrapped,
         customer_check: ssec.map(|c| c.key.check_value(&env.salt)),
@@ -3886,7 +3936,58 @@ async fn prepare_copy(
     if let Some(etag) = hp.headers.get(http::header::ETAG) {
         h.insert("x-amz-copy-source-if-match", etag.clone());
     }
-    Ok(())
+    Ok(shown)
+}
+
+/// The `alg` checksum of an encrypted object's plaintext: the object read whole from the
+/// store (pinned to `etag`), decrypted and summed as it streams.
+async fn plaintext_checksum(
+    state: &State,
+    (bucket, key, version): (&str, &str, Option<&str>),
+    etag: Option<&HeaderValue>,
+    env: &ObjectHeader,
+    okey: Arc<ObjectKey>,
+    alg: ChecksumAlgorithm,
+) -> Result<Vec<u8>, S3Error> {
+    let mut hasher = crate::checksum::Hasher::new(alg);
+    if env.plain_len == 0 {
+        return Ok(hasher.finish());
+    }
+    let mut req = store_request(state, Method::GET, bucket, key, version);
+    if let Some(e) = etag {
+        req = req.header(http::header::IF_MATCH, e.clone());
+    }
+    let req = req
+        .body(empty_body())
+        .map_err(|e| S3Error::internal(format!("checksum read: {e}")))?;
+    let (rp, rbody) = state.upstream.send(req, false).await?.into_parts();
+    if !rp.status.is_success() {
+        return Err(S3Error::new(
+            "ServiceUnavailable",
+            "The object changed while it was being read; please retry.",
+        )
+        .with_detail(format!("checksum read: status {}", rp.status)));
+    }
+    let n = layout::chunk_count(env.plain_len);
+    let mut plain = DecryptingBody::new(
+        rbody.map_err(|e| Box::new(e) as BoxError),
+        open_chunks(env, okey, 0, n, 0, env.plain_len),
+        format!("{bucket}/{key}"),
+        state.metrics.integrity_failures.clone(),
+    );
+    while let Some(frame) = plain.frame().await {
+        let frame = frame.map_err(|e| {
+            S3Error::new(
+                "InvalidObjectState",
+                "The object could not be read back whole; it was altered in the store or the read failed.",
+            )
+            .with_detail(format!("checksum read: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            hasher.update(&data);
+        }
+    }
+    Ok(hasher.finish())
 }
 
 /// The opener for chunks of a stored object, single-part (§3) or multipart (§13).

@@ -1799,14 +1799,21 @@ async fn put_checksums_are_returned_by_get_and_head_when_asked() {
         .expect("validated body")
         .into_bytes();
     assert!(body.as_ref() == data.as_slice());
-    // CopyObject keeps the sealed checksum (same salt, same content key).
-    s3.copy_object()
+    // CopyObject keeps the sealed checksum (same salt, same content key) and states it.
+    let copied = s3
+        .copy_object()
         .bucket("ckm")
         .key("copy")
         .copy_source("ckm/obj")
         .send()
         .await
         .expect("copy");
+    let result = copied.copy_object_result().expect("result");
+    assert_eq!(result.checksum_sha256(), Some(digest.as_str()));
+    assert_eq!(
+        result.checksum_type(),
+        Some(&aws_sdk_s3::types::ChecksumType::FullObject)
+    );
     let head = s3
         .head_object()
         .bucket("ckm")
@@ -1816,6 +1823,42 @@ async fn put_checksums_are_returned_by_get_and_head_when_asked() {
         .await
         .expect("head copy");
     assert_eq!(head.checksum_sha256(), Some(digest.as_str()));
+    // A copy asked for another algorithm gets that checksum of the plaintext, as S3 computes
+    // it: a single-part source, and a multipart one that had none (read whole, decrypted).
+    let sum = |alg, bytes: &[u8]| {
+        let mut h = chmura_proxy::checksum::Hasher::new(alg);
+        h.update(bytes);
+        base64::engine::general_purpose::STANDARD.encode(h.finish())
+    };
+    let big = pattern(2 * PART + 12_345, 92);
+    put_multipart(&s3, "ckm", "mp", &big).await;
+    use chmura_proxy::checksum::ChecksumAlgorithm as A;
+    for (src, dst, bytes) in [("obj", "c32c", &data), ("mp", "mp-c32c", &big)] {
+        let copied = s3
+            .copy_object()
+            .bucket("ckm")
+            .key(dst)
+            .copy_source(format!("ckm/{src}"))
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+            .send()
+            .await
+            .expect("copy with a new algorithm");
+        let want = sum(A::Crc32c, bytes);
+        let result = copied.copy_object_result().expect("result");
+        assert_eq!(result.checksum_crc32_c(), Some(want.as_str()), "{src}");
+        assert_eq!(result.checksum_sha256(), None, "{src}");
+        let head = s3
+            .head_object()
+            .bucket("ckm")
+            .key(dst)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .expect("head");
+        assert_eq!(head.checksum_crc32_c(), Some(want.as_str()), "{src}");
+        assert_eq!(head.checksum_sha256(), None, "{src}");
+        assert!(get_all(&s3, "ckm", dst).await.expect("get") == *bytes);
+    }
     // A wrong header checksum is refused and nothing is stored.
     let err = s3
         .put_object()
