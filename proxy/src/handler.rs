@@ -1519,17 +1519,19 @@ async fn handle_inner(
             // A checksum known only after the metadata left is kept in a tag (cktag.rs): a
             // PutObject's trailer checksum on a body not held whole, a multipart upload's
             // checksum at Complete.
-            checksum_tag: match plan {
-                Plan::MpCreate => {
-                    full_object_requested(&parts.headers).is_some()
-                        || header_str(&parts.headers, "x-amz-checksum-algorithm")
-                            .and_then(|v| {
-                                ChecksumAlgorithm::from_name(&v.trim().to_ascii_uppercase())
-                            })
-                            .is_some()
-                }
-                _ => op == Op::PutObject && trailer_alg.is_some() && header_checksum.is_none(),
-            },
+            // Not when the client's own tags leave no room for it.
+            checksum_tag: tag_room(&parts.headers)
+                && match plan {
+                    Plan::MpCreate => {
+                        full_object_requested(&parts.headers).is_some()
+                            || header_str(&parts.headers, "x-amz-checksum-algorithm")
+                                .and_then(|v| {
+                                    ChecksumAlgorithm::from_name(&v.trim().to_ascii_uppercase())
+                                })
+                                .is_some()
+                    }
+                    _ => op == Op::PutObject && trailer_alg.is_some() && header_checksum.is_none(),
+                },
         };
         let h = up
             .headers_mut()
@@ -2936,9 +2938,10 @@ async fn get_encrypted(
     if let Some((k, _)) = part_layout {
         opener = opener.with_part_chunks(k);
     }
+    let exact = exact_tag_count(state, (bucket, key), &rp.headers, &env).await;
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
-    show_tag_count(&mut rp.headers, env.checksum_tag, None);
+    show_tag_count(&mut rp.headers, env.checksum_tag, exact);
     rp.status = http::StatusCode::PARTIAL_CONTENT;
     rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(p.take));
     rp.headers.insert(
@@ -3035,9 +3038,10 @@ async fn get_range_at_once(
     }
     let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;
     let opener = open_chunks(&env, okey, p.first_chunk, p.chunks, p.skip, p.take);
+    let exact = exact_tag_count(state, (bucket, key), &rp.headers, &env).await;
     strip_ciphertext_headers(&mut rp.headers);
     mark_encrypted(&mut rp.headers);
-    show_tag_count(&mut rp.headers, env.checksum_tag, None);
+    show_tag_count(&mut rp.headers, env.checksum_tag, exact);
     rp.headers.insert(CONTENT_LENGTH, HeaderValue::from(p.take));
     rp.headers.insert(
         http::header::CONTENT_RANGE,
@@ -3092,7 +3096,9 @@ async fn get_whole(
     let tagged = if checksum.is_none() && env.checksum_tag && wants_checksum(conditions) {
         tag_checksum(state, (bucket, key), &rp.headers, &okey).await
     } else {
-        None
+        exact_tag_count(state, (bucket, key), &rp.headers, &env)
+            .await
+            .map(|n| (None, n))
     };
     let n = layout::chunk_count(env.plain_len);
     let mut opener = open_chunks(&env, okey, 0, n, 0, env.plain_len);
@@ -4854,11 +4860,7 @@ async fn tag_checksum(
     if count == Some(0) {
         return None;
     }
-    let version = store_headers
-        .get("x-amz-version-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| *v != "null");
-    let (theirs, ours) = cktag::split(all_tags(state, bucket, key, version).await?);
+    let (theirs, ours) = response_tags(state, (bucket, key), store_headers).await?;
     let kept = ours.and_then(|v| {
         let k = cktag::Kept::open(&v, okey);
         if k.is_none() {
@@ -4867,6 +4869,46 @@ async fn tag_checksum(
         k
     });
     Some((kept, theirs.len()))
+}
+
+/// The tags of the object a store response describes (its version, when it names one): the
+/// client's, and Chmura's tag.
+async fn response_tags(
+    state: &State,
+    (bucket, key): (&str, &str),
+    store_headers: &HeaderMap,
+) -> Option<(Vec<(String, String)>, Option<String>)> {
+    let version = store_headers
+        .get("x-amz-version-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| *v != "null");
+    Some(cktag::split(all_tags(state, bucket, key, version).await?))
+}
+
+/// The client's tag count where the store's cannot tell it: an object that may carry
+/// Chmura's tag (`chmura-ckt`) with `MAX_TAGS` tags in the store holds either nine of the
+/// client's and Chmura's, or ten of the client's (set after it, leaving Chmura's out). One
+/// GetObjectTagging, only then.
+async fn exact_tag_count(
+    state: &State,
+    object: (&str, &str),
+    store_headers: &HeaderMap,
+    env: &ObjectHeader,
+) -> Option<usize> {
+    let count = store_headers
+        .get("x-amz-tagging-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())?;
+    if !env.checksum_tag || count < cktag::MAX_TAGS {
+        return None;
+    }
+    Some(response_tags(state, object, store_headers).await?.0.len())
+}
+
+/// Whether a new object's tags (`x-amz-tagging`) leave room for Chmura's.
+fn tag_room(h: &HeaderMap) -> bool {
+    header_str(h, "x-amz-tagging")
+        .is_none_or(|v| cktag::parse_tagging_header(&v).len() < cktag::MAX_TAGS)
 }
 
 /// Sets `x-amz-tagging-count` to what the client sees (cktag::shown_count).
