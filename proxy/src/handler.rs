@@ -2118,13 +2118,16 @@ async fn handle_inner(
         })
         .await;
     }
-    // Chmura's checksum tag (cktag.rs) is not the client's.
+    // Chmura's checksum tag (cktag.rs) is not the client's. The client's come sorted by key
+    // (S3 promises no order; MinIO and Ceph sort, and clients compare tag lists as lists).
     if op == Op::GetObjectTagging && state.kms.is_some() && rp.status.is_success() {
         let xml = read_small_body(rbody).await?;
-        let (theirs, ours) = cktag::split(multipart::parse_tags(&xml));
-        let xml = match ours {
-            Some(_) => cktag::tagging_xml(&theirs),
-            None => xml,
+        let (mut theirs, ours) = cktag::split(multipart::parse_tags(&xml));
+        let xml = if ours.is_some() || !theirs.is_sorted_by(|a, b| a.0 <= b.0) {
+            theirs.sort_by(|a, b| a.0.cmp(&b.0));
+            cktag::tagging_xml(&theirs)
+        } else {
+            xml
         };
         return Ok(xml_answer(rp, xml));
     }

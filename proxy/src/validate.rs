@@ -35,7 +35,36 @@ pub fn request(
     ) {
         list_numbers(query)?;
     }
+    canned_acl(headers)?;
     sse_headers(op, headers)
+}
+
+/// S3's canned ACLs (`x-amz-acl`).
+const CANNED_ACLS: &[&str] = &[
+    "private",
+    "public-read",
+    "public-read-write",
+    "aws-exec-read",
+    "authenticated-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+    "log-delivery-write",
+];
+
+/// An `x-amz-acl` that names no canned ACL is S3's `InvalidArgument`, whatever the operation.
+fn canned_acl(headers: &HeaderMap) -> Result<(), S3Error> {
+    let Some(v) = headers.get("x-amz-acl") else {
+        return Ok(());
+    };
+    let value = String::from_utf8_lossy(v.as_bytes());
+    if CANNED_ACLS.contains(&value.as_ref()) {
+        return Ok(());
+    }
+    Err(
+        S3Error::invalid_argument("The x-amz-acl header names no canned ACL.")
+            .with_element("ArgumentName", "x-amz-acl")
+            .with_element("ArgumentValue", value.chars().take(64).collect::<String>()),
+    )
 }
 
 /// The rules of S3 for a new general-purpose bucket's name: 3 to 63 lowercase letters,
@@ -137,6 +166,35 @@ mod tests {
             m.insert(*k, HeaderValue::from_static(v));
         }
         m
+    }
+
+    #[test]
+    fn canned_acls_are_s3s_eight() {
+        for ok in CANNED_ACLS {
+            let m = h(&[("x-amz-acl", ok)]);
+            assert!(request(Op::PutObject, Some("b"), &[], &m).is_ok(), "{ok}");
+            assert!(
+                request(Op::PutBucketAcl, Some("b"), &[], &m).is_ok(),
+                "{ok}"
+            );
+        }
+        assert!(request(Op::PutObject, Some("b"), &[], &HeaderMap::new()).is_ok());
+        for bad in ["public-ready", "Private", "", "private "] {
+            let m = h(&[("x-amz-acl", bad)]);
+            for op in [
+                Op::PutBucketAcl,
+                Op::CreateBucket,
+                Op::PutObject,
+                Op::CopyObject,
+            ] {
+                let e = request(op, Some("bucket"), &[], &m).expect_err(bad);
+                assert_eq!(
+                    (e.code, e.status.as_u16()),
+                    ("InvalidArgument", 400),
+                    "{bad}"
+                );
+            }
+        }
     }
 
     #[test]
