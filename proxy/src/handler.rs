@@ -1059,7 +1059,10 @@ async fn handle_inner(
     }
     let mut parts = parts;
     if op == Op::ListBuckets && authed.tenant.buckets.is_some() {
-        let xml = crate::mapping::list_buckets_xml(&authed.tenant);
+        let xml = crate::mapping::page_buckets(
+            &crate::mapping::list_buckets_xml(&authed.tenant),
+            &query,
+        )?;
         let mut r = Response::new(
             Full::new(Bytes::from(xml))
                 .map_err(|e| match e {})
@@ -1339,6 +1342,10 @@ async fn handle_inner(
         .cloned()
         .collect();
     fwd_query.retain(|(k, _)| k != "x-id");
+    if op == Op::ListBuckets {
+        // Paged by Chmura, on the store's whole list (`mapping::page_buckets`).
+        fwd_query.retain(|(k, _)| !crate::mapping::BUCKET_LIST_ARGS.contains(&k.as_str()));
+    }
     if let Some(t) = &token {
         for (k, v) in fwd_query.iter_mut() {
             if k == "uploadId" {
@@ -2117,6 +2124,15 @@ async fn handle_inner(
             echo_listing_params(xml, op, &query, empty_token)
         })
         .await;
+    }
+    if op == Op::ListBuckets
+        && rp.status.is_success()
+        && query
+            .iter()
+            .any(|(k, _)| crate::mapping::BUCKET_LIST_ARGS.contains(&k.as_str()))
+    {
+        let xml = read_small_body(rbody).await?;
+        return Ok(xml_answer(rp, crate::mapping::page_buckets(&xml, &query)?));
     }
     // Chmura's checksum tag (cktag.rs) is not the client's. The client's come sorted by key
     // (S3 promises no order; MinIO and Ceph sort, and clients compare tag lists as lists).

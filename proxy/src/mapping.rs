@@ -222,6 +222,93 @@ pub fn list_buckets_xml(tenant: &Tenant) -> String {
     )
 }
 
+/// The ListBuckets arguments Chmura applies itself to the whole list (stores differ: moto
+/// and s3s-fs ignore them); they are not forwarded.
+pub const BUCKET_LIST_ARGS: &[&str] = &["max-buckets", "continuation-token", "prefix"];
+
+/// A ListBuckets answer paged as S3 pages it: the buckets under `prefix`, in name order, at
+/// most `max-buckets` after the `continuation-token`, a `ContinuationToken` when more
+/// remain, and the `Prefix` asked for stated back. Unchanged when none of these was asked.
+pub fn page_buckets(xml: &str, query: &[(String, String)]) -> Result<String, S3Error> {
+    use base64::Engine as _;
+    let arg = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (max, token, prefix) = (arg("max-buckets"), arg("continuation-token"), arg("prefix"));
+    if max.is_none() && token.is_none() && prefix.is_none() {
+        return Ok(xml.to_string());
+    }
+    let max = match max {
+        None => usize::MAX,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                return Err(S3Error::invalid_argument(
+                    "max-buckets must be an integer from 1 to 10000.",
+                )
+                .with_element("ArgumentName", "max-buckets")
+                .with_element("ArgumentValue", v.chars().take(32).collect::<String>()))
+            }
+        },
+    };
+    let after = match token.filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    S3Error::invalid_argument("The continuation token provided is incorrect.")
+                        .with_element("ArgumentName", "continuation-token")
+                })?,
+        ),
+    };
+    let (Some(open), Some(close)) = (xml.find("<Buckets>"), xml.find("</Buckets>")) else {
+        // `<Buckets/>`: nothing to page.
+        return Ok(xml.to_string());
+    };
+    let mut buckets: Vec<(String, &str)> =
+        crate::multipart::tag_values(&xml[open..close + "</Buckets>".len()], "Bucket")
+            .into_iter()
+            .filter_map(|b| {
+                let name =
+                    crate::multipart::unescape(crate::multipart::tag_values(b, "Name").first()?);
+                Some((name, b))
+            })
+            .filter(|(name, _)| prefix.is_none_or(|p| name.starts_with(p)))
+            .filter(|(name, _)| after.as_deref().is_none_or(|a| name.as_str() > a))
+            .collect();
+    buckets.sort_by(|a, b| a.0.cmp(&b.0));
+    let more = buckets.len() > max;
+    buckets.truncate(max);
+    let mut out = String::with_capacity(xml.len());
+    out.push_str(&xml[..open]);
+    out.push_str("<Buckets>");
+    for (_, b) in &buckets {
+        out.push_str("<Bucket>");
+        out.push_str(b);
+        out.push_str("</Bucket>");
+    }
+    out.push_str("</Buckets>");
+    if let (true, Some((last, _))) = (more, buckets.last()) {
+        let t = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.as_bytes());
+        out.push_str(&format!("<ContinuationToken>{t}</ContinuationToken>"));
+    }
+    if let Some(p) = prefix {
+        out.push_str(&format!("<Prefix>{}</Prefix>", crate::error::xml_escape(p)));
+    }
+    let rest = &xml[close + "</Buckets>".len()..];
+    // What the store stated of its own paging is replaced.
+    let rest = crate::multipart::remove_elements(rest, "ContinuationToken");
+    let rest = crate::multipart::remove_elements(&rest, "Prefix");
+    out.push_str(&rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +319,55 @@ mod tests {
             upstream_bucket: "shared-store".into(),
             prefix: "acme/data/".into(),
         }
+    }
+
+    #[test]
+    fn bucket_lists_page_as_s3_pages_them() {
+        let xml = "<ListAllMyBucketsResult><Owner><ID>o</ID></Owner><Buckets><Bucket><Name>b2</Name><CreationDate>d2</CreationDate></Bucket><Bucket><Name>a&amp;1</Name><CreationDate>d1</CreationDate></Bucket><Bucket><Name>b1</Name><CreationDate>d3</CreationDate></Bucket></Buckets></ListAllMyBucketsResult>";
+        let q = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let names = |x: &str| -> Vec<String> {
+            crate::multipart::tag_values(x, "Name")
+                .into_iter()
+                .map(crate::multipart::unescape)
+                .collect()
+        };
+        assert_eq!(page_buckets(xml, &[]).unwrap(), xml);
+        // One a page, in name order, each page naming the next.
+        let (mut seen, mut token) = (Vec::new(), None::<String>);
+        for _ in 0..5 {
+            let mut args = vec![("max-buckets", "1")];
+            if let Some(t) = token.as_deref() {
+                args.push(("continuation-token", t));
+            }
+            let page = page_buckets(xml, &q(&args)).unwrap();
+            assert!(page.contains("<CreationDate>"), "{page}");
+            seen.extend(names(&page));
+            token = crate::multipart::tag_values(&page, "ContinuationToken")
+                .first()
+                .map(|t| t.to_string());
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, ["a&1", "b1", "b2"]);
+        let page = page_buckets(xml, &q(&[("prefix", "b"), ("max-buckets", "5")])).unwrap();
+        assert_eq!(names(&page), ["b1", "b2"]);
+        assert!(page.contains("<Prefix>b</Prefix>") && !page.contains("ContinuationToken"));
+        assert!(page.ends_with("</ListAllMyBucketsResult>"));
+        for bad in ["0", "10001", "x", "-1"] {
+            let e = page_buckets(xml, &q(&[("max-buckets", bad)])).unwrap_err();
+            assert_eq!(e.code, "InvalidArgument");
+        }
+        let e = page_buckets(xml, &q(&[("continuation-token", "%%%")])).unwrap_err();
+        assert_eq!(e.code, "InvalidArgument");
+        let empty = "<ListAllMyBucketsResult><Buckets></Buckets></ListAllMyBucketsResult>";
+        let page = page_buckets(empty, &q(&[("max-buckets", "1")])).unwrap();
+        assert!(names(&page).is_empty() && !page.contains("ContinuationToken"));
     }
 
     #[test]
