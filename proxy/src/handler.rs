@@ -2401,6 +2401,13 @@ async fn handle_inner(
                 rp.headers.remove(n);
             }
         }
+        // S3 names no version for an upload completed where versioning is off or suspended;
+        // moto answers `null`.
+        if plan == Plan::MpComplete
+            && rp.headers.get("x-amz-version-id").map(|v| v.as_bytes()) == Some(b"null")
+        {
+            rp.headers.remove("x-amz-version-id");
+        }
         if plan != Plan::MpList {
             mark_encrypted(&mut rp.headers);
         }

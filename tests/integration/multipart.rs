@@ -1569,7 +1569,8 @@ async fn upload_listings_show_chmuras_upload_ids_on_moto() {
         .send()
         .await
         .expect("part with the listed id");
-    s3.complete_multipart_upload()
+    let done = s3
+        .complete_multipart_upload()
         .bucket("lups")
         .key("k-1")
         .upload_id(&resumed)
@@ -1577,6 +1578,8 @@ async fn upload_listings_show_chmuras_upload_ids_on_moto() {
         .send()
         .await
         .expect("complete");
+    // No version where versioning is off (moto names `null`).
+    assert_eq!(done.version_id(), None);
     assert!(get_all(&s3, "lups", "k-1").await.expect("get") == data);
     // Abort by token, and by the store's id.
     s3.abort_multipart_upload()
