@@ -2368,8 +2368,23 @@ async fn handle_inner(
                         p.trim_matches('"').to_string()
                     }
                 });
-                let wants = header_str(&parts.headers, "x-amz-object-attributes")
-                    .is_some_and(|v| v.to_ascii_lowercase().contains("checksum"));
+                let asked = header_str(&parts.headers, "x-amz-object-attributes")
+                    .map(|v| v.to_ascii_lowercase())
+                    .unwrap_or_default();
+                let wants = asked.contains("checksum");
+                // A store that states no parts (moto, s3s-fs) has them stated from the layout.
+                let wants_parts = (asked.contains("objectparts") && !xml.contains("<ObjectParts"))
+                    .then(|| {
+                        let number = |h: &str, default: u32| {
+                            header_str(&parts.headers, h)
+                                .and_then(|v| v.trim().parse::<u32>().ok())
+                                .unwrap_or(default)
+                        };
+                        (
+                            number("x-amz-max-parts", 1000).min(1000),
+                            number("x-amz-part-number-marker", 0),
+                        )
+                    });
                 let version = query
                     .iter()
                     .find(|(k, _)| k == "versionId")
@@ -2377,17 +2392,21 @@ async fn handle_inner(
                 let object = (ctx_tenant.name.as_str(), bucket_name, addr.key.as_str());
                 // The envelope is read in any case: an object under a customer key answers
                 // only with that key (S3), whatever attributes are asked for.
-                attributes_checksum =
-                    stored_checksum(state, object, version, ssec.as_ref(), wants)
-                        .await?
-                        .and_then(|(name, value, kind)| {
-                            let a = ChecksumAlgorithm::from_header_name(name.as_str())?;
-                            Some(format!(
-                                "<Checksum><Checksum{n}>{v}</Checksum{n}><ChecksumType>{kind}</ChecksumType></Checksum>",
-                                n = a.name(),
-                                v = value.to_str().ok()?
-                            ))
-                        });
+                let (checksum, object_parts) =
+                    stored_attributes(state, object, version, ssec.as_ref(), wants, wants_parts)
+                        .await?;
+                let checksum = checksum.and_then(|(name, value, kind)| {
+                    let a = ChecksumAlgorithm::from_header_name(name.as_str())?;
+                    Some(format!(
+                        "<Checksum><Checksum{n}>{v}</Checksum{n}><ChecksumType>{kind}</ChecksumType></Checksum>",
+                        n = a.name(),
+                        v = value.to_str().ok()?
+                    ))
+                });
+                attributes_checksum = match (checksum, object_parts) {
+                    (None, None) => None,
+                    (c, p) => Some(c.unwrap_or_default() + &p.unwrap_or_default()),
+                };
                 multipart::remove_elements(&rewrite_sizes(&xml), "Checksum")
             }
             _ => etag::present_in_xml(&xml),
@@ -4609,40 +4628,82 @@ fn empty_body() -> UpstreamBody {
     Empty::new().map_err(|e| match e {}).boxed_unsync()
 }
 
-/// For GetObjectAttributes: one HEAD for the envelope (an SSE-C object needs its key), then
-/// the plaintext checksum kept with the object (FORMAT.md §8) when `wanted`, which costs the
-/// data key's unwrap.
-async fn stored_checksum(
+/// What GetObjectAttributes states from an encrypted object's envelope (one HEAD, which also
+/// enforces its customer key): the checksum Chmura keeps with it, when `wanted`; and with
+/// `parts` (max-parts, part-number-marker), the `ObjectParts` of a multipart object on the
+/// grid, from its layout (one 12-byte ranged GET, FORMAT.md §13), for a store that states
+/// none.
+async fn stored_attributes(
     state: &State,
     (tenant, bucket, key): (&str, &str, &str),
     version: Option<&str>,
     ssec: Option<&crate::ssec::SseC>,
     wanted: bool,
-) -> Result<Option<(HeaderName, HeaderValue, &'static str)>, S3Error> {
+    parts: Option<(u32, u32)>,
+) -> Result<
+    (
+        Option<(HeaderName, HeaderValue, &'static str)>,
+        Option<String>,
+    ),
+    S3Error,
+> {
     let head = store_request(state, Method::HEAD, bucket, key, version)
         .body(empty_body())
         .map_err(|e| S3Error::internal(format!("attributes head: {e}")))?;
     let (hp, _) = state.upstream.send(head, false).await?.into_parts();
     if !hp.status.is_success() {
-        return Ok(None);
+        return Ok((None, None));
     }
-    let Some(env) = envelope_of(&hp.headers, true)? else {
-        return Ok(None);
+    let Some(mut env) = envelope_of(&hp.headers, true)? else {
+        return Ok((None, None));
     };
     crate::ssec::check_object(&env, ssec)?;
+    let parts_xml = match parts {
+        Some((max, marker)) if env.multipart => {
+            let stored = content_length(&hp.headers)
+                .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
+            check_length(&mut env, stored)?;
+            if env.plain_len == 0 {
+                None
+            } else {
+                let q: Vec<(String, String)> = version
+                    .map(|v| ("versionId".to_string(), v.to_string()))
+                    .into_iter()
+                    .collect();
+                let (uri, _) =
+                    state
+                        .upstream
+                        .uri(Some(bucket), key, &sigv4::canonical_query(&q, None));
+                let uri: http::Uri = uri
+                    .parse()
+                    .map_err(|_| S3Error::internal("attributes uri"))?;
+                let etag = hp.headers.get(http::header::ETAG);
+                let (k, n) = multipart_layout(state, &uri, etag, env.plain_len).await?;
+                Some(multipart::object_parts_xml(
+                    env.plain_len,
+                    k * layout::CHUNK,
+                    n,
+                    max,
+                    marker,
+                ))
+            }
+        }
+        _ => None,
+    };
     if !wanted || (env.checksum.is_none() && !env.checksum_tag) {
-        return Ok(None);
+        return Ok((None, parts_xml));
     }
     let okey = open_key(state, &env, ssec, tenant, bucket, key).await?;
     if let Some((n, v)) = checksum_header(&env, &okey)? {
-        return Ok(Some((n, v, "FULL_OBJECT")));
+        return Ok((Some((n, v, "FULL_OBJECT")), parts_xml));
     }
     // A checksum kept in a tag (cktag.rs): a composite is stated with its part count.
     let tagged = tag_checksum(state, (bucket, key), &hp.headers, &okey).await;
-    Ok(tagged.and_then(|(k, _)| k).map(|k| {
+    let checksum = tagged.and_then(|(k, _)| k).map(|k| {
         let [(n, v), _] = k.headers();
         (n, v, k.kind())
-    }))
+    });
+    Ok((checksum, parts_xml))
 }
 
 /// Whether a GET or HEAD asks for the object's checksum (`x-amz-checksum-mode: ENABLED`).

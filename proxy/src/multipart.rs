@@ -248,6 +248,47 @@ pub fn sidecar_of(key: &str, upstream_id: &str, sidecar: (&str, &str)) -> Option
     })
 }
 
+/// GetObjectAttributes' `ObjectParts` of a multipart object on the grid (FORMAT.md §13):
+/// `parts` parts of `part_len` plaintext bytes (the last one holds the rest of `plain_len`),
+/// at most `max_parts` of them after part `marker`, as S3 lists them (no part checksums:
+/// Chmura keeps none per part).
+pub fn object_parts_xml(
+    plain_len: u64,
+    part_len: u64,
+    parts: u32,
+    max_parts: u32,
+    marker: u32,
+) -> String {
+    let size = |n: u32| {
+        if n < parts {
+            part_len
+        } else {
+            plain_len.saturating_sub(u64::from(parts - 1) * part_len)
+        }
+    };
+    let listed: Vec<u32> = (marker.saturating_add(1)..=parts)
+        .take(max_parts as usize)
+        .collect();
+    let truncated = listed.last().is_some_and(|&l| l < parts);
+    let mut xml = format!(
+        "<ObjectParts><PartsCount>{parts}</PartsCount><PartNumberMarker>{marker}</PartNumberMarker>"
+    );
+    if let Some(l) = listed.last() {
+        xml.push_str(&format!("<NextPartNumberMarker>{l}</NextPartNumberMarker>"));
+    }
+    xml.push_str(&format!(
+        "<MaxParts>{max_parts}</MaxParts><IsTruncated>{truncated}</IsTruncated>"
+    ));
+    for n in listed {
+        xml.push_str(&format!(
+            "<Part><PartNumber>{n}</PartNumber><Size>{}</Size></Part>",
+            size(n)
+        ));
+    }
+    xml.push_str("</ObjectParts>");
+    xml
+}
+
 /// Every `<Upload>` of a ListMultipartUploads answer: its key (XML-unescaped, and URL-decoded
 /// when the listing is `url_encoded`) and upload id.
 pub fn listed_uploads(xml: &str, url_encoded: bool) -> Vec<(String, String)> {
@@ -816,6 +857,38 @@ mod tests {
             UploadToken::decode(&format!("{TOKEN_PREFIX}{}", b64url(&raw))),
             None
         );
+    }
+
+    #[test]
+    fn object_parts_list_plaintext_part_sizes_by_page() {
+        let mib = 1 << 20;
+        let parts = |xml: &str| -> Vec<(String, String)> {
+            tag_values(xml, "Part")
+                .into_iter()
+                .map(|p| {
+                    (
+                        tag_values(p, "PartNumber")[0].to_string(),
+                        tag_values(p, "Size")[0].to_string(),
+                    )
+                })
+                .collect()
+        };
+        let five = (5 * mib).to_string();
+        let all = object_parts_xml(28 * mib, 5 * mib, 6, 1000, 0);
+        assert!(all.starts_with("<ObjectParts><PartsCount>6</PartsCount>"));
+        assert!(all.contains("<IsTruncated>false</IsTruncated>"));
+        let got = parts(&all);
+        assert_eq!(got.len(), 6);
+        assert_eq!(got[0], ("1".to_string(), five.clone()));
+        assert_eq!(got[5], ("6".to_string(), (3 * mib).to_string()));
+        let page = object_parts_xml(30 * mib, 5 * mib, 6, 1, 3);
+        assert_eq!(parts(&page), vec![("4".to_string(), five.clone())]);
+        assert!(page.contains("<PartNumberMarker>3</PartNumberMarker><NextPartNumberMarker>4</NextPartNumberMarker><MaxParts>1</MaxParts><IsTruncated>true</IsTruncated>"));
+        let rest = object_parts_xml(30 * mib, 5 * mib, 6, 10, 4);
+        assert_eq!(parts(&rest).len(), 2);
+        assert!(rest.contains("<IsTruncated>false</IsTruncated>"));
+        let past = object_parts_xml(30 * mib, 5 * mib, 6, 10, 6);
+        assert!(parts(&past).is_empty() && !past.contains("NextPartNumberMarker"));
     }
 
     #[test]
