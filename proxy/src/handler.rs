@@ -4995,7 +4995,7 @@ async fn exact_tag_count(
 /// Whether a new object's tags (`x-amz-tagging`) leave room for Chmura's.
 fn tag_room(h: &HeaderMap) -> bool {
     header_str(h, "x-amz-tagging")
-        .is_none_or(|v| cktag::parse_tagging_header(&v).len() < cktag::MAX_TAGS)
+        .is_none_or(|v| cktag::parse_tagging_header(v).len() < cktag::MAX_TAGS)
 }
 
 /// Sets `x-amz-tagging-count` to what the client sees (cktag::shown_count).
