@@ -3889,25 +3889,9 @@ async fn prepare_copy(
     let stored = content_length(&hp.headers)
         .ok_or_else(|| S3Error::internal("upstream HEAD without length"))?;
     check_length(&mut env, stored)?;
-    crate::ssec::check_object(&env, src_ssec)?;
-    let provider_key = kms
-        .decrypt(
-            &env.key_id,
-            &env.wrapped_key,
-            &kms::context(tenant, &src_bucket, &src_key),
-        )
-        .await?;
     // SSE-C (FORMAT.md §14): unmasked with the source's customer key, masked again with the
     // destination's; the body and its content key stay as they are.
-    let dk = crate::ssec::mask(src_ssec, &env.salt, provider_key);
-    let okey = Arc::new(ObjectKey::derive(&dk, &env.salt));
-    okey.verify_commitment(&env.commitment).map_err(|e| {
-        S3Error::new(
-            "InvalidObjectState",
-            "The object's key commitment does not match; it was altered in the store.",
-        )
-        .with_detail(format!("integrity: {e}"))
-    })?;
+    let (dk, okey) = open_data_key(state, &env, src_ssec, tenant, &src_bucket, &src_key).await?;
     let wrapped = kms
         .wrap(
             &dst_key_id,

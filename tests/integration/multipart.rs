@@ -1201,13 +1201,15 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
             .send()
             .await
             .expect("put with checksum");
-        let attrs = s3
-            .get_object_attributes()
-            .bucket("motock")
-            .key("ck")
-            .object_attributes(aws_sdk_s3::types::ObjectAttributes::Checksum)
-            .object_attributes(aws_sdk_s3::types::ObjectAttributes::ObjectSize)
-            .send()
+        use aws_sdk_s3::types::ObjectAttributes as Attr;
+        let attributes_of_ck = |asked: &[Attr]| {
+            s3.get_object_attributes()
+                .bucket("motock")
+                .key("ck")
+                .set_object_attributes(Some(asked.to_vec()))
+                .send()
+        };
+        let attrs = attributes_of_ck(&[Attr::Checksum, Attr::ObjectSize])
             .await
             .expect("attributes");
         assert_eq!(attrs.object_size(), Some(body.len() as i64));
@@ -1217,22 +1219,12 @@ async fn encrypted_uploads_versions_and_tagging_on_moto() {
             "{attrs:?}"
         );
         // A single-part object has no parts to state.
-        let single = s3
-            .get_object_attributes()
-            .bucket("motock")
-            .key("ck")
-            .object_attributes(aws_sdk_s3::types::ObjectAttributes::ObjectParts)
-            .send()
+        let single = attributes_of_ck(&[Attr::ObjectParts])
             .await
             .expect("parts of a single-part object");
         assert!(single.object_parts().is_none(), "{single:?}");
         // The checksum alone: the store's answer is an empty document, which still gets it.
-        let only = s3
-            .get_object_attributes()
-            .bucket("motock")
-            .key("ck")
-            .object_attributes(aws_sdk_s3::types::ObjectAttributes::Checksum)
-            .send()
+        let only = attributes_of_ck(&[Attr::Checksum])
             .await
             .expect("checksum attribute alone");
         assert_eq!(
