@@ -4385,19 +4385,33 @@ async fn create_sidecar(state: &State, bucket: &str, key: &str, t: &UploadToken)
     let (rp, rbody) = match state.upstream.send(req, false).await {
         Ok(r) => r.into_parts(),
         Err(e) => {
-            tracing::warn!(error = %e.message, "multipart sidecar not created");
+            sidecar_not_created(&e.message);
             return None;
         }
     };
     let xml = read_small_body(rbody).await.ok()?;
     if !rp.status.is_success() {
-        tracing::warn!(status = %rp.status, "multipart sidecar not created");
+        sidecar_not_created(&format!("status {}", rp.status));
         return None;
     }
     multipart::tag_values(&xml, "UploadId")
         .first()
         .map(|id| multipart::unescape(id.trim()))
         .filter(|id| !id.is_empty())
+}
+
+/// Logs a sidecar the store refused: the first time as a warning (a store that refuses one,
+/// s3s-fs for keys over ~120 bytes, refuses most), then at debug level.
+fn sidecar_not_created(why: &str) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::debug!(why, "multipart sidecar not created");
+    } else {
+        tracing::warn!(
+            why,
+            "multipart sidecar not created: such uploads are listed by the store's id (logged once; later ones at debug level)"
+        );
+    }
 }
 
 /// Aborts the sidecar of an upload that was completed or aborted (a failure leaves an empty
