@@ -5256,6 +5256,29 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
             crate::error::xml_escape(v)
         }
     };
+    // Prefixes (common ones and the one echoed) URL-encoded as S3 encodes them, where the
+    // store left them raw: moto encodes keys but not prefixes, and a client decoding
+    // `foo+1/` gets `foo 1/`. Text with a character URL encoding never leaves was not encoded.
+    let xml = if url
+        && matches!(
+            op,
+            Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions
+        ) {
+        multipart::replace_tag(xml, "Prefix", |v| {
+            let raw = multipart::unescape(v);
+            if raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.~/%".contains(c))
+            {
+                v.to_string()
+            } else {
+                crate::sigv4::uri_encode_string(raw.as_bytes(), true)
+            }
+        })
+    } else {
+        xml.to_string()
+    };
+    let xml = xml.as_str();
     let wanted: Vec<(&str, String)> = match op {
         Op::ListObjects => vec![("Marker", encoded(param("marker").unwrap_or("")))],
         Op::ListObjectsV2 => {
@@ -5480,6 +5503,23 @@ mod tests {
         assert!(out.contains("<Marker>a%0Ab%26c</Marker>"), "{out}");
         let out = echo_listing_params(v1, Op::ListObjects, &q(&[("marker", "x&y")]), false);
         assert!(out.contains("<Marker>x&amp;y</Marker>"), "{out}");
+        // Prefixes a store left raw under encoding-type=url are encoded; encoded ones stay.
+        let listed = v1.replace(
+            "<MaxKeys>",
+            "<CommonPrefixes><Prefix>foo+1/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>quux ab/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>a%2Bb/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>&lt;&amp;/</Prefix></CommonPrefixes><MaxKeys>",
+        );
+        for op in [Op::ListObjects, Op::ListObjectsV2, Op::ListObjectVersions] {
+            let out = echo_listing_params(&listed, op, &q(&[("encoding-type", "url")]), false);
+            let prefixes = multipart::tag_values(&out, "Prefix");
+            assert_eq!(
+                prefixes,
+                ["", "foo%2B1/", "quux%20ab/", "a%2Bb/", "%3C%26/"],
+                "{out}"
+            );
+            // Without encoding-type=url the store's text is kept.
+            let out = echo_listing_params(&listed, op, &[], false);
+            assert!(out.contains("<Prefix>foo+1/</Prefix>"), "{out}");
+        }
         // What the store states is kept.
         let stated = v1.replace("<MaxKeys>", "<Marker>m</Marker><MaxKeys>");
         let out = echo_listing_params(&stated, Op::ListObjects, &q(&[("marker", "z")]), false);
