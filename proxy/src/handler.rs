@@ -5256,27 +5256,30 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
             crate::error::xml_escape(v)
         }
     };
-    // Prefixes (common ones and the one echoed) URL-encoded as S3 encodes them, where the
-    // store left them raw: moto encodes keys but not prefixes, and a client decoding
-    // `foo+1/` gets `foo 1/`. Text with a character URL encoding never leaves was not encoded.
-    let xml = if url
-        && matches!(
-            op,
-            Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions
-        ) {
-        multipart::replace_tag(xml, "Prefix", |v| {
-            let raw = multipart::unescape(v);
-            if raw
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.~/%".contains(c))
-            {
-                v.to_string()
-            } else {
-                crate::sigv4::uri_encode_string(raw.as_bytes(), true)
-            }
-        })
-    } else {
-        xml.to_string()
+    // Prefixes URL-encoded as S3 encodes them, where the store left them raw: moto encodes
+    // keys but not common prefixes, and a client decoding `foo+1/` gets `foo 1/`. Text with
+    // a character URL encoding never leaves was not encoded. The prefix echoed at the top is
+    // encoded in V2 and version listings only (S3 leaves V1's as sent; botocore decodes it
+    // only there).
+    let encode = |v: &str| {
+        let raw = multipart::unescape(v);
+        if raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~/%".contains(c))
+        {
+            v.to_string()
+        } else {
+            crate::sigv4::uri_encode_string(raw.as_bytes(), true)
+        }
+    };
+    let xml = match op {
+        Op::ListObjects if url => multipart::replace_tag(xml, "CommonPrefixes", |inner| {
+            multipart::replace_tag(inner, "Prefix", encode)
+        }),
+        Op::ListObjectsV2 | Op::ListObjectVersions if url => {
+            multipart::replace_tag(xml, "Prefix", encode)
+        }
+        _ => xml.to_string(),
     };
     let xml = xml.as_str();
     let wanted: Vec<(&str, String)> = match op {
@@ -5508,12 +5511,18 @@ mod tests {
             "<MaxKeys>",
             "<CommonPrefixes><Prefix>foo+1/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>quux ab/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>a%2Bb/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>&lt;&amp;/</Prefix></CommonPrefixes><MaxKeys>",
         );
+        let listed = listed.replace("<Prefix></Prefix>", "<Prefix>&#10;</Prefix>");
         for op in [Op::ListObjects, Op::ListObjectsV2, Op::ListObjectVersions] {
             let out = echo_listing_params(&listed, op, &q(&[("encoding-type", "url")]), false);
             let prefixes = multipart::tag_values(&out, "Prefix");
+            let top = if op == Op::ListObjects {
+                "&#10;"
+            } else {
+                "%0A"
+            };
             assert_eq!(
                 prefixes,
-                ["", "foo%2B1/", "quux%20ab/", "a%2Bb/", "%3C%26/"],
+                [top, "foo%2B1/", "quux%20ab/", "a%2Bb/", "%3C%26/"],
                 "{out}"
             );
             // Without encoding-type=url the store's text is kept.

@@ -546,12 +546,40 @@ pub fn parse_complete(xml: &str) -> Result<Vec<CompletePart>, S3Error> {
 
 /// XML text → string (the five predefined entities and `&#34;`).
 pub fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&apos;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let entity = rest[1..].find(';').map(|j| &rest[1..1 + j]);
+        let ch = entity.and_then(|e| match e {
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "amp" => Some('&'),
+            _ => {
+                let n = e.strip_prefix('#')?;
+                let code = match n.strip_prefix(['x', 'X']) {
+                    Some(h) => u32::from_str_radix(h, 16).ok()?,
+                    None => n.parse::<u32>().ok()?,
+                };
+                char::from_u32(code)
+            }
+        });
+        match (ch, entity) {
+            (Some(c), Some(e)) => {
+                out.push(c);
+                rest = &rest[e.len() + 2..];
+            }
+            _ => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn escape(s: &str) -> String {
@@ -857,6 +885,19 @@ mod tests {
             UploadToken::decode(&format!("{TOKEN_PREFIX}{}", b64url(&raw))),
             None
         );
+    }
+
+    #[test]
+    fn xml_text_unescapes_named_and_numeric_references() {
+        assert_eq!(unescape("a&amp;lt;b"), "a&lt;b");
+        assert_eq!(unescape("&quot;e&#34;&apos;&lt;&gt;"), "\"e\"'<>");
+        assert_eq!(
+            unescape("line&#10;feed&#xA;&#x1F600;"),
+            "line\nfeed\n\u{1F600}"
+        );
+        // Not a reference: kept as written.
+        assert_eq!(unescape("a & b &bogus; &#xZZ; &"), "a & b &bogus; &#xZZ; &");
+        assert_eq!(unescape("plain"), "plain");
     }
 
     #[test]

@@ -762,6 +762,36 @@ async fn listing_pages_state_their_markers_on_moto() {
         let got: Vec<&str> = prefixes.iter().filter_map(|p| p.prefix()).collect();
         assert_eq!(got, ["p%20q/", "p%2B1/", "plain/"]);
     }
+    // The prefix asked for comes back encoded in V2, as sent in V1 (as S3 answers and
+    // botocore decodes).
+    let asked = |v2: bool| {
+        let s3 = s3.clone();
+        async move {
+            if v2 {
+                let r = s3
+                    .list_objects_v2()
+                    .bucket("marks")
+                    .prefix("p q/")
+                    .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+                    .send()
+                    .await
+                    .expect("v2");
+                r.prefix().map(str::to_string)
+            } else {
+                let r = s3
+                    .list_objects()
+                    .bucket("marks")
+                    .prefix("p q/")
+                    .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+                    .send()
+                    .await
+                    .expect("v1");
+                r.prefix().map(str::to_string)
+            }
+        }
+    };
+    assert_eq!(asked(true).await.as_deref(), Some("p%20q/"));
+    assert_eq!(asked(false).await.as_deref(), Some("p q/"));
 }
 
 /// Conditional writes as S3 answers them (s3-tests' test_put_object_if_match and
