@@ -3905,9 +3905,9 @@ async fn prepare_copy(
         .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"));
     // The copy keeps the source's checksum (the body does not change), unless another
     // algorithm was asked for: then the source is read, decrypted, and summed.
-    let kept = checksum_header(&env, &okey)?;
+    let kept = kept_checksum(&env, &okey)?;
     let checksum = match wanted {
-        Some(alg) if kept.as_ref().map(|(n, _)| n.as_str()) != Some(alg.header_name()) => {
+        Some(alg) if kept.as_ref().map(|(a, _)| *a) != Some(alg) => {
             let etag = hp.headers.get(http::header::ETAG);
             let digest = plaintext_checksum(
                 state,
@@ -3920,10 +3920,7 @@ async fn prepare_copy(
             .await?;
             Some((alg, digest))
         }
-        _ => kept.as_ref().and_then(|(n, v)| {
-            let alg = ChecksumAlgorithm::from_header_name(n.as_str())?;
-            Some((alg, decode_b64(v.to_str().ok()?, alg.digest_len())?))
-        }),
+        _ => kept,
     };
     let shown = checksum.as_ref().map(|(alg, digest)| {
         let tag = format!("Checksum{}", alg.name());
@@ -4664,17 +4661,10 @@ async fn stored_attributes(
             if env.plain_len == 0 {
                 None
             } else {
-                let q: Vec<(String, String)> = version
-                    .map(|v| ("versionId".to_string(), v.to_string()))
-                    .into_iter()
-                    .collect();
-                let (uri, _) =
-                    state
-                        .upstream
-                        .uri(Some(bucket), key, &sigv4::canonical_query(&q, None));
-                let uri: http::Uri = uri
-                    .parse()
-                    .map_err(|_| S3Error::internal("attributes uri"))?;
+                let uri = store_request(state, Method::GET, bucket, key, version)
+                    .uri_ref()
+                    .cloned()
+                    .ok_or_else(|| S3Error::internal("attributes uri"))?;
                 let etag = hp.headers.get(http::header::ETAG);
                 let (k, n) = multipart_layout(state, &uri, etag, env.plain_len).await?;
                 Some(multipart::object_parts_xml(
@@ -4716,6 +4706,19 @@ fn checksum_header(
     env: &ObjectHeader,
     okey: &ObjectKey,
 ) -> Result<Option<(HeaderName, HeaderValue)>, S3Error> {
+    let Some((alg, digest)) = kept_checksum(env, okey)? else {
+        return Ok(None);
+    };
+    let value = HeaderValue::from_str(&crate::checksum::b64(&digest))
+        .map_err(|_| S3Error::internal("checksum header"))?;
+    Ok(Some((HeaderName::from_static(alg.header_name()), value)))
+}
+
+/// The checksum sealed in the envelope, opened: its algorithm and digest.
+fn kept_checksum(
+    env: &ObjectHeader,
+    okey: &ObjectKey,
+) -> Result<Option<(ChecksumAlgorithm, Vec<u8>)>, S3Error> {
     let Some(stored) = env.checksum.as_deref() else {
         return Ok(None);
     };
@@ -4736,9 +4739,7 @@ fn checksum_header(
     if digest.len() != alg.digest_len() {
         return Err(integrity("length"));
     }
-    let value = HeaderValue::from_str(&crate::checksum::b64(&digest))
-        .map_err(|_| S3Error::internal("checksum header"))?;
-    Ok(Some((HeaderName::from_static(alg.header_name()), value)))
+    Ok(Some((alg, digest)))
 }
 
 fn add_checksum_header(h: &mut HeaderMap, checksum: Option<(HeaderName, HeaderValue)>) {
