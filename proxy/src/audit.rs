@@ -764,9 +764,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_requests_when_fail_closed() {
-        let dir = tempfile_dir();
+        let dir = tempfile_dir("fail-closed");
         let cfg = AuditConfig {
-            file: Some(dir.join("a.log")),
+            file: Some(dir.path().join("a.log")),
             stdout: false,
             checkpoint_every: 10,
             queue: 1,
@@ -791,7 +791,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_makes_requests_wait_under_backpressure() {
-        let (_, cfg) = log_config("backpressure", 10, 1, false);
+        let (_dir, cfg) = log_config("backpressure", 10, 1, false);
         let a = std::sync::Arc::new(
             Audit::start(&cfg, "k", Zeroizing::new([1u8; 32]), vec![1]).expect("start"),
         );
@@ -819,7 +819,7 @@ mod tests {
         let a = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("start");
         write_requests(&a, 3).await;
         a.shutdown();
-        let text = std::fs::read_to_string(dir.join("a.log")).expect("log");
+        let text = std::fs::read_to_string(dir.path().join("a.log")).expect("log");
         assert!(
             text.lines().last().unwrap().contains("\"checkpoint\""),
             "sealed at shutdown"
@@ -829,13 +829,13 @@ mod tests {
         assert_eq!(check(&text), Ok(3));
         // A crash cut the next line in the middle; the restart continues and says so.
         let cut = format!("{text}{{\"type\":\"request\",\"n\":9");
-        std::fs::write(dir.join("a.log"), &cut).expect("cut");
+        std::fs::write(dir.path().join("a.log"), &cut).expect("cut");
         let b = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("restart");
         let mut r = Record::new();
         r.insert("type".into(), "request".into());
         b.reserve().await.expect("slot").send(r);
         b.shutdown();
-        let text = std::fs::read_to_string(dir.join("a.log")).expect("log");
+        let text = std::fs::read_to_string(dir.path().join("a.log")).expect("log");
         assert!(text.contains("recovered_cut_line"));
         assert_eq!(check(&text), Ok(4));
         // Two records written after the last checkpoint, then a crash cut the third: a restart
@@ -859,10 +859,10 @@ mod tests {
                 }
                 out.join("\n") + "\n{\"type\":\"request\",\"n\":102"
             };
-            std::fs::write(dir.join("a.log"), &unsealed).expect("write");
+            std::fs::write(dir.path().join("a.log"), &unsealed).expect("write");
             let c = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("restart");
             c.shutdown();
-            let sealed = std::fs::read_to_string(dir.join("a.log")).expect("log");
+            let sealed = std::fs::read_to_string(dir.path().join("a.log")).expect("log");
             assert_eq!(check(&sealed), Ok(6));
             let lines: Vec<&str> = sealed.lines().collect();
             let a = lines.iter().position(|l| l.contains("\"n\":100")).unwrap();
@@ -879,7 +879,7 @@ mod tests {
                 check(&(v.join("\n") + "\n")).is_err(),
                 "an unsealed edit passed"
             );
-            std::fs::write(dir.join("a.log"), &text).expect("restore");
+            std::fs::write(dir.path().join("a.log"), &text).expect("restore");
         }
         // The same cut without the restart's header is an edit.
         let lines: Vec<&str> = text.lines().collect();
@@ -900,14 +900,14 @@ mod tests {
         write_requests(&a, 3).await;
         a.shutdown();
         // The rotation renamed the file, then the process died writing the new header.
-        std::fs::rename(dir.join("a.log"), dir.join("a.log.1")).expect("rename");
-        std::fs::write(dir.join("a.log"), b"{\"format\":\"chmura-au").expect("cut header");
+        std::fs::rename(dir.path().join("a.log"), dir.path().join("a.log.1")).expect("rename");
+        std::fs::write(dir.path().join("a.log"), b"{\"format\":\"chmura-au").expect("cut header");
         let b = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("restart");
         let mut r = Record::new();
         r.insert("type".into(), "request".into());
         b.reserve().await.expect("slot").send(r);
         b.shutdown();
-        let read = |n: &str| std::fs::read_to_string(dir.join(n)).expect("log");
+        let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).expect("log");
         let files = vec![
             ("a.log.1".to_string(), read("a.log.1")),
             ("a.log".to_string(), read("a.log")),
@@ -928,16 +928,16 @@ mod tests {
         let a = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("start");
         a.shutdown();
         // A crash cut a record in the middle of "é" (0xC3 0xA9).
-        let mut bytes = std::fs::read(dir.join("a.log")).expect("log");
+        let mut bytes = std::fs::read(dir.path().join("a.log")).expect("log");
         bytes.extend_from_slice(b"{\"key\":\"caf\xC3");
-        std::fs::write(dir.join("a.log"), &bytes).expect("cut");
+        std::fs::write(dir.path().join("a.log"), &bytes).expect("cut");
         let b = Audit::start(&cfg, "k", Zeroizing::new(key), vec![9]).expect("restart");
         let mut r = Record::new();
         r.insert("type".into(), "request".into());
         r.insert("key".into(), "caf\u{e9}".into());
         b.reserve().await.expect("slot").send(r);
         b.shutdown();
-        let bytes = std::fs::read(dir.join("a.log")).expect("log");
+        let bytes = std::fs::read(dir.path().join("a.log")).expect("log");
         assert!(
             String::from_utf8(bytes.clone()).is_err(),
             "the cut is in the file"
@@ -953,12 +953,10 @@ mod tests {
         checkpoint_every: u64,
         queue: usize,
         fail_closed: bool,
-    ) -> (PathBuf, AuditConfig) {
-        let dir = tempfile_dir().join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
+    ) -> (tempfile::TempDir, AuditConfig) {
+        let dir = tempfile_dir(name);
         let cfg = AuditConfig {
-            file: Some(dir.join("a.log")),
+            file: Some(dir.path().join("a.log")),
             stdout: false,
             checkpoint_every,
             queue,
@@ -978,10 +976,12 @@ mod tests {
         }
     }
 
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("chmura-audit-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("dir");
-        d
+    /// A folder of the test's own, removed when the test ends (pass or fail).
+    fn tempfile_dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("chmura-audit-{name}-"))
+            .tempdir()
+            .expect("dir")
     }
 
     fn check(text: &str) -> Result<usize, Broken> {
