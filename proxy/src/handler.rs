@@ -5252,35 +5252,53 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
     let url = param("encoding-type").is_some_and(|v| v.eq_ignore_ascii_case("url"));
     let encoded = |v: &str| {
         if url {
-            crate::sigv4::uri_encode_string(v.as_bytes(), false)
+            s3_url_encode(v)
         } else {
             crate::error::xml_escape(v)
         }
     };
     // Prefixes URL-encoded as S3 encodes them, where the store left them raw: moto encodes
-    // keys but not common prefixes, and a client decoding `foo+1/` gets `foo 1/`. Text with
-    // a character URL encoding never leaves was not encoded. The prefix echoed at the top is
-    // encoded in V2 and version listings only (S3 leaves V1's as sent; botocore decodes it
-    // only there).
-    let encode = |v: &str| {
-        let raw = multipart::unescape(v);
-        if raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.~/%".contains(c))
-        {
-            v.to_string()
+    // keys but not common prefixes, and a client decoding `foo+1/` gets `foo 1/`. A store
+    // encodes all of a page's common prefixes or none, and `+` alone cannot tell (S3 encodes
+    // a space as `+`): the page's prefixes are taken as raw when one of them holds a
+    // character URL encoding never leaves, else as encoded (s3s-fs, S3). The prefix echoed
+    // at the top, judged on its own, is encoded in V2 and version listings only (S3 leaves
+    // V1's as sent; botocore decodes it only there).
+    let left_raw = |v: &str| !is_url_encoded(&multipart::unescape(v));
+    let encode = |v: &str| s3_url_encode(&multipart::unescape(v));
+    let xml = if url
+        && matches!(
+            op,
+            Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions
+        ) {
+        let common = multipart::tag_values(xml, "CommonPrefixes");
+        let page_raw = common
+            .iter()
+            .flat_map(|c| multipart::tag_values(c, "Prefix"))
+            .any(left_raw);
+        let xml = if page_raw {
+            multipart::replace_tag(xml, "CommonPrefixes", |inner| {
+                multipart::replace_tag(inner, "Prefix", encode)
+            })
         } else {
-            crate::sigv4::uri_encode_string(raw.as_bytes(), true)
+            xml.to_string()
+        };
+        if op == Op::ListObjects {
+            xml
+        } else {
+            // The top-level prefix comes before any common prefix.
+            let (head, tail) = xml.split_at(xml.find("<CommonPrefixes>").unwrap_or(xml.len()));
+            let head = multipart::replace_tag(head, "Prefix", |v| {
+                if left_raw(v) {
+                    encode(v)
+                } else {
+                    v.to_string()
+                }
+            });
+            head + tail
         }
-    };
-    let xml = match op {
-        Op::ListObjects if url => multipart::replace_tag(xml, "CommonPrefixes", |inner| {
-            multipart::replace_tag(inner, "Prefix", encode)
-        }),
-        Op::ListObjectsV2 | Op::ListObjectVersions if url => {
-            multipart::replace_tag(xml, "Prefix", encode)
-        }
-        _ => xml.to_string(),
+    } else {
+        xml.to_string()
     };
     let xml = xml.as_str();
     let wanted: Vec<(&str, String)> = match op {
@@ -5318,6 +5336,20 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
         }
     }
     out
+}
+
+/// S3's encoding of names in listings under `encoding-type=url`: UTF-8 bytes outside
+/// `A-Za-z0-9-_.~/` as `%XX`, a space as `+` (as S3 answers: `a b` is `a+b`, `a+b` is
+/// `a%2Bb`).
+fn s3_url_encode(raw: &str) -> String {
+    crate::sigv4::uri_encode_string(raw.as_bytes(), true).replace("%20", "+")
+}
+
+/// Whether text may be a name as a store URL-encoded it: only characters that encoding leaves
+/// (`+` included, a space).
+fn is_url_encoded(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.~/%+".contains(c))
 }
 
 fn rewrite_sizes(xml: &str) -> String {
@@ -5507,14 +5539,15 @@ mod tests {
         assert!(out.contains("<Marker>a%0Ab%26c</Marker>"), "{out}");
         let out = echo_listing_params(v1, Op::ListObjects, &q(&[("marker", "x&y")]), false);
         assert!(out.contains("<Marker>x&amp;y</Marker>"), "{out}");
-        // Prefixes a store left raw under encoding-type=url are encoded; encoded ones stay.
+        // A page of prefixes a store left raw under encoding-type=url is encoded (moto) ...
         let listed = v1.replace(
             "<MaxKeys>",
             "<CommonPrefixes><Prefix>foo+1/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>quux ab/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>a%2Bb/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>&lt;&amp;/</Prefix></CommonPrefixes><MaxKeys>",
         );
         let listed = listed.replace("<Prefix></Prefix>", "<Prefix>&#10;</Prefix>");
+        let url = q(&[("encoding-type", "url")]);
         for op in [Op::ListObjects, Op::ListObjectsV2, Op::ListObjectVersions] {
-            let out = echo_listing_params(&listed, op, &q(&[("encoding-type", "url")]), false);
+            let out = echo_listing_params(&listed, op, &url, false);
             let prefixes = multipart::tag_values(&out, "Prefix");
             let top = if op == Op::ListObjects {
                 "&#10;"
@@ -5523,12 +5556,24 @@ mod tests {
             };
             assert_eq!(
                 prefixes,
-                [top, "foo%2B1/", "quux%20ab/", "a%2Bb/", "%3C%26/"],
+                [top, "foo%2B1/", "quux+ab/", "a%252Bb/", "%3C%26/"],
                 "{out}"
             );
             // Without encoding-type=url the store's text is kept.
             let out = echo_listing_params(&listed, op, &[], false);
             assert!(out.contains("<Prefix>foo+1/</Prefix>"), "{out}");
+            // ... and a page the store encoded is kept: `+` is an encoded space there
+            // (s3s-fs and S3 list `b ` as `b+`).
+            let encoded = v1.replace(
+                "<Prefix></Prefix><MaxKeys>",
+                "<Prefix>b+</Prefix><CommonPrefixes><Prefix>b+c+</Prefix></CommonPrefixes><CommonPrefixes><Prefix>b%2B/</Prefix></CommonPrefixes><MaxKeys>",
+            );
+            let out = echo_listing_params(&encoded, op, &url, false);
+            assert_eq!(
+                multipart::tag_values(&out, "Prefix"),
+                ["b+", "b+c+", "b%2B/"],
+                "{out}"
+            );
         }
         // What the store states is kept.
         let stated = v1.replace("<MaxKeys>", "<Marker>m</Marker><MaxKeys>");
@@ -5553,7 +5598,9 @@ mod tests {
             false,
         );
         assert!(
-            out.contains("<ContinuationToken>t/+=</ContinuationToken><StartAfter>a%20b</StartAfter><MaxKeys>"),
+            out.contains(
+                "<ContinuationToken>t/+=</ContinuationToken><StartAfter>a+b</StartAfter><MaxKeys>"
+            ),
             "{out}"
         );
         let out = echo_listing_params(&v2, Op::ListObjectsV2, &[], true);
