@@ -5257,46 +5257,42 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
             crate::error::xml_escape(v)
         }
     };
-    // Prefixes URL-encoded as S3 encodes them, where the store left them raw: moto encodes
-    // keys but not common prefixes, and a client decoding `foo+1/` gets `foo 1/`. A store
-    // encodes all of a page's common prefixes or none, and `+` alone cannot tell (S3 encodes
-    // a space as `+`): the page's prefixes are taken as raw when one of them holds a
-    // character URL encoding never leaves, else as encoded (s3s-fs, S3). The prefix echoed
-    // at the top, judged on its own, is encoded in V2 and version listings only (S3 leaves
-    // V1's as sent; botocore decodes it only there).
+    // Names under encoding-type=url as S3 encodes them (ceph's s3-tests: a space as `%20`, a
+    // `+` as `%2B`), whatever the store did: moto leaves V1's common prefixes raw (a client
+    // decoding `foo+1/` would get `foo 1/`) and s3s-fs encodes a space as `+`. A store
+    // encodes all of a page's keys, or its common prefixes, or none of them, and `+` alone
+    // cannot tell which: they are taken as left raw when one of them holds a character URL
+    // encoding never leaves (and encoded here), else as encoded (a `+` then is a space,
+    // restated as `%20`). The prefix echoed at the top, judged on its own, in V2 and version
+    // listings only (S3 leaves V1's as sent; botocore decodes it only there).
     let left_raw = |v: &str| !is_url_encoded(&multipart::unescape(v));
     let encode = |v: &str| s3_url_encode(&multipart::unescape(v));
+    let restate = |v: &str| v.replace('+', "%20");
     let xml = if url
         && matches!(
             op,
             Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions
         ) {
-        let common = multipart::tag_values(xml, "CommonPrefixes");
-        let page_raw = common
-            .iter()
+        let prefixes: Vec<&str> = multipart::tag_values(xml, "CommonPrefixes")
+            .into_iter()
             .flat_map(|c| multipart::tag_values(c, "Prefix"))
-            .any(left_raw);
-        let xml = if page_raw {
-            multipart::replace_tag(xml, "CommonPrefixes", |inner| {
-                multipart::replace_tag(inner, "Prefix", encode)
-            })
+            .collect();
+        let page = |raw: bool| move |v: &str| if raw { encode(v) } else { restate(v) };
+        let xml = multipart::replace_tag(xml, "CommonPrefixes", |inner| {
+            multipart::replace_tag(inner, "Prefix", page(prefixes.iter().any(|v| left_raw(v))))
+        });
+        let keys_raw = multipart::tag_values(&xml, "Key").into_iter().any(left_raw);
+        let xml = multipart::replace_tag(&xml, "Key", page(keys_raw));
+        // The top-level prefix comes before any common prefix.
+        let (head, tail) = xml.split_at(xml.find("<CommonPrefixes>").unwrap_or(xml.len()));
+        let head = if op == Op::ListObjects {
+            // As sent, whatever the store did (s3s-fs encodes it).
+            let sent = crate::error::xml_escape(param("prefix").unwrap_or(""));
+            multipart::replace_tag(head, "Prefix", |_| sent.clone())
         } else {
-            xml.to_string()
+            multipart::replace_tag(head, "Prefix", |v| page(left_raw(v))(v))
         };
-        if op == Op::ListObjects {
-            xml
-        } else {
-            // The top-level prefix comes before any common prefix.
-            let (head, tail) = xml.split_at(xml.find("<CommonPrefixes>").unwrap_or(xml.len()));
-            let head = multipart::replace_tag(head, "Prefix", |v| {
-                if left_raw(v) {
-                    encode(v)
-                } else {
-                    v.to_string()
-                }
-            });
-            head + tail
-        }
+        head + tail
     } else {
         xml.to_string()
     };
@@ -5339,10 +5335,9 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
 }
 
 /// S3's encoding of names in listings under `encoding-type=url`: UTF-8 bytes outside
-/// `A-Za-z0-9-_.~/` as `%XX`, a space as `+` (as S3 answers: `a b` is `a+b`, `a+b` is
-/// `a%2Bb`).
+/// `A-Za-z0-9-_.~/` as `%XX` (`a b` is `a%20b`, `a+b` is `a%2Bb`).
 fn s3_url_encode(raw: &str) -> String {
-    crate::sigv4::uri_encode_string(raw.as_bytes(), true).replace("%20", "+")
+    crate::sigv4::uri_encode_string(raw.as_bytes(), true)
 }
 
 /// Whether text may be a name as a store URL-encoded it: only characters that encoding leaves
@@ -5545,35 +5540,38 @@ mod tests {
             "<CommonPrefixes><Prefix>foo+1/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>quux ab/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>a%2Bb/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>&lt;&amp;/</Prefix></CommonPrefixes><MaxKeys>",
         );
         let listed = listed.replace("<Prefix></Prefix>", "<Prefix>&#10;</Prefix>");
-        let url = q(&[("encoding-type", "url")]);
         for op in [Op::ListObjects, Op::ListObjectsV2, Op::ListObjectVersions] {
-            let out = echo_listing_params(&listed, op, &url, false);
+            let asked = q(&[("encoding-type", "url"), ("prefix", "\n")]);
+            let out = echo_listing_params(&listed, op, &asked, false);
             let prefixes = multipart::tag_values(&out, "Prefix");
-            let top = if op == Op::ListObjects {
-                "&#10;"
-            } else {
-                "%0A"
-            };
+            // V1's as sent (s3-tests' test_bucket_list_prefix_unreadable).
+            let top = if op == Op::ListObjects { "\n" } else { "%0A" };
             assert_eq!(
                 prefixes,
-                [top, "foo%2B1/", "quux+ab/", "a%252Bb/", "%3C%26/"],
+                [top, "foo%2B1/", "quux%20ab/", "a%252Bb/", "%3C%26/"],
                 "{out}"
             );
             // Without encoding-type=url the store's text is kept.
             let out = echo_listing_params(&listed, op, &[], false);
             assert!(out.contains("<Prefix>foo+1/</Prefix>"), "{out}");
-            // ... and a page the store encoded is kept: `+` is an encoded space there
-            // (s3s-fs and S3 list `b ` as `b+`).
+            // ... and a page the store encoded is kept, a `+` (an encoded space: s3s-fs lists
+            // `b ` as `b+`) restated as `%20`. The same for a page's keys.
             let encoded = v1.replace(
                 "<Prefix></Prefix><MaxKeys>",
-                "<Prefix>b+</Prefix><CommonPrefixes><Prefix>b+c+</Prefix></CommonPrefixes><CommonPrefixes><Prefix>b%2B/</Prefix></CommonPrefixes><MaxKeys>",
+                "<Prefix>b+</Prefix><Contents><Key>k+1</Key></Contents><Contents><Key>k%2B</Key></Contents><CommonPrefixes><Prefix>b+c+</Prefix></CommonPrefixes><CommonPrefixes><Prefix>b%2B/</Prefix></CommonPrefixes><MaxKeys>",
             );
-            let out = echo_listing_params(&encoded, op, &url, false);
+            let asked = q(&[("encoding-type", "url"), ("prefix", "b ")]);
+            let out = echo_listing_params(&encoded, op, &asked, false);
+            let top = if op == Op::ListObjects { "b " } else { "b%20" };
             assert_eq!(
                 multipart::tag_values(&out, "Prefix"),
-                ["b+", "b+c+", "b%2B/"],
+                [top, "b%20c%20", "b%2B/"],
                 "{out}"
             );
+            assert_eq!(multipart::tag_values(&out, "Key"), ["k%201", "k%2B"]);
+            let raw_keys = encoded.replace("k%2B", "k b");
+            let out = echo_listing_params(&raw_keys, op, &asked, false);
+            assert_eq!(multipart::tag_values(&out, "Key"), ["k%2B1", "k%20b"]);
         }
         // What the store states is kept.
         let stated = v1.replace("<MaxKeys>", "<Marker>m</Marker><MaxKeys>");
@@ -5599,7 +5597,7 @@ mod tests {
         );
         assert!(
             out.contains(
-                "<ContinuationToken>t/+=</ContinuationToken><StartAfter>a+b</StartAfter><MaxKeys>"
+                "<ContinuationToken>t/+=</ContinuationToken><StartAfter>a%20b</StartAfter><MaxKeys>"
             ),
             "{out}"
         );
