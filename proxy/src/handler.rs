@@ -5249,7 +5249,10 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let url = param("encoding-type").is_some_and(|v| v.eq_ignore_ascii_case("url"));
+    // Encoded only where the store says it encoded (`EncodingType`): clients decode a page
+    // only then (botocore), and moto ignores encoding-type in version listings.
+    let url = param("encoding-type").is_some_and(|v| v.eq_ignore_ascii_case("url"))
+        && xml.contains("<EncodingType>");
     let encoded = |v: &str| {
         if url {
             s3_url_encode(v)
@@ -5517,7 +5520,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        let v1 = "<ListBucketResult><Name>b</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>";
+        let v1 = "<ListBucketResult><Name>b</Name><Prefix></Prefix><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated><EncodingType>url</EncodingType></ListBucketResult>";
         // No marker asked: an empty one, as S3 states it.
         let out = echo_listing_params(v1, Op::ListObjects, &[], false);
         assert!(
@@ -5534,6 +5537,19 @@ mod tests {
         assert!(out.contains("<Marker>a%0Ab%26c</Marker>"), "{out}");
         let out = echo_listing_params(v1, Op::ListObjects, &q(&[("marker", "x&y")]), false);
         assert!(out.contains("<Marker>x&amp;y</Marker>"), "{out}");
+        // A store that ignored encoding-type says no EncodingType: its page stays raw and
+        // what is added is XML-escaped (clients decode nothing; moto's version listings).
+        let ignored = v1
+            .replace("<EncodingType>url</EncodingType>", "")
+            .replace("<MaxKeys>", "<Contents><Key>a b+</Key></Contents><MaxKeys>");
+        let asked = q(&[("marker", "x&y"), ("encoding-type", "url")]);
+        for op in [Op::ListObjects, Op::ListObjectVersions] {
+            let out = echo_listing_params(&ignored, op, &asked, false);
+            assert_eq!(multipart::tag_values(&out, "Key"), ["a b+"], "{out}");
+            if op == Op::ListObjects {
+                assert!(out.contains("<Marker>x&amp;y</Marker>"), "{out}");
+            }
+        }
         // A page of prefixes a store left raw under encoding-type=url is encoded (moto) ...
         let listed = v1.replace(
             "<MaxKeys>",
