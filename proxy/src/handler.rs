@@ -5262,7 +5262,7 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
     };
     // Names under encoding-type=url as S3 encodes them (ceph's s3-tests: a space as `%20`, a
     // `+` as `%2B`), whatever the store did: moto leaves V1's common prefixes raw (a client
-    // decoding `foo+1/` would get `foo 1/`) and s3s-fs encodes a space as `+`. A store
+    // decoding `foo+1/` would get `foo 1/`) and the test store (s3s-fs) a space as `+`. A store
     // encodes all of a page's keys, or its common prefixes, or none of them, and `+` alone
     // cannot tell which: they are taken as left raw when one of them holds a character URL
     // encoding never leaves (and encoded here), else as encoded (a `+` then is a space,
@@ -5570,7 +5570,7 @@ mod tests {
             // Without encoding-type=url the store's text is kept.
             let out = echo_listing_params(&listed, op, &[], false);
             assert!(out.contains("<Prefix>foo+1/</Prefix>"), "{out}");
-            // ... and a page the store encoded is kept, a `+` (an encoded space: s3s-fs lists
+            // ... and a page the store encoded is kept, a `+` (an encoded space: the test store lists
             // `b ` as `b+`) restated as `%20`. The same for a page's keys.
             let encoded = v1.replace(
                 "<Prefix></Prefix><MaxKeys>",

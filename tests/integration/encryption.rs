@@ -954,7 +954,7 @@ fn url_decoded(v: &str) -> String {
 }
 
 /// Common prefixes and the echoed prefix under `encoding-type=url` decode to the names stored,
-/// whether the store encoded them (s3s-fs: `b c/` as `b+c/`) or left them raw (moto).
+/// whether the store encoded them (the test store over s3s-fs: `b c/` as `b+c/`) or left them raw (moto).
 async fn encoded_names(s3: &aws_sdk_s3::Client) {
     s3.create_bucket()
         .bucket("enc-names")
