@@ -5289,7 +5289,7 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
         // The top-level prefix comes before any common prefix.
         let (head, tail) = xml.split_at(xml.find("<CommonPrefixes>").unwrap_or(xml.len()));
         let head = if op == Op::ListObjects {
-            // As sent, whatever the store did (s3s-fs encodes it).
+            // As sent, whatever the store did (the test store encodes it).
             let sent = crate::error::xml_escape(param("prefix").unwrap_or(""));
             multipart::replace_tag(head, "Prefix", |_| sent.clone())
         } else {
