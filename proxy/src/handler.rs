@@ -5276,13 +5276,13 @@ fn echo_listing_params(xml: &str, op: Op, query: &[(String, String)], empty_toke
             op,
             Op::ListObjects | Op::ListObjectsV2 | Op::ListObjectVersions
         ) {
-        let prefixes: Vec<&str> = multipart::tag_values(xml, "CommonPrefixes")
+        let prefixes_raw = multipart::tag_values(xml, "CommonPrefixes")
             .into_iter()
             .flat_map(|c| multipart::tag_values(c, "Prefix"))
-            .collect();
+            .any(left_raw);
         let page = |raw: bool| move |v: &str| if raw { encode(v) } else { restate(v) };
         let xml = multipart::replace_tag(xml, "CommonPrefixes", |inner| {
-            multipart::replace_tag(inner, "Prefix", page(prefixes.iter().any(|v| left_raw(v))))
+            multipart::replace_tag(inner, "Prefix", page(prefixes_raw))
         });
         let keys_raw = multipart::tag_values(&xml, "Key").into_iter().any(left_raw);
         let xml = multipart::replace_tag(&xml, "Key", page(keys_raw));

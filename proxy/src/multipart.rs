@@ -544,7 +544,8 @@ pub fn parse_complete(xml: &str) -> Result<Vec<CompletePart>, S3Error> {
     Ok(parts)
 }
 
-/// XML text → string (the five predefined entities and `&#34;`).
+/// XML text → string: the five predefined entities and numeric references (`&#10;`,
+/// `&#x1F600;`); a `&` that starts no reference is kept.
 pub fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;

@@ -891,7 +891,7 @@ async fn bucket_pages(s3: &aws_sdk_s3::Client) {
 }
 
 /// Names in a listing under `encoding-type=url`, as a client decodes them (botocore's
-/// `unquote_plus`: S3 encodes a space as `+`).
+/// `unquote_plus`: `%20` and `+` are both a space).
 fn url_decoded(v: &str) -> String {
     percent_encoding::percent_decode_str(&v.replace('+', " "))
         .decode_utf8()
@@ -900,7 +900,8 @@ fn url_decoded(v: &str) -> String {
 }
 
 /// Common prefixes and the echoed prefix under `encoding-type=url` decode to the names stored,
-/// whether the store encoded them (the test store over s3s-fs: `b c/` as `b+c/`) or left them raw (moto).
+/// whether the store encoded them (the test store over s3s-fs: `b c/` as `b+c/`) or left
+/// them raw (moto).
 async fn encoded_names(s3: &aws_sdk_s3::Client) {
     s3.create_bucket()
         .bucket("enc-names")
