@@ -1844,6 +1844,27 @@ async fn handle_inner(
                 parts.iter().map(|(n, _)| *n).collect()
             }
         };
+        // The checksum type a Complete states must be the one the upload was created with
+        // (S3 answers BadDigest).
+        if let Some(ty) = header_str(&parts.headers, "x-amz-checksum-type") {
+            let ty = ty.trim();
+            let created = if t.composite.is_some() {
+                Some("COMPOSITE")
+            } else if t.full_object.is_some() {
+                Some("FULL_OBJECT")
+            } else {
+                None
+            };
+            if created.is_some_and(|c| !c.eq_ignore_ascii_case(ty)) {
+                return Err(S3Error::new(
+                    "BadDigest",
+                    format!(
+                        "The upload was created using the {} checksum mode. The complete request must use the same checksum mode.",
+                        created.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
         // Full-object CRC (asked for at Create, or at Complete): the part CRCs combined over
         // the plaintext; a full-object value the client states is checked before anything
         // is completed. Otherwise the composite of the part checksums.
@@ -1906,9 +1927,28 @@ async fn handle_inner(
                         .as_ref()
                         .is_none_or(|(t, v)| *t != tag || !matches(v))
                     {
+                        return Err(S3Error::new(
+                            "BadDigest",
+                            format!(
+                                "The {} you specified did not match the calculated checksum.",
+                                alg.name().to_ascii_lowercase()
+                            ),
+                        ));
+                    }
+                }
+                // An upload created with a composite algorithm completes only with that
+                // checksum listed for every part (S3's words).
+                if let Some(alg) = t.composite {
+                    let missing = numbers.iter().find(|n| {
+                        client_parts
+                            .iter()
+                            .find(|p| p.number == **n)
+                            .is_none_or(|p| !p.checksums.iter().any(|(a, _)| a == alg.name()))
+                    });
+                    if let Some(n) = missing {
                         return Err(S3Error::invalid_request(format!(
-                            "The {} you specified did not match the calculated checksum.",
-                            alg.name()
+                            "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {n} in the request.",
+                            alg.name().to_ascii_lowercase()
                         )));
                     }
                 }
@@ -2336,6 +2376,7 @@ async fn handle_inner(
                     customer_check: header.customer_check,
                     sidecar_id: None,
                     checksum_tag: header.checksum_tag,
+                    composite: composite_requested(&parts.headers),
                 };
                 token.sidecar_id = create_sidecar(state, bucket_name, &addr.key, &token).await;
                 let shown = crate::error::xml_escape(&token.encode());
@@ -3382,7 +3423,17 @@ async fn upload_part_copy(
         None,
     );
     let (uri, host) = state.upstream.uri(Some(bucket), key, &q);
-    let body = EncryptingBody::new(src.into_body(), Sealer::new(okey, part, len), cipher_len);
+    // The copied part's plaintext checksum, in the upload's algorithm: S3 states it in the
+    // answer, and Complete needs it for every part of a composite upload.
+    let alg = token.composite.or(token.full_object);
+    let (source, digest) = match alg {
+        Some(a) => {
+            let (b, d) = crate::seal::HashingBody::new(src.into_body(), a, len);
+            (b.boxed_unsync(), Some(d))
+        }
+        None => (src.into_body(), None),
+    };
+    let body = EncryptingBody::new(source, Sealer::new(okey, part, len), cipher_len);
     let put = Request::builder()
         .method(Method::PUT)
         .uri(&uri)
@@ -3402,8 +3453,26 @@ async fn upload_part_copy(
         .map(etag::present)
         .unwrap_or_default();
     let modified = auth::format_iso8601(SystemTime::now()).replace('Z', ".000Z");
+    let checksum = match (alg, digest) {
+        (Some(a), Some(d)) => {
+            // An empty source may never be read at all.
+            let empty = (len == 0).then(|| crate::checksum::Hasher::new(a).finish());
+            let d = d
+                .lock()
+                .ok()
+                .and_then(|mut d| d.take())
+                .or(empty)
+                .ok_or_else(|| S3Error::internal("part copy checksum"))?;
+            format!(
+                "<Checksum{0}>{1}</Checksum{0}>",
+                a.name(),
+                crate::checksum::b64(&d)
+            )
+        }
+        _ => String::new(),
+    };
     let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{modified}</LastModified><ETag>{}</ETag></CopyPartResult>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CopyPartResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LastModified>{modified}</LastModified><ETag>{}</ETag>{checksum}</CopyPartResult>",
         crate::error::xml_escape(&etag)
     );
     let mut resp = Response::new(
@@ -4253,6 +4322,14 @@ fn full_object_requested(h: &HeaderMap) -> Option<ChecksumAlgorithm> {
         || header_str(h, "x-amz-checksum-type")
             .is_some_and(|t| t.eq_ignore_ascii_case("FULL_OBJECT"));
     (full && !matches!(alg, ChecksumAlgorithm::Sha1 | ChecksumAlgorithm::Sha256)).then_some(alg)
+}
+
+/// The composite checksum algorithm a CreateMultipartUpload asks for: an algorithm without
+/// a full-object CRC (`full_object_requested`).
+fn composite_requested(h: &HeaderMap) -> Option<ChecksumAlgorithm> {
+    let alg = header_str(h, "x-amz-checksum-algorithm")
+        .and_then(|v| ChecksumAlgorithm::from_name(v.trim()))?;
+    (full_object_requested(h).is_none() && alg != ChecksumAlgorithm::Crc64Nvme).then_some(alg)
 }
 
 /// A request to the store for `bucket`/`key` (a version of it, if given), signed when sent.

@@ -25,6 +25,9 @@ const SIDECAR: u8 = 0x20;
 /// Token flag: the upload was created with a checksum algorithm, so its envelope says the
 /// object's checksum is kept in a tag (FORMAT.md §8a) and Complete writes that tag.
 const CHECKSUM_TAG: u8 = 0x10;
+/// Token flag: the upload was created with a composite checksum algorithm, named by bits 0–1
+/// (`composite_code`); without it, bits 0–1 name a full-object CRC.
+const COMPOSITE: u8 = 0x04;
 
 /// What a Chmura UploadId carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +54,11 @@ pub struct UploadToken {
     /// The upload's envelope has `chmura-ckt` (FORMAT.md §8a): Complete keeps the checksum
     /// it states in the object tag `chmura-ck`. Bit 4 of the trailing byte.
     pub checksum_tag: bool,
+    /// The composite checksum algorithm the upload was created with (`x-amz-checksum-algorithm`
+    /// without `FULL_OBJECT`): Complete must list a checksum of it for every part, as S3
+    /// requires, and UploadPartCopy answers with the copied part's. Bit 2 of the trailing
+    /// byte, the algorithm in bits 0–1.
+    pub composite: Option<crate::checksum::ChecksumAlgorithm>,
 }
 
 /// The token byte for a full-object CRC algorithm.
@@ -61,6 +69,18 @@ fn full_object_code(a: crate::checksum::ChecksumAlgorithm) -> Option<u8> {
         A::Crc32c => Some(2),
         A::Crc64Nvme => Some(3),
         A::Sha1 | A::Sha256 => None,
+    }
+}
+
+/// The token bits 0–1 for a composite checksum algorithm (beside [`COMPOSITE`]).
+fn composite_code(a: crate::checksum::ChecksumAlgorithm) -> Option<u8> {
+    use crate::checksum::ChecksumAlgorithm as A;
+    match a {
+        A::Crc32 => Some(0),
+        A::Crc32c => Some(1),
+        A::Sha1 => Some(2),
+        A::Sha256 => Some(3),
+        A::Crc64Nvme => None,
     }
 }
 
@@ -94,8 +114,10 @@ impl UploadToken {
         b.extend_from_slice(&(self.wrapped_key.len() as u16).to_be_bytes());
         b.extend_from_slice(&self.wrapped_key);
         b.extend_from_slice(&self.salt);
-        let code = self.full_object.and_then(full_object_code).unwrap_or(0)
-            | if self.locked { LOCKED } else { 0 }
+        let code = match self.composite.and_then(composite_code) {
+            Some(c) => COMPOSITE | c,
+            None => self.full_object.and_then(full_object_code).unwrap_or(0),
+        } | if self.locked { LOCKED } else { 0 }
             | if self.customer_check.is_some() {
                 SSEC
             } else {
@@ -169,13 +191,24 @@ impl UploadToken {
         if !r.is_empty() {
             return None;
         }
-        let code = flags & !(LOCKED | SSEC | SIDECAR | CHECKSUM_TAG);
-        let full_object = match code {
-            0 => None,
-            _ => Some(
-                [A::Crc32, A::Crc32c, A::Crc64Nvme]
-                    .into_iter()
-                    .find(|a| full_object_code(*a) == Some(code))?,
+        let code = flags & !(LOCKED | SSEC | SIDECAR | CHECKSUM_TAG | COMPOSITE);
+        let (full_object, composite) = match (code, flags & COMPOSITE) {
+            (0, 0) => (None, None),
+            (_, 0) => (
+                Some(
+                    [A::Crc32, A::Crc32c, A::Crc64Nvme]
+                        .into_iter()
+                        .find(|a| full_object_code(*a) == Some(code))?,
+                ),
+                None,
+            ),
+            _ => (
+                None,
+                Some(
+                    [A::Crc32, A::Crc32c, A::Sha1, A::Sha256]
+                        .into_iter()
+                        .find(|a| composite_code(*a) == Some(code))?,
+                ),
             ),
         };
         let locked = flags & LOCKED != 0;
@@ -189,6 +222,7 @@ impl UploadToken {
             customer_check,
             sidecar_id,
             checksum_tag: flags & CHECKSUM_TAG != 0,
+            composite,
         })
     }
 
@@ -831,6 +865,7 @@ mod tests {
             customer_check: None,
             sidecar_id: None,
             checksum_tag: false,
+            composite: None,
         };
         let s = t.encode();
         assert!(s
@@ -845,6 +880,30 @@ mod tests {
             ..t.clone()
         };
         assert_eq!(UploadToken::decode(&full.encode()), Some(full.clone()));
+        // Each composite algorithm, alone and with the other flags.
+        use crate::checksum::ChecksumAlgorithm as A;
+        for alg in [A::Crc32, A::Crc32c, A::Sha1, A::Sha256] {
+            let c = UploadToken {
+                composite: Some(alg),
+                ..t.clone()
+            };
+            assert_eq!(UploadToken::decode(&c.encode()), Some(c.clone()));
+            let all = UploadToken {
+                locked: true,
+                checksum_tag: true,
+                customer_check: Some([1; 32]),
+                sidecar_id: Some("s".into()),
+                ..c
+            };
+            assert_eq!(UploadToken::decode(&all.encode()), Some(all));
+        }
+        // A composite flag whose bits 0–1 would name nothing: bit 3 set is not a token.
+        let mut raw = b64url_decode(s.strip_prefix(TOKEN_PREFIX).expect("prefix")).expect("b64");
+        raw.push(COMPOSITE | 0x08);
+        assert_eq!(
+            UploadToken::decode(&format!("{TOKEN_PREFIX}{}", b64url(&raw))),
+            None
+        );
         // The Object Lock flag, alone and with a full-object CRC; a token from before the flag
         // (one trailing code byte) reads as unlocked.
         for base in [t.clone(), full] {
@@ -945,6 +1004,7 @@ mod tests {
             customer_check: Some([5; 32]),
             sidecar_id: None,
             checksum_tag: true,
+            composite: None,
         };
         let key = "dir/a file+&<x>.chmura-upload.y";
         let sk = t.sidecar_key(key);

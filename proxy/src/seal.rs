@@ -201,6 +201,90 @@ impl Body for CopyingBody {
     }
 }
 
+/// Passes a body of `len` bytes through unchanged and sums its data with one checksum
+/// algorithm; the digest is in `digest` once `len` bytes went through (a reader that knows the
+/// length, such as `Sealer`, may never poll for the end), never for a body that broke off or
+/// holds another length.
+pub struct HashingBody {
+    inner: Inner,
+    hasher: Option<crate::checksum::Hasher>,
+    /// Bytes still to come.
+    left: u64,
+    digest: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+}
+
+impl HashingBody {
+    pub fn new<B>(
+        inner: B,
+        alg: crate::checksum::ChecksumAlgorithm,
+        len: u64,
+    ) -> (Self, Arc<std::sync::Mutex<Option<Vec<u8>>>>)
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        let digest = Arc::new(std::sync::Mutex::new(None));
+        (
+            HashingBody {
+                inner: Box::pin(inner),
+                hasher: Some(crate::checksum::Hasher::new(alg)),
+                left: len,
+                digest: digest.clone(),
+            },
+            digest,
+        )
+    }
+
+    fn finish(&mut self) {
+        if let Some(h) = self.hasher.take() {
+            if let Ok(mut slot) = self.digest.lock() {
+                *slot = Some(h.finish());
+            }
+        }
+    }
+}
+
+impl Body for HashingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let r = this.inner.as_mut().poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let (Some(d), Some(h)) = (f.data_ref(), this.hasher.as_mut()) {
+                    match this.left.checked_sub(d.len() as u64) {
+                        Some(left) => {
+                            h.update(d);
+                            this.left = left;
+                            if left == 0 {
+                                this.finish();
+                            }
+                        }
+                        None => this.hasher = None,
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.hasher = None,
+            Poll::Ready(None) if this.left == 0 => this.finish(),
+            Poll::Ready(None) => this.hasher = None,
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Frames an upload to the store as `aws-chunked` with a checksum trailer over what it
 /// carries (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`):
 /// - encrypted, a CRC32 for stores that require a checksum with an upload (S3 for PutObject
@@ -597,6 +681,38 @@ mod tests {
         // An error in the body ends it without the closing chunk: the store commits nothing.
         let failed = vec![bytes(b"abc"), Some(Err("client body failed".into()))];
         assert!(drain_crc(failed).is_err());
+    }
+
+    #[test]
+    fn hashing_body_states_a_digest_only_for_the_whole_declared_length() {
+        use crate::checksum::{ChecksumAlgorithm as A, Hasher};
+        let bytes = |s: &'static [u8]| Some(Ok(Frame::data(Bytes::from_static(s))));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // Polled `polls` times at most: a reader that knows the length stops at it.
+        let mut digest = |script: Vec<_>, len: u64, polls: usize| {
+            let (mut body, d) = HashingBody::new(Script(script.into()), A::Sha256, len);
+            for _ in 0..polls {
+                if let Poll::Ready(None) = Pin::new(&mut body).poll_frame(&mut cx) {
+                    break;
+                }
+            }
+            let got = d.lock().expect("lock").take();
+            got
+        };
+        let mut h = Hasher::new(A::Sha256);
+        h.update(b"abcdefg");
+        let want = Some(h.finish());
+        // Known as soon as the last byte went through, before any end is polled.
+        assert_eq!(
+            digest(vec![bytes(b"abc"), None, bytes(b"defg")], 7, 3),
+            want
+        );
+        assert_eq!(digest(vec![bytes(b"abc"), bytes(b"defg")], 7, 10), want);
+        // Short, long, or broken off: no digest.
+        assert_eq!(digest(vec![bytes(b"abc")], 7, 10), None);
+        assert_eq!(digest(vec![bytes(b"abc"), bytes(b"defgh")], 7, 10), None);
+        let broken = vec![bytes(b"abc"), Some(Err("source failed".into()))];
+        assert_eq!(digest(broken, 3 + 4, 10), None);
     }
 
     #[test]

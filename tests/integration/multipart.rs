@@ -689,6 +689,119 @@ async fn copy_object_rewraps_the_data_key_for_the_destination() {
     assert!(format!("{e:?}").contains("NoSuchBucket"), "{e:?}");
 }
 
+/// UploadPartCopy into an upload created with a checksum algorithm answers with the copied
+/// plaintext's checksum in that algorithm, as S3 does (a composite upload needs it for every
+/// part at Complete): SHA256 composite, CRC32 full-object.
+#[tokio::test]
+async fn upload_part_copy_states_the_copied_parts_checksum() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
+    use base64::Engine;
+    use chmura_proxy::checksum::{ChecksumAlgorithm as A, Hasher};
+    let sum = |alg: A, d: &[u8]| {
+        let mut h = Hasher::new(alg);
+        h.update(d);
+        base64::engine::general_purpose::STANDARD.encode(h.finish())
+    };
+    let env = encrypted_env().await;
+    env.make_bucket("upck");
+    let s3 = env.proxy.sdk_client();
+    let src = pattern(PART + 70_000, 33);
+    s3.put_object()
+        .bucket("upck")
+        .key("src")
+        .body(ByteStream::from(src.clone()))
+        .send()
+        .await
+        .expect("put");
+    let pieces = [&src[10..PART + 10], &src[PART + 10..]];
+    let ranges = [
+        format!("bytes=10-{}", PART + 9),
+        format!("bytes={}-{}", PART + 10, src.len() - 1),
+    ];
+    for (alg, sdk_alg, full) in [
+        (A::Sha256, ChecksumAlgorithm::Sha256, false),
+        (A::Crc32, ChecksumAlgorithm::Crc32, true),
+    ] {
+        let key = format!("joined-{}", alg.name());
+        let mut create = s3
+            .create_multipart_upload()
+            .bucket("upck")
+            .key(&key)
+            .checksum_algorithm(sdk_alg);
+        if full {
+            create = create.checksum_type(ChecksumType::FullObject);
+        }
+        let id = create
+            .send()
+            .await
+            .expect("create")
+            .upload_id()
+            .expect("id")
+            .to_string();
+        let mut parts = Vec::new();
+        for (i, range) in ranges.iter().enumerate() {
+            let n = i as i32 + 1;
+            let out = s3
+                .upload_part_copy()
+                .bucket("upck")
+                .key(&key)
+                .upload_id(&id)
+                .part_number(n)
+                .copy_source("upck/src")
+                .copy_source_range(range)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("part copy {n}: {e:?}"));
+            let r = out.copy_part_result().expect("result");
+            let stated = match alg {
+                A::Sha256 => r.checksum_sha256(),
+                _ => r.checksum_crc32(),
+            };
+            let want = sum(alg, pieces[i]);
+            assert_eq!(stated, Some(want.as_str()), "{key} part {n}");
+            let p = CompletedPart::builder()
+                .part_number(n)
+                .e_tag(r.e_tag().expect("etag"));
+            parts.push(
+                match alg {
+                    A::Sha256 => p.checksum_sha256(want),
+                    _ => p.checksum_crc32(want),
+                }
+                .build(),
+            );
+        }
+        let done = s3
+            .complete_multipart_upload()
+            .bucket("upck")
+            .key(&key)
+            .upload_id(&id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("complete");
+        let plain = [pieces[0], pieces[1]].concat();
+        if full {
+            assert_eq!(done.checksum_crc32(), Some(sum(A::Crc32, &plain).as_str()));
+        } else {
+            let raw: Vec<u8> = pieces
+                .iter()
+                .flat_map(|p| {
+                    let mut h = Hasher::new(A::Sha256);
+                    h.update(p);
+                    h.finish()
+                })
+                .collect();
+            let composite = format!("{}-2", sum(A::Sha256, &raw));
+            assert_eq!(done.checksum_sha256(), Some(composite.as_str()));
+        }
+        assert!(get_all(&s3, "upck", &key).await.expect("get") == plain);
+    }
+}
+
 /// UploadPartCopy into an encrypted upload: the source range is decrypted and sealed again as
 /// the part (with and without a source range, from single-part and multipart sources).
 #[tokio::test]
@@ -1762,12 +1875,63 @@ async fn part_checksums_are_echoed_and_complete_returns_the_composite() {
             )
             .send()
     };
-    // A stated composite that the parts do not make is refused, and nothing is completed.
+    // A stated composite that the parts do not make is refused (S3: BadDigest, "The sha256
+    // you specified did not match the calculated checksum."), and nothing is completed.
     for bad in ["bad", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=-2"] {
         let e = complete(bad).await.expect_err("wrong composite");
         assert_eq!(e.raw_response().map(|r| r.status().as_u16()), Some(400));
-        assert_eq!(e.into_service_error().meta().code(), Some("InvalidRequest"));
+        assert_eq!(e.into_service_error().meta().code(), Some("BadDigest"));
     }
+    // The upload was created with SHA256: a Complete that lists a part without its checksum
+    // is refused as S3 refuses it, and so is one that states another checksum type.
+    let without: Vec<CompletedPart> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i == 1 {
+                CompletedPart::builder()
+                    .part_number(p.part_number().expect("n"))
+                    .e_tag(p.e_tag().expect("etag"))
+                    .build()
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    let e = s3
+        .complete_multipart_upload()
+        .bucket("cks")
+        .key("obj")
+        .upload_id(&id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(without))
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("a part without its checksum");
+    let e = e.into_service_error();
+    assert_eq!(e.meta().code(), Some("InvalidRequest"));
+    assert_eq!(
+        e.meta().message(),
+        Some("The upload was created using a sha256 checksum. The complete request must include the checksum for each part. It was missing for part 2 in the request.")
+    );
+    let e = s3
+        .complete_multipart_upload()
+        .bucket("cks")
+        .key("obj")
+        .upload_id(&id)
+        .checksum_type(aws_sdk_s3::types::ChecksumType::FullObject)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts.clone()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("another checksum type");
+    assert_eq!(e.into_service_error().meta().code(), Some("BadDigest"));
     assert!(get_all(&s3, "cks", "obj").await.is_err());
     // The stated composite may leave out the part count (S3 takes both forms).
     let bare = want.split_once('-').expect("-N").0.to_string();
