@@ -1326,6 +1326,23 @@ async fn handle_inner(
         .await;
     }
 
+    // S3 takes a part of an upload created with a composite checksum only with that checksum
+    // (as a header or a trailer), in S3's words.
+    if let (Plan::MpPart, Some(alg)) = (plan, token.as_ref().and_then(|t| t.composite)) {
+        let sent = exp
+            .checksum
+            .as_ref()
+            .map(|(a, _)| *a)
+            .or(exp.trailer_checksum);
+        if sent != Some(alg) {
+            return Err(S3Error::invalid_request(format!(
+                "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                alg.name().to_ascii_lowercase(),
+                sent.map_or("null".to_string(), |a| a.name().to_ascii_lowercase())
+            )));
+        }
+    }
+
     // 5c. A conditional write is checked against the store's current object first
     // (`write_condition`), so it holds also on stores that check none or only some forms.
     let condition = match (op, addr.bucket.as_deref()) {

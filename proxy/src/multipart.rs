@@ -55,8 +55,8 @@ pub struct UploadToken {
     /// it states in the object tag `chmura-ck`. Bit 4 of the trailing byte.
     pub checksum_tag: bool,
     /// The composite checksum algorithm the upload was created with (`x-amz-checksum-algorithm`
-    /// without `FULL_OBJECT`): UploadPartCopy answers with the copied part's checksum in it,
-    /// and a Complete may state no other checksum type. Bit 2 of the trailing byte, the
+    /// without `FULL_OBJECT`): every UploadPart must carry that checksum, UploadPartCopy
+    /// answers with the copied part's, and a Complete may state no other checksum type. Bit 2 of the trailing byte, the
     /// algorithm in bits 0–1.
     pub composite: Option<crate::checksum::ChecksumAlgorithm>,
 }

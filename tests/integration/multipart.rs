@@ -1830,6 +1830,65 @@ async fn part_checksums_are_echoed_and_complete_returns_the_composite() {
         Some(&ChecksumAlgorithm::Sha256)
     );
     let id = created.upload_id().expect("id").to_string();
+    // A part without that checksum is refused, in S3's words: with another algorithm (what
+    // an SDK sends by default) or with none.
+    let e = s3
+        .upload_part()
+        .bucket("cks")
+        .key("obj")
+        .upload_id(&id)
+        .part_number(1)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .body(ByteStream::from(vec![7u8; 1000]))
+        .send()
+        .await
+        .expect_err("a part with another checksum");
+    let e = e.into_service_error();
+    assert_eq!(e.meta().code(), Some("InvalidRequest"));
+    assert_eq!(
+        e.meta().message(),
+        Some("Checksum Type mismatch occurred, expected checksum Type: sha256, actual checksum Type: crc32")
+    );
+    {
+        use chmura_tests::raw::{self, RawRequest};
+        let port = env.proxy.addr.port();
+        let host = format!("localhost:{port}");
+        let body = vec![7u8; 1000];
+        let target = format!(
+            "/cks/obj?partNumber=1&uploadId={}",
+            chmura_proxy::sigv4::uri_encode_string(id.as_bytes(), false)
+        );
+        let r = raw::send(
+            port,
+            &env.proxy.certs.ca_pem,
+            &RawRequest::new("PUT", &target).body(body.clone()).sign_v4(
+                &host,
+                chmura_tests::TENANT_AK,
+                chmura_tests::TENANT_SK,
+                &raw::sha256_hex(&body),
+                std::time::SystemTime::now(),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code().as_deref()),
+            (400, Some("InvalidRequest"))
+        );
+        assert!(
+            r.text().contains("actual checksum Type: null"),
+            "{}",
+            r.text()
+        );
+    }
+    let listed = s3
+        .list_parts()
+        .bucket("cks")
+        .key("obj")
+        .upload_id(&id)
+        .send()
+        .await
+        .expect("list");
+    assert!(listed.parts().is_empty(), "a refused part was stored");
     let data = pattern(PART + 5, 90);
     let mut parts = Vec::new();
     let mut raw = Vec::new();
