@@ -12,6 +12,8 @@
 //!     [--pass-through] [--proxy-first]   (Chmura without encryption; Chmura's phases first)
 //!     [--store-tls]   (the store speaks HTTPS: direct and Chmura's upstream pay TLS too)
 //!     [--floor]   (chmura-tls-pipe, a bare TLS-in -> copy -> TLS-out relay, in Chmura's place)
+//!   CHMURA_STORE_MBPS=N limits each store connection to N MB/s each way (a network-bound
+//!   store, as S3's connections are), for the direct and Chmura paths alike.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -663,6 +665,9 @@ async fn main() {
             .expect("tmp");
     let store_port = free_port();
     let proxy_port = free_port();
+    if let Some(m) = chmura_tests::throttle::store_limit() {
+        println!("store connections limited to {m} MB/s each way (CHMURA_STORE_MBPS)");
+    }
     let _store = Proc(
         Command::new(bin("chmura-dev-store"))
             .args([

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub mod raw;
+pub mod throttle;
 pub mod tools;
 
 pub const TENANT_AK: &str = "CHMURATEST0000000001";
@@ -1268,6 +1269,7 @@ impl Store {
         let markers = Arc::new(FolderMarkers {
             root: root_dir.clone(),
         });
+        let limit = throttle::store_limit();
         tokio::spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             loop {
@@ -1276,6 +1278,7 @@ impl Store {
                     _ = &mut rx => break,
                 };
                 let _ = sock.set_nodelay(true);
+                let sock = throttle::Throttled::new(sock, limit);
                 // s3s-fs reads files in 4 KiB pieces (each a blocking-pool round trip) and hands
                 // each to the connection as its own frame; production stores (S3, MinIO) send
                 // large writes. Bodies are sent in 256 KiB frames, so the store's peers see a
