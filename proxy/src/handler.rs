@@ -3459,13 +3459,10 @@ async fn upload_part_copy(
     let modified = auth::format_iso8601(SystemTime::now()).replace('Z', ".000Z");
     let checksum = match (alg, digest) {
         (Some(a), Some(d)) => {
-            // An empty source may never be read at all.
-            let empty = (len == 0).then(|| crate::checksum::Hasher::new(a).finish());
             let d = d
                 .lock()
                 .ok()
                 .and_then(|mut d| d.take())
-                .or(empty)
                 .ok_or_else(|| S3Error::internal("part copy checksum"))?;
             format!(
                 "<Checksum{0}>{1}</Checksum{0}>",

@@ -203,8 +203,9 @@ impl Body for CopyingBody {
 
 /// Passes a body of `len` bytes through unchanged and sums its data with one checksum
 /// algorithm; the digest is in `digest` once `len` bytes went through (a reader that knows the
-/// length, such as `Sealer`, may never poll for the end), never for a body that broke off or
-/// holds another length.
+/// length, such as `Sealer`, may never poll for the end; an empty body's at once), never for
+/// a body that broke off, ended short, or overran `len` in the piece that would reach it
+/// (bytes after it are the reader's to refuse: `Sealer` does).
 pub struct HashingBody {
     inner: Inner,
     hasher: Option<crate::checksum::Hasher>,
@@ -223,15 +224,17 @@ impl HashingBody {
         B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
         let digest = Arc::new(std::sync::Mutex::new(None));
-        (
-            HashingBody {
-                inner: Box::pin(inner),
-                hasher: Some(crate::checksum::Hasher::new(alg)),
-                left: len,
-                digest: digest.clone(),
-            },
-            digest,
-        )
+        let mut body = HashingBody {
+            inner: Box::pin(inner),
+            hasher: Some(crate::checksum::Hasher::new(alg)),
+            left: len,
+            digest: digest.clone(),
+        };
+        if len == 0 {
+            // Known now: a reader of an empty body may never poll it.
+            body.finish();
+        }
+        (body, digest)
     }
 
     fn finish(&mut self) {
@@ -708,6 +711,10 @@ mod tests {
             want
         );
         assert_eq!(digest(vec![bytes(b"abc"), bytes(b"defg")], 7, 10), want);
+        // An empty body's digest is known before anything is read.
+        let mut h = Hasher::new(A::Sha256);
+        h.update(b"");
+        assert_eq!(digest(vec![], 0, 0), Some(h.finish()));
         // Short, long, or broken off: no digest.
         assert_eq!(digest(vec![bytes(b"abc")], 7, 10), None);
         assert_eq!(digest(vec![bytes(b"abc"), bytes(b"defgh")], 7, 10), None);
